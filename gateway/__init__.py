@@ -1,0 +1,1 @@
+"""gateway package (see docs/ and ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""insurance_fund package (see docs/ and ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""liquidation package (see docs/ and ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""oracle package (see docs/ and ../shared/DESIGN.md)."""

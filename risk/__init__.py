@@ -1,0 +1,1 @@
+"""risk package (see docs/ and ../shared/DESIGN.md)."""

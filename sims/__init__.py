@@ -1,0 +1,1 @@
+"""sims package (see docs/ and ../shared/DESIGN.md)."""
