@@ -1,0 +1,73 @@
+"""Result codes: a stable numbered enum, one range per subsystem.
+
+Ranges (never renumber a published code; add new ones at the end of a range):
+
+| range     | subsystem                          |
+|-----------|------------------------------------|
+| 0         | ok                                 |
+| 1000-1999 | matching and market rules (perp/)  |
+| 2000-2999 | risk (risk/)                       |
+| 3000-3999 | oracle (oracle/)                   |
+| 4000-4999 | gateway (gateway/)                 |
+| 5000-5999 | engine / system (journal, replay)  |
+
+Cancel reasons share this table so that one number says why an order left the book.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ResultCode(IntEnum):
+    OK = 0
+
+    # matching / market rules
+    UNKNOWN_MARKET = 1001
+    UNKNOWN_ACCOUNT = 1002
+    INVALID_SIDE = 1003
+    INVALID_ORDER_TYPE = 1004
+    INVALID_TIME_IN_FORCE = 1005
+    SIZE_BELOW_MIN = 1006
+    SIZE_ABOVE_MAX = 1007
+    PRICE_OUT_OF_RANGE = 1008
+    PRICE_OUTSIDE_BAND = 1009
+    NO_REFERENCE_PRICE = 1010
+    POST_ONLY_WOULD_TAKE = 1011
+    REDUCE_ONLY_WOULD_INCREASE = 1012
+    TOO_MANY_OPEN_ORDERS = 1013
+    DUPLICATE_CLIENT_ORDER_ID = 1014
+    INVALID_CLIENT_ORDER_ID = 1015
+    UNKNOWN_ORDER = 1016
+    MISSING_ORDER_REFERENCE = 1017
+    MARKET_STATUS_FORBIDS = 1018
+    AMEND_NO_CHANGE = 1019
+    AMEND_WOULD_CROSS = 1020
+    INVALID_STP_MODE = 1021
+    INVALID_STATUS = 1022
+    INVALID_PRICE = 1023
+    TIMESTAMP_REGRESSION = 1024
+    UNKNOWN_COMMAND = 1025
+    ORDER_POOL_FULL = 1026
+
+    # cancel reasons (carried by `cancelled` events)
+    CANCEL_BY_USER = 1101
+    CANCEL_ALL_BY_USER = 1102
+    CANCEL_IOC_REMAINDER = 1103
+    CANCEL_FOK_NOT_FILLED = 1104
+    CANCEL_SELF_TRADE = 1105
+    CANCEL_REDUCE_ONLY = 1106
+
+    # engine / system
+    JOURNAL_CORRUPT = 5001
+    JOURNAL_TORN_TAIL = 5002
+    SNAPSHOT_MISMATCH = 5003
+    BAD_COMMAND_FORMAT = 5004
+
+
+def describe(code: int) -> str:
+    """Name of a code for logs and errors (`UNKNOWN(1234)` for an unpublished one)."""
+    try:
+        return ResultCode(code).name
+    except ValueError:
+        return f"UNKNOWN({code})"

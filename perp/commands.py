@@ -1,0 +1,169 @@
+"""Commands at the edge: typed msgspec structs (the documented JSON format) and their kernel rows.
+
+One JSON object per command, tagged by `type`. Prices are decimal strings in USD per GPU-hour and
+must lie on the market's tick grid (rejected otherwise, never rounded); sizes are integer lots;
+`ts_ns` is the command's UTC timestamp in nanoseconds (the engine has no other clock).
+See docs/commands.md.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+from perp import layout as L
+from perp.markets import MarketsConfig, MarketSpec, price_to_ticks
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["limit", "market"]
+TimeInForce = Literal["gtc", "ioc", "fok", "post_only"]
+StpMode = Literal["cancel_newest", "cancel_oldest", "cancel_both"]
+Status = Literal["active", "post_only", "cancel_only", "reduce_only", "halted"]
+
+SIDES = {"buy": L.BUY, "sell": L.SELL}
+ORDER_TYPES = {"limit": L.LIMIT, "market": L.MARKET}
+TIFS = {"gtc": L.GTC, "ioc": L.IOC, "fok": L.FOK, "post_only": L.POST_ONLY}
+STP_MODES = {"cancel_newest": L.STP_CANCEL_NEWEST, "cancel_oldest": L.STP_CANCEL_OLDEST,
+             "cancel_both": L.STP_CANCEL_BOTH}
+STATUSES = {"active": L.ST_ACTIVE, "post_only": L.ST_POST_ONLY, "cancel_only": L.ST_CANCEL_ONLY,
+            "reduce_only": L.ST_REDUCE_ONLY, "halted": L.ST_HALTED}
+
+
+class _Cmd(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
+    ts_ns: int
+
+
+class Place(_Cmd, tag="place"):
+    account: int
+    market: str
+    side: Side
+    size_lots: int
+    order_type: OrderType = "limit"
+    tif: TimeInForce | None = None  # limit: gtc; market: ioc
+    price: str | None = None  # required for limit orders
+    client_order_id: int = 0
+    reduce_only: bool = False
+    stp: StpMode = "cancel_newest"
+
+
+class Cancel(_Cmd, tag="cancel"):
+    account: int
+    order_id: int = 0
+    client_order_id: int = 0
+
+
+class CancelAll(_Cmd, tag="cancel_all"):
+    account: int
+    market: str | None = None  # None: every market
+
+
+class Amend(_Cmd, tag="amend"):
+    account: int
+    market: str
+    order_id: int = 0
+    client_order_id: int = 0
+    price: str | None = None  # None: unchanged
+    size_lots: int = 0  # new remaining size; 0: unchanged
+
+
+class SetIndex(_Cmd, tag="set_index"):
+    market: str
+    price: str
+
+
+class SetStatus(_Cmd, tag="set_status"):
+    market: str
+    status: Status
+
+
+Command = Place | Cancel | CancelAll | Amend | SetIndex | SetStatus
+
+_decoder = msgspec.json.Decoder(Command)
+
+
+class CommandFormatError(ValueError):
+    """A command line that is not valid JSON of the documented format (code 5004)."""
+
+
+def decode_command(line: str | bytes) -> Command:
+    try:
+        return _decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        raise CommandFormatError(str(exc)) from None
+
+
+class CommandEncoder:
+    """Turns command structs into kernel rows for one markets config."""
+
+    def __init__(self, markets: MarketsConfig):
+        self.specs: list[MarketSpec] = list(markets.market)
+        self.market_index = {s.symbol: i for i, s in enumerate(self.specs)}
+
+    def _market(self, symbol: str) -> int:
+        try:
+            return self.market_index[symbol]
+        except KeyError:
+            raise CommandFormatError(f"unknown market {symbol!r}") from None
+
+    def _ticks(self, m: int, price: str, field: str = "price") -> int:
+        try:
+            return price_to_ticks(self.specs[m], price, field)
+        except ValueError as exc:
+            raise CommandFormatError(str(exc)) from None
+
+    def row(self, cmd: Command) -> np.ndarray:
+        """The kernel row of one command; raises CommandFormatError on what no row can express."""
+        r = np.zeros(L.N_CMD_COLS, np.int64)
+        r[L.C_TS] = cmd.ts_ns
+        r[L.C_MARKET] = -1
+        if isinstance(cmd, Place):
+            m = self._market(cmd.market)
+            r[L.C_KIND] = L.CK_PLACE
+            r[L.C_ACCOUNT] = cmd.account
+            r[L.C_MARKET] = m
+            r[L.C_SIDE] = SIDES[cmd.side]
+            r[L.C_TYPE] = ORDER_TYPES[cmd.order_type]
+            tif = cmd.tif or ("gtc" if cmd.order_type == "limit" else "ioc")
+            r[L.C_TIF] = TIFS[tif]
+            if cmd.order_type == "limit":
+                if cmd.price is None:
+                    raise CommandFormatError("a limit order needs a price")
+                r[L.C_PRICE] = self._ticks(m, cmd.price)
+            elif cmd.price is not None:
+                raise CommandFormatError("a market order takes no price (it is bounded by the protection band)")
+            r[L.C_SIZE] = cmd.size_lots
+            r[L.C_CLID] = cmd.client_order_id
+            r[L.C_FLAGS] = (L.FLAG_REDUCE_ONLY if cmd.reduce_only else 0) | (STP_MODES[cmd.stp] << L.STP_SHIFT)
+        elif isinstance(cmd, Cancel):
+            r[L.C_KIND] = L.CK_CANCEL
+            r[L.C_ACCOUNT] = cmd.account
+            r[L.C_ORDER_ID] = cmd.order_id
+            r[L.C_CLID] = cmd.client_order_id
+        elif isinstance(cmd, CancelAll):
+            r[L.C_KIND] = L.CK_CANCEL_ALL
+            r[L.C_ACCOUNT] = cmd.account
+            r[L.C_MARKET] = -1 if cmd.market is None else self._market(cmd.market)
+        elif isinstance(cmd, Amend):
+            m = self._market(cmd.market)
+            r[L.C_KIND] = L.CK_AMEND
+            r[L.C_ACCOUNT] = cmd.account
+            r[L.C_MARKET] = m
+            r[L.C_ORDER_ID] = cmd.order_id
+            r[L.C_CLID] = cmd.client_order_id
+            r[L.C_PRICE] = 0 if cmd.price is None else self._ticks(m, cmd.price)
+            r[L.C_SIZE] = cmd.size_lots
+        elif isinstance(cmd, SetIndex):
+            m = self._market(cmd.market)
+            r[L.C_KIND] = L.CK_SET_INDEX
+            r[L.C_MARKET] = m
+            r[L.C_PRICE] = self._ticks(m, cmd.price)
+        elif isinstance(cmd, SetStatus):
+            m = self._market(cmd.market)
+            r[L.C_KIND] = L.CK_SET_STATUS
+            r[L.C_MARKET] = m
+            r[L.C_FLAGS] = STATUSES[cmd.status]
+        else:  # pragma: no cover - the union is closed
+            raise CommandFormatError(f"unsupported command {type(cmd).__name__}")
+        return r

@@ -1,0 +1,168 @@
+"""The engine state machine: command rows in, event rows out, deterministic.
+
+`Engine` owns an `EngineState` and feeds it to `kernel.process_batch` in batches. Between batches
+(never inside one) it grows the order pool and the account tables when a batch could need more;
+growth does not change the logical state hash. It reads no clock: time is each command's `ts_ns`.
+
+Invariant: the same command rows, in the same order, from the same state give the same events and
+the same `state_hash()`, whatever the batch sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from perp import layout as L
+from perp import state as S
+from perp.commands import Command, CommandEncoder
+from perp.events import Event, decode_rows
+from perp.kernel import new_event_buffer, process_batch
+from perp.markets import MarketsConfig, load_markets, spec_row
+
+
+class Engine:
+    def __init__(self, markets: MarketsConfig | None = None, *, order_capacity: int = 1 << 14,
+                 account_capacity: int = 1 << 10, event_rows: int = 1 << 16):
+        self.markets = markets if markets is not None else load_markets()
+        self.specs = list(self.markets.market)
+        self.encoder = CommandEncoder(self.markets)
+        rows = np.stack([spec_row(s) for s in self.specs])
+        self.state = S.new_state(rows, order_capacity, account_capacity)
+        self._ev = new_event_buffer(event_rows)
+
+    # ---- capacity ----------------------------------------------------------------------------
+    def _ensure_capacity(self, cmds: np.ndarray) -> None:
+        st = self.state
+        need_free = int((cmds[:, L.C_KIND] == L.CK_PLACE).sum())
+        if int(st.g[L.G_FREE_TOP]) < need_free:
+            cap = S.order_capacity(st)
+            live = cap - int(st.g[L.G_FREE_TOP])
+            while cap - live < need_free:
+                cap *= 2
+            st = S.grow_orders(st, cap)
+        if cmds.shape[0]:
+            max_acct = int(cmds[:, L.C_ACCOUNT].max())
+            if max_acct >= S.account_capacity(st) and max_acct <= L.MAX_ACCOUNT_ID:
+                cap = S.account_capacity(st)
+                while cap <= max_acct:
+                    cap *= 2
+                st = S.grow_accounts(st, cap)
+        self.state = st
+
+    # ---- processing --------------------------------------------------------------------------
+    def submit_rows(self, cmds: np.ndarray, batch: int = 4096) -> np.ndarray:
+        """Process command rows; returns all event rows (a copy)."""
+        cmds = np.ascontiguousarray(cmds, dtype=np.int64)
+        out: list[np.ndarray] = []
+        for start in range(0, cmds.shape[0], batch):
+            chunk = cmds[start:start + batch]
+            self._ensure_capacity(chunk)
+            done = 0
+            while done < chunk.shape[0]:
+                k, n = process_batch(self.state, chunk[done:], self._ev, 0)
+                if n:
+                    out.append(self._ev[:n].copy())
+                done += k
+                if k == 0:
+                    need = int(self.state.g[L.G_NEED_EVENTS])
+                    rows = self._ev.shape[0]
+                    while rows < need:
+                        rows *= 2
+                    self._ev = new_event_buffer(rows)
+        if not out:
+            return new_event_buffer(0)
+        return np.concatenate(out)
+
+    def submit(self, commands: Iterable[Command]) -> list[Event]:
+        rows = self.encode(commands)
+        return list(decode_rows(self.submit_rows(rows), self.specs))
+
+    def encode(self, commands: Iterable[Command]) -> np.ndarray:
+        rows = [self.encoder.row(c) for c in commands]
+        if not rows:
+            return np.zeros((0, L.N_CMD_COLS), np.int64)
+        return np.stack(rows)
+
+    def decode(self, event_rows: np.ndarray) -> list[Event]:
+        return list(decode_rows(event_rows, self.specs))
+
+    # ---- state -------------------------------------------------------------------------------
+    @property
+    def seq(self) -> int:
+        return int(self.state.g[L.G_SEQ])
+
+    def state_hash(self, include_clock: bool = True) -> str:
+        return S.state_hash(self.state, include_clock)
+
+    def market_index(self, symbol: str) -> int:
+        return self.encoder.market_index[symbol]
+
+    def snapshot(self, path: str | Path) -> None:
+        S.save_snapshot(self.state, path, {"markets": _markets_json(self.markets)})
+
+    @classmethod
+    def from_snapshot(cls, path: str | Path) -> Engine:
+        import msgspec
+
+        st, meta = S.load_snapshot(path)
+        markets = msgspec.json.decode(meta["markets"], type=MarketsConfig)
+        eng = cls(markets, order_capacity=1, account_capacity=1)
+        expected = np.stack([spec_row(s) for s in eng.specs])
+        if not np.array_equal(expected, st.spec):
+            raise ValueError("snapshot spec table does not match its markets config")
+        eng.state = st
+        return eng
+
+    # ---- views (read-only, for the CLI, gateway and tests) --------------------------------------
+    def best_bid_ask(self, market: int) -> tuple[int | None, int | None]:
+        row = self.state.mkt[market]
+        bid, ask = int(row[L.M_BEST_BID]), int(row[L.M_BEST_ASK])
+        return (None if bid == L.NO_PRICE else bid, None if ask == L.NO_PRICE else ask)
+
+    def mark_ticks(self, market: int) -> int:
+        return int(self.state.mkt[market, L.M_MARK])
+
+    def index_ticks(self, market: int) -> int:
+        return int(self.state.mkt[market, L.M_INDEX])
+
+    def position_lots(self, account: int, market: int) -> int:
+        if account >= S.account_capacity(self.state):
+            return 0
+        return int(self.state.position_lots[account, market])
+
+    def depth(self, market: int, side: int, levels: int = 10) -> list[tuple[int, int, int]]:
+        """Top `levels` (price_ticks, size_lots, orders) of one side, best first."""
+        st = self.state
+        lo = int(st.spec[market, L.S_MIN_TICK])
+        best = int(st.mkt[market, L.M_BEST_BID if side == L.BUY else L.M_BEST_ASK])
+        out: list[tuple[int, int, int]] = []
+        if best == L.NO_PRICE:
+            return out
+        counts = st.lvl_count[market, side]
+        idx = best - lo
+        step = -1 if side == L.BUY else 1
+        while 0 <= idx < counts.shape[0] and len(out) < levels:
+            if counts[idx]:
+                out.append((lo + idx, int(st.lvl_qty[market, side, idx]), int(counts[idx])))
+            idx += step
+        return out
+
+    def open_orders(self) -> np.ndarray:
+        """Live orders, level by level (see kernel.canonical_orders for the columns)."""
+        from perp.kernel import canonical_orders
+
+        return canonical_orders(self.state)
+
+
+def _markets_json(markets: MarketsConfig) -> str:
+    import msgspec
+
+    return msgspec.json.encode(markets).decode()
+
+
+def run_commands(commands: Sequence[Command], markets: MarketsConfig | None = None) -> tuple[Engine, list[Event]]:
+    eng = Engine(markets)
+    return eng, eng.submit(commands)

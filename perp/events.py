@@ -1,0 +1,182 @@
+"""Events at the edge: kernel event rows as typed msgspec structs (the documented JSON format).
+
+Every event carries `seq` (the sequence number of the command that caused it) and `ts_ns`. Prices
+appear twice: `price_ticks` (exact integer) and `price` (the same value as a decimal string in USD
+per GPU-hour). Money is integer micro-USD. See docs/events.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+import numpy as np
+
+from perp import layout as L
+from perp.codes import describe
+from perp.markets import MarketSpec, ticks_to_price
+
+_SIDE = ("buy", "sell")
+_TYPE = ("limit", "market")
+_TIF = ("gtc", "ioc", "fok", "post_only")
+_STATUS = ("active", "post_only", "cancel_only", "reduce_only", "halted")
+_CMD = {L.CK_PLACE: "place", L.CK_CANCEL: "cancel", L.CK_CANCEL_ALL: "cancel_all", L.CK_AMEND: "amend",
+        L.CK_SET_INDEX: "set_index", L.CK_SET_STATUS: "set_status"}
+
+
+class _Ev(msgspec.Struct, frozen=True, tag_field="type"):
+    seq: int
+    ts_ns: int
+
+
+class Accepted(_Ev, tag="accepted"):
+    market: str
+    account: int
+    order_id: int
+    client_order_id: int
+    side: str
+    order_type: str
+    tif: str
+    price_ticks: int
+    price: str
+    size_lots: int
+
+
+class Rejected(_Ev, tag="rejected"):
+    command: str
+    account: int
+    client_order_id: int
+    order_id: int
+    code: int
+    reason: str
+
+
+class Fill(_Ev, tag="fill"):
+    market: str
+    account: int
+    order_id: int
+    client_order_id: int
+    side: str
+    liquidity: str
+    price_ticks: int
+    price: str
+    size_lots: int
+    remaining_lots: int
+    fee_micro: int
+    counterparty_order_id: int
+
+
+class Cancelled(_Ev, tag="cancelled"):
+    market: str
+    account: int
+    order_id: int
+    client_order_id: int
+    side: str
+    price_ticks: int
+    size_lots: int
+    code: int
+    reason: str
+
+
+class Amended(_Ev, tag="amended"):
+    market: str
+    account: int
+    order_id: int
+    client_order_id: int
+    side: str
+    price_ticks: int
+    price: str
+    size_lots: int
+    kept_priority: bool
+    old_price_ticks: int
+
+
+class BookLevel(_Ev, tag="book"):
+    market: str
+    side: str
+    price_ticks: int
+    price: str
+    size_lots: int
+    orders: int
+
+
+class IndexSet(_Ev, tag="index"):
+    market: str
+    price_ticks: int
+    price: str
+
+
+class MarkChanged(_Ev, tag="mark"):
+    market: str
+    price_ticks: int
+    price: str
+    index_ticks: int
+    basis_ema_uticks: int
+
+
+class StatusChanged(_Ev, tag="status"):
+    market: str
+    status: str
+    previous: str
+
+
+class CancelAllDone(_Ev, tag="cancel_all_done"):
+    account: int
+    market: str | None
+    cancelled: int
+
+
+Event = (Accepted | Rejected | Fill | Cancelled | Amended | BookLevel | IndexSet | MarkChanged
+         | StatusChanged | CancelAllDone)
+
+
+def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
+    """Kernel event rows to structs, in order."""
+    symbols = [s.symbol for s in specs]
+    for r in rows.tolist():
+        kind = r[L.E_KIND]
+        seq, ts, m = r[L.E_SEQ], r[L.E_TS], r[L.E_MARKET]
+        if kind == L.EV_REJECTED:
+            yield Rejected(seq, ts, _CMD.get(r[L.E_OTHER], str(r[L.E_OTHER])), r[L.E_ACCOUNT], r[L.E_CLID],
+                           r[L.E_ORDER_ID], r[L.E_CODE], describe(r[L.E_CODE]))
+            continue
+        sym = symbols[m] if 0 <= m < len(symbols) else None
+        spec = specs[m] if 0 <= m < len(specs) else None
+        if kind == L.EV_ACCEPTED:
+            other = r[L.E_OTHER]
+            yield Accepted(seq, ts, sym, r[L.E_ACCOUNT], r[L.E_ORDER_ID], r[L.E_CLID], _SIDE[r[L.E_SIDE]],
+                           _TYPE[other // 16], _TIF[other % 16], r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]),
+                           r[L.E_SIZE])
+        elif kind == L.EV_FILL:
+            yield Fill(seq, ts, sym, r[L.E_ACCOUNT], r[L.E_ORDER_ID], r[L.E_CLID], _SIDE[r[L.E_SIDE]],
+                       "maker" if r[L.E_CODE] == L.LIQ_MAKER else "taker", r[L.E_PRICE],
+                       ticks_to_price(spec, r[L.E_PRICE]), r[L.E_SIZE], r[L.E_REMAINING], r[L.E_FEE],
+                       r[L.E_OTHER])
+        elif kind == L.EV_CANCELLED:
+            yield Cancelled(seq, ts, sym, r[L.E_ACCOUNT], r[L.E_ORDER_ID], r[L.E_CLID], _SIDE[r[L.E_SIDE]],
+                            r[L.E_PRICE], r[L.E_SIZE], r[L.E_CODE], describe(r[L.E_CODE]))
+        elif kind == L.EV_AMENDED:
+            yield Amended(seq, ts, sym, r[L.E_ACCOUNT], r[L.E_ORDER_ID], r[L.E_CLID], _SIDE[r[L.E_SIDE]],
+                          r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]), r[L.E_SIZE], r[L.E_CODE] == 1,
+                          r[L.E_OTHER])
+        elif kind == L.EV_BOOK:
+            yield BookLevel(seq, ts, sym, _SIDE[r[L.E_SIDE]], r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]),
+                            r[L.E_SIZE], r[L.E_REMAINING])
+        elif kind == L.EV_INDEX:
+            yield IndexSet(seq, ts, sym, r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]))
+        elif kind == L.EV_MARK:
+            yield MarkChanged(seq, ts, sym, r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]), r[L.E_OTHER],
+                              r[L.E_FEE])
+        elif kind == L.EV_STATUS:
+            yield StatusChanged(seq, ts, sym, _STATUS[r[L.E_CODE]], _STATUS[r[L.E_OTHER]])
+        elif kind == L.EV_CANCEL_ALL_DONE:
+            yield CancelAllDone(seq, ts, r[L.E_ACCOUNT], sym, r[L.E_SIZE])
+        else:  # pragma: no cover - the kernel emits only the kinds above
+            raise ValueError(f"unknown event kind {kind}")
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def to_json_line(event: Event) -> bytes:
+    return _encoder.encode(event)

@@ -1,0 +1,973 @@
+"""The matching kernel: one numba call processes a batch of command rows into event rows.
+
+Pure integer arithmetic over the arrays of `perp.state.EngineState`; no clock, no I/O, no logging.
+Rules (docs/matching.md has the full table):
+
+- price-time priority: best price first, FIFO within a level; trades print at the maker's price;
+- a command is validated in a fixed order; the first failing rule rejects it and nothing changes;
+- limit GTC / IOC / FOK / post-only; market orders are IOC or FOK bounded by the protection band;
+- reduce-only orders never increase a position: a taker is clipped to its position at entry, a
+  resting reduce-only maker fills at most what still reduces and is cancelled when nothing does;
+- self-trade prevention by the taker's mode: cancel newest (the taker), oldest (the resting order,
+  matching continues) or both; self-trades never print;
+- an amend never trades: a price change or size increase re-queues at the back; a size decrease
+  keeps priority; an amend that would cross is rejected;
+- fees round toward the venue: `fee = ceil(notional_micro * fee_ppm / 1e6)` (a rebate is a
+  negative fee, so it rounds toward zero);
+- the mark is `index + clamp(EMA(impact_mid - index))`, sampled on a fixed time grid carried by
+  the command timestamps; it is the index alone while the top of book is one-sided or empty.
+
+Event space: before each command the kernel checks that the event buffer can hold the command's
+worst case; if not it stops (returning how many commands it processed) so that no command is ever
+half-applied, and sets `g[G_NEED_EVENTS]`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from perp.hashmap import hm_delete, hm_find, hm_insert
+from perp.layout import (
+    BUY, C_ACCOUNT, C_CLID, C_FLAGS, C_KIND, C_MARKET, C_ORDER_ID, C_PRICE, C_SIDE, C_SIZE, C_TIF,
+    C_TS, C_TYPE, CK_AMEND, CK_CANCEL, CK_CANCEL_ALL, CK_PLACE, CK_SET_INDEX, CK_SET_STATUS,
+    CLID_BITS, E_ACCOUNT, E_CLID, E_CODE, E_FEE, E_KIND, E_MARKET, E_ORDER_ID, E_OTHER, E_PRICE,
+    E_REMAINING, E_SEQ, E_SIDE, E_SIZE, E_TS, EV_ACCEPTED, EV_AMENDED, EV_BOOK, EV_CANCEL_ALL_DONE,
+    EV_CANCELLED, EV_FILL, EV_INDEX, EV_MARK, EV_REJECTED, EV_STATUS, FLAG_REDUCE_ONLY, FOK,
+    G_ACCOUNT_HWM, G_FREE_TOP, G_LAST_TS, G_NEED_EVENTS, G_NEXT_ORDER_ID, G_SEQ, GTC, IOC, LIMIT,
+    LIQ_MAKER, LIQ_TAKER, M_BASIS_EMA_UT, M_BEST_ASK, M_BEST_BID, M_INDEX, M_MARK, M_N_ASK_ORDERS,
+    M_N_BID_ORDERS, M_NEXT_SAMPLE_TS, M_STATUS, MARKET, MAX_ACCOUNT_ID, MAX_CLIENT_ORDER_ID,
+    N_EV_COLS, N_STATUSES, NO_PRICE, POST_ONLY, S_ALPHA_PPM, S_BAND_BPS, S_IMPACT_TICK_LOTS,
+    S_MAKER_FEE_PPM, S_MARK_BAND_BPS, S_MAX_OPEN_ORDERS, S_MAX_SIZE, S_MAX_TICK,
+    S_MICRO_PER_TICK_LOT, S_MIN_SIZE, S_MIN_TICK, S_PROTECT_BPS, S_SAMPLE_NS, S_TAKER_FEE_PPM,
+    SELL, ST_CANCEL_ONLY, ST_HALTED, ST_POST_ONLY, ST_REDUCE_ONLY, STP_CANCEL_BOTH,
+    STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_MASK, STP_SHIFT,
+)
+
+# result codes used inside the kernel (values from perp.codes.ResultCode)
+R_UNKNOWN_MARKET = 1001
+R_UNKNOWN_ACCOUNT = 1002
+R_INVALID_SIDE = 1003
+R_INVALID_ORDER_TYPE = 1004
+R_INVALID_TIF = 1005
+R_SIZE_BELOW_MIN = 1006
+R_SIZE_ABOVE_MAX = 1007
+R_PRICE_OUT_OF_RANGE = 1008
+R_PRICE_OUTSIDE_BAND = 1009
+R_NO_REFERENCE_PRICE = 1010
+R_POST_ONLY_WOULD_TAKE = 1011
+R_REDUCE_ONLY_WOULD_INCREASE = 1012
+R_TOO_MANY_OPEN_ORDERS = 1013
+R_DUPLICATE_CLID = 1014
+R_INVALID_CLID = 1015
+R_UNKNOWN_ORDER = 1016
+R_MISSING_ORDER_REF = 1017
+R_MARKET_STATUS_FORBIDS = 1018
+R_AMEND_NO_CHANGE = 1019
+R_AMEND_WOULD_CROSS = 1020
+R_INVALID_STP = 1021
+R_INVALID_STATUS = 1022
+R_INVALID_PRICE = 1023
+R_TIMESTAMP_REGRESSION = 1024
+R_UNKNOWN_COMMAND = 1025
+R_ORDER_POOL_FULL = 1026
+R_CANCEL_BY_USER = 1101
+R_CANCEL_ALL_BY_USER = 1102
+R_CANCEL_IOC_REMAINDER = 1103
+R_CANCEL_FOK_NOT_FILLED = 1104
+R_CANCEL_SELF_TRADE = 1105
+R_CANCEL_REDUCE_ONLY = 1106
+
+MICRO = 1_000_000
+_ALLOWED_FLAG_BITS = FLAG_REDUCE_ONLY | STP_MASK
+_RO_TRACK = 64  # reduce-only makers tracked per FOK feasibility walk
+
+
+# ---------------------------------------------------------------------------------------------
+# events
+# ---------------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _emit(ev, n, kind, seq, ts, market, account, order_id, clid, side, price, size, remaining, fee,
+          code, other):
+    ev[n, E_KIND] = kind
+    ev[n, E_SEQ] = seq
+    ev[n, E_TS] = ts
+    ev[n, E_MARKET] = market
+    ev[n, E_ACCOUNT] = account
+    ev[n, E_ORDER_ID] = order_id
+    ev[n, E_CLID] = clid
+    ev[n, E_SIDE] = side
+    ev[n, E_PRICE] = price
+    ev[n, E_SIZE] = size
+    ev[n, E_REMAINING] = remaining
+    ev[n, E_FEE] = fee
+    ev[n, E_CODE] = code
+    ev[n, E_OTHER] = other
+    return n + 1
+
+
+@njit(cache=True, inline="always")
+def _emit_book(st, ev, n, seq, ts, m, side, price):
+    li = price - st.spec[m, S_MIN_TICK]
+    return _emit(ev, n, EV_BOOK, seq, ts, m, -1, 0, 0, side, price, st.lvl_qty[m, side, li],
+                 st.lvl_count[m, side, li], 0, 0, 0)
+
+
+@njit(cache=True, inline="always")
+def _reject(c, ev, n, seq, code):
+    return _emit(ev, n, EV_REJECTED, seq, c[C_TS], c[C_MARKET], c[C_ACCOUNT], c[C_ORDER_ID], c[C_CLID],
+                 c[C_SIDE], c[C_PRICE], c[C_SIZE], 0, 0, code, c[C_KIND])
+
+
+# ---------------------------------------------------------------------------------------------
+# arithmetic
+# ---------------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def ceil_div(a, b):
+    """Ceiling of a / b for b > 0 (any sign of a)."""
+    return -((-a) // b)
+
+
+@njit(cache=True, inline="always")
+def fee_micro(notional_micro, fee_ppm):
+    """Fee rounded toward the venue: ceil(notional * ppm / 1e6); a rebate (ppm < 0) rounds to zero."""
+    return ceil_div(notional_micro * fee_ppm, MICRO)
+
+
+# ---------------------------------------------------------------------------------------------
+# levels and orders
+# ---------------------------------------------------------------------------------------------
+@njit(cache=True)
+def _scan_best(st, m, side, from_price):
+    """Best non-empty price strictly behind `from_price` on `side`, or NO_PRICE."""
+    col = M_N_BID_ORDERS if side == BUY else M_N_ASK_ORDERS
+    if st.mkt[m, col] == 0:
+        return NO_PRICE
+    lo = st.spec[m, S_MIN_TICK]
+    if side == BUY:
+        p = from_price - 1
+        while st.lvl_count[m, BUY, p - lo] == 0:
+            p -= 1
+        return p
+    p = from_price + 1
+    while st.lvl_count[m, SELL, p - lo] == 0:
+        p += 1
+    return p
+
+
+@njit(cache=True)
+def _next_level(st, m, side, price):
+    """Next non-empty level behind `price` on `side` (NO_PRICE past the ladder's end)."""
+    lo = st.spec[m, S_MIN_TICK]
+    hi = st.spec[m, S_MAX_TICK]
+    if side == BUY:
+        p = price - 1
+        while p >= lo:
+            if st.lvl_count[m, BUY, p - lo] > 0:
+                return p
+            p -= 1
+        return NO_PRICE
+    p = price + 1
+    while p <= hi:
+        if st.lvl_count[m, SELL, p - lo] > 0:
+            return p
+        p += 1
+    return NO_PRICE
+
+
+@njit(cache=True)
+def _link_level(st, slot):
+    """Append a slot at the back of its level's FIFO; update totals and the best price."""
+    m = st.o_market[slot]
+    side = st.o_side[slot]
+    price = st.o_price[slot]
+    li = price - st.spec[m, S_MIN_TICK]
+    tail = st.lvl_tail[m, side, li]
+    st.o_prev[slot] = tail
+    st.o_next[slot] = -1
+    if tail == -1:
+        st.lvl_head[m, side, li] = slot
+    else:
+        st.o_next[tail] = slot
+    st.lvl_tail[m, side, li] = slot
+    st.lvl_qty[m, side, li] += st.o_rem[slot]
+    st.lvl_count[m, side, li] += 1
+    if side == BUY:
+        st.mkt[m, M_N_BID_ORDERS] += 1
+        best = st.mkt[m, M_BEST_BID]
+        if best == NO_PRICE or price > best:
+            st.mkt[m, M_BEST_BID] = price
+    else:
+        st.mkt[m, M_N_ASK_ORDERS] += 1
+        best = st.mkt[m, M_BEST_ASK]
+        if best == NO_PRICE or price < best:
+            st.mkt[m, M_BEST_ASK] = price
+
+
+@njit(cache=True)
+def _unlink_level(st, slot):
+    """Take a slot out of its level's FIFO (its remaining size leaves the level total)."""
+    m = st.o_market[slot]
+    side = st.o_side[slot]
+    price = st.o_price[slot]
+    li = price - st.spec[m, S_MIN_TICK]
+    p = st.o_prev[slot]
+    nx = st.o_next[slot]
+    if p == -1:
+        st.lvl_head[m, side, li] = nx
+    else:
+        st.o_next[p] = nx
+    if nx == -1:
+        st.lvl_tail[m, side, li] = p
+    else:
+        st.o_prev[nx] = p
+    st.o_prev[slot] = -1
+    st.o_next[slot] = -1
+    st.lvl_qty[m, side, li] -= st.o_rem[slot]
+    st.lvl_count[m, side, li] -= 1
+    if side == BUY:
+        st.mkt[m, M_N_BID_ORDERS] -= 1
+        if st.lvl_count[m, side, li] == 0 and st.mkt[m, M_BEST_BID] == price:
+            st.mkt[m, M_BEST_BID] = _scan_best(st, m, side, price)
+    else:
+        st.mkt[m, M_N_ASK_ORDERS] -= 1
+        if st.lvl_count[m, side, li] == 0 and st.mkt[m, M_BEST_ASK] == price:
+            st.mkt[m, M_BEST_ASK] = _scan_best(st, m, side, price)
+
+
+@njit(cache=True, inline="always")
+def _clid_key(account, clid):
+    return (account << CLID_BITS) | clid
+
+
+@njit(cache=True)
+def _add_order(st, slot):
+    """A slot whose o_* fields are set becomes a live resting order."""
+    a = st.o_account[slot]
+    m = st.o_market[slot]
+    st.o_live[slot] = 1
+    _link_level(st, slot)
+    head = st.acct_head[a]
+    st.o_aprev[slot] = -1
+    st.o_anext[slot] = head
+    if head != -1:
+        st.o_aprev[head] = slot
+    st.acct_head[a] = slot
+    st.acct_open[a, m] += 1
+    hm_insert(st.id_keys, st.id_vals, st.o_id[slot], slot)
+    if st.o_clid[slot] > 0:
+        hm_insert(st.clid_keys, st.clid_vals, _clid_key(a, st.o_clid[slot]), slot)
+
+
+@njit(cache=True)
+def _drop_order(st, slot):
+    """Remove a live order completely (level, account list, maps) and free its slot."""
+    a = st.o_account[slot]
+    m = st.o_market[slot]
+    _unlink_level(st, slot)
+    p = st.o_aprev[slot]
+    nx = st.o_anext[slot]
+    if p == -1:
+        st.acct_head[a] = nx
+    else:
+        st.o_anext[p] = nx
+    if nx != -1:
+        st.o_aprev[nx] = p
+    st.acct_open[a, m] -= 1
+    hm_delete(st.id_keys, st.id_vals, st.o_id[slot])
+    if st.o_clid[slot] > 0:
+        hm_delete(st.clid_keys, st.clid_vals, _clid_key(a, st.o_clid[slot]))
+    st.o_live[slot] = 0
+    top = st.g[G_FREE_TOP]
+    st.free_slots[top] = slot
+    st.g[G_FREE_TOP] = top + 1
+
+
+@njit(cache=True, inline="always")
+def _reducible(st, account, m, side):
+    """Lots an order on `side` can still fill without increasing |position|."""
+    pos = st.position_lots[account, m]
+    if side == BUY:
+        return -pos if pos < 0 else 0
+    return pos if pos > 0 else 0
+
+
+@njit(cache=True)
+def _find_order(st, c):
+    """Slot of the order a cancel/amend names (by order id, else client order id); -1 if none."""
+    a = c[C_ACCOUNT]
+    if c[C_ORDER_ID] > 0:
+        slot = hm_find(st.id_keys, st.id_vals, c[C_ORDER_ID])
+    elif 0 < c[C_CLID] <= MAX_CLIENT_ORDER_ID:
+        slot = hm_find(st.clid_keys, st.clid_vals, _clid_key(a, c[C_CLID]))
+    else:
+        return -2
+    if slot < 0 or st.o_account[slot] != a:
+        return -1
+    return slot
+
+
+# ---------------------------------------------------------------------------------------------
+# mark price
+# ---------------------------------------------------------------------------------------------
+@njit(cache=True)
+def impact_price_ut(st, m, side):
+    """Average fill price (micro-ticks, floor) of the market's impact notional against the resting
+    orders of `side`, or -1 if that side cannot absorb it."""
+    need = st.spec[m, S_IMPACT_TICK_LOTS]
+    best = st.mkt[m, M_BEST_BID] if side == BUY else st.mkt[m, M_BEST_ASK]
+    if best == NO_PRICE:
+        return -1
+    lo = st.spec[m, S_MIN_TICK]
+    p = best
+    lots = 0
+    notional = 0
+    while p != NO_PRICE:
+        q = st.lvl_qty[m, side, p - lo]
+        take = ceil_div(need, p)
+        if take > q:
+            take = q
+        lots += take
+        notional += take * p
+        need -= take * p
+        if need <= 0:
+            return (notional * MICRO) // lots
+        p = _next_level(st, m, side, p)
+    return -1
+
+
+@njit(cache=True)
+def basis_sample_ut(st, m):
+    """One sample of (impact mid - index) in micro-ticks, bounded to the mark band; 0 without an
+    index or when either side lacks the impact notional."""
+    index = st.mkt[m, M_INDEX]
+    if index <= 0:
+        return 0
+    bid = impact_price_ut(st, m, BUY)
+    if bid < 0:
+        return 0
+    ask = impact_price_ut(st, m, SELL)
+    if ask < 0:
+        return 0
+    x = (bid + ask) // 2 - index * MICRO
+    band_ut = index * st.spec[m, S_MARK_BAND_BPS] * 100
+    if x > band_ut:
+        return band_ut
+    if x < -band_ut:
+        return -band_ut
+    return x
+
+
+@njit(cache=True, inline="always")
+def ema_step(ema, x, alpha_ppm):
+    """One EMA step toward x, truncated toward zero but at least one micro-tick, so a constant
+    input is reached exactly."""
+    d = x - ema
+    if d == 0:
+        return ema
+    if d > 0:
+        s = (d * alpha_ppm) // MICRO
+        return ema + (s if s > 0 else 1)
+    s = ((-d) * alpha_ppm) // MICRO
+    return ema - (s if s > 0 else 1)
+
+
+@njit(cache=True)
+def mark_from(st, m):
+    index = st.mkt[m, M_INDEX]
+    if index <= 0:
+        return 0
+    if st.mkt[m, M_BEST_BID] == NO_PRICE or st.mkt[m, M_BEST_ASK] == NO_PRICE:
+        return index
+    basis = (st.mkt[m, M_BASIS_EMA_UT] + MICRO // 2) // MICRO  # round half up
+    band = (index * st.spec[m, S_MARK_BAND_BPS]) // 10_000
+    if basis > band:
+        basis = band
+    elif basis < -band:
+        basis = -band
+    mark = index + basis
+    return mark if mark >= 1 else 1
+
+
+@njit(cache=True)
+def _refresh_mark(st, m, seq, ts, ev, n):
+    if st.mkt[m, M_STATUS] == ST_HALTED:
+        return n  # a halted market's mark is frozen
+    mark = mark_from(st, m)
+    if mark != st.mkt[m, M_MARK]:
+        st.mkt[m, M_MARK] = mark
+        n = _emit(ev, n, EV_MARK, seq, ts, m, -1, 0, 0, 0, mark, 0, 0, st.mkt[m, M_BASIS_EMA_UT], 0,
+                  st.mkt[m, M_INDEX])
+    return n
+
+
+@njit(cache=True)
+def _advance_clock(st, ts, seq, ev, n):
+    """Take every basis sample due at or before `ts` (the book is unchanged since the last command)."""
+    for m in range(st.mkt.shape[0]):
+        interval = st.spec[m, S_SAMPLE_NS]
+        nxt = st.mkt[m, M_NEXT_SAMPLE_TS]
+        if nxt == 0:
+            st.mkt[m, M_NEXT_SAMPLE_TS] = (ts // interval + 1) * interval
+            continue
+        if ts < nxt:
+            continue
+        k = (ts - nxt) // interval + 1
+        st.mkt[m, M_NEXT_SAMPLE_TS] = nxt + k * interval
+        if st.mkt[m, M_STATUS] == ST_HALTED:
+            continue  # no samples while halted
+        x = basis_sample_ut(st, m)
+        ema = st.mkt[m, M_BASIS_EMA_UT]
+        alpha = st.spec[m, S_ALPHA_PPM]
+        for _ in range(k):
+            if ema == x:
+                break
+            ema = ema_step(ema, x, alpha)
+        st.mkt[m, M_BASIS_EMA_UT] = ema
+        n = _refresh_mark(st, m, seq, ts, ev, n)
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# matching
+# ---------------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _crosses(side, limit, best):
+    if best == NO_PRICE:
+        return False
+    if side == BUY:
+        return best <= limit
+    return best >= limit
+
+
+@njit(cache=True)
+def _fok_fillable(st, m, account, side, limit, need, stp):
+    """Whether the taker can fill `need` lots now, following exactly the rules of `_match`."""
+    opp = 1 - side
+    lo = st.spec[m, S_MIN_TICK]
+    ro_acc = np.empty(_RO_TRACK, np.int64)
+    ro_used = np.empty(_RO_TRACK, np.int64)
+    n_ro = 0
+    total = 0
+    p = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
+    while _crosses(side, limit, p):
+        slot = st.lvl_head[m, opp, p - lo]
+        while slot != -1:
+            maker = st.o_account[slot]
+            if maker == account:
+                if stp != STP_CANCEL_OLDEST:
+                    return False
+                slot = st.o_next[slot]
+                continue
+            q = st.o_rem[slot]
+            if st.o_flags[slot] & FLAG_REDUCE_ONLY:
+                k = 0
+                while k < n_ro and ro_acc[k] != maker:
+                    k += 1
+                if k == n_ro:
+                    if n_ro == _RO_TRACK:
+                        return False  # conservative beyond the tracked makers
+                    ro_acc[k] = maker
+                    ro_used[k] = 0
+                    n_ro += 1
+                room = _reducible(st, maker, m, opp) - ro_used[k]
+                if q > room:
+                    q = room
+                if q < 0:
+                    q = 0
+                if q > need - total:
+                    q = need - total
+                ro_used[k] += q
+            total += q
+            if total >= need:
+                return True
+            slot = st.o_next[slot]
+        p = _next_level(st, m, opp, p)
+    return False
+
+
+@njit(cache=True)
+def _touch_bound(st, m, account, side, limit, need):
+    """Upper bound on resting orders a taker can touch (own and reduce-only ones add no size)."""
+    opp = 1 - side
+    lo = st.spec[m, S_MIN_TICK]
+    count = 0
+    total = 0
+    p = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
+    while _crosses(side, limit, p):
+        slot = st.lvl_head[m, opp, p - lo]
+        while slot != -1:
+            count += 1
+            if st.o_account[slot] != account and not (st.o_flags[slot] & FLAG_REDUCE_ONLY):
+                total += st.o_rem[slot]
+                if total >= need:
+                    return count
+            slot = st.o_next[slot]
+        p = _next_level(st, m, opp, p)
+    return count
+
+
+@njit(cache=True)
+def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, seq, ts, ev, n):
+    """Match a taker against the book. Returns (remaining lots, stopped by self-trade, n)."""
+    opp = 1 - side
+    lo = st.spec[m, S_MIN_TICK]
+    mptl = st.spec[m, S_MICRO_PER_TICK_LOT]
+    maker_ppm = st.spec[m, S_MAKER_FEE_PPM]
+    taker_ppm = st.spec[m, S_TAKER_FEE_PPM]
+    best_col = M_BEST_ASK if side == BUY else M_BEST_BID
+    rem = size
+    stp_stop = False
+    while rem > 0:
+        p = st.mkt[m, best_col]
+        if not _crosses(side, limit, p):
+            break
+        li = p - lo
+        slot = st.lvl_head[m, opp, li]
+        touched = False
+        while slot != -1 and rem > 0:
+            nxt = st.o_next[slot]
+            maker = st.o_account[slot]
+            if maker == account:
+                if stp == STP_CANCEL_NEWEST:
+                    stp_stop = True
+                    break
+                n = _emit(ev, n, EV_CANCELLED, seq, ts, m, maker, st.o_id[slot], st.o_clid[slot], opp, p,
+                          st.o_rem[slot], 0, 0, R_CANCEL_SELF_TRADE, taker_id)
+                _drop_order(st, slot)
+                touched = True
+                if stp == STP_CANCEL_BOTH:
+                    stp_stop = True
+                    break
+                slot = nxt
+                continue
+            q = st.o_rem[slot]
+            if q > rem:
+                q = rem
+            if st.o_flags[slot] & FLAG_REDUCE_ONLY:
+                room = _reducible(st, maker, m, opp)
+                if room <= 0:
+                    n = _emit(ev, n, EV_CANCELLED, seq, ts, m, maker, st.o_id[slot], st.o_clid[slot], opp,
+                              p, st.o_rem[slot], 0, 0, R_CANCEL_REDUCE_ONLY, taker_id)
+                    _drop_order(st, slot)
+                    touched = True
+                    slot = nxt
+                    continue
+                if q > room:
+                    q = room
+            touched = True
+            notional = q * p * mptl
+            mfee = fee_micro(notional, maker_ppm)
+            tfee = fee_micro(notional, taker_ppm)
+            if side == BUY:
+                st.position_lots[account, m] += q
+                st.position_lots[maker, m] -= q
+            else:
+                st.position_lots[account, m] -= q
+                st.position_lots[maker, m] += q
+            st.o_rem[slot] -= q
+            st.lvl_qty[m, opp, li] -= q
+            rem -= q
+            n = _emit(ev, n, EV_FILL, seq, ts, m, maker, st.o_id[slot], st.o_clid[slot], opp, p, q,
+                      st.o_rem[slot], mfee, LIQ_MAKER, taker_id)
+            n = _emit(ev, n, EV_FILL, seq, ts, m, account, taker_id, taker_clid, side, p, q, rem, tfee,
+                      LIQ_TAKER, st.o_id[slot])
+            if st.o_rem[slot] == 0:
+                _drop_order(st, slot)
+                slot = nxt
+            # a partially filled maker stays at the front (rem is 0 now, or it was reduce-only
+            # capped and will be cancelled on the next pass)
+        if touched:
+            n = _emit_book(st, ev, n, seq, ts, m, opp, p)
+        if stp_stop:
+            break
+    return rem, stp_stop, n
+
+
+@njit(cache=True)
+def _place(st, c, seq, ev, n):
+    ts = c[C_TS]
+    m = c[C_MARKET]
+    a = c[C_ACCOUNT]
+    side = c[C_SIDE]
+    otype = c[C_TYPE]
+    tif = c[C_TIF]
+    size = c[C_SIZE]
+    clid = c[C_CLID]
+    flags = c[C_FLAGS]
+    if m < 0 or m >= st.mkt.shape[0]:
+        return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
+    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.acct_head.shape[0]:
+        return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if side != BUY and side != SELL:
+        return _reject(c, ev, n, seq, R_INVALID_SIDE)
+    if otype != LIMIT and otype != MARKET:
+        return _reject(c, ev, n, seq, R_INVALID_ORDER_TYPE)
+    if otype == LIMIT:
+        if tif < GTC or tif > POST_ONLY:
+            return _reject(c, ev, n, seq, R_INVALID_TIF)
+    elif tif != IOC and tif != FOK:
+        return _reject(c, ev, n, seq, R_INVALID_TIF)
+    stp = (flags & STP_MASK) >> STP_SHIFT
+    if (flags & ~_ALLOWED_FLAG_BITS) != 0 or stp > STP_CANCEL_BOTH:
+        return _reject(c, ev, n, seq, R_INVALID_STP)
+    if clid < 0 or clid > MAX_CLIENT_ORDER_ID:
+        return _reject(c, ev, n, seq, R_INVALID_CLID)
+    reduce_only = (flags & FLAG_REDUCE_ONLY) != 0
+    status = st.mkt[m, M_STATUS]
+    if status == ST_CANCEL_ONLY or status == ST_HALTED:
+        return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
+    if status == ST_POST_ONLY and tif != POST_ONLY:
+        return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
+    if status == ST_REDUCE_ONLY and not reduce_only:
+        return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
+    if size < st.spec[m, S_MIN_SIZE]:
+        return _reject(c, ev, n, seq, R_SIZE_BELOW_MIN)
+    if size > st.spec[m, S_MAX_SIZE]:
+        return _reject(c, ev, n, seq, R_SIZE_ABOVE_MAX)
+    mark = st.mkt[m, M_MARK]
+    if mark <= 0:
+        return _reject(c, ev, n, seq, R_NO_REFERENCE_PRICE)
+    lo = st.spec[m, S_MIN_TICK]
+    hi = st.spec[m, S_MAX_TICK]
+    if otype == LIMIT:
+        price = c[C_PRICE]
+        if price < lo or price > hi:
+            return _reject(c, ev, n, seq, R_PRICE_OUT_OF_RANGE)
+        band = (mark * st.spec[m, S_BAND_BPS]) // 10_000
+        if price > mark + band or price < mark - band:
+            return _reject(c, ev, n, seq, R_PRICE_OUTSIDE_BAND)
+    else:
+        prot = (mark * st.spec[m, S_PROTECT_BPS]) // 10_000
+        if side == BUY:
+            price = mark + prot
+            if price > hi:
+                price = hi
+        else:
+            price = mark - prot
+            if price < lo:
+                price = lo
+    if clid > 0 and hm_find(st.clid_keys, st.clid_vals, _clid_key(a, clid)) >= 0:
+        return _reject(c, ev, n, seq, R_DUPLICATE_CLID)
+    if reduce_only:
+        room = _reducible(st, a, m, side)
+        if room <= 0:
+            return _reject(c, ev, n, seq, R_REDUCE_ONLY_WOULD_INCREASE)
+        if size > room:
+            size = room
+    may_rest = otype == LIMIT and (tif == GTC or tif == POST_ONLY)
+    if may_rest and st.acct_open[a, m] >= st.spec[m, S_MAX_OPEN_ORDERS]:
+        return _reject(c, ev, n, seq, R_TOO_MANY_OPEN_ORDERS)
+    if tif == POST_ONLY:
+        best_opp = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
+        if _crosses(side, price, best_opp):
+            return _reject(c, ev, n, seq, R_POST_ONLY_WOULD_TAKE)
+    if may_rest and st.g[G_FREE_TOP] == 0:
+        return _reject(c, ev, n, seq, R_ORDER_POOL_FULL)
+
+    # accepted
+    oid = st.g[G_NEXT_ORDER_ID]
+    st.g[G_NEXT_ORDER_ID] = oid + 1
+    if a + 1 > st.g[G_ACCOUNT_HWM]:
+        st.g[G_ACCOUNT_HWM] = a + 1
+    n = _emit(ev, n, EV_ACCEPTED, seq, ts, m, a, oid, clid, side, price, size, size, 0, 0, otype * 16 + tif)
+    if tif == FOK and not _fok_fillable(st, m, a, side, price, size, stp):
+        return _emit(ev, n, EV_CANCELLED, seq, ts, m, a, oid, clid, side, price, size, 0, 0,
+                     R_CANCEL_FOK_NOT_FILLED, 0)
+    rem = size
+    stopped = False
+    if tif != POST_ONLY:
+        rem, stopped, n = _match(st, m, a, oid, clid, side, price, size, stp, seq, ts, ev, n)
+    if rem > 0:
+        if stopped:
+            n = _emit(ev, n, EV_CANCELLED, seq, ts, m, a, oid, clid, side, price, rem, 0, 0,
+                      R_CANCEL_SELF_TRADE, 0)
+        elif may_rest:
+            top = st.g[G_FREE_TOP] - 1
+            st.g[G_FREE_TOP] = top
+            slot = st.free_slots[top]
+            st.o_id[slot] = oid
+            st.o_account[slot] = a
+            st.o_clid[slot] = clid
+            st.o_market[slot] = m
+            st.o_side[slot] = side
+            st.o_price[slot] = price
+            st.o_rem[slot] = rem
+            st.o_flags[slot] = flags
+            _add_order(st, slot)
+            n = _emit_book(st, ev, n, seq, ts, m, side, price)
+        else:
+            n = _emit(ev, n, EV_CANCELLED, seq, ts, m, a, oid, clid, side, price, rem, 0, 0,
+                      R_CANCEL_IOC_REMAINDER, 0)
+    return _refresh_mark(st, m, seq, ts, ev, n)
+
+
+@njit(cache=True)
+def _cancel(st, c, seq, ev, n):
+    a = c[C_ACCOUNT]
+    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.acct_head.shape[0]:
+        return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    slot = _find_order(st, c)
+    if slot == -2:
+        return _reject(c, ev, n, seq, R_MISSING_ORDER_REF)
+    if slot < 0:
+        return _reject(c, ev, n, seq, R_UNKNOWN_ORDER)
+    ts = c[C_TS]
+    m = st.o_market[slot]
+    side = st.o_side[slot]
+    price = st.o_price[slot]
+    n = _emit(ev, n, EV_CANCELLED, seq, ts, m, a, st.o_id[slot], st.o_clid[slot], side, price,
+              st.o_rem[slot], 0, 0, R_CANCEL_BY_USER, 0)
+    _drop_order(st, slot)
+    n = _emit_book(st, ev, n, seq, ts, m, side, price)
+    return _refresh_mark(st, m, seq, ts, ev, n)
+
+
+@njit(cache=True)
+def _cancel_all(st, c, seq, ev, n):
+    a = c[C_ACCOUNT]
+    only_m = c[C_MARKET]
+    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.acct_head.shape[0]:
+        return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if only_m < -1 or only_m >= st.mkt.shape[0]:
+        return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
+    ts = c[C_TS]
+    count = 0
+    slot = st.acct_head[a]  # newest first
+    while slot != -1:
+        nxt = st.o_anext[slot]
+        m = st.o_market[slot]
+        if only_m == -1 or m == only_m:
+            side = st.o_side[slot]
+            price = st.o_price[slot]
+            n = _emit(ev, n, EV_CANCELLED, seq, ts, m, a, st.o_id[slot], st.o_clid[slot], side, price,
+                      st.o_rem[slot], 0, 0, R_CANCEL_ALL_BY_USER, 0)
+            _drop_order(st, slot)
+            n = _emit_book(st, ev, n, seq, ts, m, side, price)
+            count += 1
+        slot = nxt
+    n = _emit(ev, n, EV_CANCEL_ALL_DONE, seq, ts, only_m, a, 0, 0, 0, 0, count, 0, 0, 0, 0)
+    for m in range(st.mkt.shape[0]):
+        if only_m == -1 or m == only_m:
+            n = _refresh_mark(st, m, seq, ts, ev, n)
+    return n
+
+
+@njit(cache=True)
+def _amend(st, c, seq, ev, n):
+    a = c[C_ACCOUNT]
+    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.acct_head.shape[0]:
+        return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    slot = _find_order(st, c)
+    if slot == -2:
+        return _reject(c, ev, n, seq, R_MISSING_ORDER_REF)
+    if slot < 0:
+        return _reject(c, ev, n, seq, R_UNKNOWN_ORDER)
+    m = st.o_market[slot]
+    if c[C_MARKET] != m:
+        return _reject(c, ev, n, seq, R_UNKNOWN_ORDER)
+    side = st.o_side[slot]
+    old_price = st.o_price[slot]
+    old_rem = st.o_rem[slot]
+    if c[C_PRICE] < 0:
+        return _reject(c, ev, n, seq, R_INVALID_PRICE)
+    if c[C_SIZE] < 0:
+        return _reject(c, ev, n, seq, R_SIZE_BELOW_MIN)
+    new_price = c[C_PRICE] if c[C_PRICE] > 0 else old_price
+    new_size = c[C_SIZE] if c[C_SIZE] > 0 else old_rem
+    status = st.mkt[m, M_STATUS]
+    if status == ST_CANCEL_ONLY or status == ST_HALTED:
+        return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
+    if status == ST_REDUCE_ONLY and new_size > old_rem and not (st.o_flags[slot] & FLAG_REDUCE_ONLY):
+        return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
+    if new_price == old_price and new_size == old_rem:
+        return _reject(c, ev, n, seq, R_AMEND_NO_CHANGE)
+    if new_size != old_rem:
+        if new_size < st.spec[m, S_MIN_SIZE]:
+            return _reject(c, ev, n, seq, R_SIZE_BELOW_MIN)
+        if new_size > st.spec[m, S_MAX_SIZE]:
+            return _reject(c, ev, n, seq, R_SIZE_ABOVE_MAX)
+    if new_price != old_price:
+        if new_price < st.spec[m, S_MIN_TICK] or new_price > st.spec[m, S_MAX_TICK]:
+            return _reject(c, ev, n, seq, R_PRICE_OUT_OF_RANGE)
+        mark = st.mkt[m, M_MARK]
+        if mark <= 0:
+            return _reject(c, ev, n, seq, R_NO_REFERENCE_PRICE)
+        band = (mark * st.spec[m, S_BAND_BPS]) // 10_000
+        if new_price > mark + band or new_price < mark - band:
+            return _reject(c, ev, n, seq, R_PRICE_OUTSIDE_BAND)
+        best_opp = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
+        if _crosses(side, new_price, best_opp):
+            return _reject(c, ev, n, seq, R_AMEND_WOULD_CROSS)
+    ts = c[C_TS]
+    if new_price == old_price and new_size < old_rem:
+        st.lvl_qty[m, side, old_price - st.spec[m, S_MIN_TICK]] -= old_rem - new_size
+        st.o_rem[slot] = new_size
+        n = _emit(ev, n, EV_AMENDED, seq, ts, m, a, st.o_id[slot], st.o_clid[slot], side, new_price,
+                  new_size, new_size, 0, 1, old_price)
+        n = _emit_book(st, ev, n, seq, ts, m, side, new_price)
+    else:
+        _unlink_level(st, slot)
+        st.o_price[slot] = new_price
+        st.o_rem[slot] = new_size
+        _link_level(st, slot)
+        n = _emit(ev, n, EV_AMENDED, seq, ts, m, a, st.o_id[slot], st.o_clid[slot], side, new_price,
+                  new_size, new_size, 0, 0, old_price)
+        if new_price != old_price:
+            n = _emit_book(st, ev, n, seq, ts, m, side, old_price)
+        n = _emit_book(st, ev, n, seq, ts, m, side, new_price)
+    return _refresh_mark(st, m, seq, ts, ev, n)
+
+
+@njit(cache=True)
+def _set_index(st, c, seq, ev, n):
+    m = c[C_MARKET]
+    if m < 0 or m >= st.mkt.shape[0]:
+        return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
+    price = c[C_PRICE]
+    if price < st.spec[m, S_MIN_TICK] or price > st.spec[m, S_MAX_TICK]:
+        return _reject(c, ev, n, seq, R_PRICE_OUT_OF_RANGE)
+    st.mkt[m, M_INDEX] = price
+    ts = c[C_TS]
+    n = _emit(ev, n, EV_INDEX, seq, ts, m, -1, 0, 0, 0, price, 0, 0, 0, 0, 0)
+    return _refresh_mark(st, m, seq, ts, ev, n)
+
+
+@njit(cache=True)
+def _set_status(st, c, seq, ev, n):
+    m = c[C_MARKET]
+    if m < 0 or m >= st.mkt.shape[0]:
+        return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
+    status = c[C_FLAGS]
+    if status < 0 or status >= N_STATUSES:
+        return _reject(c, ev, n, seq, R_INVALID_STATUS)
+    old = st.mkt[m, M_STATUS]
+    st.mkt[m, M_STATUS] = status
+    ts = c[C_TS]
+    n = _emit(ev, n, EV_STATUS, seq, ts, m, -1, 0, 0, 0, 0, 0, 0, 0, status, old)
+    return _refresh_mark(st, m, seq, ts, ev, n)
+
+
+@njit(cache=True)
+def _event_bound(st, c):
+    """Events the command can emit at most (clock + command)."""
+    base = 2 * st.mkt.shape[0] + 4
+    kind = c[C_KIND]
+    if kind == CK_PLACE:
+        m = c[C_MARKET]
+        if m < 0 or m >= st.mkt.shape[0]:
+            return base
+        side = c[C_SIDE]
+        opp_col = M_N_ASK_ORDERS if side == BUY else M_N_BID_ORDERS
+        quick = base + 4 + 3 * st.mkt[m, opp_col]
+        return quick
+    if kind == CK_CANCEL_ALL:
+        a = c[C_ACCOUNT]
+        if a < 0 or a >= st.acct_head.shape[0]:
+            return base
+        return base + 2 + 2 * st.acct_open[a].sum()
+    return base + 4
+
+
+@njit(cache=True)
+def _exact_place_bound(st, c):
+    """Tighter bound for a place when the quick one does not fit: walk the crossing orders."""
+    base = 2 * st.mkt.shape[0] + 8
+    m = c[C_MARKET]
+    side = c[C_SIDE]
+    mark = st.mkt[m, M_MARK]
+    if c[C_TYPE] == LIMIT:
+        limit = c[C_PRICE]
+    else:
+        prot = (mark * st.spec[m, S_PROTECT_BPS]) // 10_000
+        limit = mark + prot if side == BUY else mark - prot
+    if side != BUY and side != SELL:
+        return base
+    return base + 3 * _touch_bound(st, m, c[C_ACCOUNT], side, limit, c[C_SIZE])
+
+
+@njit(cache=True)
+def process_one(st, c, ev, n):
+    seq = st.g[G_SEQ] + 1
+    st.g[G_SEQ] = seq
+    ts = c[C_TS]
+    if ts < st.g[G_LAST_TS]:
+        return _reject(c, ev, n, seq, R_TIMESTAMP_REGRESSION)
+    st.g[G_LAST_TS] = ts
+    n = _advance_clock(st, ts, seq, ev, n)
+    kind = c[C_KIND]
+    if kind == CK_PLACE:
+        return _place(st, c, seq, ev, n)
+    if kind == CK_CANCEL:
+        return _cancel(st, c, seq, ev, n)
+    if kind == CK_CANCEL_ALL:
+        return _cancel_all(st, c, seq, ev, n)
+    if kind == CK_AMEND:
+        return _amend(st, c, seq, ev, n)
+    if kind == CK_SET_INDEX:
+        return _set_index(st, c, seq, ev, n)
+    if kind == CK_SET_STATUS:
+        return _set_status(st, c, seq, ev, n)
+    return _reject(c, ev, n, seq, R_UNKNOWN_COMMAND)
+
+
+@njit(cache=True)
+def process_batch(st, cmds, ev, ev_start):
+    """Process command rows in order into `ev` from row `ev_start`.
+
+    Returns (commands processed, event rows used). Stops early, before a command, when the event
+    buffer could not hold that command's worst case; `g[G_NEED_EVENTS]` then says how many rows it
+    needs.
+    """
+    n = ev_start
+    cap = ev.shape[0]
+    st.g[G_NEED_EVENTS] = 0
+    i = 0
+    while i < cmds.shape[0]:
+        c = cmds[i]
+        need = _event_bound(st, c)
+        if cap - n < need and c[C_KIND] == CK_PLACE:
+            m = c[C_MARKET]
+            if 0 <= m < st.mkt.shape[0] and st.mkt[m, M_MARK] > 0:
+                need = _exact_place_bound(st, c)
+        if cap - n < need:
+            st.g[G_NEED_EVENTS] = need
+            break
+        n = process_one(st, c, ev, n)
+        i += 1
+    return i, n
+
+
+@njit(cache=True)
+def canonical_orders(st):
+    """Live orders level by level (market, side, price from the best, FIFO) as int64 rows:
+    (market, side, price, order id, account, client id, remaining, flags). Used by the state hash."""
+    count = 0
+    for slot in range(st.o_live.shape[0]):
+        if st.o_live[slot]:
+            count += 1
+    out = np.empty((count, 8), np.int64)
+    k = 0
+    n_levels = st.lvl_head.shape[2]
+    for m in range(st.mkt.shape[0]):
+        lo = st.spec[m, S_MIN_TICK]
+        for side in range(2):
+            for i in range(n_levels):
+                li = n_levels - 1 - i if side == BUY else i
+                slot = st.lvl_head[m, side, li]
+                while slot != -1:
+                    out[k, 0] = m
+                    out[k, 1] = side
+                    out[k, 2] = lo + li
+                    out[k, 3] = st.o_id[slot]
+                    out[k, 4] = st.o_account[slot]
+                    out[k, 5] = st.o_clid[slot]
+                    out[k, 6] = st.o_rem[slot]
+                    out[k, 7] = st.o_flags[slot]
+                    k += 1
+                    slot = st.o_next[slot]
+    return out
+
+
+def new_event_buffer(rows: int) -> np.ndarray:
+    return np.zeros((rows, N_EV_COLS), np.int64)

@@ -1,0 +1,139 @@
+"""Integer layouts shared by the Python edge and the numba kernels.
+
+Commands and events cross the kernel boundary as rows of an `int64` matrix; the column indices and
+enumerations below are the whole contract. Every value is an integer in the unit its name says:
+prices in ticks, sizes in lots, money in micro-USD, time in UTC nanoseconds.
+
+Invariants the kernels keep (checked by tests/):
+- a command row is processed entirely or not at all (never half-applied);
+- every processed command yields at least one event, all carrying the command's sequence number;
+- a rejected command changes nothing but the engine clock and sequence number.
+"""
+
+from __future__ import annotations
+
+# ---- sides, order types, time in force, flags -------------------------------------------------
+BUY = 0
+SELL = 1
+
+LIMIT = 0
+MARKET = 1
+
+GTC = 0
+IOC = 1
+FOK = 2
+POST_ONLY = 3
+
+FLAG_REDUCE_ONLY = 1
+STP_SHIFT = 4  # bits 4-5 of the flags column hold the self-trade-prevention mode
+STP_MASK = 3 << STP_SHIFT
+STP_CANCEL_NEWEST = 0  # cancel the incoming (taker) order's remainder
+STP_CANCEL_OLDEST = 1  # cancel the resting (maker) order and keep matching
+STP_CANCEL_BOTH = 2
+
+# ---- market status -----------------------------------------------------------------------------
+ST_ACTIVE = 0
+ST_POST_ONLY = 1
+ST_CANCEL_ONLY = 2
+ST_REDUCE_ONLY = 3
+ST_HALTED = 4
+N_STATUSES = 5
+
+# ---- command rows ------------------------------------------------------------------------------
+CK_PLACE = 1
+CK_CANCEL = 2
+CK_CANCEL_ALL = 3
+CK_AMEND = 4
+CK_SET_INDEX = 5
+CK_SET_STATUS = 6
+
+C_KIND = 0
+C_TS = 1
+C_ACCOUNT = 2
+C_MARKET = 3  # -1 = all markets (cancel_all)
+C_SIDE = 4
+C_TYPE = 5
+C_TIF = 6
+C_PRICE = 7  # ticks; place: limit price; amend: new price (0 = unchanged); set_index: index
+C_SIZE = 8  # lots; place: size; amend: new remaining size (0 = unchanged)
+C_CLID = 9  # client order id, 0 = none
+C_ORDER_ID = 10  # engine order id (cancel/amend), 0 = use client order id
+C_FLAGS = 11  # reduce-only bit, STP mode bits; set_status: the new status
+N_CMD_COLS = 12
+
+# ---- event rows --------------------------------------------------------------------------------
+EV_ACCEPTED = 1
+EV_REJECTED = 2
+EV_FILL = 3
+EV_CANCELLED = 4
+EV_AMENDED = 5
+EV_BOOK = 6
+EV_INDEX = 7
+EV_MARK = 8
+EV_STATUS = 9
+EV_CANCEL_ALL_DONE = 10
+
+E_KIND = 0
+E_SEQ = 1
+E_TS = 2
+E_MARKET = 3
+E_ACCOUNT = 4
+E_ORDER_ID = 5
+E_CLID = 6
+E_SIDE = 7
+E_PRICE = 8  # ticks
+E_SIZE = 9  # lots: accepted size, fill size, cancelled size, book level total
+E_REMAINING = 10  # lots left on the order after a fill; order count for book events
+E_FEE = 11  # micro-USD (fills); mark events: the basis EMA in micro-ticks
+E_CODE = 12  # rejection / cancel reason; fills: 1 = maker, 2 = taker; amend: 1 = kept priority
+E_OTHER = 13  # fills: counterparty order id; rejects: the command kind; accepted: type*16+tif
+N_EV_COLS = 14
+
+LIQ_MAKER = 1
+LIQ_TAKER = 2
+
+# ---- market table (state, one row per market) ----------------------------------------------------
+M_STATUS = 0
+M_BEST_BID = 1  # ticks, NO_PRICE when that side is empty
+M_BEST_ASK = 2
+M_INDEX = 3  # ticks, 0 until the first set_index
+M_MARK = 4  # ticks, 0 until there is an index
+M_BASIS_EMA_UT = 5  # EMA of (impact mid - index), micro-ticks
+M_NEXT_SAMPLE_TS = 6  # ns; 0 = not started
+M_N_BID_ORDERS = 7
+M_N_ASK_ORDERS = 8
+N_MKT_COLS = 9
+
+NO_PRICE = -1
+
+# ---- market spec table (config, one row per market) --------------------------------------------
+S_MIN_TICK = 0  # lowest price on the ladder, ticks (>= 1)
+S_MAX_TICK = 1
+S_MIN_SIZE = 2
+S_MAX_SIZE = 3
+S_BAND_BPS = 4  # limit orders must be within this many bps of the mark
+S_PROTECT_BPS = 5  # market orders never fill beyond mark +- this many bps
+S_MAKER_FEE_PPM = 6
+S_TAKER_FEE_PPM = 7
+S_MAX_OPEN_ORDERS = 8  # per account, per market
+S_MICRO_PER_TICK_LOT = 9  # micro-USD of notional per tick per lot (exact integer)
+S_IMPACT_TICK_LOTS = 10  # impact notional in tick-lots (micro-USD / micro_per_tick_lot, rounded up)
+S_SAMPLE_NS = 11  # mark basis sampling interval
+S_ALPHA_PPM = 12  # EMA weight of each basis sample, parts per million
+S_MARK_BAND_BPS = 13  # the basis term of the mark is bounded to +- this around the index
+N_SPEC_COLS = 14
+
+# ---- globals -----------------------------------------------------------------------------------
+G_NEXT_ORDER_ID = 0
+G_FREE_TOP = 1  # number of free slots on the free-slot stack
+G_LAST_TS = 2
+G_SEQ = 3  # sequence number of the last processed command
+G_NEED_EVENTS = 4  # set by the kernel when it stopped for lack of event space
+G_ACCOUNT_HWM = 5  # 1 + highest account id that ever held an order or position
+N_GLOBALS = 8
+
+# ---- identifiers -------------------------------------------------------------------------------
+CLID_BITS = 40
+MAX_CLIENT_ORDER_ID = (1 << CLID_BITS) - 1
+MAX_ACCOUNT_ID = (1 << 22) - 1
+EMPTY_KEY = -1  # hash-map empty slot

@@ -1,0 +1,210 @@
+"""Market specs: loaded from TOML, validated, packed into the kernel's integer spec table.
+
+A market spec carries its scales: the tick (USD per GPU-hour), the lot (GPU-hours), so that
+`notional_micro = price_ticks * size_lots * micro_per_tick_lot` is exact in integers. A spec whose
+tick x lot is not a whole number of micro-USD is rejected at load, as is any field out of range;
+the error names the market and the field.
+
+Decimal inputs are strings (`"0.0001"`), parsed with `decimal.Decimal`; a value off the grid it must
+lie on is rejected, never rounded.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from perp import layout as L
+
+MICRO = 1_000_000
+_INT64_MAX = (1 << 63) - 1
+
+
+class MarketSpecError(ValueError):
+    """A market spec is invalid; the message names the market and the field."""
+
+
+class MarketSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One perpetual market. Prices are USD per GPU-hour, sizes are lots of `lot_gpu_hours`."""
+
+    symbol: str
+    series: str
+    tick_size_usd: str
+    lot_gpu_hours: str
+    min_price_usd: str
+    max_price_usd: str
+    min_order_lots: int = 1
+    max_order_lots: int = 1_000_000
+    price_band_bps: int = 500
+    market_protection_bps: int = 300
+    maker_fee_ppm: int = 100
+    taker_fee_ppm: int = 500
+    max_open_orders: int = 200
+    impact_notional_usd: str = "1000"
+    mark_sample_interval_s: int = 1
+    mark_ema_half_life_s: int = 600
+    mark_band_bps: int = 300
+
+
+class MarketsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    market: list[MarketSpec]
+
+
+def _dec(spec: MarketSpec, field: str) -> Decimal:
+    raw = getattr(spec, field)
+    try:
+        value = Decimal(raw)
+    except (InvalidOperation, TypeError):
+        raise MarketSpecError(f"market {spec.symbol!r}: {field} = {raw!r} is not a decimal number") from None
+    if not value.is_finite() or value <= 0:
+        raise MarketSpecError(f"market {spec.symbol!r}: {field} = {raw!r} must be positive")
+    return value
+
+
+def price_to_ticks(spec: MarketSpec, price_usd: str | Decimal, field: str = "price") -> int:
+    """Exact USD-per-GPU-hour decimal to ticks; off the tick grid is an error, never rounded."""
+    try:
+        value = Decimal(price_usd)
+    except (InvalidOperation, TypeError):
+        raise ValueError(f"{field} {price_usd!r} is not a decimal number") from None
+    if not value.is_finite():
+        raise ValueError(f"{field} {price_usd!r} is not finite")
+    ticks = value / Decimal(spec.tick_size_usd)
+    if ticks != ticks.to_integral_value():
+        raise ValueError(f"{field} {price_usd} is not on the tick grid of {spec.symbol} ({spec.tick_size_usd})")
+    return int(ticks)
+
+
+def ticks_to_price(spec: MarketSpec, price_ticks: int) -> str:
+    """Ticks to the exact decimal string in USD per GPU-hour (as many places as the tick has)."""
+    tick = Decimal(spec.tick_size_usd)
+    places = max(0, -tick.normalize().as_tuple().exponent)
+    return f"{Decimal(price_ticks) * tick:.{places}f}"
+
+
+def micro_per_tick_lot(spec: MarketSpec) -> int:
+    value = Decimal(spec.tick_size_usd) * Decimal(spec.lot_gpu_hours) * MICRO
+    return int(value)
+
+
+def validate_spec(spec: MarketSpec) -> None:
+    """Raise `MarketSpecError` naming the first bad field."""
+    sym = spec.symbol
+    if not sym or not sym.replace("-", "").replace("_", "").isalnum():
+        raise MarketSpecError(f"market {sym!r}: symbol must be letters, digits, '-' or '_'")
+    tick = _dec(spec, "tick_size_usd")
+    lot = _dec(spec, "lot_gpu_hours")
+    mptl = tick * lot * MICRO
+    if mptl != mptl.to_integral_value():
+        raise MarketSpecError(
+            f"market {sym!r}: tick_size_usd x lot_gpu_hours = {tick * lot} USD is not a whole number of micro-USD"
+        )
+    for field in ("min_price_usd", "max_price_usd", "impact_notional_usd"):
+        _dec(spec, field)
+    for field in ("min_price_usd", "max_price_usd"):
+        try:
+            price_to_ticks(spec, getattr(spec, field), field)
+        except ValueError as exc:
+            raise MarketSpecError(f"market {sym!r}: {exc}") from None
+    lo = price_to_ticks(spec, spec.min_price_usd)
+    hi = price_to_ticks(spec, spec.max_price_usd)
+    if not 1 <= lo < hi:
+        raise MarketSpecError(f"market {sym!r}: min_price_usd must be at least one tick and below max_price_usd")
+    if hi - lo + 1 > 4_000_000:
+        raise MarketSpecError(f"market {sym!r}: max_price_usd - min_price_usd spans more than 4,000,000 ticks")
+
+    def positive(field: str, upper: int) -> None:
+        v = getattr(spec, field)
+        if not 1 <= v <= upper:
+            raise MarketSpecError(f"market {sym!r}: {field} = {v} must be between 1 and {upper}")
+
+    positive("min_order_lots", 10**12)
+    positive("max_order_lots", 10**12)
+    if spec.max_order_lots < spec.min_order_lots:
+        raise MarketSpecError(f"market {sym!r}: max_order_lots must be >= min_order_lots")
+    positive("price_band_bps", 10_000)
+    positive("market_protection_bps", 10_000)
+    positive("max_open_orders", 100_000)
+    positive("mark_sample_interval_s", 3600)
+    positive("mark_ema_half_life_s", 7 * 86400)
+    positive("mark_band_bps", 10_000)
+    if spec.market_protection_bps > spec.price_band_bps:
+        raise MarketSpecError(f"market {sym!r}: market_protection_bps must not exceed price_band_bps")
+    for field in ("maker_fee_ppm", "taker_fee_ppm"):
+        v = getattr(spec, field)
+        if not -10_000 <= v <= 100_000:
+            raise MarketSpecError(f"market {sym!r}: {field} = {v} must be between -10000 and 100000 ppm")
+    if spec.maker_fee_ppm + spec.taker_fee_ppm < 0:
+        raise MarketSpecError(f"market {sym!r}: maker rebate exceeds the taker fee (the venue would pay to trade)")
+    # the largest fill's notional times a fee rate must fit in int64
+    max_notional = hi * spec.max_order_lots * int(mptl)
+    if max_notional * 100_000 > _INT64_MAX:
+        raise MarketSpecError(f"market {sym!r}: max_order_lots x max_price_usd is too large for int64 arithmetic")
+
+
+def spec_row(spec: MarketSpec) -> np.ndarray:
+    """The spec as the kernel's integer row (see `layout.S_*`)."""
+    row = np.zeros(L.N_SPEC_COLS, dtype=np.int64)
+    mptl = micro_per_tick_lot(spec)
+    row[L.S_MIN_TICK] = price_to_ticks(spec, spec.min_price_usd)
+    row[L.S_MAX_TICK] = price_to_ticks(spec, spec.max_price_usd)
+    row[L.S_MIN_SIZE] = spec.min_order_lots
+    row[L.S_MAX_SIZE] = spec.max_order_lots
+    row[L.S_BAND_BPS] = spec.price_band_bps
+    row[L.S_PROTECT_BPS] = spec.market_protection_bps
+    row[L.S_MAKER_FEE_PPM] = spec.maker_fee_ppm
+    row[L.S_TAKER_FEE_PPM] = spec.taker_fee_ppm
+    row[L.S_MAX_OPEN_ORDERS] = spec.max_open_orders
+    row[L.S_MICRO_PER_TICK_LOT] = mptl
+    impact_micro = Decimal(spec.impact_notional_usd) * MICRO
+    row[L.S_IMPACT_TICK_LOTS] = int(-(-impact_micro // mptl))  # rounded up: at least the notional
+    row[L.S_SAMPLE_NS] = spec.mark_sample_interval_s * 1_000_000_000
+    row[L.S_ALPHA_PPM] = mark_alpha_ppm(spec.mark_sample_interval_s, spec.mark_ema_half_life_s)
+    row[L.S_MARK_BAND_BPS] = spec.mark_band_bps
+    return row
+
+
+def mark_alpha_ppm(sample_interval_s: int, half_life_s: int) -> int:
+    """EMA weight per sample: 1 - 2^(-interval/half_life), in ppm, rounded half to even, at least 1.
+
+    Computed once at load (a float at the edge); the kernel only sees the integer.
+    """
+    alpha = 1.0 - math.pow(2.0, -sample_interval_s / half_life_s)
+    return max(1, round(alpha * MICRO))
+
+
+def load_markets(source: str | Path | None = None) -> MarketsConfig:
+    """Load and validate a markets TOML file; `None` loads the embedded default `markets.toml`."""
+    if source is None:
+        text = resources.files("perp").joinpath("markets.toml").read_text(encoding="utf-8")
+        where = "embedded markets.toml"
+    else:
+        text = Path(source).read_text(encoding="utf-8")
+        where = str(source)
+    return parse_markets(text, where)
+
+
+def parse_markets(text: str, where: str = "markets") -> MarketsConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MarketSpecError(f"{where}: not valid TOML: {exc}") from None
+    try:
+        config = msgspec.convert(raw, MarketsConfig)
+    except msgspec.ValidationError as exc:
+        raise MarketSpecError(f"{where}: {exc}") from None
+    if not config.market:
+        raise MarketSpecError(f"{where}: no [[market]] defined")
+    seen: set[str] = set()
+    for spec in config.market:
+        validate_spec(spec)
+        if spec.symbol in seen:
+            raise MarketSpecError(f"{where}: market {spec.symbol!r} defined twice")
+        seen.add(spec.symbol)
+    return config
