@@ -1,0 +1,445 @@
+"""Hourly EMA anchor over daily fixes: the index price the engine receives through ``set_index``.
+
+Pure: no clock, no I/O, no logging. Records go in with ``ingest`` (in publication order), hours come
+out of ``advance_to``; ``replay`` does both over a list. The edge (readers, CLI, engine wiring) logs.
+
+Invariants:
+- One ``AnchorPoint`` per whole UTC hour from the first hour at or after the first usable fix's
+  publication. The point at hour ``H`` uses exactly the records published at or before ``H``.
+- A record published at or before an hour already stepped is rejected (``OUT_OF_ORDER``): past
+  anchors, and so paid funding, are never rewritten. A revision therefore acts from the next hour.
+- The state is integers: the anchor is an ``int`` of micro-ticks; the step is
+  ``alpha_ppb * (target - anchor) / 1e9`` rounded away from zero (toward the target), so the anchor
+  never overshoots and reaches a constant fix exactly; with ``max_hourly_move_ppm`` the step is capped
+  at ``max(1, prev_anchor_ticks * ppm // 1e6)`` whole ticks. Published ticks round the micro-ticks
+  half up, which commutes with whole-tick shifts, so the published move obeys the same cap.
+- The anchor always lies between the smallest and the largest target it has been given (the first
+  point is seeded at the first target; every step is a convex move toward the current target).
+- Same records, same config -> same points, byte for byte (``state_hash`` proves equal states).
+
+Vintages (see docs/oracle.md): a provisional fix drives the anchor from the next hour; its final
+confirms it (and releases a fix held as ``too_volatile``); a revision published within
+``provisional_window_s`` of the strike retargets from the next hour; a later revision is recorded,
+flagged ``revised`` for ``revised_flag_s`` and exposed as ``pending_fix_price_ticks`` for margin, but
+never moves the anchor. A suppressed day holds the target (the last usable fix) and flags it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import msgspec
+
+from oracle.errors import PRICE_CODES, OracleCode, OracleError, Rejection
+from oracle.records import VINTAGE_RANK, FixRecord, Vintage, check_record, scheduled_strike_ns
+from oracle.units import (
+    HOUR_NS, MICRO_TICKS_PER_TICK, NS_PER_S, PPB, PPM, alpha_ppb_for_half_life, div_toward_target,
+    median_of_two_half_up, micro_to_ticks_half_up, next_hour_at_or_after, parse_decimal,
+    parse_tick_size, usd_to_micro_ticks,
+)
+from oracle.validity import SEVERITY, Gates, Validity, gates_for, worst
+
+DEFAULT_SOURCE = "gpumarkets.dev"
+
+
+class AnchorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Operator parameters of one series' anchor (all durations in seconds, ratios in ppm)."""
+
+    series_id: str
+    tick_size_usd: str = "0.0001"
+    half_life_s: int = 6 * 3600
+    max_hourly_move_ppm: int = 0  # 0: no cap
+    sources: tuple[str, ...] = (DEFAULT_SOURCE,)
+    primary_source: str = DEFAULT_SOURCE
+    fresh_max_age_s: int = 26 * 3600  # a daily fix plus two hours' grace for a late strike
+    stale_after_s: int = 48 * 3600  # one whole missed fix
+    provisional_window_s: int = 24 * 3600
+    max_source_spread_ppm: int = 20_000
+    max_fix_jump_ppm: int = 250_000
+    max_price_usd: str = "1000"
+    late_strike_grace_s: int = 300
+    revised_flag_s: int = 24 * 3600
+
+
+def validate_config(config: AnchorConfig) -> tuple[Decimal, Decimal, int]:
+    """Check the config; returns (tick, max price, alpha_ppb). Raises ``OracleError(BAD_CONFIG)``."""
+    tick = parse_tick_size(config.tick_size_usd)
+    alpha_ppb = alpha_ppb_for_half_life(config.half_life_s)
+    problems = []
+    if not config.series_id:
+        problems.append("series_id is empty")
+    if not config.sources or len(set(config.sources)) != len(config.sources):
+        problems.append("sources must be a non-empty list without repeats")
+    if config.primary_source not in config.sources:
+        problems.append(f"primary_source {config.primary_source!r} is not in sources")
+    if not 0 <= config.max_hourly_move_ppm <= PPM:
+        problems.append("max_hourly_move_ppm must be in [0, 1_000_000]")
+    if not 0 < config.fresh_max_age_s <= config.stale_after_s:
+        problems.append("need 0 < fresh_max_age_s <= stale_after_s")
+    for name in ("provisional_window_s", "max_source_spread_ppm", "max_fix_jump_ppm",
+                 "late_strike_grace_s", "revised_flag_s"):
+        if getattr(config, name) < 0:
+            problems.append(f"{name} must be >= 0")
+    try:
+        max_price = parse_decimal(config.max_price_usd)
+        if not max_price.is_finite() or max_price <= tick:
+            problems.append("max_price_usd must be finite and above one tick")
+    except ArithmeticError:
+        problems.append(f"max_price_usd {config.max_price_usd!r} is not a decimal")
+        max_price = Decimal(0)
+    if problems:
+        raise OracleError(OracleCode.BAD_CONFIG, "; ".join(problems))
+    return tick, max_price, alpha_ppb
+
+
+class AnchorPoint(msgspec.Struct, frozen=True, kw_only=True):
+    """The anchor at one whole hour, with the fix it tracks and why it is (not) fresh."""
+
+    series_id: str
+    ts_ns: int
+    anchor_price_ticks: int
+    anchor_micro_ticks: int
+    fix_price_ticks: int
+    fix_date: dt.date
+    fix_strike_ts_ns: int
+    fix_age_s: int
+    pending_fix_price_ticks: int | None
+    validity: Validity
+    flags: tuple[Validity, ...]
+    notes: tuple[str, ...]
+    gates: Gates
+
+    def set_index_args(self, market: str) -> tuple[str, int, int]:
+        """``(market, ts_ns, index_price_ticks)`` for the engine's ``set_index`` command."""
+        return (market, self.ts_ns, self.anchor_price_ticks)
+
+
+@dataclass
+class _Day:
+    fix_date: dt.date
+    strike_ts_ns: int
+    vintage: Vintage
+    price_micro: int | None
+    first_price_micro: int | None
+    suppression_reason: str | None
+    confirmed: bool = False  # a final has arrived
+    quarantined: bool = False  # jumped past max_fix_jump_ppm and not yet confirmed
+    late_revision_micro: int | None = None
+    late_revision_ts_ns: int | None = None
+
+
+@dataclass
+class _Source:
+    days: dict[dt.date, _Day] = field(default_factory=dict)
+    latest_date: dt.date | None = None
+    fault: tuple[dt.date, Validity] | None = None
+
+    def usable(self, before: dt.date | None = None) -> _Day | None:
+        """The newest day with a price that is not held, optionally strictly before ``before``."""
+        for day in sorted(self.days, reverse=True):
+            if before is not None and day >= before:
+                continue
+            d = self.days[day]
+            if d.price_micro is not None and not d.quarantined:
+                return d
+        return None
+
+
+@dataclass
+class _View:
+    source: str
+    day: _Day
+    age_ns: int
+    flags: set[Validity]
+    notes: set[str]
+    pending_micro: int | None
+
+
+def _median(values: list[int]) -> int:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[mid]
+    return median_of_two_half_up(ordered[mid - 1], ordered[mid])
+
+
+class HourlyAnchor:
+    """Stateful, pure EMA anchor for one series. See the module docstring for the rules."""
+
+    def __init__(self, config: AnchorConfig) -> None:
+        self.config = config
+        self.tick_usd, self.max_price_usd, self.alpha_ppb = validate_config(config)
+        self._sources: dict[str, _Source] = {name: _Source() for name in config.sources}
+        self._anchor_micro: int | None = None
+        self._stepped_through_ns: int | None = None
+        self._last_published_ns: int | None = None
+        self._first_published_ns: int | None = None
+
+    # ------------------------------------------------------------------ records
+    def ingest(self, record: FixRecord) -> Rejection | None:
+        """Apply one record (records must come in publication order); returns why it was refused."""
+        checked = check_record(record, series_id=self.config.series_id, sources=self.config.sources,
+                               tick_usd=self.tick_usd, max_price_usd=self.max_price_usd)
+        where = record.key()
+        if isinstance(checked, Rejection):
+            self._maybe_flag_fault(record, checked)
+            return checked
+        if self._stepped_through_ns is not None and record.published_ts_ns <= self._stepped_through_ns:
+            return Rejection(code=OracleCode.OUT_OF_ORDER, where=where,
+                             message=f"published at {record.published_ts_ns} ns, at or before the hour "
+                                     f"{self._stepped_through_ns} ns already stepped; past anchors are "
+                                     f"never rewritten")
+        if self._last_published_ns is not None and record.published_ts_ns < self._last_published_ns:
+            return Rejection(code=OracleCode.OUT_OF_ORDER, where=where,
+                             message=f"published at {record.published_ts_ns} ns, before the previous "
+                                     f"record ({self._last_published_ns} ns)")
+        price, original = checked
+        price_micro = None if price is None else usd_to_micro_ticks(price, self.tick_usd)
+        original_micro = None if original is None else usd_to_micro_ticks(original, self.tick_usd)
+        source = self._sources[record.source]
+        day = source.days.get(record.fix_date)
+        rejection = (self._new_day(source, record, price_micro) if day is None
+                     else self._update_day(source, day, record, price_micro, original_micro))
+        if rejection is not None:
+            return rejection
+        self._last_published_ns = record.published_ts_ns
+        if self._first_published_ns is None:
+            self._first_published_ns = record.published_ts_ns
+        if source.fault is not None and record.fix_date >= source.fault[0]:
+            source.fault = None
+        return None
+
+    def _maybe_flag_fault(self, record: FixRecord, rejection: Rejection) -> None:
+        """A price-class rejection for a day newer than any we hold flags the source (never moves it)."""
+        if rejection.code not in PRICE_CODES or record.source not in self._sources:
+            return
+        source = self._sources[record.source]
+        if source.latest_date is not None and record.fix_date <= source.latest_date:
+            return
+        kind = Validity.TOO_VOLATILE if rejection.code is OracleCode.ABSURD_PRICE else Validity.NON_POSITIVE
+        source.fault = (record.fix_date, kind)
+
+    def _jumps(self, source: _Source, fix_date: dt.date, price_micro: int) -> bool:
+        previous = source.usable(before=fix_date)
+        if previous is None or previous.price_micro is None:
+            return False
+        ref = previous.price_micro
+        return abs(price_micro - ref) * PPM > self.config.max_fix_jump_ppm * ref
+
+    def _new_day(self, source: _Source, record: FixRecord, price_micro: int | None) -> Rejection | None:
+        where = record.key()
+        if record.vintage is Vintage.REVISED:
+            return Rejection(code=OracleCode.REVISION_OF_UNKNOWN_FIX, where=where,
+                             message=f"no fix held for {record.fix_date.isoformat()} to revise")
+        if source.latest_date is not None and record.fix_date <= source.latest_date:
+            return Rejection(code=OracleCode.OUT_OF_ORDER, where=where,
+                             message=f"fix for {record.fix_date.isoformat()} arrived after the fix for "
+                                     f"{source.latest_date.isoformat()}")
+        confirmed = record.vintage is Vintage.FINAL
+        day = _Day(fix_date=record.fix_date, strike_ts_ns=record.strike_ts_ns, vintage=record.vintage,
+                   price_micro=price_micro, first_price_micro=price_micro,
+                   suppression_reason=record.suppression_reason, confirmed=confirmed)
+        if price_micro is not None and not confirmed:
+            day.quarantined = self._jumps(source, record.fix_date, price_micro)
+        source.days[record.fix_date] = day
+        source.latest_date = record.fix_date
+        return None
+
+    def _update_day(self, source: _Source, day: _Day, record: FixRecord, price_micro: int | None,
+                    original_micro: int | None) -> Rejection | None:
+        where = record.key()
+        incoming, held = VINTAGE_RANK[record.vintage], VINTAGE_RANK[day.vintage]
+        if incoming < held:
+            return Rejection(code=OracleCode.VINTAGE_REGRESSION, where=where,
+                             message=f"{record.vintage.value} arrived after {day.vintage.value}")
+        if record.vintage is Vintage.REVISED:
+            if original_micro != day.first_price_micro:
+                return Rejection(code=OracleCode.REVISION_ORIGINAL_MISMATCH, where=where,
+                                 message=f"original price {record.original_price_usd} is not the price "
+                                         f"first published for {record.fix_date.isoformat()}")
+            current = day.late_revision_micro if day.late_revision_micro is not None else day.price_micro
+            if price_micro == current:
+                return Rejection(code=OracleCode.DUPLICATE, where=where, message="revision repeats the held price")
+            day.vintage = Vintage.REVISED
+            in_window = record.published_ts_ns < day.strike_ts_ns + self.config.provisional_window_s * NS_PER_S
+            if in_window:
+                day.price_micro = price_micro
+                day.quarantined = (not day.confirmed) and self._jumps(source, day.fix_date, price_micro)  # type: ignore[arg-type]
+            else:
+                day.late_revision_micro = price_micro
+                day.late_revision_ts_ns = record.published_ts_ns
+            return None
+        same = (price_micro == day.price_micro and record.strike_ts_ns == day.strike_ts_ns
+                and record.suppression_reason == day.suppression_reason)
+        if incoming == held:
+            code = OracleCode.DUPLICATE if same else OracleCode.CONFLICTING_DUPLICATE
+            detail = "repeats the held record" if same else "differs from the held record; corrections must be revisions"
+            return Rejection(code=code, where=where, message=f"{record.vintage.value} {detail}")
+        if record.strike_ts_ns != day.strike_ts_ns:
+            return Rejection(code=OracleCode.CONFLICTING_DUPLICATE, where=where,
+                             message="final's strike time differs from the provisional's")
+        # provisional -> final: the final confirms (and is authoritative if it differs).
+        day.vintage = Vintage.FINAL
+        day.confirmed = True
+        day.quarantined = False
+        day.price_micro = price_micro
+        day.suppression_reason = record.suppression_reason
+        if day.first_price_micro is None:
+            day.first_price_micro = price_micro
+        return None
+
+    # ------------------------------------------------------------------ hours
+    def advance_to(self, ts_ns: int) -> list[AnchorPoint]:
+        """Step every whole hour in (last stepped hour, ``ts_ns``]; returns the points produced."""
+        if self._stepped_through_ns is None:
+            if self._first_published_ns is None:
+                return []
+            hour = next_hour_at_or_after(self._first_published_ns)
+        else:
+            hour = self._stepped_through_ns + HOUR_NS
+        points = []
+        while hour <= ts_ns:
+            point = self._step(hour)
+            if point is not None:
+                points.append(point)
+            self._stepped_through_ns = hour
+            hour += HOUR_NS
+        return points
+
+    def replay(self, records: Iterable[FixRecord], until_ts_ns: int) -> tuple[list[AnchorPoint], list[Rejection]]:
+        """Interleave ``records`` (in stream order) with the hourly steps up to ``until_ts_ns``."""
+        points: list[AnchorPoint] = []
+        rejections: list[Rejection] = []
+        for record in records:
+            points.extend(self.advance_to(record.published_ts_ns - 1))
+            rejection = self.ingest(record)
+            if rejection is not None:
+                rejections.append(rejection)
+        points.extend(self.advance_to(until_ts_ns))
+        return points, rejections
+
+    def _view(self, name: str, source: _Source, hour_ns: int) -> _View | None:
+        day = source.usable()
+        if day is None:
+            return None
+        cfg = self.config
+        flags: set[Validity] = set()
+        notes: set[str] = set()
+        pending = None
+        age_ns = hour_ns - day.strike_ts_ns
+        if age_ns > cfg.stale_after_s * NS_PER_S:
+            flags.add(Validity.STALE)
+        elif age_ns > cfg.fresh_max_age_s * NS_PER_S:
+            flags.add(Validity.AGING)
+        latest = source.days[source.latest_date]  # type: ignore[index]
+        if latest.price_micro is None:
+            flags.add(Validity.SUPPRESSED)
+            notes.add(f"suppressed:{latest.suppression_reason}")
+        for newer in (d for d in source.days.values() if d.fix_date > day.fix_date and d.quarantined):
+            flags.add(Validity.TOO_VOLATILE)
+            pending = newer.price_micro
+        if source.fault is not None and source.fault[0] > day.fix_date:
+            flags.add(source.fault[1])
+            notes.add(f"rejected_price_for:{source.fault[0].isoformat()}")
+        for d in source.days.values():
+            if d.late_revision_ts_ns is not None and hour_ns - d.late_revision_ts_ns < cfg.revised_flag_s * NS_PER_S:
+                flags.add(Validity.REVISED)
+                notes.add(f"revised_after_window:{d.fix_date.isoformat()}")
+        if day.late_revision_micro is not None and pending is None:
+            pending = day.late_revision_micro
+        if day.strike_ts_ns > scheduled_strike_ns(day.fix_date) + cfg.late_strike_grace_s * NS_PER_S:
+            notes.add("late_strike")
+        return _View(source=name, day=day, age_ns=age_ns, flags=flags, notes=notes, pending_micro=pending)
+
+    def _target(self, hour_ns: int) -> tuple[int, list[_View], set[Validity], set[str]] | None:
+        cfg = self.config
+        views = [v for name, src in self._sources.items() if (v := self._view(name, src, hour_ns)) is not None]
+        if not views:
+            return None
+        flags: set[Validity] = set()
+        notes: set[str] = set()
+        by_name = {v.source: v for v in views}
+        primary = by_name.get(cfg.primary_source)
+        live = [v for v in views if Validity.STALE not in v.flags]
+        if not live:
+            used = [primary] if primary is not None else views
+        elif len(live) == 1:
+            used = live
+        else:
+            prices = [v.day.price_micro for v in live]
+            mid = _median(prices)  # type: ignore[arg-type]
+            used = live
+            if (max(prices) - min(prices)) * PPM > cfg.max_source_spread_ppm * mid:  # type: ignore[type-var, operator]
+                flags.add(Validity.DIVERGED)
+                if primary is not None and primary in live:
+                    used = [primary]
+                    notes.add(f"fallback_to_primary:{cfg.primary_source}")
+                else:
+                    notes.add("primary_unavailable")
+        if len(used) > 1:
+            notes.add("median_of_sources:" + ",".join(sorted(v.source for v in used)))
+        target = _median([v.day.price_micro for v in used])  # type: ignore[misc]
+        for v in used:
+            flags |= v.flags
+            notes |= v.notes
+        return target, used, flags, notes
+
+    def _step(self, hour_ns: int) -> AnchorPoint | None:
+        found = self._target(hour_ns)
+        if found is None:
+            return None
+        target, used, flags, notes = found
+        if self._anchor_micro is None:
+            self._anchor_micro = target
+            notes.add("seeded")
+        else:
+            prev = self._anchor_micro
+            step = div_toward_target(self.alpha_ppb * (target - prev), PPB)
+            if self.config.max_hourly_move_ppm:
+                cap_ticks = max(1, micro_to_ticks_half_up(prev) * self.config.max_hourly_move_ppm // PPM)
+                cap_micro = cap_ticks * MICRO_TICKS_PER_TICK
+                if abs(step) > cap_micro:
+                    step = cap_micro if step > 0 else -cap_micro
+                    notes.add("cap_binding")
+            self._anchor_micro = prev + step
+        newest = max(used, key=lambda v: (v.day.fix_date, v.day.strike_ts_ns))
+        pendings = [v.pending_micro for v in used if v.pending_micro is not None]
+        ordered_flags = tuple(sorted(flags, key=SEVERITY.__getitem__))
+        return AnchorPoint(
+            series_id=self.config.series_id,
+            ts_ns=hour_ns,
+            anchor_price_ticks=micro_to_ticks_half_up(self._anchor_micro),
+            anchor_micro_ticks=self._anchor_micro,
+            fix_price_ticks=micro_to_ticks_half_up(target),
+            fix_date=newest.day.fix_date,
+            fix_strike_ts_ns=newest.day.strike_ts_ns,
+            fix_age_s=max(v.age_ns for v in used) // NS_PER_S,
+            pending_fix_price_ticks=micro_to_ticks_half_up(pendings[0]) if pendings else None,
+            validity=worst(flags),
+            flags=ordered_flags,
+            notes=tuple(sorted(notes)),
+            gates=gates_for(flags),
+        )
+
+    # ------------------------------------------------------------------ state
+    @property
+    def anchor_micro_ticks(self) -> int | None:
+        return self._anchor_micro
+
+    def state_hash(self) -> str:
+        """SHA-256 of the whole state in a canonical encoding: equal hashes, equal anchors."""
+        sources = []
+        for name in sorted(self._sources):
+            src = self._sources[name]
+            days = [[d.fix_date.isoformat(), d.strike_ts_ns, d.vintage.value, d.price_micro, d.first_price_micro,
+                     d.suppression_reason, d.confirmed, d.quarantined, d.late_revision_micro,
+                     d.late_revision_ts_ns] for _, d in sorted(src.days.items())]
+            fault = None if src.fault is None else [src.fault[0].isoformat(), src.fault[1].value]
+            sources.append([name, days, fault])
+        state = [self.config, self.alpha_ppb, self._anchor_micro, self._stepped_through_ns,
+                 self._last_published_ns, self._first_published_ns, sources]
+        return hashlib.sha256(msgspec.msgpack.encode(state)).hexdigest()
