@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow, localcontext
 
 import msgspec
 
@@ -36,7 +36,7 @@ from oracle.errors import OracleCode, OracleError, Rejection
 from oracle.records import FixRecord, Vintage, check_price
 from oracle.units import NS_PER_S, parse_decimal, parse_tick_size
 
-_EXACT = Context(prec=80, traps=[Inexact])
+_EXACT = Context(prec=80, traps=[Inexact, InvalidOperation, DivisionByZero, Overflow])
 
 
 class Observation(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -38,7 +38,7 @@ def parse_decimal(text: str) -> Decimal:
     """Parse a decimal string exactly; raises ``InvalidOperation`` on malformed text."""
     if not isinstance(text, str):
         raise InvalidOperation(f"price must be a decimal string, got {type(text).__name__}")
-    return Decimal(text.strip())
+    return Decimal(text.strip(), EXACT)  # an explicit context: invalid text raises in any caller's context
 
 
 def parse_tick_size(tick_size_usd: str) -> Decimal:
