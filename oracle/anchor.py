@@ -39,7 +39,7 @@ from oracle.records import VINTAGE_RANK, FixRecord, Vintage, check_record, sched
 from oracle.units import (
     HOUR_NS, MICRO_TICKS_PER_TICK, NS_PER_S, PPB, PPM, alpha_ppb_for_half_life, div_toward_target,
     median_of_two_half_up, micro_to_ticks_half_up, next_hour_at_or_after, parse_decimal,
-    parse_tick_size, usd_to_micro_ticks,
+    parse_tick_size, ticks_to_usd, usd_to_micro_ticks,
 )
 from oracle.validity import SEVERITY, Gates, Validity, gates_for, worst
 
@@ -424,6 +424,12 @@ class HourlyAnchor:
             notes=tuple(sorted(notes)),
             gates=gates_for(flags),
         )
+
+    def set_index_command(self, point: AnchorPoint, market: str) -> dict[str, object]:
+        """The engine's documented ``set_index`` JSON command for ``point``: the price is the anchor's
+        whole ticks as an exact decimal string, so it is on the grid of a market with this tick size."""
+        return {"type": "set_index", "ts_ns": point.ts_ns, "market": market,
+                "price": str(ticks_to_usd(point.anchor_price_ticks, self.tick_usd))}
 
     # ------------------------------------------------------------------ state
     @property

@@ -89,3 +89,13 @@ def test_records_survive_the_json_round_trip_unchanged():
     record = fix(2, "3.1000", Vintage.REVISED, original="3.0000", published_ns=hour_of(2, 5))
     read = read_json_feed(encode_record(record))
     assert read.records == [record] and read.rejections == []
+
+
+def test_rejected_records_are_logged_with_their_code_and_location():
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        read_json_feed(b'{"series_id": 1}', where="feed.jsonl")
+    assert [(e["event"], e["code"], e["reason"], e["where"]) for e in logs] == [
+        ("oracle_record_rejected", 3010, "MALFORMED_RECORD", "feed.jsonl:1")]
+    assert logs[0]["log_level"] == "warning" and "series_id" in logs[0]["detail"]

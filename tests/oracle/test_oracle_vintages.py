@@ -181,3 +181,16 @@ def test_structurally_inconsistent_records_are_rejected():
         rejection = anchor.ingest(record)
         assert rejection is not None and rejection.code is code, (code, rejection)
     assert anchor.advance_to(hour_of(2, 0)) == []
+
+
+def test_anchor_points_become_engine_set_index_commands_on_the_tick_grid():
+    import msgspec
+
+    from perp.commands import SetIndex
+
+    anchor, points, _ = run([fix(0, "3.0000"), fix(1, "3.3000")], hour_of(1, 3))
+    point = at(points, 1, 3)
+    assert point.set_index_args("H100-PERP") == ("H100-PERP", hour_of(1, 3), point.anchor_price_ticks)
+    command = msgspec.convert(anchor.set_index_command(point, "H100-PERP"), SetIndex)
+    assert command.ts_ns == hour_of(1, 3) and command.market == "H100-PERP"
+    assert command.price == f"{point.anchor_price_ticks // 10000}.{point.anchor_price_ticks % 10000:04d}"
