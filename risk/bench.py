@@ -1,0 +1,131 @@
+"""`perp bench risk`: the risk sweep over many accounts, timed; seeded and reproducible.
+
+Accounts hold one or two positions across two markets (an H100-like and a second GPU market), sized
+log-normally from a few lots to millions (so every tier is visited), with collateral of 1.2x-6x the
+initial margin rate and entry prices within 5% of the mark, so a few accounts are unhealthy. Each
+timed sweep computes equity, maintenance margin and the hour's funding for every account and applies
+the funding to collateral (the full hourly sweep; the every-second sweep without funding is cheaper).
+
+The numba kernel is compiled and run before timing; the numpy baseline is the same sweep as
+whole-array expressions (`risk.sweep.risk_sweep_numpy`), checked equal to the kernel on the same
+input before anything is timed. Figures: median and p99 milliseconds per sweep, numpy median, their
+ratio, and the bytes the sweep must move (reads: collateral, lots, cost basis; writes: collateral,
+funding, equity, maintenance).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numba
+import numpy as np
+
+from risk.sweep import risk_sweep, risk_sweep_numpy
+from risk.tiers import default_tiers, pack_tiers
+
+N_MARKETS = 2
+MARK_TICKS = np.array([21_432, 9_875], dtype=np.int64)  # $2.1432 and $0.9875 per GPU-hour at $0.0001 ticks
+ANCHOR_TICKS = np.array([21_400, 9_880], dtype=np.int64)
+MICRO_PER_TICK_LOT = np.array([100, 100], dtype=np.int64)  # 1 GPU-hour lots, $0.0001 ticks
+FUNDING_RATE_PPB = np.array([125_000, -500_000], dtype=np.int64)  # +0.0125% and the -0.05% cap
+TARGET_MS = 5.0
+
+
+def make_accounts(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(collateral_micro, position_lots, cost_basis_micro) for n accounts, reproducible from seed."""
+    rng = np.random.default_rng(seed)
+    size = np.exp(rng.normal(np.log(2_000), 1.6, (n, N_MARKETS)))
+    size = np.clip(size, 1, 5_000_000).astype(np.int64)
+    sign = np.where(rng.random((n, N_MARKETS)) < 0.5, -1, 1)
+    lots = size * sign
+    # one or two positions: drop one market for about half of the accounts
+    single = rng.random(n) < 0.5
+    drop = rng.integers(0, N_MARKETS, n)
+    lots[single, drop[single]] = 0
+    lots[0] -= lots.sum(axis=0)  # a market maker holds the other side: every market nets to zero lots
+    per_lot = MARK_TICKS * MICRO_PER_TICK_LOT
+    entry_ticks = (MARK_TICKS[None, :] * rng.uniform(0.95, 1.05, (n, N_MARKETS))).astype(np.int64)
+    cost_basis = lots * entry_ticks * MICRO_PER_TICK_LOT[None, :]
+    gross = np.abs(lots * per_lot[None, :]).sum(axis=1)
+    collateral = (gross * rng.uniform(0.06, 1.2, n)).astype(np.int64)
+    return collateral, lots, cost_basis
+
+
+def _outputs(n: int) -> list[np.ndarray]:
+    return [np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
+            np.zeros(N_MARKETS, np.int64), np.zeros(n, np.int64)]
+
+
+def run(accounts: int, seed: int, repeats: int = 60, numpy_repeats: int = 5) -> dict:
+    """Time the sweep; return the figures as a dict."""
+    tiers = pack_tiers([default_tiers()["H100-PERP"]] * N_MARKETS)
+    collateral, lots, basis = make_accounts(accounts, seed)
+    fixed = (MARK_TICKS, MICRO_PER_TICK_LOT, tiers.bound_micro, tiers.mmr_ppm, tiers.mm_deduction_micro,
+             True, FUNDING_RATE_PPB, ANCHOR_TICKS)
+
+    def sweep(fn, coll, outs):
+        return fn(coll, lots, basis, *fixed, *outs)
+
+    ref_coll, ref_out = collateral.copy(), _outputs(accounts)
+    ref_count = sweep(risk_sweep_numpy, ref_coll, ref_out)
+    coll, out = collateral.copy(), _outputs(accounts)
+    count = sweep(risk_sweep, coll, out)  # compiles (or loads the cache) and checks
+    same = (count == ref_count and np.array_equal(coll, ref_coll)
+            and all(np.array_equal(a, b) for a, b in zip(out[:4], ref_out[:4]))
+            and np.array_equal(out[4][:count], ref_out[4][:count]))
+    if not same:
+        raise AssertionError("risk_sweep and risk_sweep_numpy disagree")
+    remainder = [int(x) for x in out[3]]
+    for _ in range(3):
+        sweep(risk_sweep, coll, out)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sweep(risk_sweep, coll, out)
+        times.append(time.perf_counter() - t0)
+    np_times = []
+    for _ in range(numpy_repeats):
+        t0 = time.perf_counter()
+        sweep(risk_sweep_numpy, ref_coll, ref_out)
+        np_times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1e3
+    sweep_ms = float(np.median(ms))
+    numpy_ms = float(np.median(np_times) * 1e3)
+    bytes_moved = accounts * 8 * (1 + 2 * N_MARKETS + 4)
+    return {
+        "accounts": accounts,
+        "markets": N_MARKETS,
+        "positions": int(np.count_nonzero(lots)),
+        "threads": numba.get_num_threads(),
+        "sweep_ms": round(sweep_ms, 3),
+        "sweep_min_ms": round(float(ms.min()), 3),
+        "sweep_p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "numpy_sweep_ms": round(numpy_ms, 3),
+        "ratio_vs_numpy": round(numpy_ms / sweep_ms, 1),
+        "unhealthy": int(count),
+        "funding_remainder_micro": remainder,
+        "bytes_per_sweep": bytes_moved,
+        "effective_gb_per_s": round(bytes_moved / (sweep_ms * 1e-3) / 1e9, 1),
+        "target_ms": TARGET_MS,
+        "meets_target": sweep_ms < TARGET_MS,
+        "seed": seed,
+        "repeats": repeats,
+    }
+
+
+def main(accounts: int = 1_000_000, seed: int = 7, as_json: bool = False) -> dict:
+    """Print the figures (human-readable; with as_json the last line is one JSON object)."""
+    r = run(accounts, seed)
+    print(f"risk sweep: {r['accounts']:,} accounts, {r['positions']:,} positions in {r['markets']} markets, "
+          f"{r['threads']} threads (equity + maintenance + funding applied)")
+    print(f"  numba : median {r['sweep_ms']:.3f} ms  min {r['sweep_min_ms']:.3f} ms  "
+          f"p99 {r['sweep_p99_ms']:.3f} ms  over {r['repeats']} sweeps")
+    print(f"  numpy : median {r['numpy_sweep_ms']:.3f} ms  (x{r['ratio_vs_numpy']} slower)")
+    print(f"  moved : {r['bytes_per_sweep'] / 1e6:.0f} MB per sweep, {r['effective_gb_per_s']} GB/s; "
+          f"target < {r['target_ms']} ms: {'met' if r['meets_target'] else 'NOT met'}")
+    print(f"  unhealthy accounts: {r['unhealthy']:,}; funding remainder to the insurance fund per market "
+          f"(micro-USD): {r['funding_remainder_micro']}")
+    if as_json:
+        print(json.dumps(r, sort_keys=True))
+    return r

@@ -1,0 +1,118 @@
+"""Integer helpers for the risk kernels: scales, overflow-safe multiply-divide, checked operations.
+
+Every function here is `@njit(cache=True)` and callable from Python and from other kernels.
+
+Scales (one place lists every exponent):
+
+| name   | value         | used for                                  |
+|--------|---------------|-------------------------------------------|
+| `PPM`  | 1_000_000     | margin rates (`*_ppm`), micro-USD per USD  |
+| `PPB`  | 1_000_000_000 | funding rates and premiums (`*_ppb`)       |
+| `MICRO`| 1_000_000     | micro-ticks per tick (impact prices)       |
+
+Multiply-divide without a 128-bit product. `x = a * b / d` is computed as
+`a = q*d + r` (floor division, `0 <= r < d`), `x = q*b + r*b/d`; only `r*b/d` is rounded, so the
+result is the exact rounding of the rational `a*b/d`. Preconditions (the caller's, not checked here,
+documented per function): `0 < d <= SPLIT_DIVISOR_MAX` (so `|r*b| < d*d < 2**63`), `|b| <= d`
+(so `|q*b| <= |a| + d`), and `|a| <= INT64_MAX - d`. Margin (`b = rate_ppm <= PPM`, `d = PPM`) and
+funding (`b = |rate_ppb| <= PPB`, `d = PPB`) meet them for every int64 notional below
+`INT64_MAX - PPB`. The rounding is in the name: `floor` (toward minus infinity), `ceil` (toward plus
+infinity), `trunc` (toward zero).
+
+Checked operations return `(value, ok)`; `ok == False` means the exact result does not fit int64 and
+`value` is 0. They decide from the operands before operating (no reliance on wrap-around).
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+PPM = 1_000_000
+PPB = 1_000_000_000
+MICRO = 1_000_000
+INT64_MAX = 9_223_372_036_854_775_807
+INT64_MIN = -9_223_372_036_854_775_808
+SPLIT_DIVISOR_MAX = 3_037_000_499  # floor(sqrt(2**63 - 1)): d*d fits int64
+
+
+@njit(cache=True)
+def mul_div_floor(a, b, d):
+    """floor(a * b / d), exactly. Requires 0 < d <= SPLIT_DIVISOR_MAX, |b| <= d, |a| <= INT64_MAX - d."""
+    q = a // d
+    r = a - q * d
+    return q * b + (r * b) // d
+
+
+@njit(cache=True)
+def mul_div_ceil(a, b, d):
+    """ceil(a * b / d), exactly. Same preconditions as mul_div_floor."""
+    q = a // d
+    r = a - q * d
+    return q * b - ((-(r * b)) // d)
+
+
+@njit(cache=True)
+def mul_div_trunc(a, b, d):
+    """a * b / d rounded toward zero, exactly (symmetric: f(-a) == -f(a)). Same preconditions."""
+    if (a < 0) != (b < 0):
+        return mul_div_ceil(a, b, d)
+    return mul_div_floor(a, b, d)
+
+
+@njit(cache=True)
+def ppm_of_ceil(amount_micro, rate_ppm):
+    """ceil(amount * rate_ppm / 1e6): a margin requirement, rounded against the account.
+
+    Requires 0 <= rate_ppm <= PPM and amount_micro <= INT64_MAX - PPM (the divisor is a literal
+    so LLVM turns both divisions into multiply-shift in the sweep).
+    """
+    q = amount_micro // 1_000_000
+    r = amount_micro - q * 1_000_000
+    return q * rate_ppm - ((-(r * rate_ppm)) // 1_000_000)
+
+
+@njit(cache=True)
+def ppb_of_floor(amount_micro, rate_ppb):
+    """floor(amount * rate_ppb / 1e9) for |rate_ppb| <= PPB (funding: the account's signed delta)."""
+    q = amount_micro // 1_000_000_000
+    r = amount_micro - q * 1_000_000_000
+    return q * rate_ppb + (r * rate_ppb) // 1_000_000_000
+
+
+@njit(cache=True)
+def checked_add(a, b):
+    """(a + b, True), or (0, False) when the sum does not fit int64."""
+    if b > 0 and a > INT64_MAX - b:
+        return 0, False
+    if b < 0 and a < INT64_MIN - b:
+        return 0, False
+    return a + b, True
+
+
+@njit(cache=True)
+def checked_sub(a, b):
+    """(a - b, True), or (0, False) when the difference does not fit int64."""
+    if b < 0 and a > INT64_MAX + b:
+        return 0, False
+    if b > 0 and a < INT64_MIN + b:
+        return 0, False
+    return a - b, True
+
+
+@njit(cache=True)
+def checked_mul(a, b):
+    """(a * b, True), or (0, False) when the product does not fit int64."""
+    if a == 0 or b == 0:
+        return 0, True
+    if a == INT64_MIN or b == INT64_MIN:
+        if a == 1 or b == 1:
+            return a * b, True
+        return 0, False
+    abs_a = -a if a < 0 else a
+    abs_b = -b if b < 0 else b
+    if (a > 0) == (b > 0):
+        if abs_a > INT64_MAX // abs_b:
+            return 0, False
+    elif -abs_a < (INT64_MIN + abs_b - 1) // abs_b:  # ceil(INT64_MIN / |b|)
+        return 0, False
+    return a * b, True
