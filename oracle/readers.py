@@ -44,6 +44,13 @@ def log_rejections(rejections: Iterable[Rejection], **context: object) -> None:
                     detail=r.message, **context)
 
 
+def ingest_and_log(anchor, records: Iterable[FixRecord], **context: object) -> list[Rejection]:
+    """Feed ``records`` to a ``HourlyAnchor`` in order, logging every refusal (ordering faults included)."""
+    rejections = [r for r in (anchor.ingest(record) for record in records) if r is not None]
+    log_rejections(rejections, series=anchor.config.series_id, **context)
+    return rejections
+
+
 def default_csv_path() -> Path:
     """``../shared/data/gpumarkets/daily_fixings.csv`` relative to the repository root."""
     return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gpumarkets" / "daily_fixings.csv"

@@ -9,7 +9,9 @@ Invariants (enforced by ``check_record``; anything else is a ``Rejection`` with 
 - Prices are decimal strings (``"3.1373"``), finite, > 0, at least one tick and at most the
   configured ``max_price_usd``; they are never floats.
 - ``fix_date`` 00:00 UTC <= ``strike_ts_ns`` < next day 00:00 UTC, and
-  ``published_ts_ns >= strike_ts_ns`` (a record is known from its publication, not its strike).
+  ``strike_ts_ns <= published_ts_ns <= strike_ts_ns + 366 days`` (a record is known from its
+  publication, not its strike; the upper bound keeps a corrupt timestamp from stepping the anchor
+  through centuries of hours).
 - Exactly one of ``price_usd`` / ``suppression_reason`` is set; ``original_price_usd`` is set iff the
   vintage is ``revised``.
 - ``series_id`` and ``source`` must be ones the consumer was configured for.
@@ -28,6 +30,7 @@ from oracle.errors import OracleCode, Rejection
 from oracle.units import DAY_NS, NS_PER_S, date_start_ns, parse_decimal
 
 SCHEDULED_STRIKE_OFFSET_S = 30 * 60  # 00:30 UTC
+MAX_PUBLICATION_DELAY_NS = 366 * DAY_NS  # a record published more than a year after its strike is corrupt
 
 
 class Vintage(str, Enum):
@@ -97,6 +100,9 @@ def check_record(record: FixRecord, *, series_id: str, sources: tuple[str, ...],
     if record.published_ts_ns < record.strike_ts_ns:
         return reject(OracleCode.PUBLISHED_BEFORE_STRIKE,
                       f"published at {record.published_ts_ns} ns, before its strike {record.strike_ts_ns} ns")
+    if record.published_ts_ns - record.strike_ts_ns > MAX_PUBLICATION_DELAY_NS:
+        return reject(OracleCode.PUBLISHED_TOO_LATE,
+                      f"published more than 366 days after its strike ({record.published_ts_ns} ns)")
     suppressed = bool(record.suppression_reason)
     if suppressed == (record.price_usd is not None):
         return reject(OracleCode.SUPPRESSION_INCONSISTENT,

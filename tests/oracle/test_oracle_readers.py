@@ -99,3 +99,18 @@ def test_rejected_records_are_logged_with_their_code_and_location():
     assert [(e["event"], e["code"], e["reason"], e["where"]) for e in logs] == [
         ("oracle_record_rejected", 3010, "MALFORMED_RECORD", "feed.jsonl:1")]
     assert logs[0]["log_level"] == "warning" and "series_id" in logs[0]["detail"]
+
+
+def test_out_of_order_records_from_a_stream_are_logged_by_the_feeding_edge(redis_client):
+    from structlog.testing import capture_logs
+
+    from oracle.readers import ingest_and_log
+
+    key = "oracle:fixes:order"
+    for record in (fix(0, "3.0000"), fix(2, "3.1000"), fix(1, "3.2000", published_ns=hour_of(2, 0, 40))):
+        publish_to_stream(redis_client, key, record)
+    anchor = HourlyAnchor(config())
+    with capture_logs() as logs:
+        rejections = ingest_and_log(anchor, RedisStreamReader(redis_client, key).read_available().records)
+    assert [r.code for r in rejections] == [OracleCode.OUT_OF_ORDER]
+    assert [(e["code"], e["series"]) for e in logs] == [(3030, SERIES)]

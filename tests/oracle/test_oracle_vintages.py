@@ -176,6 +176,7 @@ def test_structurally_inconsistent_records_are_rejected():
         OracleCode.REVISION_WITHOUT_ORIGINAL: fix(0, "3.0000", R),
         OracleCode.STRIKE_OUTSIDE_FIX_DATE: fix(0, "3.0000", strike_ns=hour_of(1, 0, 30)),
         OracleCode.PUBLISHED_BEFORE_STRIKE: fix(0, "3.0000", published_ns=hour_of(0, 0, 10)),
+        OracleCode.PUBLISHED_TOO_LATE: fix(0, "3.0000", published_ns=hour_of(367, 0)),
     }
     for code, record in cases.items():
         rejection = anchor.ingest(record)
