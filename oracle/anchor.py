@@ -432,10 +432,6 @@ class HourlyAnchor:
                 "price": str(ticks_to_usd(point.anchor_price_ticks, self.tick_usd))}
 
     # ------------------------------------------------------------------ state
-    @property
-    def anchor_micro_ticks(self) -> int | None:
-        return self._anchor_micro
-
     def state_hash(self) -> str:
         """SHA-256 of the whole state in a canonical encoding: equal hashes, equal anchors."""
         sources = []

@@ -6,8 +6,8 @@ Invariants:
   codes (3020-3029) for a fix day newer than the series' latest may flag the series' validity (see
   ``oracle.anchor``), which is how risk learns that today's publication was unusable.
 - Ranges: 3000-3009 configuration and parsing of operator input, 3010-3019 record structure,
-  3020-3029 prices, 3030-3039 ordering and vintages, 3040-3049 readers and transports,
-  3050-3059 estimator.
+  3020-3029 prices (the estimator reuses them for venue quotes), 3030-3039 ordering and vintages,
+  3040-3049 readers and transports.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ class OracleCode(IntEnum):
     CSV_MALFORMED_ROW = 3041
     STREAM_PAYLOAD_MALFORMED = 3042
 
-    ESTIMATOR_BAD_OBSERVATION = 3050
 
 
 #: Codes that say the publisher produced an unusable *price* (not a transport or ordering fault).
@@ -65,10 +64,6 @@ class Rejection(msgspec.Struct, frozen=True, kw_only=True):
     code: OracleCode
     message: str
     where: str = ""
-
-    def describe(self) -> str:
-        loc = f" at {self.where}" if self.where else ""
-        return f"[{int(self.code)} {self.code.name}]{loc}: {self.message}"
 
 
 class OracleError(Exception):
