@@ -1,0 +1,132 @@
+"""The numba sweep equals the numpy reference, settles funding like the per-market kernel, lists the
+unhealthy accounts in order, and gives the same answer on any number of threads."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from risk.funding import settle_funding_market
+from risk.intmath import PPB, PPM
+from risk.sweep import N_CHUNKS, risk_sweep, risk_sweep_numpy
+from risk.tiers import LeverageTier, default_tiers, pack_tiers, validate_tiers
+
+CAP = 2**59  # every |notional|, |basis| and collateral below this keeps every sum inside int64
+
+
+def _tiers(n_mkt):
+    other = validate_tiers("B", [LeverageTier(max_leverage=10, maintenance_margin_ppm=50_000, max_notional_usd=10),
+                                 LeverageTier(max_leverage=3, maintenance_margin_ppm=300_000)])
+    return pack_tiers([default_tiers()["H100-PERP"], other, default_tiers()["H100-PERP"]][:n_mkt])
+
+
+@st.composite
+def books(draw):
+    n_mkt = draw(st.integers(1, 3))
+    n_acc = draw(st.integers(1, 40))
+    mark = [draw(st.integers(1, 10**6)) for _ in range(n_mkt)]
+    k = [draw(st.integers(1, 10**6)) for _ in range(n_mkt)]
+    lots = np.zeros((n_acc, n_mkt), dtype=np.int64)
+    basis = np.zeros((n_acc, n_mkt), dtype=np.int64)
+    for m in range(n_mkt):
+        limit = CAP // (mark[m] * k[m])
+        for a in range(n_acc):
+            lots[a, m] = draw(st.one_of(st.integers(-limit, limit), st.sampled_from([0, 0, limit, -limit, 1])))
+            basis[a, m] = draw(st.one_of(st.integers(-CAP, CAP), st.just(int(lots[a, m]) * mark[m] * k[m])))
+    collateral = np.array(draw(st.lists(st.integers(-CAP, CAP), min_size=n_acc, max_size=n_acc)), dtype=np.int64)
+    rate = np.array(draw(st.lists(st.one_of(st.integers(-PPB, PPB), st.sampled_from([0, 500_000, -PPB])),
+                                  min_size=n_mkt, max_size=n_mkt)), dtype=np.int64)
+    anchor = np.array([draw(st.integers(1, 10**6)) for _ in range(n_mkt)], dtype=np.int64)
+    settle = draw(st.booleans())
+    return (collateral, lots, basis, np.array(mark, np.int64), np.array(k, np.int64), rate, anchor, settle)
+
+
+def _run(fn, book, tiers):
+    collateral, lots, basis, mark, k, rate, anchor, settle = book
+    n_acc, n_mkt = lots.shape
+    coll = collateral.copy()
+    outs = [np.full(n_acc, -7, np.int64), np.full(n_acc, -7, np.int64), np.full(n_acc, -7, np.int64),
+            np.full(n_mkt, -7, np.int64), np.full(n_acc, -7, np.int64)]
+    count = fn(coll, lots, basis, mark, k, tiers.bound_micro, tiers.mmr_ppm, tiers.mm_deduction_micro,
+               settle, rate, anchor, *outs)
+    return count, coll, outs
+
+
+@settings(max_examples=150, deadline=None)
+@given(books())
+def test_numba_sweep_equals_the_numpy_reference(book):
+    tiers = _tiers(book[1].shape[1])
+    count, coll, outs = _run(risk_sweep, book, tiers)
+    ref_count, ref_coll, ref_outs = _run(risk_sweep_numpy, book, tiers)
+    assert count == ref_count
+    assert np.array_equal(coll, ref_coll)
+    for got, want in zip(outs[:4], ref_outs[:4]):
+        assert np.array_equal(got, want)
+    assert np.array_equal(outs[4][:count], ref_outs[4][:count])
+    settle = book[-1]
+    if not settle:  # funding outputs and collateral untouched
+        assert np.array_equal(coll, book[0]) and (outs[2] == -7).all() and (outs[3] == -7).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(books())
+def test_sweep_funding_equals_the_per_market_settlement(book):
+    collateral, lots, basis, mark, k, rate, anchor, _ = book
+    book = (collateral, lots, basis, mark, k, rate, anchor, True)
+    _, coll, outs = _run(risk_sweep, book, _tiers(lots.shape[1]))
+    total = np.zeros(lots.shape[0], np.int64)
+    for m in range(lots.shape[1]):
+        per_market = np.zeros(lots.shape[0], np.int64)
+        remainder = settle_funding_market(lots, m, anchor[m], k[m], rate[m], per_market)
+        assert outs[3][m] == remainder
+        total += per_market
+    assert np.array_equal(outs[2], total)
+    assert np.array_equal(coll, collateral + total)
+
+
+def _hand_book():
+    # H100-PERP tiers; mark 20_000 ticks, 100 micro-USD per tick-lot: $2 per lot
+    mark = np.array([20_000], np.int64)
+    k = np.array([100], np.int64)
+    lots = np.array([[50_000], [-50_000], [0], [200_000]], np.int64)  # $100k, -$100k, flat, $400k
+    basis = lots * 20_000 * 100
+    # MM: $10k, $10k, 0, 12.5% * 400k - 6_250 = $43_750
+    collateral = np.array([10_000, 9_999, 0, 43_751], np.int64) * PPM
+    collateral[1] += 999_999  # one micro-USD short of $10k
+    return collateral, lots, basis, mark, k
+
+
+def test_accounts_below_maintenance_are_listed_in_order_on_a_hand_book():
+    collateral, lots, basis, mark, k = _hand_book()
+    tiers = pack_tiers([default_tiers()["H100-PERP"]])
+    book = (collateral, lots, basis, mark, k, np.zeros(1, np.int64), mark.copy(), False)
+    count, _, outs = _run(risk_sweep, book, tiers)
+    assert list(outs[1]) == [10_000 * PPM, 10_000 * PPM, 0, 43_750 * PPM]
+    assert list(outs[0]) == list(collateral)  # entered at the mark: equity is collateral
+    assert count == 1 and outs[4][0] == 1  # exactly at maintenance is healthy; one micro below is not
+
+
+def test_sweep_results_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(3)
+    n = N_CHUNKS * 50 + 7
+    lots = rng.integers(-10**6, 10**6, (n, 2))
+    mark = np.array([20_000, 9_000], np.int64)
+    k = np.array([100, 100], np.int64)
+    basis = lots * mark * k + rng.integers(-10**10, 10**10, (n, 2))
+    collateral = rng.integers(0, 10**11, n)
+    book = (collateral, lots, basis, mark, k, np.array([123_457, -98_765], np.int64), mark + 3, True)
+    tiers = pack_tiers([default_tiers()["H100-PERP"]] * 2)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _run(risk_sweep, book, tiers)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = _run(risk_sweep, book, tiers)
+    finally:
+        numba.set_num_threads(before)
+    assert one[0] == many[0] and one[0] > 0
+    assert np.array_equal(one[1], many[1])
+    for a, b in zip(one[2], many[2]):
+        assert np.array_equal(a, b)
