@@ -43,9 +43,11 @@ class Engine:
             while cap - live < need_free:
                 cap *= 2
             st = S.grow_orders(st, cap)
-        if cmds.shape[0]:
-            max_acct = int(cmds[:, L.C_ACCOUNT].max())
-            if max_acct >= S.account_capacity(st) and max_acct <= L.MAX_ACCOUNT_ID:
+        accounts = cmds[:, L.C_ACCOUNT]
+        accounts = accounts[accounts <= L.MAX_ACCOUNT_ID]
+        if accounts.size:
+            max_acct = int(accounts.max())
+            if max_acct >= S.account_capacity(st):
                 cap = S.account_capacity(st)
                 while cap <= max_acct:
                     cap *= 2

@@ -1,0 +1,80 @@
+"""Test helpers: a small market config that exercises the ladder edges, and row builders."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from perp import layout as L
+from perp.markets import parse_markets
+
+T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
+SECOND = 1_000_000_000
+
+SMALL_MARKETS_TOML = """
+[[market]]
+symbol = "TEST-PERP"
+series = "TEST.SERIES"
+tick_size_usd = "0.01"
+lot_gpu_hours = "1"
+min_price_usd = "1.00"
+max_price_usd = "4.00"
+min_order_lots = 1
+max_order_lots = 50
+price_band_bps = 1000
+market_protection_bps = 500
+maker_fee_ppm = -100
+taker_fee_ppm = 700
+max_open_orders = 5
+impact_notional_usd = "10"
+mark_sample_interval_s = 1
+mark_ema_half_life_s = 5
+mark_band_bps = 300
+
+[[market]]
+symbol = "TEST2-PERP"
+series = "TEST.SERIES2"
+tick_size_usd = "0.01"
+lot_gpu_hours = "2"
+min_price_usd = "1.00"
+max_price_usd = "3.00"
+min_order_lots = 2
+max_order_lots = 40
+price_band_bps = 800
+market_protection_bps = 400
+maker_fee_ppm = 200
+taker_fee_ppm = 400
+max_open_orders = 4
+impact_notional_usd = "20"
+mark_sample_interval_s = 2
+mark_ema_half_life_s = 8
+mark_band_bps = 200
+"""
+
+SMALL_MARKETS = parse_markets(SMALL_MARKETS_TOML, "tests")
+
+
+def row(kind: int, ts: int, account: int = 0, market: int = 0, side: int = 0, otype: int = L.LIMIT,
+        tif: int = L.GTC, price: int = 0, size: int = 0, clid: int = 0, order_id: int = 0,
+        flags: int = 0) -> np.ndarray:
+    r = np.zeros(L.N_CMD_COLS, np.int64)
+    r[L.C_KIND] = kind
+    r[L.C_TS] = ts
+    r[L.C_ACCOUNT] = account
+    r[L.C_MARKET] = market
+    r[L.C_SIDE] = side
+    r[L.C_TYPE] = otype
+    r[L.C_TIF] = tif
+    r[L.C_PRICE] = price
+    r[L.C_SIZE] = size
+    r[L.C_CLID] = clid
+    r[L.C_ORDER_ID] = order_id
+    r[L.C_FLAGS] = flags
+    return r
+
+
+def rows(*rs: np.ndarray) -> np.ndarray:
+    return np.stack(rs) if rs else np.zeros((0, L.N_CMD_COLS), np.int64)
+
+
+def stp_flags(mode: int, reduce_only: bool = False) -> int:
+    return (mode << L.STP_SHIFT) | (L.FLAG_REDUCE_ONLY if reduce_only else 0)
