@@ -9,16 +9,18 @@ Layout (see risk.margin for the definitions): `collateral_micro[n_acc]`,
 
 Per account `a` (micro-USD):
 - with `settle_funding`: `funding_out[a] = sum over markets of floor(-lots * anchor * k * rate / 1e9)`
-  (risk.funding), added to `collateral_micro[a]` in place; `funding_remainder_out[m]` gets the
-  market's remainder for the insurance fund, so that per market sum(deltas) + remainder == 0;
-  without it, neither `funding_out`, `collateral_micro` nor `funding_remainder_out` is touched;
+  (the rule of risk.funding), added to `collateral_micro[a]` in place, and the kernel returns the
+  remainder for the insurance fund, `-sum(funding_out)`, so that sum(deltas) + remainder == 0
+  exactly (>= 0 when every market nets to zero lots; per-market remainders: the sum of
+  `risk.funding.settle_funding_market` over the markets); without it, neither `funding_out` nor
+  `collateral_micro` is touched and the remainder is 0;
 - `equity_out[a] = collateral (after funding) + sum_m (lots * mark * k - cost_basis)`;
 - `maint_out[a] = sum_m MM_m(|lots * mark * k|)` (cross margin);
-- unhealthy iff `equity < maint`; their indices go to `unhealthy_out[:count]` in ascending order and
-  the count is returned.
+- unhealthy iff `equity < maint`; their indices go to `unhealthy_out[:count]` (length n_acc) in
+  ascending order; the kernel returns `(count, remainder)`.
 
 Determinism: the accounts are cut into a fixed number of chunks (independent of the thread count),
-each chunk writes only its own accounts and its own row of integer partial sums, and the partials
+each chunk writes only its own accounts and its own integer partial sums, and the partials
 are added in chunk order afterwards: the results are identical for any number of threads.
 Precondition: every |lots * price * k| <= INT64_MAX - 1e9 (the engine's position limits).
 """
@@ -33,7 +35,8 @@ from risk.intmath import INT64_MAX, PPB, PPM, ppb_of_floor, ppm_of_ceil
 N_CHUNKS = 64
 
 
-# Fast paths (exactly equal to the split mul-div, proved by the tests against the numpy reference):
+# Fast paths (exactly equal to the split mul-div, proved by the tests against the numpy reference,
+# which always splits):
 # margin: x * rate_ppm fits int64 when x <= MM_FAST_MAX_MICRO (rate <= 1e6), about $9.2M of notional;
 # funding: y * rate_ppb fits int64 when |y| <= INT64_MAX // |rate_ppb| ($18M at a 0.05% rate).
 MM_FAST_MAX_MICRO = (INT64_MAX - PPM) // PPM
@@ -43,13 +46,20 @@ MM_FAST_MAX_MICRO = (INT64_MAX - PPM) // PPM
 def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, micro_per_tick_lot,
                tier_bound_micro, tier_mmr_ppm, tier_mm_deduction_micro,
                settle_funding, funding_rate_ppb, anchor_ticks,
-               equity_out, maint_out, funding_out, funding_remainder_out, unhealthy_out):
-    """One sweep over all accounts (see the module docstring). Returns the unhealthy count."""
+               equity_out, maint_out, funding_out, unhealthy_out):
+    """One sweep over all accounts (see the module docstring).
+
+    Returns (unhealthy count, funding remainder in micro-USD for the insurance fund; 0 unless
+    settle_funding).
+    """
     n_acc = position_lots.shape[0]
     n_mkt = position_lots.shape[1]
     per_lot_mark = mark_ticks * micro_per_tick_lot
     per_lot_anchor = anchor_ticks * micro_per_tick_lot
     fund_fast_max = np.zeros(n_mkt, dtype=np.int64)
+    # tier 0 has no deduction; below MM_FAST_MAX_MICRO its product fits int64 (one division)
+    bound0 = np.minimum(tier_bound_micro[:, 0], MM_FAST_MAX_MICRO)
+    mmr0 = tier_mmr_ppm[:, 0].copy()
     for m in range(n_mkt):
         r = funding_rate_ppb[m]
         if r < 0:
@@ -57,11 +67,12 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
         fund_fast_max[m] = INT64_MAX // r if r > 0 else INT64_MAX
     n_chunks = N_CHUNKS if n_acc >= N_CHUNKS else 1
     chunk_unhealthy = np.zeros(n_chunks, dtype=np.int64)
-    chunk_funding = np.zeros((n_chunks, n_mkt), dtype=np.int64)
+    chunk_funding = np.zeros(n_chunks, dtype=np.int64)
     for c in prange(n_chunks):
         lo = c * n_acc // n_chunks
         hi = (c + 1) * n_acc // n_chunks
         k = 0
+        paid = 0
         for a in range(lo, hi):
             equity = 0
             mm = 0
@@ -70,16 +81,18 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
                 lots = position_lots[a, m]
                 notional = lots * per_lot_mark[m]
                 equity += notional - cost_basis_micro[a, m]
-                if notional < 0:
-                    notional = -notional
-                i = 0
-                while notional > tier_bound_micro[m, i]:
-                    i += 1
-                rate = tier_mmr_ppm[m, i]
-                if notional <= MM_FAST_MAX_MICRO:
-                    mm += (notional * rate + 999_999) // 1_000_000 - tier_mm_deduction_micro[m, i]
+                notional = abs(notional)
+                if notional <= bound0[m]:
+                    mm += (notional * mmr0[m] + 999_999) // 1_000_000
                 else:
-                    mm += ppm_of_ceil(notional, rate) - tier_mm_deduction_micro[m, i]
+                    i = 0
+                    while notional > tier_bound_micro[m, i]:
+                        i += 1
+                    rate = tier_mmr_ppm[m, i]
+                    if notional <= MM_FAST_MAX_MICRO:
+                        mm += (notional * rate + 999_999) // 1_000_000 - tier_mm_deduction_micro[m, i]
+                    else:
+                        mm += ppm_of_ceil(notional, rate) - tier_mm_deduction_micro[m, i]
                 if settle_funding:
                     owed = -lots * per_lot_anchor[m]
                     if -fund_fast_max[m] <= owed <= fund_fast_max[m]:
@@ -87,12 +100,12 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
                     else:
                         d = ppb_of_floor(owed, funding_rate_ppb[m])
                     fund += d
-                    chunk_funding[c, m] += d
             collateral = collateral_micro[a]
             if settle_funding:
                 collateral += fund
                 collateral_micro[a] = collateral
                 funding_out[a] = fund
+                paid += fund
             equity += collateral
             equity_out[a] = equity
             maint_out[a] = mm
@@ -100,6 +113,7 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
                 unhealthy_out[lo + k] = a
                 k += 1
         chunk_unhealthy[c] = k
+        chunk_funding[c] = paid
     # compact each chunk's indices to the front, in chunk order (moves only leftward: safe in place)
     count = 0
     for c in range(n_chunks):
@@ -107,13 +121,10 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
         for j in range(chunk_unhealthy[c]):
             unhealthy_out[count] = unhealthy_out[lo + j]
             count += 1
-    if settle_funding:
-        for m in range(n_mkt):
-            total = 0
-            for c in range(n_chunks):
-                total += chunk_funding[c, m]
-            funding_remainder_out[m] = -total
-    return count
+    remainder = 0
+    for c in range(n_chunks):
+        remainder -= chunk_funding[c]
+    return count, remainder
 
 
 def _ppm_ceil_np(amount: np.ndarray, rate_ppm: np.ndarray) -> np.ndarray:
@@ -129,7 +140,7 @@ def _ppb_floor_np(amount: np.ndarray, rate_ppb: np.ndarray) -> np.ndarray:
 def risk_sweep_numpy(collateral_micro, position_lots, cost_basis_micro, mark_ticks, micro_per_tick_lot,
                      tier_bound_micro, tier_mmr_ppm, tier_mm_deduction_micro,
                      settle_funding, funding_rate_ppb, anchor_ticks,
-                     equity_out, maint_out, funding_out, funding_remainder_out, unhealthy_out):
+                     equity_out, maint_out, funding_out, unhealthy_out):
     """`risk_sweep` written as whole-array numpy expressions (same arguments, same outputs)."""
     notional_signed = position_lots * (mark_ticks * micro_per_tick_lot)[None, :]
     notional = np.abs(notional_signed)
@@ -143,10 +154,12 @@ def risk_sweep_numpy(collateral_micro, position_lots, cost_basis_micro, mark_tic
         fund = delta.sum(axis=1)
         collateral_micro += fund
         funding_out[:] = fund
-        funding_remainder_out[:] = -delta.sum(axis=0)
+        remainder = -int(fund.sum())
+    else:
+        remainder = 0
     equity = collateral_micro + (notional_signed - cost_basis_micro).sum(axis=1)
     equity_out[:] = equity
     maint_out[:] = mm
     bad = np.flatnonzero(equity < mm)
     unhealthy_out[: bad.size] = bad
-    return int(bad.size)
+    return int(bad.size), remainder

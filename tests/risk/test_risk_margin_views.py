@@ -96,9 +96,10 @@ def test_liquidation_price_is_the_exact_health_boundary(mark0, lots0, collateral
 
     def unhealthy(p):
         m = np.array([p, 10_000], np.int64)
-        outs = [np.zeros(1, np.int64) for _ in range(3)] + [np.zeros(2, np.int64), np.zeros(1, np.int64)]
-        return risk_sweep_numpy(coll.copy(), lots, basis, m, K, TIERS.bound_micro, TIERS.mmr_ppm,
-                                TIERS.mm_deduction_micro, False, np.zeros(2, np.int64), m, *outs) == 1
+        outs = [np.zeros(1, np.int64) for _ in range(4)]
+        count, _ = risk_sweep_numpy(coll.copy(), lots, basis, m, K, TIERS.bound_micro, TIERS.mmr_ppm,
+                                    TIERS.mm_deduction_micro, False, np.zeros(2, np.int64), m, *outs)
+        return count == 1
 
     if liq is None:  # never unhealthy at a positive tick near here
         assert not unhealthy(1 if lots0 > 0 else 10 * mark0 + 10_000)
@@ -119,6 +120,7 @@ def test_perp_bench_risk_prints_figures_and_a_json_last_line():
     assert any("ms" in line for line in lines[:-1])
     figures = json.loads(lines[-1])
     assert figures["accounts"] == 5000
-    assert figures["sweep_ms"] > 0 and figures["numpy_sweep_ms"] > 0 and figures["ratio_vs_numpy"] > 0
+    assert figures["sweep_ms"] > 0 and figures["numpy_sweep_ms"] > 0
+    assert isinstance(figures["ratio_vs_numpy"], float) and figures["ratio_vs_numpy"] >= 0
     assert 5000 <= figures["positions"] <= 10_000
-    assert all(r >= 0 for r in figures["funding_remainder_micro"])  # balanced book: remainder to the fund
+    assert figures["funding_remainder_micro"] >= 0  # every market nets to zero: the fund receives

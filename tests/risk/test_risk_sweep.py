@@ -47,11 +47,10 @@ def _run(fn, book, tiers):
     collateral, lots, basis, mark, k, rate, anchor, settle = book
     n_acc, n_mkt = lots.shape
     coll = collateral.copy()
-    outs = [np.full(n_acc, -7, np.int64), np.full(n_acc, -7, np.int64), np.full(n_acc, -7, np.int64),
-            np.full(n_mkt, -7, np.int64), np.full(n_acc, -7, np.int64)]
-    count = fn(coll, lots, basis, mark, k, tiers.bound_micro, tiers.mmr_ppm, tiers.mm_deduction_micro,
+    outs = [np.full(n_acc, -7, np.int64) for _ in range(4)]  # equity, maintenance, funding, unhealthy
+    count, remainder = fn(coll, lots, basis, mark, k, tiers.bound_micro, tiers.mmr_ppm, tiers.mm_deduction_micro,
                settle, rate, anchor, *outs)
-    return count, coll, outs
+    return (count, remainder), coll, outs
 
 
 @settings(max_examples=150, deadline=None)
@@ -62,12 +61,12 @@ def test_numba_sweep_equals_the_numpy_reference(book):
     ref_count, ref_coll, ref_outs = _run(risk_sweep_numpy, book, tiers)
     assert count == ref_count
     assert np.array_equal(coll, ref_coll)
-    for got, want in zip(outs[:4], ref_outs[:4]):
+    for got, want in zip(outs[:3], ref_outs[:3]):
         assert np.array_equal(got, want)
-    assert np.array_equal(outs[4][:count], ref_outs[4][:count])
+    assert np.array_equal(outs[3][: count[0]], ref_outs[3][: count[0]])
     settle = book[-1]
-    if not settle:  # funding outputs and collateral untouched
-        assert np.array_equal(coll, book[0]) and (outs[2] == -7).all() and (outs[3] == -7).all()
+    if not settle:  # funding output and collateral untouched, no remainder
+        assert np.array_equal(coll, book[0]) and (outs[2] == -7).all() and count[1] == 0
 
 
 @settings(max_examples=60, deadline=None)
@@ -75,14 +74,15 @@ def test_numba_sweep_equals_the_numpy_reference(book):
 def test_sweep_funding_equals_the_per_market_settlement(book):
     collateral, lots, basis, mark, k, rate, anchor, _ = book
     book = (collateral, lots, basis, mark, k, rate, anchor, True)
-    _, coll, outs = _run(risk_sweep, book, _tiers(lots.shape[1]))
+    (_, remainder), coll, outs = _run(risk_sweep, book, _tiers(lots.shape[1]))
     total = np.zeros(lots.shape[0], np.int64)
+    remainders = 0
     for m in range(lots.shape[1]):
         per_market = np.zeros(lots.shape[0], np.int64)
-        remainder = settle_funding_market(lots, m, anchor[m], k[m], rate[m], per_market)
-        assert outs[3][m] == remainder
+        remainders += settle_funding_market(lots, m, anchor[m], k[m], rate[m], per_market)
         total += per_market
     assert np.array_equal(outs[2], total)
+    assert remainder == remainders and int(outs[2].sum()) + remainder == 0
     assert np.array_equal(coll, collateral + total)
 
 
@@ -102,10 +102,10 @@ def test_accounts_below_maintenance_are_listed_in_order_on_a_hand_book():
     collateral, lots, basis, mark, k = _hand_book()
     tiers = pack_tiers([default_tiers()["H100-PERP"]])
     book = (collateral, lots, basis, mark, k, np.zeros(1, np.int64), mark.copy(), False)
-    count, _, outs = _run(risk_sweep, book, tiers)
+    (count, _), _, outs = _run(risk_sweep, book, tiers)
     assert list(outs[1]) == [10_000 * PPM, 10_000 * PPM, 0, 43_750 * PPM]
     assert list(outs[0]) == list(collateral)  # entered at the mark: equity is collateral
-    assert count == 1 and outs[4][0] == 1  # exactly at maintenance is healthy; one micro below is not
+    assert count == 1 and outs[3][0] == 1  # exactly at maintenance is healthy; one micro below is not
 
 
 def test_sweep_results_do_not_depend_on_the_thread_count():
@@ -126,7 +126,30 @@ def test_sweep_results_do_not_depend_on_the_thread_count():
         many = _run(risk_sweep, book, tiers)
     finally:
         numba.set_num_threads(before)
-    assert one[0] == many[0] and one[0] > 0
+    assert one[0] == many[0] and one[0][0] > 0
     assert np.array_equal(one[1], many[1])
     for a, b in zip(one[2], many[2]):
+        assert np.array_equal(a, b)
+
+
+def test_large_positions_take_the_overflow_safe_paths_and_still_equal_the_reference():
+    # tier 0 up to $100M: a $50M position is in tier 0 but past the one-division fast path
+    # (notional * rate_ppm > 2**63); a $2B one is in tier 1; funding at 100% per hour overflows too
+    wide = validate_tiers("W", [LeverageTier(max_leverage=5, maintenance_margin_ppm=100_000,
+                                             max_notional_usd=100_000_000),
+                                LeverageTier(max_leverage=2, maintenance_margin_ppm=250_000)])
+    tiers = pack_tiers([wide])
+    mark = np.array([20_000], np.int64)
+    k = np.array([100], np.int64)  # $2 per lot
+    lots = np.array([[25_000_000], [-25_000_000], [1_000_000_000], [-1_000_000_000]], np.int64)
+    basis = lots * 20_000 * 100
+    collateral = np.array([5_000_001, 4_999_999, 400_000_000, 0], np.int64) * PPM
+    book = (collateral, lots, basis, mark, k, np.array([PPB], np.int64), mark.copy(), True)
+    got = _run(risk_sweep, book, tiers)
+    want = _run(risk_sweep_numpy, book, tiers)
+    assert list(got[2][1]) == list(want[2][1]) == [5_000_000 * PPM, 5_000_000 * PPM,
+                                                   500_000_000 * PPM - 15_000_000 * PPM,
+                                                   500_000_000 * PPM - 15_000_000 * PPM]
+    assert got[0] == want[0] and np.array_equal(got[1], want[1])
+    for a, b in zip(got[2][:3], want[2][:3]):
         assert np.array_equal(a, b)
