@@ -5,7 +5,9 @@ out of ``advance_to``; ``replay`` does both over a list. The edge (readers, CLI,
 
 Invariants:
 - One ``AnchorPoint`` per whole UTC hour from the first hour at or after the first usable fix's
-  publication. The point at hour ``H`` uses exactly the records published at or before ``H``.
+  publication, with no gaps: if every usable fix is later withdrawn (a final that suppresses its
+  provisional), the last target is held and flagged ``suppressed``. The point at hour ``H`` uses
+  exactly the records published at or before ``H``.
 - A record published at or before an hour already stepped is rejected (``OUT_OF_ORDER``): past
   anchors, and so paid funding, are never rewritten. A revision therefore acts from the next hour.
 - The state is integers: the anchor is an ``int`` of micro-ticks; the step is
@@ -178,6 +180,7 @@ class HourlyAnchor:
         self._stepped_through_ns: int | None = None
         self._last_published_ns: int | None = None
         self._first_published_ns: int | None = None
+        self._held: tuple[int, dt.date, int] | None = None  # last target: (micro-ticks, fix date, strike ns)
 
     # ------------------------------------------------------------------ records
     def ingest(self, record: FixRecord) -> Rejection | None:
@@ -390,9 +393,25 @@ class HourlyAnchor:
 
     def _step(self, hour_ns: int) -> AnchorPoint | None:
         found = self._target(hour_ns)
-        if found is None:
+        if found is None and self._held is None:
             return None
-        target, used, flags, notes = found
+        if found is None:  # every usable fix was withdrawn (a final suppressed it): hold the last target
+            target, fix_date, strike_ns = self._held  # type: ignore[misc]
+            age_ns = hour_ns - strike_ns
+            flags = {Validity.SUPPRESSED}
+            if age_ns > self.config.stale_after_s * NS_PER_S:
+                flags.add(Validity.STALE)
+            elif age_ns > self.config.fresh_max_age_s * NS_PER_S:
+                flags.add(Validity.AGING)
+            notes = {"no_usable_fix:target_held"}
+            pendings: list[int] = []
+        else:
+            target, used, flags, notes = found
+            newest = max(used, key=lambda v: (v.day.fix_date, v.day.strike_ts_ns))
+            fix_date, strike_ns = newest.day.fix_date, newest.day.strike_ts_ns
+            age_ns = max(v.age_ns for v in used)
+            pendings = [v.pending_micro for v in used if v.pending_micro is not None]
+            self._held = (target, fix_date, strike_ns)
         if self._anchor_micro is None:
             self._anchor_micro = target
             notes.add("seeded")
@@ -406,8 +425,6 @@ class HourlyAnchor:
                     step = cap_micro if step > 0 else -cap_micro
                     notes.add("cap_binding")
             self._anchor_micro = prev + step
-        newest = max(used, key=lambda v: (v.day.fix_date, v.day.strike_ts_ns))
-        pendings = [v.pending_micro for v in used if v.pending_micro is not None]
         ordered_flags = tuple(sorted(flags, key=SEVERITY.__getitem__))
         return AnchorPoint(
             series_id=self.config.series_id,
@@ -415,9 +432,9 @@ class HourlyAnchor:
             anchor_price_ticks=micro_to_ticks_half_up(self._anchor_micro),
             anchor_micro_ticks=self._anchor_micro,
             fix_price_ticks=micro_to_ticks_half_up(target),
-            fix_date=newest.day.fix_date,
-            fix_strike_ts_ns=newest.day.strike_ts_ns,
-            fix_age_s=max(v.age_ns for v in used) // NS_PER_S,
+            fix_date=fix_date,
+            fix_strike_ts_ns=strike_ns,
+            fix_age_s=age_ns // NS_PER_S,
             pending_fix_price_ticks=micro_to_ticks_half_up(pendings[0]) if pendings else None,
             validity=worst(flags),
             flags=ordered_flags,
@@ -442,6 +459,7 @@ class HourlyAnchor:
                      d.late_revision_ts_ns] for _, d in sorted(src.days.items())]
             fault = None if src.fault is None else [src.fault[0].isoformat(), src.fault[1].value]
             sources.append([name, days, fault])
-        state = [self.config, self.alpha_ppb, self._anchor_micro, self._stepped_through_ns,
+        held = None if self._held is None else [self._held[0], self._held[1].isoformat(), self._held[2]]
+        state = [self.config, self.alpha_ppb, self._anchor_micro, held, self._stepped_through_ns,
                  self._last_published_ns, self._first_published_ns, sources]
         return hashlib.sha256(msgspec.msgpack.encode(state)).hexdigest()

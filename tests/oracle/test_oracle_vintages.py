@@ -195,3 +195,16 @@ def test_anchor_points_become_engine_set_index_commands_on_the_tick_grid():
     command = msgspec.convert(anchor.set_index_command(point, "H100-PERP"), SetIndex)
     assert command.ts_ns == hour_of(1, 3) and command.market == "H100-PERP"
     assert command.price == f"{point.anchor_price_ticks // 10000}.{point.anchor_price_ticks % 10000:04d}"
+
+
+def test_final_that_suppresses_the_only_priced_fix_holds_the_last_target_without_a_gap():
+    # regression found by Hypothesis: the anchor went silent for a day once its only fix was withdrawn
+    records = [fix(0, "3.0000"), fix(0, None, F, published_ns=hour_of(0, 1, 30), suppressed="recount: 2 venues")]
+    _, points, rejections = run(records, hour_of(2, 3))
+    assert rejections == []
+    assert sorted(points) == list(range(hour_of(0, 1), hour_of(2, 3) + 1, 3600 * 10**9))
+    held = at(points, 0, 2)
+    assert held.validity is Validity.SUPPRESSED and held.fix_price_ticks == 30000
+    assert "no_usable_fix:target_held" in held.notes
+    assert at(points, 1, 5).flags == (Validity.AGING, Validity.SUPPRESSED)
+    assert at(points, 2, 3).validity is Validity.STALE
