@@ -153,3 +153,27 @@ def test_large_positions_take_the_overflow_safe_paths_and_still_equal_the_refere
     assert got[0] == want[0] and np.array_equal(got[1], want[1])
     for a, b in zip(got[2][:3], want[2][:3]):
         assert np.array_equal(a, b)
+
+
+@numba.njit(cache=True)
+def _engine_like_batch(collateral, lots, basis, mark, k, bound, mmr, ded, rate, anchor, eq, mm, fund, bad):
+    # what the engine's batch kernel does at the hour: a jitted caller around the parallel sweep
+    return risk_sweep(collateral, lots, basis, mark, k, bound, mmr, ded, True, rate, anchor, eq, mm, fund, bad)
+
+
+def test_the_sweep_can_be_called_from_inside_another_kernel():
+    rng = np.random.default_rng(5)
+    n = 3_000
+    lots = rng.integers(-10**4, 10**4, (n, 2))
+    mark = np.array([20_000, 9_000], np.int64)
+    k = np.array([100, 100], np.int64)
+    basis = lots * mark * k + rng.integers(-10**9, 10**9, (n, 2))
+    book = (rng.integers(0, 10**10, n), lots, basis, mark, k, np.array([500_000, -1], np.int64), mark - 5, True)
+    tiers = pack_tiers([default_tiers()["H100-PERP"]] * 2)
+    want = _run(risk_sweep_numpy, book, tiers)
+    coll = book[0].copy()
+    outs = [np.zeros(n, np.int64) for _ in range(4)]
+    got = _engine_like_batch(coll, lots, basis, mark, k, tiers.bound_micro, tiers.mmr_ppm,
+                             tiers.mm_deduction_micro, book[5], book[6], *outs)
+    assert got == want[0]
+    assert np.array_equal(coll, want[1]) and np.array_equal(outs[0], want[2][0])
