@@ -143,12 +143,12 @@ class Engine:
         out: list[tuple[int, int, int]] = []
         if best == L.NO_PRICE:
             return out
-        counts = st.lvl_count[market, side]
+        counts = st.levels[market, side, :, L.LV_COUNT]
         idx = best - lo
         step = -1 if side == L.BUY else 1
         while 0 <= idx < counts.shape[0] and len(out) < levels:
             if counts[idx]:
-                out.append((lo + idx, int(st.lvl_qty[market, side, idx]), int(counts[idx])))
+                out.append((lo + idx, int(st.levels[market, side, idx, L.LV_QTY]), int(counts[idx])))
             idx += step
         return out
 

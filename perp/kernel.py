@@ -29,12 +29,14 @@ from numba import njit
 
 from perp.hashmap import hm_delete, hm_find, hm_insert
 from perp.layout import (
+    AC_HEAD, AC_OPEN, LV_COUNT, LV_HEAD, LV_QTY, LV_TAIL, MAP_CLID, MAP_ORDER_ID, O_ACCOUNT, O_ANEXT,
+    O_APREV, O_CLID, O_FLAGS, O_FREE, O_ID, O_LIVE, O_MARKET, O_NEXT, O_PREV, O_PRICE, O_REM, O_SIDE,
     BUY, C_ACCOUNT, C_CLID, C_FLAGS, C_KIND, C_MARKET, C_ORDER_ID, C_PRICE, C_SIDE, C_SIZE, C_TIF,
     C_TS, C_TYPE, CK_AMEND, CK_CANCEL, CK_CANCEL_ALL, CK_PLACE, CK_SET_INDEX, CK_SET_STATUS,
     CLID_BITS, E_ACCOUNT, E_CLID, E_CODE, E_FEE, E_KIND, E_MARKET, E_ORDER_ID, E_OTHER, E_PRICE,
     E_REMAINING, E_SEQ, E_SIDE, E_SIZE, E_TS, EV_ACCEPTED, EV_AMENDED, EV_BOOK, EV_CANCEL_ALL_DONE,
     EV_CANCELLED, EV_FILL, EV_INDEX, EV_MARK, EV_REJECTED, EV_STATUS, FLAG_REDUCE_ONLY, FOK,
-    G_ACCOUNT_HWM, G_FREE_TOP, G_LAST_TS, G_NEED_EVENTS, G_NEXT_ORDER_ID, G_SEQ, GTC, IOC, LIMIT,
+    G_ACCOUNT_HWM, G_FREE_TOP, G_SCRATCH, G_LAST_TS, G_NEED_EVENTS, G_NEXT_ORDER_ID, G_SEQ, GTC, IOC, LIMIT,
     LIQ_MAKER, LIQ_TAKER, M_BASIS_EMA_UT, M_BEST_ASK, M_BEST_BID, M_INDEX, M_MARK, M_N_ASK_ORDERS,
     M_N_BID_ORDERS, M_NEXT_SAMPLE_TS, M_STATUS, MARKET, MAX_ACCOUNT_ID, MAX_CLIENT_ORDER_ID,
     N_EV_COLS, N_STATUSES, NO_PRICE, POST_ONLY, S_ALPHA_PPM, S_BAND_BPS, S_IMPACT_TICK_LOTS,
@@ -86,7 +88,7 @@ _RO_TRACK = 64  # reduce-only makers tracked per FOK feasibility walk
 # ---------------------------------------------------------------------------------------------
 # events
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _emit(ev, n, kind, seq, ts, market, account, order_id, clid, side, price, size, remaining, fee,
           code, other):
     ev[n, E_KIND] = kind
@@ -106,14 +108,14 @@ def _emit(ev, n, kind, seq, ts, market, account, order_id, clid, side, price, si
     return n + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _emit_book(st, ev, n, seq, ts, m, side, price):
     li = price - st.spec[m, S_MIN_TICK]
-    return _emit(ev, n, EV_BOOK, seq, ts, m, -1, 0, 0, side, price, st.lvl_qty[m, side, li],
-                 st.lvl_count[m, side, li], 0, 0, 0)
+    return _emit(ev, n, EV_BOOK, seq, ts, m, -1, 0, 0, side, price, st.levels[m, side, li, LV_QTY],
+                 st.levels[m, side, li, LV_COUNT], 0, 0, 0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _reject(c, ev, n, seq, code):
     return _emit(ev, n, EV_REJECTED, seq, c[C_TS], c[C_MARKET], c[C_ACCOUNT], c[C_ORDER_ID], c[C_CLID],
                  c[C_SIDE], c[C_PRICE], c[C_SIZE], 0, 0, code, c[C_KIND])
@@ -122,13 +124,13 @@ def _reject(c, ev, n, seq, code):
 # ---------------------------------------------------------------------------------------------
 # arithmetic
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def ceil_div(a, b):
     """Ceiling of a / b for b > 0 (any sign of a)."""
     return -((-a) // b)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def fee_micro(notional_micro, fee_ppm):
     """Fee rounded toward the venue: ceil(notional * ppm / 1e6); a rebate (ppm < 0) rounds to zero."""
     return ceil_div(notional_micro * fee_ppm, MICRO)
@@ -137,7 +139,7 @@ def fee_micro(notional_micro, fee_ppm):
 # ---------------------------------------------------------------------------------------------
 # levels and orders
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _scan_best(st, m, side, from_price):
     """Best non-empty price strictly behind `from_price` on `side`, or NO_PRICE."""
     col = M_N_BID_ORDERS if side == BUY else M_N_ASK_ORDERS
@@ -146,16 +148,16 @@ def _scan_best(st, m, side, from_price):
     lo = st.spec[m, S_MIN_TICK]
     if side == BUY:
         p = from_price - 1
-        while st.lvl_count[m, BUY, p - lo] == 0:
+        while st.levels[m, BUY, p - lo, LV_COUNT] == 0:
             p -= 1
         return p
     p = from_price + 1
-    while st.lvl_count[m, SELL, p - lo] == 0:
+    while st.levels[m, SELL, p - lo, LV_COUNT] == 0:
         p += 1
     return p
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _next_level(st, m, side, price):
     """Next non-empty level behind `price` on `side` (NO_PRICE past the ladder's end)."""
     lo = st.spec[m, S_MIN_TICK]
@@ -163,35 +165,35 @@ def _next_level(st, m, side, price):
     if side == BUY:
         p = price - 1
         while p >= lo:
-            if st.lvl_count[m, BUY, p - lo] > 0:
+            if st.levels[m, BUY, p - lo, LV_COUNT] > 0:
                 return p
             p -= 1
         return NO_PRICE
     p = price + 1
     while p <= hi:
-        if st.lvl_count[m, SELL, p - lo] > 0:
+        if st.levels[m, SELL, p - lo, LV_COUNT] > 0:
             return p
         p += 1
     return NO_PRICE
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _link_level(st, slot):
     """Append a slot at the back of its level's FIFO; update totals and the best price."""
-    m = st.o_market[slot]
-    side = st.o_side[slot]
-    price = st.o_price[slot]
+    m = st.orders[slot, O_MARKET]
+    side = st.orders[slot, O_SIDE]
+    price = st.orders[slot, O_PRICE]
     li = price - st.spec[m, S_MIN_TICK]
-    tail = st.lvl_tail[m, side, li]
-    st.o_prev[slot] = tail
-    st.o_next[slot] = -1
+    tail = st.levels[m, side, li, LV_TAIL]
+    st.orders[slot, O_PREV] = tail
+    st.orders[slot, O_NEXT] = -1
     if tail == -1:
-        st.lvl_head[m, side, li] = slot
+        st.levels[m, side, li, LV_HEAD] = slot
     else:
-        st.o_next[tail] = slot
-    st.lvl_tail[m, side, li] = slot
-    st.lvl_qty[m, side, li] += st.o_rem[slot]
-    st.lvl_count[m, side, li] += 1
+        st.orders[tail, O_NEXT] = slot
+    st.levels[m, side, li, LV_TAIL] = slot
+    st.levels[m, side, li, LV_QTY] += st.orders[slot, O_REM]
+    st.levels[m, side, li, LV_COUNT] += 1
     if side == BUY:
         st.mkt[m, M_N_BID_ORDERS] += 1
         best = st.mkt[m, M_BEST_BID]
@@ -204,86 +206,86 @@ def _link_level(st, slot):
             st.mkt[m, M_BEST_ASK] = price
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _unlink_level(st, slot):
     """Take a slot out of its level's FIFO (its remaining size leaves the level total)."""
-    m = st.o_market[slot]
-    side = st.o_side[slot]
-    price = st.o_price[slot]
+    m = st.orders[slot, O_MARKET]
+    side = st.orders[slot, O_SIDE]
+    price = st.orders[slot, O_PRICE]
     li = price - st.spec[m, S_MIN_TICK]
-    p = st.o_prev[slot]
-    nx = st.o_next[slot]
+    p = st.orders[slot, O_PREV]
+    nx = st.orders[slot, O_NEXT]
     if p == -1:
-        st.lvl_head[m, side, li] = nx
+        st.levels[m, side, li, LV_HEAD] = nx
     else:
-        st.o_next[p] = nx
+        st.orders[p, O_NEXT] = nx
     if nx == -1:
-        st.lvl_tail[m, side, li] = p
+        st.levels[m, side, li, LV_TAIL] = p
     else:
-        st.o_prev[nx] = p
-    st.o_prev[slot] = -1
-    st.o_next[slot] = -1
-    st.lvl_qty[m, side, li] -= st.o_rem[slot]
-    st.lvl_count[m, side, li] -= 1
+        st.orders[nx, O_PREV] = p
+    st.orders[slot, O_PREV] = -1
+    st.orders[slot, O_NEXT] = -1
+    st.levels[m, side, li, LV_QTY] -= st.orders[slot, O_REM]
+    st.levels[m, side, li, LV_COUNT] -= 1
     if side == BUY:
         st.mkt[m, M_N_BID_ORDERS] -= 1
-        if st.lvl_count[m, side, li] == 0 and st.mkt[m, M_BEST_BID] == price:
+        if st.levels[m, side, li, LV_COUNT] == 0 and st.mkt[m, M_BEST_BID] == price:
             st.mkt[m, M_BEST_BID] = _scan_best(st, m, side, price)
     else:
         st.mkt[m, M_N_ASK_ORDERS] -= 1
-        if st.lvl_count[m, side, li] == 0 and st.mkt[m, M_BEST_ASK] == price:
+        if st.levels[m, side, li, LV_COUNT] == 0 and st.mkt[m, M_BEST_ASK] == price:
             st.mkt[m, M_BEST_ASK] = _scan_best(st, m, side, price)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _clid_key(account, clid):
     return (account << CLID_BITS) | clid
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _add_order(st, slot):
     """A slot whose o_* fields are set becomes a live resting order."""
-    a = st.o_account[slot]
-    m = st.o_market[slot]
-    st.o_live[slot] = 1
+    a = st.orders[slot, O_ACCOUNT]
+    m = st.orders[slot, O_MARKET]
+    st.orders[slot, O_LIVE] = 1
     _link_level(st, slot)
-    head = st.acct_head[a]
-    st.o_aprev[slot] = -1
-    st.o_anext[slot] = head
+    head = st.accounts[a, AC_HEAD]
+    st.orders[slot, O_APREV] = -1
+    st.orders[slot, O_ANEXT] = head
     if head != -1:
-        st.o_aprev[head] = slot
-    st.acct_head[a] = slot
-    st.acct_open[a, m] += 1
-    hm_insert(st.id_keys, st.id_vals, st.o_id[slot], slot)
-    if st.o_clid[slot] > 0:
-        hm_insert(st.clid_keys, st.clid_vals, _clid_key(a, st.o_clid[slot]), slot)
+        st.orders[head, O_APREV] = slot
+    st.accounts[a, AC_HEAD] = slot
+    st.accounts[a, AC_OPEN + m] += 1
+    hm_insert(st.maps, MAP_ORDER_ID, st.orders[slot, O_ID], slot)
+    if st.orders[slot, O_CLID] > 0:
+        hm_insert(st.maps, MAP_CLID, _clid_key(a, st.orders[slot, O_CLID]), slot)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _drop_order(st, slot):
     """Remove a live order completely (level, account list, maps) and free its slot."""
-    a = st.o_account[slot]
-    m = st.o_market[slot]
+    a = st.orders[slot, O_ACCOUNT]
+    m = st.orders[slot, O_MARKET]
     _unlink_level(st, slot)
-    p = st.o_aprev[slot]
-    nx = st.o_anext[slot]
+    p = st.orders[slot, O_APREV]
+    nx = st.orders[slot, O_ANEXT]
     if p == -1:
-        st.acct_head[a] = nx
+        st.accounts[a, AC_HEAD] = nx
     else:
-        st.o_anext[p] = nx
+        st.orders[p, O_ANEXT] = nx
     if nx != -1:
-        st.o_aprev[nx] = p
-    st.acct_open[a, m] -= 1
-    hm_delete(st.id_keys, st.id_vals, st.o_id[slot])
-    if st.o_clid[slot] > 0:
-        hm_delete(st.clid_keys, st.clid_vals, _clid_key(a, st.o_clid[slot]))
-    st.o_live[slot] = 0
+        st.orders[nx, O_APREV] = p
+    st.accounts[a, AC_OPEN + m] -= 1
+    hm_delete(st.maps, MAP_ORDER_ID, st.orders[slot, O_ID])
+    if st.orders[slot, O_CLID] > 0:
+        hm_delete(st.maps, MAP_CLID, _clid_key(a, st.orders[slot, O_CLID]))
+    st.orders[slot, O_LIVE] = 0
     top = st.g[G_FREE_TOP]
-    st.free_slots[top] = slot
+    st.orders[top, O_FREE] = slot
     st.g[G_FREE_TOP] = top + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _reducible(st, account, m, side):
     """Lots an order on `side` can still fill without increasing |position|."""
     pos = st.position_lots[account, m]
@@ -292,17 +294,17 @@ def _reducible(st, account, m, side):
     return pos if pos > 0 else 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _find_order(st, c):
     """Slot of the order a cancel/amend names (by order id, else client order id); -1 if none."""
     a = c[C_ACCOUNT]
     if c[C_ORDER_ID] > 0:
-        slot = hm_find(st.id_keys, st.id_vals, c[C_ORDER_ID])
+        slot = hm_find(st.maps, MAP_ORDER_ID, c[C_ORDER_ID])
     elif 0 < c[C_CLID] <= MAX_CLIENT_ORDER_ID:
-        slot = hm_find(st.clid_keys, st.clid_vals, _clid_key(a, c[C_CLID]))
+        slot = hm_find(st.maps, MAP_CLID, _clid_key(a, c[C_CLID]))
     else:
         return -2
-    if slot < 0 or st.o_account[slot] != a:
+    if slot < 0 or st.orders[slot, O_ACCOUNT] != a:
         return -1
     return slot
 
@@ -310,7 +312,7 @@ def _find_order(st, c):
 # ---------------------------------------------------------------------------------------------
 # mark price
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def impact_price_ut(st, m, side):
     """Average fill price (micro-ticks, floor) of the market's impact notional against the resting
     orders of `side`, or -1 if that side cannot absorb it."""
@@ -323,7 +325,7 @@ def impact_price_ut(st, m, side):
     lots = 0
     notional = 0
     while p != NO_PRICE:
-        q = st.lvl_qty[m, side, p - lo]
+        q = st.levels[m, side, p - lo, LV_QTY]
         take = ceil_div(need, p)
         if take > q:
             take = q
@@ -336,7 +338,7 @@ def impact_price_ut(st, m, side):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def basis_sample_ut(st, m):
     """One sample of (impact mid - index) in micro-ticks, bounded to the mark band; 0 without an
     index or when either side lacks the impact notional."""
@@ -358,7 +360,7 @@ def basis_sample_ut(st, m):
     return x
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def ema_step(ema, x, alpha_ppm):
     """One EMA step toward x, truncated toward zero but at least one micro-tick, so a constant
     input is reached exactly."""
@@ -372,7 +374,7 @@ def ema_step(ema, x, alpha_ppm):
     return ema - (s if s > 0 else 1)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def mark_from(st, m):
     index = st.mkt[m, M_INDEX]
     if index <= 0:
@@ -389,7 +391,7 @@ def mark_from(st, m):
     return mark if mark >= 1 else 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _refresh_mark(st, m, seq, ts, ev, n):
     if st.mkt[m, M_STATUS] == ST_HALTED:
         return n  # a halted market's mark is frozen
@@ -401,7 +403,7 @@ def _refresh_mark(st, m, seq, ts, ev, n):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _advance_clock(st, ts, seq, ev, n):
     """Take every basis sample due at or before `ts` (the book is unchanged since the last command)."""
     for m in range(st.mkt.shape[0]):
@@ -431,7 +433,7 @@ def _advance_clock(st, ts, seq, ev, n):
 # ---------------------------------------------------------------------------------------------
 # matching
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, inline="always")
 def _crosses(side, limit, best):
     if best == NO_PRICE:
         return False
@@ -440,27 +442,29 @@ def _crosses(side, limit, best):
     return best >= limit
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _fok_fillable(st, m, account, side, limit, need, stp):
     """Whether the taker can fill `need` lots now, following exactly the rules of `_match`."""
     opp = 1 - side
     lo = st.spec[m, S_MIN_TICK]
-    ro_acc = np.empty(_RO_TRACK, np.int64)
-    ro_used = np.empty(_RO_TRACK, np.int64)
+    # reduce-only makers met so far and the lots assigned to them (scratch space in g: the kernel
+    # runs without the allocator)
+    ro_acc = st.g[G_SCRATCH:G_SCRATCH + _RO_TRACK]
+    ro_used = st.g[G_SCRATCH + _RO_TRACK:G_SCRATCH + 2 * _RO_TRACK]
     n_ro = 0
     total = 0
     p = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
     while _crosses(side, limit, p):
-        slot = st.lvl_head[m, opp, p - lo]
+        slot = st.levels[m, opp, p - lo, LV_HEAD]
         while slot != -1:
-            maker = st.o_account[slot]
+            maker = st.orders[slot, O_ACCOUNT]
             if maker == account:
                 if stp != STP_CANCEL_OLDEST:
                     return False
-                slot = st.o_next[slot]
+                slot = st.orders[slot, O_NEXT]
                 continue
-            q = st.o_rem[slot]
-            if st.o_flags[slot] & FLAG_REDUCE_ONLY:
+            q = st.orders[slot, O_REM]
+            if st.orders[slot, O_FLAGS] & FLAG_REDUCE_ONLY:
                 k = 0
                 while k < n_ro and ro_acc[k] != maker:
                     k += 1
@@ -481,12 +485,12 @@ def _fok_fillable(st, m, account, side, limit, need, stp):
             total += q
             if total >= need:
                 return True
-            slot = st.o_next[slot]
+            slot = st.orders[slot, O_NEXT]
         p = _next_level(st, m, opp, p)
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _touch_bound(st, m, account, side, limit, need):
     """Upper bound on resting orders a taker can touch (own and reduce-only ones add no size)."""
     opp = 1 - side
@@ -495,19 +499,19 @@ def _touch_bound(st, m, account, side, limit, need):
     total = 0
     p = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
     while _crosses(side, limit, p):
-        slot = st.lvl_head[m, opp, p - lo]
+        slot = st.levels[m, opp, p - lo, LV_HEAD]
         while slot != -1:
             count += 1
-            if st.o_account[slot] != account and not (st.o_flags[slot] & FLAG_REDUCE_ONLY):
-                total += st.o_rem[slot]
+            if st.orders[slot, O_ACCOUNT] != account and not (st.orders[slot, O_FLAGS] & FLAG_REDUCE_ONLY):
+                total += st.orders[slot, O_REM]
                 if total >= need:
                     return count
-            slot = st.o_next[slot]
+            slot = st.orders[slot, O_NEXT]
         p = _next_level(st, m, opp, p)
     return count
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, seq, ts, ev, n):
     """Match a taker against the book. Returns (remaining lots, stopped by self-trade, n)."""
     opp = 1 - side
@@ -523,17 +527,17 @@ def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, seq, ts
         if not _crosses(side, limit, p):
             break
         li = p - lo
-        slot = st.lvl_head[m, opp, li]
+        slot = st.levels[m, opp, li, LV_HEAD]
         touched = False
         while slot != -1 and rem > 0:
-            nxt = st.o_next[slot]
-            maker = st.o_account[slot]
+            nxt = st.orders[slot, O_NEXT]
+            maker = st.orders[slot, O_ACCOUNT]
             if maker == account:
                 if stp == STP_CANCEL_NEWEST:
                     stp_stop = True
                     break
-                n = _emit(ev, n, EV_CANCELLED, seq, ts, m, maker, st.o_id[slot], st.o_clid[slot], opp, p,
-                          st.o_rem[slot], 0, 0, R_CANCEL_SELF_TRADE, taker_id)
+                n = _emit(ev, n, EV_CANCELLED, seq, ts, m, maker, st.orders[slot, O_ID], st.orders[slot, O_CLID], opp, p,
+                          st.orders[slot, O_REM], 0, 0, R_CANCEL_SELF_TRADE, taker_id)
                 _drop_order(st, slot)
                 touched = True
                 if stp == STP_CANCEL_BOTH:
@@ -541,14 +545,14 @@ def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, seq, ts
                     break
                 slot = nxt
                 continue
-            q = st.o_rem[slot]
+            q = st.orders[slot, O_REM]
             if q > rem:
                 q = rem
-            if st.o_flags[slot] & FLAG_REDUCE_ONLY:
+            if st.orders[slot, O_FLAGS] & FLAG_REDUCE_ONLY:
                 room = _reducible(st, maker, m, opp)
                 if room <= 0:
-                    n = _emit(ev, n, EV_CANCELLED, seq, ts, m, maker, st.o_id[slot], st.o_clid[slot], opp,
-                              p, st.o_rem[slot], 0, 0, R_CANCEL_REDUCE_ONLY, taker_id)
+                    n = _emit(ev, n, EV_CANCELLED, seq, ts, m, maker, st.orders[slot, O_ID], st.orders[slot, O_CLID], opp,
+                              p, st.orders[slot, O_REM], 0, 0, R_CANCEL_REDUCE_ONLY, taker_id)
                     _drop_order(st, slot)
                     touched = True
                     slot = nxt
@@ -565,14 +569,14 @@ def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, seq, ts
             else:
                 st.position_lots[account, m] -= q
                 st.position_lots[maker, m] += q
-            st.o_rem[slot] -= q
-            st.lvl_qty[m, opp, li] -= q
+            st.orders[slot, O_REM] -= q
+            st.levels[m, opp, li, LV_QTY] -= q
             rem -= q
-            n = _emit(ev, n, EV_FILL, seq, ts, m, maker, st.o_id[slot], st.o_clid[slot], opp, p, q,
-                      st.o_rem[slot], mfee, LIQ_MAKER, taker_id)
+            n = _emit(ev, n, EV_FILL, seq, ts, m, maker, st.orders[slot, O_ID], st.orders[slot, O_CLID], opp, p, q,
+                      st.orders[slot, O_REM], mfee, LIQ_MAKER, taker_id)
             n = _emit(ev, n, EV_FILL, seq, ts, m, account, taker_id, taker_clid, side, p, q, rem, tfee,
-                      LIQ_TAKER, st.o_id[slot])
-            if st.o_rem[slot] == 0:
+                      LIQ_TAKER, st.orders[slot, O_ID])
+            if st.orders[slot, O_REM] == 0:
                 _drop_order(st, slot)
                 slot = nxt
             # a partially filled maker stays at the front (rem is 0 now, or it was reduce-only
@@ -584,7 +588,7 @@ def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, seq, ts
     return rem, stp_stop, n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _place(st, c, seq, ev, n):
     ts = c[C_TS]
     m = c[C_MARKET]
@@ -597,7 +601,7 @@ def _place(st, c, seq, ev, n):
     flags = c[C_FLAGS]
     if m < 0 or m >= st.mkt.shape[0]:
         return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
-    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.acct_head.shape[0]:
+    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.accounts.shape[0]:
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
     if side != BUY and side != SELL:
         return _reject(c, ev, n, seq, R_INVALID_SIDE)
@@ -647,7 +651,7 @@ def _place(st, c, seq, ev, n):
             price = mark - prot
             if price < lo:
                 price = lo
-    if clid > 0 and hm_find(st.clid_keys, st.clid_vals, _clid_key(a, clid)) >= 0:
+    if clid > 0 and hm_find(st.maps, MAP_CLID, _clid_key(a, clid)) >= 0:
         return _reject(c, ev, n, seq, R_DUPLICATE_CLID)
     if reduce_only:
         room = _reducible(st, a, m, side)
@@ -656,7 +660,7 @@ def _place(st, c, seq, ev, n):
         if size > room:
             size = room
     may_rest = otype == LIMIT and (tif == GTC or tif == POST_ONLY)
-    if may_rest and st.acct_open[a, m] >= st.spec[m, S_MAX_OPEN_ORDERS]:
+    if may_rest and st.accounts[a, AC_OPEN + m] >= st.spec[m, S_MAX_OPEN_ORDERS]:
         return _reject(c, ev, n, seq, R_TOO_MANY_OPEN_ORDERS)
     if tif == POST_ONLY:
         best_opp = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
@@ -685,15 +689,15 @@ def _place(st, c, seq, ev, n):
         elif may_rest:
             top = st.g[G_FREE_TOP] - 1
             st.g[G_FREE_TOP] = top
-            slot = st.free_slots[top]
-            st.o_id[slot] = oid
-            st.o_account[slot] = a
-            st.o_clid[slot] = clid
-            st.o_market[slot] = m
-            st.o_side[slot] = side
-            st.o_price[slot] = price
-            st.o_rem[slot] = rem
-            st.o_flags[slot] = flags
+            slot = st.orders[top, O_FREE]
+            st.orders[slot, O_ID] = oid
+            st.orders[slot, O_ACCOUNT] = a
+            st.orders[slot, O_CLID] = clid
+            st.orders[slot, O_MARKET] = m
+            st.orders[slot, O_SIDE] = side
+            st.orders[slot, O_PRICE] = price
+            st.orders[slot, O_REM] = rem
+            st.orders[slot, O_FLAGS] = flags
             _add_order(st, slot)
             n = _emit_book(st, ev, n, seq, ts, m, side, price)
         else:
@@ -702,10 +706,10 @@ def _place(st, c, seq, ev, n):
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _cancel(st, c, seq, ev, n):
     a = c[C_ACCOUNT]
-    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.acct_head.shape[0]:
+    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.accounts.shape[0]:
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
     slot = _find_order(st, c)
     if slot == -2:
@@ -713,35 +717,35 @@ def _cancel(st, c, seq, ev, n):
     if slot < 0:
         return _reject(c, ev, n, seq, R_UNKNOWN_ORDER)
     ts = c[C_TS]
-    m = st.o_market[slot]
-    side = st.o_side[slot]
-    price = st.o_price[slot]
-    n = _emit(ev, n, EV_CANCELLED, seq, ts, m, a, st.o_id[slot], st.o_clid[slot], side, price,
-              st.o_rem[slot], 0, 0, R_CANCEL_BY_USER, 0)
+    m = st.orders[slot, O_MARKET]
+    side = st.orders[slot, O_SIDE]
+    price = st.orders[slot, O_PRICE]
+    n = _emit(ev, n, EV_CANCELLED, seq, ts, m, a, st.orders[slot, O_ID], st.orders[slot, O_CLID], side, price,
+              st.orders[slot, O_REM], 0, 0, R_CANCEL_BY_USER, 0)
     _drop_order(st, slot)
     n = _emit_book(st, ev, n, seq, ts, m, side, price)
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _cancel_all(st, c, seq, ev, n):
     a = c[C_ACCOUNT]
     only_m = c[C_MARKET]
-    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.acct_head.shape[0]:
+    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.accounts.shape[0]:
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
     if only_m < -1 or only_m >= st.mkt.shape[0]:
         return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
     ts = c[C_TS]
     count = 0
-    slot = st.acct_head[a]  # newest first
+    slot = st.accounts[a, AC_HEAD]  # newest first
     while slot != -1:
-        nxt = st.o_anext[slot]
-        m = st.o_market[slot]
+        nxt = st.orders[slot, O_ANEXT]
+        m = st.orders[slot, O_MARKET]
         if only_m == -1 or m == only_m:
-            side = st.o_side[slot]
-            price = st.o_price[slot]
-            n = _emit(ev, n, EV_CANCELLED, seq, ts, m, a, st.o_id[slot], st.o_clid[slot], side, price,
-                      st.o_rem[slot], 0, 0, R_CANCEL_ALL_BY_USER, 0)
+            side = st.orders[slot, O_SIDE]
+            price = st.orders[slot, O_PRICE]
+            n = _emit(ev, n, EV_CANCELLED, seq, ts, m, a, st.orders[slot, O_ID], st.orders[slot, O_CLID], side, price,
+                      st.orders[slot, O_REM], 0, 0, R_CANCEL_ALL_BY_USER, 0)
             _drop_order(st, slot)
             n = _emit_book(st, ev, n, seq, ts, m, side, price)
             count += 1
@@ -753,22 +757,22 @@ def _cancel_all(st, c, seq, ev, n):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _amend(st, c, seq, ev, n):
     a = c[C_ACCOUNT]
-    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.acct_head.shape[0]:
+    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.accounts.shape[0]:
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
     slot = _find_order(st, c)
     if slot == -2:
         return _reject(c, ev, n, seq, R_MISSING_ORDER_REF)
     if slot < 0:
         return _reject(c, ev, n, seq, R_UNKNOWN_ORDER)
-    m = st.o_market[slot]
+    m = st.orders[slot, O_MARKET]
     if c[C_MARKET] != m:
         return _reject(c, ev, n, seq, R_UNKNOWN_ORDER)
-    side = st.o_side[slot]
-    old_price = st.o_price[slot]
-    old_rem = st.o_rem[slot]
+    side = st.orders[slot, O_SIDE]
+    old_price = st.orders[slot, O_PRICE]
+    old_rem = st.orders[slot, O_REM]
     if c[C_PRICE] < 0:
         return _reject(c, ev, n, seq, R_INVALID_PRICE)
     if c[C_SIZE] < 0:
@@ -778,7 +782,7 @@ def _amend(st, c, seq, ev, n):
     status = st.mkt[m, M_STATUS]
     if status == ST_CANCEL_ONLY or status == ST_HALTED:
         return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
-    if status == ST_REDUCE_ONLY and new_size > old_rem and not (st.o_flags[slot] & FLAG_REDUCE_ONLY):
+    if status == ST_REDUCE_ONLY and new_size > old_rem and not (st.orders[slot, O_FLAGS] & FLAG_REDUCE_ONLY):
         return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
     if new_price == old_price and new_size == old_rem:
         return _reject(c, ev, n, seq, R_AMEND_NO_CHANGE)
@@ -801,17 +805,17 @@ def _amend(st, c, seq, ev, n):
             return _reject(c, ev, n, seq, R_AMEND_WOULD_CROSS)
     ts = c[C_TS]
     if new_price == old_price and new_size < old_rem:
-        st.lvl_qty[m, side, old_price - st.spec[m, S_MIN_TICK]] -= old_rem - new_size
-        st.o_rem[slot] = new_size
-        n = _emit(ev, n, EV_AMENDED, seq, ts, m, a, st.o_id[slot], st.o_clid[slot], side, new_price,
+        st.levels[m, side, old_price - st.spec[m, S_MIN_TICK], LV_QTY] -= old_rem - new_size
+        st.orders[slot, O_REM] = new_size
+        n = _emit(ev, n, EV_AMENDED, seq, ts, m, a, st.orders[slot, O_ID], st.orders[slot, O_CLID], side, new_price,
                   new_size, new_size, 0, 1, old_price)
         n = _emit_book(st, ev, n, seq, ts, m, side, new_price)
     else:
         _unlink_level(st, slot)
-        st.o_price[slot] = new_price
-        st.o_rem[slot] = new_size
+        st.orders[slot, O_PRICE] = new_price
+        st.orders[slot, O_REM] = new_size
         _link_level(st, slot)
-        n = _emit(ev, n, EV_AMENDED, seq, ts, m, a, st.o_id[slot], st.o_clid[slot], side, new_price,
+        n = _emit(ev, n, EV_AMENDED, seq, ts, m, a, st.orders[slot, O_ID], st.orders[slot, O_CLID], side, new_price,
                   new_size, new_size, 0, 0, old_price)
         if new_price != old_price:
             n = _emit_book(st, ev, n, seq, ts, m, side, old_price)
@@ -819,7 +823,7 @@ def _amend(st, c, seq, ev, n):
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _set_index(st, c, seq, ev, n):
     m = c[C_MARKET]
     if m < 0 or m >= st.mkt.shape[0]:
@@ -833,7 +837,7 @@ def _set_index(st, c, seq, ev, n):
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _set_status(st, c, seq, ev, n):
     m = c[C_MARKET]
     if m < 0 or m >= st.mkt.shape[0]:
@@ -848,7 +852,7 @@ def _set_status(st, c, seq, ev, n):
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _event_bound(st, c):
     """Events the command can emit at most (clock + command)."""
     base = 2 * st.mkt.shape[0] + 4
@@ -863,13 +867,13 @@ def _event_bound(st, c):
         return quick
     if kind == CK_CANCEL_ALL:
         a = c[C_ACCOUNT]
-        if a < 0 or a >= st.acct_head.shape[0]:
+        if a < 0 or a >= st.accounts.shape[0]:
             return base
-        return base + 2 + 2 * st.acct_open[a].sum()
+        return base + 2 + 2 * st.accounts[a, AC_OPEN:].sum()
     return base + 4
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _exact_place_bound(st, c):
     """Tighter bound for a place when the quick one does not fit: walk the crossing orders."""
     base = 2 * st.mkt.shape[0] + 8
@@ -886,7 +890,7 @@ def _exact_place_bound(st, c):
     return base + 3 * _touch_bound(st, m, c[C_ACCOUNT], side, limit, c[C_SIZE])
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def process_one(st, c, ev, n):
     seq = st.g[G_SEQ] + 1
     st.g[G_SEQ] = seq
@@ -911,7 +915,7 @@ def process_one(st, c, ev, n):
     return _reject(c, ev, n, seq, R_UNKNOWN_COMMAND)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def process_batch(st, cmds, ev, ev_start):
     """Process command rows in order into `ev` from row `ev_start`.
 
@@ -943,29 +947,29 @@ def canonical_orders(st):
     """Live orders level by level (market, side, price from the best, FIFO) as int64 rows:
     (market, side, price, order id, account, client id, remaining, flags). Used by the state hash."""
     count = 0
-    for slot in range(st.o_live.shape[0]):
-        if st.o_live[slot]:
+    for slot in range(st.orders.shape[0]):
+        if st.orders[slot, O_LIVE]:
             count += 1
     out = np.empty((count, 8), np.int64)
     k = 0
-    n_levels = st.lvl_head.shape[2]
+    n_levels = st.levels.shape[2]
     for m in range(st.mkt.shape[0]):
         lo = st.spec[m, S_MIN_TICK]
         for side in range(2):
             for i in range(n_levels):
                 li = n_levels - 1 - i if side == BUY else i
-                slot = st.lvl_head[m, side, li]
+                slot = st.levels[m, side, li, LV_HEAD]
                 while slot != -1:
                     out[k, 0] = m
                     out[k, 1] = side
                     out[k, 2] = lo + li
-                    out[k, 3] = st.o_id[slot]
-                    out[k, 4] = st.o_account[slot]
-                    out[k, 5] = st.o_clid[slot]
-                    out[k, 6] = st.o_rem[slot]
-                    out[k, 7] = st.o_flags[slot]
+                    out[k, 3] = st.orders[slot, O_ID]
+                    out[k, 4] = st.orders[slot, O_ACCOUNT]
+                    out[k, 5] = st.orders[slot, O_CLID]
+                    out[k, 6] = st.orders[slot, O_REM]
+                    out[k, 7] = st.orders[slot, O_FLAGS]
                     k += 1
-                    slot = st.o_next[slot]
+                    slot = st.orders[slot, O_NEXT]
     return out
 
 

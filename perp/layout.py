@@ -123,6 +123,38 @@ S_ALPHA_PPM = 12  # EMA weight of each basis sample, parts per million
 S_MARK_BAND_BPS = 13  # the basis term of the mark is bounded to +- this around the index
 N_SPEC_COLS = 14
 
+# ---- order pool: one int64 row per slot --------------------------------------------------------
+O_ID = 0
+O_ACCOUNT = 1
+O_CLID = 2
+O_MARKET = 3
+O_SIDE = 4
+O_PRICE = 5
+O_REM = 6  # remaining lots
+O_FLAGS = 7
+O_LIVE = 8  # 1 while the slot holds a resting order
+O_PREV = 9  # FIFO links within the price level (-1 = none)
+O_NEXT = 10
+O_APREV = 11  # links in the account's order list (-1 = none)
+O_ANEXT = 12
+O_FREE = 13  # not a field of the slot: row k of this column is entry k of the free-slot stack
+N_ORDER_COLS = 14
+
+# ---- price levels: levels[market, side, price - min_tick, LV_*] ---------------------------------
+LV_HEAD = 0
+LV_TAIL = 1
+LV_QTY = 2
+LV_COUNT = 3
+N_LEVEL_COLS = 4
+
+# ---- accounts: accounts[account, AC_*]; open orders of market m at column AC_OPEN + m -------------
+AC_HEAD = 0  # newest open order (-1 = none)
+AC_OPEN = 1
+
+# ---- hash maps: maps[MAP_*, cell, 0] = key, maps[MAP_*, cell, 1] = slot -------------------------
+MAP_ORDER_ID = 0
+MAP_CLID = 1
+
 # ---- globals -----------------------------------------------------------------------------------
 G_NEXT_ORDER_ID = 0
 G_FREE_TOP = 1  # number of free slots on the free-slot stack
@@ -130,7 +162,9 @@ G_LAST_TS = 2
 G_SEQ = 3  # sequence number of the last processed command
 G_NEED_EVENTS = 4  # set by the kernel when it stopped for lack of event space
 G_ACCOUNT_HWM = 5  # 1 + highest account id that ever held an order or position
-N_GLOBALS = 8
+G_SCRATCH = 16  # scratch space for kernels (not state): 2 x 64 slots
+N_SCRATCH = 128
+N_GLOBALS = G_SCRATCH + N_SCRATCH
 
 # ---- identifiers -------------------------------------------------------------------------------
 CLID_BITS = 40

@@ -1,19 +1,24 @@
-"""Engine state: a struct of numpy arrays, passed to the numba kernels as one namedtuple.
+"""Engine state: a few numpy arrays, passed to the numba kernels as one namedtuple.
 
-Layout:
-- order pool (capacity P): per-slot columns `o_*`; a slot is live iff `o_live[slot] == 1`; free slots
-  sit on the `free_slots` stack (`g[G_FREE_TOP]` of them);
-- FIFO per price level: `o_prev`/`o_next` link the orders of one level, `lvl_head`/`lvl_tail`
-  its ends, `lvl_qty` its total remaining lots, `lvl_count` its order count; levels are indexed
-  `[market, side, price_ticks - min_tick]` (a dense ladder);
-- per-account order list: `o_aprev`/`o_anext`, `acct_head`; `acct_open[account, market]` counts;
-- `position_lots[account, market]`, signed;
-- two open-addressing hash maps: engine order id -> slot, (account, client order id) -> slot;
-- `mkt` (market state, `M_*` columns), `spec` (market config, `S_*`), `g` (globals, `G_*`).
+Few, wide arrays on purpose: numba passes a namedtuple member by member and reference-counts each
+array at every call that is not inlined, so a state of ~30 arrays costs ~250 ns per call while
+8 arrays cost almost nothing (measured; docs/performance.md).
+
+- `orders[slot, O_*]`: the order pool. A slot is live iff `O_LIVE == 1`. `O_PREV`/`O_NEXT` link the
+  FIFO of one price level, `O_APREV`/`O_ANEXT` the account's order list. Column `O_FREE` is not a
+  slot field: rows `0 .. g[G_FREE_TOP]-1` of it are the free-slot stack.
+- `levels[market, side, price - min_tick, LV_*]`: head, tail, total lots and order count of a level
+  (a dense ladder over the market's price range).
+- `accounts[account, AC_HEAD]`: newest open order; `accounts[account, AC_OPEN + m]`: open orders in
+  market m.
+- `position_lots[account, market]`: signed position.
+- `maps[MAP_ORDER_ID | MAP_CLID, cell, key/value]`: engine order id -> slot, and
+  (account << 40 | client order id) -> slot.
+- `mkt` (market state, `M_*`), `spec` (market config, `S_*`), `g` (globals, `G_*`).
 
 Capacities grow between batches (never inside a kernel). The state hash is *logical*: it covers
-live orders level by level in FIFO order, market rows, positions and counters, not capacities or the
-free-slot order, so a snapshot restored into other capacities hashes the same.
+live orders level by level in FIFO order, market rows, positions and counters, not capacities or
+slot numbers, so a snapshot restored into other capacities hashes the same.
 """
 
 from __future__ import annotations
@@ -25,21 +30,9 @@ import numpy as np
 
 from perp import layout as L
 
-STATE_FIELDS = (
-    "o_id", "o_account", "o_clid", "o_market", "o_side", "o_price", "o_rem", "o_flags", "o_live",
-    "o_prev", "o_next", "o_aprev", "o_anext",
-    "free_slots",
-    "lvl_head", "lvl_tail", "lvl_qty", "lvl_count",
-    "acct_head", "acct_open", "position_lots",
-    "id_keys", "id_vals", "clid_keys", "clid_vals",
-    "mkt", "spec", "g",
-)
+STATE_FIELDS = ("orders", "levels", "accounts", "position_lots", "maps", "mkt", "spec", "g")
 
 EngineState = namedtuple("EngineState", STATE_FIELDS)
-
-_POOL_FIELDS = ("o_id", "o_account", "o_clid", "o_market", "o_side", "o_price", "o_rem", "o_flags",
-                "o_live", "o_prev", "o_next", "o_aprev", "o_anext")
-_ACCOUNT_FIELDS = ("acct_head", "acct_open", "position_lots")
 
 
 def _pow2_at_least(n: int) -> int:
@@ -49,108 +42,82 @@ def _pow2_at_least(n: int) -> int:
     return p
 
 
-def _alloc_pool(capacity: int) -> dict[str, np.ndarray]:
-    return {
-        "o_id": np.zeros(capacity, np.int64),
-        "o_account": np.zeros(capacity, np.int64),
-        "o_clid": np.zeros(capacity, np.int64),
-        "o_market": np.zeros(capacity, np.int64),
-        "o_side": np.zeros(capacity, np.int64),
-        "o_price": np.zeros(capacity, np.int64),
-        "o_rem": np.zeros(capacity, np.int64),
-        "o_flags": np.zeros(capacity, np.int64),
-        "o_live": np.zeros(capacity, np.int8),
-        "o_prev": np.full(capacity, -1, np.int32),
-        "o_next": np.full(capacity, -1, np.int32),
-        "o_aprev": np.full(capacity, -1, np.int32),
-        "o_anext": np.full(capacity, -1, np.int32),
-    }
+def _new_orders(capacity: int) -> np.ndarray:
+    orders = np.zeros((capacity, L.N_ORDER_COLS), np.int64)
+    for col in (L.O_PREV, L.O_NEXT, L.O_APREV, L.O_ANEXT):
+        orders[:, col] = -1
+    return orders
+
+
+def _new_maps(order_capacity: int) -> np.ndarray:
+    maps = np.zeros((2, _pow2_at_least(2 * order_capacity), 2), np.int64)
+    maps[:, :, 0] = L.EMPTY_KEY
+    return maps
 
 
 def new_state(spec_rows: np.ndarray, order_capacity: int = 1 << 16, account_capacity: int = 1 << 10) -> EngineState:
     """A fresh, empty engine for the given spec table (`n_markets x N_SPEC_COLS`)."""
     n_markets = spec_rows.shape[0]
     n_levels = int((spec_rows[:, L.S_MAX_TICK] - spec_rows[:, L.S_MIN_TICK]).max()) + 1
-    pool = _alloc_pool(order_capacity)
-    hm = _pow2_at_least(2 * order_capacity)
+    orders = _new_orders(order_capacity)
+    orders[:, L.O_FREE] = np.arange(order_capacity - 1, -1, -1)  # pop order: slot 0 first
+    levels = np.zeros((n_markets, 2, n_levels, L.N_LEVEL_COLS), np.int64)
+    levels[..., L.LV_HEAD] = -1
+    levels[..., L.LV_TAIL] = -1
+    accounts = np.zeros((account_capacity, L.AC_OPEN + n_markets), np.int64)
+    accounts[:, L.AC_HEAD] = -1
     mkt = np.zeros((n_markets, L.N_MKT_COLS), np.int64)
     mkt[:, L.M_BEST_BID] = L.NO_PRICE
     mkt[:, L.M_BEST_ASK] = L.NO_PRICE
     g = np.zeros(L.N_GLOBALS, np.int64)
     g[L.G_NEXT_ORDER_ID] = 1
     g[L.G_FREE_TOP] = order_capacity
-    return EngineState(
-        **pool,
-        # pop order: slot 0 first
-        free_slots=np.arange(order_capacity - 1, -1, -1, dtype=np.int32),
-        lvl_head=np.full((n_markets, 2, n_levels), -1, np.int32),
-        lvl_tail=np.full((n_markets, 2, n_levels), -1, np.int32),
-        lvl_qty=np.zeros((n_markets, 2, n_levels), np.int64),
-        lvl_count=np.zeros((n_markets, 2, n_levels), np.int32),
-        acct_head=np.full(account_capacity, -1, np.int32),
-        acct_open=np.zeros((account_capacity, n_markets), np.int32),
-        position_lots=np.zeros((account_capacity, n_markets), np.int64),
-        id_keys=np.full(hm, L.EMPTY_KEY, np.int64),
-        id_vals=np.zeros(hm, np.int32),
-        clid_keys=np.full(hm, L.EMPTY_KEY, np.int64),
-        clid_vals=np.zeros(hm, np.int32),
-        mkt=mkt,
-        spec=spec_rows.astype(np.int64).copy(),
-        g=g,
-    )
+    return EngineState(orders=orders, levels=levels, accounts=accounts,
+                       position_lots=np.zeros((account_capacity, n_markets), np.int64),
+                       maps=_new_maps(order_capacity), mkt=mkt, spec=spec_rows.astype(np.int64).copy(), g=g)
 
 
 def order_capacity(st: EngineState) -> int:
-    return int(st.o_id.shape[0])
+    return int(st.orders.shape[0])
 
 
 def account_capacity(st: EngineState) -> int:
-    return int(st.acct_head.shape[0])
+    return int(st.accounts.shape[0])
 
 
 def grow_orders(st: EngineState, new_capacity: int) -> EngineState:
-    """Copy into a larger pool; hash maps are rebuilt from live slots (slot numbers are kept)."""
+    """Copy into a larger pool (slot numbers kept); the hash maps are rebuilt from live slots."""
     from perp.hashmap import hm_insert
 
     old = order_capacity(st)
     assert new_capacity > old
-    pool = _alloc_pool(new_capacity)
-    for name in _POOL_FIELDS:
-        pool[name][:old] = getattr(st, name)
+    orders = _new_orders(new_capacity)
+    orders[:old, : L.O_FREE] = st.orders[:, : L.O_FREE]
     n_free_old = int(st.g[L.G_FREE_TOP])
-    # new slots go below the existing free stack so that the existing pop order is unchanged
-    free = np.empty(new_capacity, np.int32)
-    extra = np.arange(new_capacity - 1, old - 1, -1, dtype=np.int32)
-    free[: extra.size] = extra
-    free[extra.size: extra.size + n_free_old] = st.free_slots[:n_free_old]
+    # new slots go below the existing free stack, so the existing pop order is unchanged
+    extra = np.arange(new_capacity - 1, old - 1, -1)
+    orders[: extra.size, L.O_FREE] = extra
+    orders[extra.size: extra.size + n_free_old, L.O_FREE] = st.orders[:n_free_old, L.O_FREE]
     g = st.g.copy()
     g[L.G_FREE_TOP] = n_free_old + extra.size
-    hm = _pow2_at_least(2 * new_capacity)
-    id_keys = np.full(hm, L.EMPTY_KEY, np.int64)
-    id_vals = np.zeros(hm, np.int32)
-    clid_keys = np.full(hm, L.EMPTY_KEY, np.int64)
-    clid_vals = np.zeros(hm, np.int32)
-    live = np.nonzero(pool["o_live"])[0]
-    for slot in live:
-        hm_insert(id_keys, id_vals, int(pool["o_id"][slot]), int(slot))
-        if pool["o_clid"][slot] > 0:
-            key = (int(pool["o_account"][slot]) << L.CLID_BITS) | int(pool["o_clid"][slot])
-            hm_insert(clid_keys, clid_vals, key, int(slot))
-    return st._replace(**pool, free_slots=free, g=g, id_keys=id_keys, id_vals=id_vals,
-                       clid_keys=clid_keys, clid_vals=clid_vals)
+    maps = _new_maps(new_capacity)
+    for slot in np.nonzero(orders[:, L.O_LIVE])[0]:
+        hm_insert(maps, L.MAP_ORDER_ID, int(orders[slot, L.O_ID]), int(slot))
+        if orders[slot, L.O_CLID] > 0:
+            key = (int(orders[slot, L.O_ACCOUNT]) << L.CLID_BITS) | int(orders[slot, L.O_CLID])
+            hm_insert(maps, L.MAP_CLID, key, int(slot))
+    return st._replace(orders=orders, g=g, maps=maps)
 
 
 def grow_accounts(st: EngineState, new_capacity: int) -> EngineState:
     old = account_capacity(st)
     assert new_capacity > old
-    n_markets = st.mkt.shape[0]
-    acct_head = np.full(new_capacity, -1, np.int32)
-    acct_head[:old] = st.acct_head
-    acct_open = np.zeros((new_capacity, n_markets), np.int32)
-    acct_open[:old] = st.acct_open
-    position_lots = np.zeros((new_capacity, n_markets), np.int64)
+    accounts = np.zeros((new_capacity, st.accounts.shape[1]), np.int64)
+    accounts[:, L.AC_HEAD] = -1
+    accounts[:old] = st.accounts
+    position_lots = np.zeros((new_capacity, st.position_lots.shape[1]), np.int64)
     position_lots[:old] = st.position_lots
-    return st._replace(acct_head=acct_head, acct_open=acct_open, position_lots=position_lots)
+    return st._replace(accounts=accounts, position_lots=position_lots)
 
 
 def copy_state(st: EngineState) -> EngineState:
@@ -159,7 +126,7 @@ def copy_state(st: EngineState) -> EngineState:
 
 def state_hash(st: EngineState, include_clock: bool = True) -> str:
     """Logical state hash (hex blake2b-256). `include_clock=False` leaves out the sequence number,
-    the last timestamp and the time-driven mark fields: what a rejected command must not change."""
+    the last timestamp and the sampling schedule: what a rejected command must not change."""
     from perp.kernel import canonical_orders
 
     h = hashlib.blake2b(digest_size=32)
@@ -167,7 +134,6 @@ def state_hash(st: EngineState, include_clock: bool = True) -> str:
     h.update(st.spec.tobytes())
     mkt = st.mkt.copy()
     g = st.g.copy()
-    g[L.G_NEED_EVENTS] = 0
     if not include_clock:
         g[L.G_LAST_TS] = 0
         g[L.G_SEQ] = 0
@@ -175,7 +141,7 @@ def state_hash(st: EngineState, include_clock: bool = True) -> str:
     h.update(mkt.tobytes())
     h.update(g[[L.G_NEXT_ORDER_ID, L.G_LAST_TS, L.G_SEQ]].tobytes())
     h.update(canonical_orders(st).tobytes())
-    # accounts: only rows up to the high-water mark, so capacity does not matter
+    # accounts: only rows below the high-water mark, so capacity does not matter
     hwm = int(st.g[L.G_ACCOUNT_HWM])
     h.update(np.int64(hwm).tobytes())
     h.update(st.position_lots[:hwm].tobytes())

@@ -94,7 +94,8 @@ def _check_book_invariants(eng: Engine) -> None:
             assert bid < ask, "book crossed"
         lo = int(st_.spec[m, L.S_MIN_TICK])
         for side in (L.BUY, L.SELL):
-            counts = st_.lvl_count[m, side]
+            lv = st_.levels[m, side]
+            counts = lv[:, L.LV_COUNT]
             nonempty = np.nonzero(counts)[0]
             best = bid if side == L.BUY else ask
             if nonempty.size == 0:
@@ -102,19 +103,19 @@ def _check_book_invariants(eng: Engine) -> None:
                 continue
             assert best == lo + (nonempty.max() if side == L.BUY else nonempty.min())
             for li in nonempty:
-                slot = st_.lvl_head[m, side, li]
+                slot = lv[li, L.LV_HEAD]
                 total = count = 0
                 prev = -1
                 while slot != -1:
-                    assert st_.o_live[slot] == 1 and st_.o_prev[slot] == prev
-                    assert st_.o_price[slot] == lo + li and st_.o_side[slot] == side
-                    assert st_.o_rem[slot] > 0
-                    total += int(st_.o_rem[slot])
+                    o = st_.orders[slot]
+                    assert o[L.O_LIVE] == 1 and o[L.O_PREV] == prev
+                    assert o[L.O_PRICE] == lo + li and o[L.O_SIDE] == side and o[L.O_REM] > 0
+                    total += int(o[L.O_REM])
                     count += 1
                     prev = slot
-                    slot = st_.o_next[slot]
-                assert st_.lvl_tail[m, side, li] == prev
-                assert total == st_.lvl_qty[m, side, li] and count == counts[li]
+                    slot = o[L.O_NEXT]
+                assert lv[li, L.LV_TAIL] == prev
+                assert total == lv[li, L.LV_QTY] and count == counts[li]
         # positions net to zero per market
         assert int(st_.position_lots[:, m].sum()) == 0
 
