@@ -21,7 +21,7 @@ _M2 = np.uint64(0xC4CEB9FE1A85EC53)
 _S33 = np.uint64(33)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _home(key, mask):
     """Home cell: a full 64-bit avalanche (murmur3's finaliser), so keys that differ only in high
     bits (account << 40 | client id) still spread over the low bits the mask keeps."""
@@ -34,7 +34,7 @@ def _home(key, mask):
     return np.int64(h & np.uint64(mask))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def hm_find(maps, which, key):
     """Value stored for `key`, or -1."""
     mask = maps.shape[1] - 1
@@ -48,7 +48,7 @@ def hm_find(maps, which, key):
         i = (i + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def hm_insert(maps, which, key, val):
     """Insert or overwrite."""
     mask = maps.shape[1] - 1
@@ -62,7 +62,7 @@ def hm_insert(maps, which, key, val):
         i = (i + 1) & mask
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def hm_delete(maps, which, key):
     """Remove `key` if present (backward-shift deletion). Returns True if it was present."""
     mask = maps.shape[1] - 1

@@ -88,7 +88,7 @@ _RO_TRACK = 64  # reduce-only makers tracked per FOK feasibility walk
 # ---------------------------------------------------------------------------------------------
 # events
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _emit(ev, n, kind, seq, ts, market, account, order_id, clid, side, price, size, remaining, fee,
           code, other):
     ev[n, E_KIND] = kind
@@ -108,14 +108,14 @@ def _emit(ev, n, kind, seq, ts, market, account, order_id, clid, side, price, si
     return n + 1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _emit_book(st, ev, n, seq, ts, m, side, price):
     li = price - st.spec[m, S_MIN_TICK]
     return _emit(ev, n, EV_BOOK, seq, ts, m, -1, 0, 0, side, price, st.levels[m, side, li, LV_QTY],
                  st.levels[m, side, li, LV_COUNT], 0, 0, 0)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _reject(c, ev, n, seq, code):
     return _emit(ev, n, EV_REJECTED, seq, c[C_TS], c[C_MARKET], c[C_ACCOUNT], c[C_ORDER_ID], c[C_CLID],
                  c[C_SIDE], c[C_PRICE], c[C_SIZE], 0, 0, code, c[C_KIND])
@@ -124,13 +124,13 @@ def _reject(c, ev, n, seq, code):
 # ---------------------------------------------------------------------------------------------
 # arithmetic
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def ceil_div(a, b):
     """Ceiling of a / b for b > 0 (any sign of a)."""
     return -((-a) // b)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def fee_micro(notional_micro, fee_ppm):
     """Fee rounded toward the venue: ceil(notional * ppm / 1e6); a rebate (ppm < 0) rounds to zero."""
     return ceil_div(notional_micro * fee_ppm, MICRO)
@@ -139,7 +139,7 @@ def fee_micro(notional_micro, fee_ppm):
 # ---------------------------------------------------------------------------------------------
 # levels and orders
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _scan_best(st, m, side, from_price):
     """Best non-empty price strictly behind `from_price` on `side`, or NO_PRICE."""
     col = M_N_BID_ORDERS if side == BUY else M_N_ASK_ORDERS
@@ -157,7 +157,7 @@ def _scan_best(st, m, side, from_price):
     return p
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _next_level(st, m, side, price):
     """Next non-empty level behind `price` on `side` (NO_PRICE past the ladder's end)."""
     lo = st.spec[m, S_MIN_TICK]
@@ -177,7 +177,7 @@ def _next_level(st, m, side, price):
     return NO_PRICE
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _link_level(st, slot):
     """Append a slot at the back of its level's FIFO; update totals and the best price."""
     m = st.orders[slot, O_MARKET]
@@ -206,7 +206,7 @@ def _link_level(st, slot):
             st.mkt[m, M_BEST_ASK] = price
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _unlink_level(st, slot):
     """Take a slot out of its level's FIFO (its remaining size leaves the level total)."""
     m = st.orders[slot, O_MARKET]
@@ -237,12 +237,12 @@ def _unlink_level(st, slot):
             st.mkt[m, M_BEST_ASK] = _scan_best(st, m, side, price)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _clid_key(account, clid):
     return (account << CLID_BITS) | clid
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _add_order(st, slot):
     """A slot whose o_* fields are set becomes a live resting order."""
     a = st.orders[slot, O_ACCOUNT]
@@ -261,7 +261,7 @@ def _add_order(st, slot):
         hm_insert(st.maps, MAP_CLID, _clid_key(a, st.orders[slot, O_CLID]), slot)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _drop_order(st, slot):
     """Remove a live order completely (level, account list, maps) and free its slot."""
     a = st.orders[slot, O_ACCOUNT]
@@ -285,7 +285,7 @@ def _drop_order(st, slot):
     st.g[G_FREE_TOP] = top + 1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _reducible(st, account, m, side):
     """Lots an order on `side` can still fill without increasing |position|."""
     pos = st.position_lots[account, m]
@@ -294,7 +294,7 @@ def _reducible(st, account, m, side):
     return pos if pos > 0 else 0
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _find_order(st, c):
     """Slot of the order a cancel/amend names (by order id, else client order id); -1 if none."""
     a = c[C_ACCOUNT]
@@ -312,7 +312,7 @@ def _find_order(st, c):
 # ---------------------------------------------------------------------------------------------
 # mark price
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def impact_price_ut(st, m, side):
     """Average fill price (micro-ticks, floor) of the market's impact notional against the resting
     orders of `side`, or -1 if that side cannot absorb it."""
@@ -338,7 +338,7 @@ def impact_price_ut(st, m, side):
     return -1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def basis_sample_ut(st, m):
     """One sample of (impact mid - index) in micro-ticks, bounded to the mark band; 0 without an
     index or when either side lacks the impact notional."""
@@ -360,7 +360,7 @@ def basis_sample_ut(st, m):
     return x
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def ema_step(ema, x, alpha_ppm):
     """One EMA step toward x, truncated toward zero but at least one micro-tick, so a constant
     input is reached exactly."""
@@ -374,7 +374,7 @@ def ema_step(ema, x, alpha_ppm):
     return ema - (s if s > 0 else 1)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def mark_from(st, m):
     index = st.mkt[m, M_INDEX]
     if index <= 0:
@@ -391,7 +391,7 @@ def mark_from(st, m):
     return mark if mark >= 1 else 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _refresh_mark(st, m, seq, ts, ev, n):
     if st.mkt[m, M_STATUS] == ST_HALTED:
         return n  # a halted market's mark is frozen
@@ -403,7 +403,7 @@ def _refresh_mark(st, m, seq, ts, ev, n):
     return n
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _advance_clock(st, ts, seq, ev, n):
     """Take every basis sample due at or before `ts` (the book is unchanged since the last command)."""
     for m in range(st.mkt.shape[0]):
@@ -433,7 +433,7 @@ def _advance_clock(st, ts, seq, ev, n):
 # ---------------------------------------------------------------------------------------------
 # matching
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, _nrt=False, inline="always")
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _crosses(side, limit, best):
     if best == NO_PRICE:
         return False
@@ -442,7 +442,7 @@ def _crosses(side, limit, best):
     return best >= limit
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _fok_fillable(st, m, account, side, limit, need, stp):
     """Whether the taker can fill `need` lots now, following exactly the rules of `_match`."""
     opp = 1 - side
@@ -490,7 +490,7 @@ def _fok_fillable(st, m, account, side, limit, need, stp):
     return False
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _touch_bound(st, m, account, side, limit, need):
     """Upper bound on resting orders a taker can touch (own and reduce-only ones add no size)."""
     opp = 1 - side
@@ -511,7 +511,7 @@ def _touch_bound(st, m, account, side, limit, need):
     return count
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, seq, ts, ev, n):
     """Match a taker against the book. Returns (remaining lots, stopped by self-trade, n)."""
     opp = 1 - side
@@ -588,7 +588,7 @@ def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, seq, ts
     return rem, stp_stop, n
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _place(st, c, seq, ev, n):
     ts = c[C_TS]
     m = c[C_MARKET]
@@ -706,7 +706,7 @@ def _place(st, c, seq, ev, n):
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _cancel(st, c, seq, ev, n):
     a = c[C_ACCOUNT]
     if a < 0 or a > MAX_ACCOUNT_ID or a >= st.accounts.shape[0]:
@@ -727,7 +727,7 @@ def _cancel(st, c, seq, ev, n):
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _cancel_all(st, c, seq, ev, n):
     a = c[C_ACCOUNT]
     only_m = c[C_MARKET]
@@ -757,7 +757,7 @@ def _cancel_all(st, c, seq, ev, n):
     return n
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _amend(st, c, seq, ev, n):
     a = c[C_ACCOUNT]
     if a < 0 or a > MAX_ACCOUNT_ID or a >= st.accounts.shape[0]:
@@ -823,7 +823,7 @@ def _amend(st, c, seq, ev, n):
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _set_index(st, c, seq, ev, n):
     m = c[C_MARKET]
     if m < 0 or m >= st.mkt.shape[0]:
@@ -837,7 +837,7 @@ def _set_index(st, c, seq, ev, n):
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _set_status(st, c, seq, ev, n):
     m = c[C_MARKET]
     if m < 0 or m >= st.mkt.shape[0]:
@@ -852,7 +852,7 @@ def _set_status(st, c, seq, ev, n):
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _event_bound(st, c):
     """Events the command can emit at most (clock + command)."""
     base = 2 * st.mkt.shape[0] + 4
@@ -873,7 +873,7 @@ def _event_bound(st, c):
     return base + 4
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _exact_place_bound(st, c):
     """Tighter bound for a place when the quick one does not fit: walk the crossing orders."""
     base = 2 * st.mkt.shape[0] + 8
@@ -890,7 +890,7 @@ def _exact_place_bound(st, c):
     return base + 3 * _touch_bound(st, m, c[C_ACCOUNT], side, limit, c[C_SIZE])
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def process_one(st, c, ev, n):
     seq = st.g[G_SEQ] + 1
     st.g[G_SEQ] = seq
@@ -915,7 +915,7 @@ def process_one(st, c, ev, n):
     return _reject(c, ev, n, seq, R_UNKNOWN_COMMAND)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, _nrt=False, error_model="numpy")
 def process_batch(st, cmds, ev, ev_start):
     """Process command rows in order into `ev` from row `ev_start`.
 
