@@ -1,0 +1,83 @@
+"""A short, seeded trading session on the real H100 index path, as documented engine commands.
+
+The oracle turns the GPU Markets daily fixes (CC BY 4.0, gpumarkets.dev) into an hourly anchor; each
+hour the session sets the index, a market maker (account 1) requotes a ladder around it, and a few
+takers (accounts 10-19) trade against it with market and IOC orders. One trader also sends an order
+outside the price band, which the engine rejects. Deterministic for a given seed.
+
+This module only writes commands; it re-implements no engine rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal
+from pathlib import Path
+
+from oracle.anchor import AnchorConfig
+from oracle.readers import read_csv_fixes
+from oracle.replay import replay_records
+from perp.commands import Cancel, CancelAll, Command, Place, SetIndex
+from perp.markets import MarketSpec, ticks_to_price
+
+HOUR_NS = 3_600_000_000_000
+MAKER = 1
+TAKERS = range(10, 20)
+
+
+def anchor_path(csv_path: Path, spec: MarketSpec, days: int, half_life_s: int = 21_600) -> list[tuple[int, int]]:
+    """(ts_ns, anchor_price_ticks) for each hour of the last `days` days of the series."""
+    fixes = read_csv_fixes(csv_path, spec.series).records
+    config = AnchorConfig(series_id=spec.series, tick_size_usd=spec.tick_size_usd, half_life_s=half_life_s)
+    points, _ = replay_records(fixes, config)
+    return [(p.ts_ns, p.anchor_price_ticks) for p in points[-24 * days:]]
+
+
+def build_session(spec: MarketSpec, path: list[tuple[int, int]], seed: int = 7) -> list[Command]:
+    rng = random.Random(seed)
+    out: list[Command] = []
+    sym = spec.symbol
+    clid = 0
+
+    def px(ticks: int) -> str:
+        return ticks_to_price(spec, ticks)
+
+    for hour, (ts, anchor) in enumerate(path):
+        out.append(SetIndex(ts_ns=ts, market=sym, price=px(anchor)))
+        t = ts + 1_000_000_000
+        out.append(CancelAll(ts_ns=t, account=MAKER, market=sym))
+        # the maker leans its quotes against its inventory-free fair value: the anchor
+        for level in range(1, 6):
+            spread = 5 * level
+            t += 1_000_000
+            clid += 1
+            out.append(Place(ts_ns=t, account=MAKER, market=sym, side="buy", price=px(anchor - spread),
+                             size_lots=200 * level, client_order_id=clid, tif="post_only"))
+            t += 1_000_000
+            clid += 1
+            out.append(Place(ts_ns=t, account=MAKER, market=sym, side="sell", price=px(anchor + spread),
+                             size_lots=200 * level, client_order_id=clid, tif="post_only"))
+        for _ in range(rng.randint(3, 8)):
+            t += rng.randint(1, 300) * 1_000_000_000
+            taker = rng.choice(TAKERS)
+            side = rng.choice(("buy", "sell"))
+            size = rng.randint(10, 400)
+            if rng.random() < 0.5:
+                out.append(Place(ts_ns=t, account=taker, market=sym, side=side, order_type="market", size_lots=size))
+            else:
+                off = rng.randint(0, 12)
+                price = anchor + off if side == "buy" else anchor - off
+                out.append(Place(ts_ns=t, account=taker, market=sym, side=side, price=px(price), size_lots=size,
+                                 tif="ioc"))
+        if hour % 24 == 12:
+            # a fat finger: 50% through the index, outside the band -> rejected, nothing changes
+            out.append(Place(ts_ns=t + 1, account=TAKERS[0], market=sym, side="buy",
+                             price=px(int(Decimal(anchor) * Decimal("1.5"))), size_lots=10))
+        if hour % 6 == 3:
+            out.append(Cancel(ts_ns=t + 2, account=MAKER, client_order_id=clid))
+    return out
+
+
+def utc(ts_ns: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
