@@ -1,0 +1,93 @@
+"""Mark price = index + EMA(impact mid - index), sampled each second of command time, bounded.
+
+Default H100-PERP: index 2.1432 (21,432 ticks), impact notional $1,000 (about 467 lots), half-life
+600 s, mark band 3% (642 ticks)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from perp.commands import CancelAll, Place, SetIndex
+from perp.engine import Engine
+from perp.markets import mark_alpha_ppm
+from tests.helpers import SECOND, T0
+
+M = "H100-PERP"
+INDEX = 21432
+
+
+def quote(e: Engine, ts: int, account: int, bid: str, ask: str, lots: int = 1000) -> None:
+    e.submit([Place(ts_ns=ts, account=account, market=M, side="buy", price=bid, size_lots=lots),
+              Place(ts_ns=ts, account=account, market=M, side="sell", price=ask, size_lots=lots)])
+
+
+def tick_clock(e: Engine, ts: int) -> None:
+    """Any command moves the clock; an empty cancel-all changes nothing else."""
+    e.submit([CancelAll(ts_ns=ts, account=999)])
+
+
+@pytest.fixture()
+def eng() -> Engine:
+    e = Engine()
+    e.submit([SetIndex(ts_ns=T0, market=M, price="2.1432")])
+    return e
+
+
+def test_mark_is_the_index_while_the_book_is_empty_or_one_sided(eng):
+    assert eng.mark_ticks(0) == INDEX
+    eng.submit([Place(ts_ns=T0 + 1, account=1, market=M, side="buy", price="2.2000", size_lots=1000)])
+    tick_clock(eng, T0 + 900 * SECOND)
+    assert eng.mark_ticks(0) == INDEX
+
+
+def test_basis_converges_at_the_rate_its_half_life_implies(eng):
+    quote(eng, T0 + 1, 1, "2.1500", "2.1600")  # impact mid 2.1550: +118 ticks over the index
+    tick_clock(eng, T0 + 600 * SECOND)  # one half-life of samples
+    assert abs(eng.mark_ticks(0) - (INDEX + 59)) <= 1
+    tick_clock(eng, T0 + 1200 * SECOND)
+    assert abs(eng.mark_ticks(0) - (INDEX + 88)) <= 1  # 118 x 3/4
+    tick_clock(eng, T0 + 20_000 * SECOND)
+    assert eng.mark_ticks(0) == INDEX + 118
+
+
+def test_the_basis_term_is_bounded_to_the_mark_band(eng):
+    quote(eng, T0 + 1, 1, "2.2400", "2.2450")  # +4.6% over the index
+    tick_clock(eng, T0 + 50_000 * SECOND)
+    assert eng.mark_ticks(0) == INDEX + INDEX * 300 // 10_000
+
+
+def test_a_thin_quote_inside_the_spread_does_not_move_the_mark(eng):
+    quote(eng, T0 + 1, 1, "2.1400", "2.1464")  # symmetric around the index: basis 0
+    eng.submit([Place(ts_ns=T0 + 2, account=2, market=M, side="buy", price="2.1460", size_lots=1)])
+    tick_clock(eng, T0 + 3_000 * SECOND)
+    # the impact bid needs ~467 lots: one lot at 2.1460 shifts it by well under a tick
+    assert abs(eng.mark_ticks(0) - INDEX) <= 1
+
+
+@pytest.mark.parametrize("hold_s", [60, 600, 1800])
+def test_a_pushed_book_moves_the_mark_no_more_than_the_proven_bound(eng, hold_s):
+    # an attacker lifts both sides 1000 ticks (4.7%) with more than the impact notional and holds it
+    quote(eng, T0 + 1, 66, "2.2432", "2.2442", lots=600)
+    tick_clock(eng, T0 + 1 + hold_s * SECOND)
+    # docs/mark_price.md: after n one-second samples the basis is at most
+    #   band x (1 - (1 - alpha)^n) + 1/2 tick    (alpha = the integer per-sample weight, 1155 ppm)
+    alpha = mark_alpha_ppm(1, 600) / 1e6
+    band_ticks = INDEX * 300 / 10_000  # samples are bounded to the exact band (642.96 ticks)
+    bound = band_ticks * (1 - (1 - alpha) ** hold_s) + 0.5
+    moved = eng.mark_ticks(0) - INDEX
+    assert 0 < moved <= bound
+    assert bound < band_ticks * (1 - math.pow(2, -hold_s / 600)) + 1.5  # ~ the half-life formula
+    # in words: holding a 4.7% push for 60 s moves the mark at most 0.2%; for 10 minutes, 1.5%
+
+
+def test_samples_follow_command_time_not_command_count(eng):
+    other = Engine()
+    other.submit([SetIndex(ts_ns=T0, market=M, price="2.1432")])
+    quote(eng, T0 + 1, 1, "2.1500", "2.1600")
+    quote(other, T0 + 1, 1, "2.1500", "2.1600")
+    for k in range(1, 301):  # one engine sees a command every second, the other one at the end
+        tick_clock(eng, T0 + k * SECOND)
+    tick_clock(other, T0 + 300 * SECOND)
+    assert eng.mark_ticks(0) == other.mark_ticks(0) > INDEX
