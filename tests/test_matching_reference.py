@@ -86,6 +86,26 @@ def _reference_events(cmds: np.ndarray) -> tuple[ReferenceEngine, np.ndarray]:
     return ref, np.array(ref.events, dtype=np.int64).reshape(-1, L.N_EV_COLS)
 
 
+def _check_sizes_conserved(events: np.ndarray, eng: Engine) -> None:
+    """Every accepted lot is accounted for: accepted (+ amend changes) = filled + cancelled + resting,
+    and maker fills equal taker fills."""
+    owed: dict[int, int] = {}
+    for r in events:
+        kind, oid = int(r[L.E_KIND]), int(r[L.E_ORDER_ID])
+        if kind == L.EV_ACCEPTED:
+            owed[oid] = int(r[L.E_SIZE])
+        elif kind == L.EV_AMENDED:
+            owed[oid] = int(r[L.E_SIZE])  # the new remaining size replaces what was still open
+        elif kind in (L.EV_FILL, L.EV_CANCELLED):
+            owed[oid] -= int(r[L.E_SIZE])
+            assert owed[oid] >= 0
+    resting = {int(o[3]): int(o[6]) for o in eng.open_orders()}
+    for oid, left in owed.items():
+        assert left == resting.get(oid, 0)
+    fills = events[events[:, L.E_KIND] == L.EV_FILL]
+    assert fills[fills[:, L.E_CODE] == L.LIQ_MAKER, L.E_SIZE].sum() == fills[fills[:, L.E_CODE] == L.LIQ_TAKER, L.E_SIZE].sum()
+
+
 def _check_book_invariants(eng: Engine) -> None:
     st_ = eng.state
     for m in range(st_.mkt.shape[0]):
@@ -130,6 +150,7 @@ def test_numba_engine_emits_the_same_events_as_the_reference_book(cmds, batch):
     np.testing.assert_array_equal(got, want)
     # same resting orders, level by level in FIFO order
     assert [tuple(r) for r in eng.open_orders().tolist()] == ref.canonical_orders()
+    _check_sizes_conserved(got, eng)
     for (a, m), p in ref.pos.items():
         if 0 <= a:
             assert eng.position_lots(a, m) == p
