@@ -601,7 +601,7 @@ def _place(st, c, seq, ev, n):
     flags = c[C_FLAGS]
     if m < 0 or m >= st.mkt.shape[0]:
         return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
-    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.accounts.shape[0]:
+    if not _valid_account(st, a):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
     if side != BUY and side != SELL:
         return _reject(c, ev, n, seq, R_INVALID_SIDE)
@@ -707,49 +707,61 @@ def _place(st, c, seq, ev, n):
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _valid_account(st, a):
+    return 0 <= a <= MAX_ACCOUNT_ID and a < st.accounts.shape[0]
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def cancel_resting(st, slot, reason, seq, ts, ev, n):
+    """Cancel one resting order: `cancelled` event, out of the book, then its level's `book` event."""
+    m = st.orders[slot, O_MARKET]
+    side = st.orders[slot, O_SIDE]
+    price = st.orders[slot, O_PRICE]
+    n = _emit(ev, n, EV_CANCELLED, seq, ts, m, st.orders[slot, O_ACCOUNT], st.orders[slot, O_ID],
+              st.orders[slot, O_CLID], side, price, st.orders[slot, O_REM], 0, 0, reason, 0)
+    _drop_order(st, slot)
+    return _emit_book(st, ev, n, seq, ts, m, side, price)
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def cancel_account_orders(st, a, only_m, reason, seq, ts, ev, n):
+    """Cancel the account's resting orders (one market, or all with only_m = -1), newest first.
+    Returns (orders cancelled, n). Used by cancel-all and, before liquidation, by the risk sweep."""
+    count = 0
+    slot = st.accounts[a, AC_HEAD]
+    while slot != -1:
+        nxt = st.orders[slot, O_ANEXT]
+        if only_m == -1 or st.orders[slot, O_MARKET] == only_m:
+            n = cancel_resting(st, slot, reason, seq, ts, ev, n)
+            count += 1
+        slot = nxt
+    return count, n
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _cancel(st, c, seq, ev, n):
-    a = c[C_ACCOUNT]
-    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.accounts.shape[0]:
+    if not _valid_account(st, c[C_ACCOUNT]):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
     slot = _find_order(st, c)
     if slot == -2:
         return _reject(c, ev, n, seq, R_MISSING_ORDER_REF)
     if slot < 0:
         return _reject(c, ev, n, seq, R_UNKNOWN_ORDER)
-    ts = c[C_TS]
     m = st.orders[slot, O_MARKET]
-    side = st.orders[slot, O_SIDE]
-    price = st.orders[slot, O_PRICE]
-    n = _emit(ev, n, EV_CANCELLED, seq, ts, m, a, st.orders[slot, O_ID], st.orders[slot, O_CLID], side, price,
-              st.orders[slot, O_REM], 0, 0, R_CANCEL_BY_USER, 0)
-    _drop_order(st, slot)
-    n = _emit_book(st, ev, n, seq, ts, m, side, price)
-    return _refresh_mark(st, m, seq, ts, ev, n)
+    n = cancel_resting(st, slot, R_CANCEL_BY_USER, seq, c[C_TS], ev, n)
+    return _refresh_mark(st, m, seq, c[C_TS], ev, n)
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _cancel_all(st, c, seq, ev, n):
     a = c[C_ACCOUNT]
     only_m = c[C_MARKET]
-    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.accounts.shape[0]:
+    if not _valid_account(st, a):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
     if only_m < -1 or only_m >= st.mkt.shape[0]:
         return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
     ts = c[C_TS]
-    count = 0
-    slot = st.accounts[a, AC_HEAD]  # newest first
-    while slot != -1:
-        nxt = st.orders[slot, O_ANEXT]
-        m = st.orders[slot, O_MARKET]
-        if only_m == -1 or m == only_m:
-            side = st.orders[slot, O_SIDE]
-            price = st.orders[slot, O_PRICE]
-            n = _emit(ev, n, EV_CANCELLED, seq, ts, m, a, st.orders[slot, O_ID], st.orders[slot, O_CLID], side, price,
-                      st.orders[slot, O_REM], 0, 0, R_CANCEL_ALL_BY_USER, 0)
-            _drop_order(st, slot)
-            n = _emit_book(st, ev, n, seq, ts, m, side, price)
-            count += 1
-        slot = nxt
+    count, n = cancel_account_orders(st, a, only_m, R_CANCEL_ALL_BY_USER, seq, ts, ev, n)
     n = _emit(ev, n, EV_CANCEL_ALL_DONE, seq, ts, only_m, a, 0, 0, 0, 0, count, 0, 0, 0, 0)
     for m in range(st.mkt.shape[0]):
         if only_m == -1 or m == only_m:
@@ -760,7 +772,7 @@ def _cancel_all(st, c, seq, ev, n):
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _amend(st, c, seq, ev, n):
     a = c[C_ACCOUNT]
-    if a < 0 or a > MAX_ACCOUNT_ID or a >= st.accounts.shape[0]:
+    if not _valid_account(st, a):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
     slot = _find_order(st, c)
     if slot == -2:
