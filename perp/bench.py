@@ -25,6 +25,7 @@ from perp.markets import load_markets, price_to_ticks
 
 T0 = 1_767_225_600_000_000_000
 CROSS_SIZE_MULT = 9
+DEPOSIT_MICRO = 1_000_000_000_000  # $1M per trader
 
 
 class _LiveOrders:
@@ -75,6 +76,12 @@ def make_stream(n: int, seed: int, index_ticks: int, accounts: int = 10_000, chu
     cmds[0, L.C_KIND] = L.CK_SET_INDEX
     cmds[0, L.C_TS] = T0
     cmds[0, L.C_PRICE] = index_ticks
+    # then every trader deposits $1M (so the pre-trade margin check runs and passes)
+    n_dep = min(accounts, n - 1)
+    cmds[1:1 + n_dep, L.C_KIND] = L.CK_DEPOSIT
+    cmds[1:1 + n_dep, L.C_TS] = T0
+    cmds[1:1 + n_dep, L.C_ACCOUNT] = np.arange(n_dep)
+    cmds[1:1 + n_dep, L.C_SIZE] = DEPOSIT_MICRO
     u = rng.random(n)
     sides = rng.integers(0, 2, n)
     offs = rng.integers(1, 51, n)
@@ -85,10 +92,11 @@ def make_stream(n: int, seed: int, index_ticks: int, accounts: int = 10_000, chu
     next_clid = np.ones(accounts, np.int64)
     live = _LiveOrders(n)
     scratch = Engine(load_markets(), order_capacity=1 << 17, account_capacity=accounts, event_rows=1 << 16)
-    scratch.submit_rows(cmds[:1])
+    first = 1 + n_dep
+    scratch.submit_rows(cmds[:first])
     mid = index_ticks
     ts = T0
-    for start in range(1, n, chunk):
+    for start in range(first, n, chunk):
         stop = min(n, start + chunk)
         for i in range(start, stop):
             ts += 1_000_000  # 1 ms apart: 1,000 mark samples per million commands

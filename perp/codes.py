@@ -66,8 +66,14 @@ class ResultCode(IntEnum):
 
 
 def describe(code: int) -> str:
-    """Name of a code for logs and errors (`UNKNOWN(1234)` for an unpublished one)."""
+    """Name of a code for logs and errors, from its subsystem's enum (`UNKNOWN(1234)` if unpublished)."""
+    if 2000 <= code < 3000:
+        from risk.errors import RiskCode as enum
+    elif 3000 <= code < 4000:
+        from oracle.errors import OracleCode as enum
+    else:
+        enum = ResultCode
     try:
-        return ResultCode(code).name
+        return enum(code).name
     except ValueError:
         return f"UNKNOWN({code})"

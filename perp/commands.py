@@ -71,6 +71,23 @@ class Amend(_Cmd, tag="amend"):
 class SetIndex(_Cmd, tag="set_index"):
     market: str
     price: str
+    funding_frozen: bool = False  # the oracle's validity gates freeze funding for this anchor
+
+
+class Deposit(_Cmd, tag="deposit"):
+    account: int
+    amount_micro: int
+
+
+class Withdraw(_Cmd, tag="withdraw"):
+    account: int
+    amount_micro: int
+
+
+class SetLeverage(_Cmd, tag="set_leverage"):
+    account: int
+    market: str
+    leverage: int
 
 
 class SetStatus(_Cmd, tag="set_status"):
@@ -78,7 +95,7 @@ class SetStatus(_Cmd, tag="set_status"):
     status: Status
 
 
-Command = Place | Cancel | CancelAll | Amend | SetIndex | SetStatus
+Command = Place | Cancel | CancelAll | Amend | SetIndex | SetStatus | Deposit | Withdraw | SetLeverage
 
 _decoder = msgspec.json.Decoder(Command)
 
@@ -159,11 +176,21 @@ class CommandEncoder:
             r[L.C_KIND] = L.CK_SET_INDEX
             r[L.C_MARKET] = m
             r[L.C_PRICE] = self._ticks(m, cmd.price)
+            r[L.C_FLAGS] = L.INDEX_FUNDING_FROZEN if cmd.funding_frozen else 0
         elif isinstance(cmd, SetStatus):
             m = self._market(cmd.market)
             r[L.C_KIND] = L.CK_SET_STATUS
             r[L.C_MARKET] = m
             r[L.C_FLAGS] = STATUSES[cmd.status]
+        elif isinstance(cmd, (Deposit, Withdraw)):
+            r[L.C_KIND] = L.CK_DEPOSIT if isinstance(cmd, Deposit) else L.CK_WITHDRAW
+            r[L.C_ACCOUNT] = cmd.account
+            r[L.C_SIZE] = cmd.amount_micro
+        elif isinstance(cmd, SetLeverage):
+            r[L.C_KIND] = L.CK_SET_LEVERAGE
+            r[L.C_ACCOUNT] = cmd.account
+            r[L.C_MARKET] = self._market(cmd.market)
+            r[L.C_SIZE] = cmd.leverage
         else:  # pragma: no cover - the union is closed
             raise CommandFormatError(f"unsupported command {type(cmd).__name__}")
         return r

@@ -10,7 +10,7 @@ the same `state_hash()`, whatever the batch sizes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +20,35 @@ from perp import state as S
 from perp.commands import Command, CommandEncoder
 from perp.events import Event, decode_rows
 from perp.kernel import new_event_buffer, process_batch
-from perp.markets import MarketsConfig, load_markets, spec_row
+from perp.markets import MarketSpec, MarketsConfig, MarketSpecError, load_markets, spec_row
+from risk.tiers import MAX_TIERS, TierSchedule, default_tiers, pack_tiers
+
+
+def tier_table(specs: Sequence[MarketSpec], tiers: Mapping[str, TierSchedule] | None = None) -> np.ndarray:
+    """Leverage tiers of each market (by symbol) packed as `tiers[market, tier, T_*]`; every market
+    needs a table (the embedded default covers H100-PERP)."""
+    schedules = default_tiers() if tiers is None else dict(tiers)
+    missing = [s.symbol for s in specs if s.symbol not in schedules]
+    if missing:
+        raise MarketSpecError(f"no leverage tiers for market(s) {', '.join(missing)}")
+    packed = pack_tiers([schedules[s.symbol] for s in specs])
+    out = np.zeros((len(specs), MAX_TIERS, L.N_T_COLS), np.int64)
+    out[:, :, L.T_BOUND_MICRO] = packed.bound_micro
+    out[:, :, L.T_IMR_PPM] = packed.imr_ppm
+    out[:, :, L.T_MMR_PPM] = packed.mmr_ppm
+    out[:, :, L.T_MM_DEDUCTION_MICRO] = packed.mm_deduction_micro
+    return out
 
 
 class Engine:
-    def __init__(self, markets: MarketsConfig | None = None, *, order_capacity: int = 1 << 14,
-                 account_capacity: int = 1 << 10, event_rows: int = 1 << 16):
+    def __init__(self, markets: MarketsConfig | None = None, *, tiers: Mapping[str, TierSchedule] | None = None,
+                 order_capacity: int = 1 << 14, account_capacity: int = 1 << 10, event_rows: int = 1 << 16):
         self.markets = markets if markets is not None else load_markets()
         self.specs = list(self.markets.market)
         self.encoder = CommandEncoder(self.markets)
+        self.tiers = tier_table(self.specs, tiers)
         rows = np.stack([spec_row(s) for s in self.specs])
-        self.state = S.new_state(rows, order_capacity, account_capacity)
+        self.state = S.new_state(rows, self.tiers, order_capacity, account_capacity)
         self._ev = new_event_buffer(event_rows)
 
     # ---- capacity ----------------------------------------------------------------------------
@@ -103,7 +121,7 @@ class Engine:
         return self.encoder.market_index[symbol]
 
     def snapshot(self, path: str | Path) -> None:
-        S.save_snapshot(self.state, path, {"markets": _markets_json(self.markets)})
+        S.save_snapshot(self.state, path, {"markets": _markets_json(self.markets)})  # tiers are in the state
 
     @classmethod
     def from_snapshot(cls, path: str | Path) -> Engine:
@@ -111,11 +129,16 @@ class Engine:
 
         st, meta = S.load_snapshot(path)
         markets = msgspec.json.decode(meta["markets"], type=MarketsConfig)
-        eng = cls(markets, order_capacity=1, account_capacity=1)
+        eng = cls.__new__(cls)
+        eng.markets = markets
+        eng.specs = list(markets.market)
+        eng.encoder = CommandEncoder(markets)
         expected = np.stack([spec_row(s) for s in eng.specs])
         if not np.array_equal(expected, st.spec):
             raise ValueError("snapshot spec table does not match its markets config")
+        eng.tiers = st.tiers
         eng.state = st
+        eng._ev = new_event_buffer(1 << 16)
         return eng
 
     # ---- views (read-only, for the CLI, gateway and tests) --------------------------------------

@@ -21,7 +21,8 @@ _TYPE = ("limit", "market")
 _TIF = ("gtc", "ioc", "fok", "post_only")
 _STATUS = ("active", "post_only", "cancel_only", "reduce_only", "halted")
 _CMD = {L.CK_PLACE: "place", L.CK_CANCEL: "cancel", L.CK_CANCEL_ALL: "cancel_all", L.CK_AMEND: "amend",
-        L.CK_SET_INDEX: "set_index", L.CK_SET_STATUS: "set_status"}
+        L.CK_SET_INDEX: "set_index", L.CK_SET_STATUS: "set_status", L.CK_DEPOSIT: "deposit",
+        L.CK_WITHDRAW: "withdraw", L.CK_SET_LEVERAGE: "set_leverage"}
 
 
 class _Ev(msgspec.Struct, frozen=True, tag_field="type"):
@@ -104,6 +105,39 @@ class IndexSet(_Ev, tag="index"):
     market: str
     price_ticks: int
     price: str
+    funding_frozen: bool
+
+
+class Deposited(_Ev, tag="deposit"):
+    account: int
+    amount_micro: int
+    collateral_micro: int
+
+
+class Withdrawn(_Ev, tag="withdrawal"):
+    account: int
+    amount_micro: int
+    collateral_micro: int
+
+
+class LeverageSet(_Ev, tag="leverage"):
+    market: str
+    account: int
+    leverage: int
+    previous: int  # 0: the market default
+
+
+class FundingPaid(_Ev, tag="funding"):
+    """One market's hourly funding. Each position received floor(-lots x index_ticks x
+    micro_per_tick_lot x rate_ppb / 1e9) micro-USD (negative: paid)."""
+
+    market: str
+    rate_ppb: int
+    index_ticks: int
+    paid_micro: int  # by the payers, in all
+    remainder_micro: int  # rounding, to the insurance fund
+    samples: int
+    frozen: bool
 
 
 class MarkChanged(_Ev, tag="mark"):
@@ -127,7 +161,7 @@ class CancelAllDone(_Ev, tag="cancel_all_done"):
 
 
 Event = (Accepted | Rejected | Fill | Cancelled | Amended | BookLevel | IndexSet | MarkChanged
-         | StatusChanged | CancelAllDone)
+         | StatusChanged | CancelAllDone | Deposited | Withdrawn | LeverageSet | FundingPaid)
 
 
 def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
@@ -163,7 +197,7 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
             yield BookLevel(seq, ts, sym, _SIDE[r[L.E_SIDE]], r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]),
                             r[L.E_SIZE], r[L.E_REMAINING])
         elif kind == L.EV_INDEX:
-            yield IndexSet(seq, ts, sym, r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]))
+            yield IndexSet(seq, ts, sym, r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]), r[L.E_CODE] == 1)
         elif kind == L.EV_MARK:
             yield MarkChanged(seq, ts, sym, r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]), r[L.E_OTHER],
                               r[L.E_FEE])
@@ -171,6 +205,15 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
             yield StatusChanged(seq, ts, sym, _STATUS[r[L.E_CODE]], _STATUS[r[L.E_OTHER]])
         elif kind == L.EV_CANCEL_ALL_DONE:
             yield CancelAllDone(seq, ts, r[L.E_ACCOUNT], sym, r[L.E_SIZE])
+        elif kind == L.EV_DEPOSIT:
+            yield Deposited(seq, ts, r[L.E_ACCOUNT], r[L.E_SIZE], r[L.E_FEE])
+        elif kind == L.EV_WITHDRAWAL:
+            yield Withdrawn(seq, ts, r[L.E_ACCOUNT], r[L.E_SIZE], r[L.E_FEE])
+        elif kind == L.EV_LEVERAGE:
+            yield LeverageSet(seq, ts, sym, r[L.E_ACCOUNT], r[L.E_SIZE], r[L.E_OTHER])
+        elif kind == L.EV_FUNDING:
+            yield FundingPaid(seq, ts, sym, r[L.E_FEE], r[L.E_PRICE], r[L.E_SIZE], r[L.E_OTHER], r[L.E_REMAINING],
+                              r[L.E_CODE] == 1)
         else:  # pragma: no cover - the kernel emits only the kinds above
             raise ValueError(f"unknown event kind {kind}")
 

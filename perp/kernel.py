@@ -29,6 +29,17 @@ from numba import njit
 
 from perp.hashmap import hm_delete, hm_find, hm_insert
 from perp.layout import (
+    AM_LEVERAGE, CK_DEPOSIT, CK_SET_LEVERAGE, CK_WITHDRAW, EV_DEPOSIT, EV_FUNDING, EV_LEVERAGE, EV_WITHDRAWAL,
+    G_DEPOSITS_MICRO, G_WITHDRAWALS_MICRO, INDEX_FUNDING_FROZEN, M_FROZEN_N, M_FUNDING_FROZEN, M_NEXT_FUNDING_TS,
+    M_NEXT_PREMIUM_TS, M_OPEN_INTEREST, M_PREMIUM_N, M_PREMIUM_SUM_PPB, S_FUNDING_INTERVAL_NS, S_OI_CAP_LOTS,
+    S_PREMIUM_SAMPLE_NS,
+)
+from risk.funding import premium_ppb
+from risk.ledger import (
+    MAX_TRANSFER_MICRO, account_margin, apply_fill, max_leverage, open_lots_delta, pretrade_ok, settle_funding,
+    withdrawable,
+)
+from perp.layout import (
     AC_HEAD, AC_OPEN, LV_COUNT, LV_HEAD, LV_QTY, LV_TAIL, MAP_CLID, MAP_ORDER_ID, O_ACCOUNT, O_ANEXT,
     O_APREV, O_CLID, O_FLAGS, O_FREE, O_ID, O_LIVE, O_MARKET, O_NEXT, O_PREV, O_PRICE, O_REM, O_SIDE,
     BUY, C_ACCOUNT, C_CLID, C_FLAGS, C_KIND, C_MARKET, C_ORDER_ID, C_PRICE, C_SIDE, C_SIZE, C_TIF,
@@ -74,6 +85,14 @@ R_TIMESTAMP_REGRESSION = 1024
 R_UNKNOWN_COMMAND = 1025
 R_ORDER_POOL_FULL = 1026
 R_CANCEL_BY_USER = 1101
+R_INSUFFICIENT_MARGIN = 2101  # risk.errors.RiskCode
+R_WITHDRAWAL_BELOW_IM = 2102
+R_WITHDRAWAL_ABOVE_WITHDRAWABLE = 2103
+R_OPEN_INTEREST_CAP = 2104
+R_LEVERAGE_ABOVE_LIMIT = 2105
+R_LEVERAGE_NOT_POSITIVE = 2106
+R_NON_POSITIVE_AMOUNT = 2107
+R_AMOUNT_TOO_LARGE = 2108
 R_CANCEL_ALL_BY_USER = 1102
 R_CANCEL_IOC_REMAINDER = 1103
 R_CANCEL_FOK_NOT_FILLED = 1104
@@ -194,6 +213,7 @@ def _link_level(st, slot):
     st.levels[m, side, li, LV_TAIL] = slot
     st.levels[m, side, li, LV_QTY] += st.orders[slot, O_REM]
     st.levels[m, side, li, LV_COUNT] += 1
+    open_lots_delta(st, st.orders[slot, O_ACCOUNT], m, side, st.orders[slot, O_REM])
     if side == BUY:
         st.mkt[m, M_N_BID_ORDERS] += 1
         best = st.mkt[m, M_BEST_BID]
@@ -227,6 +247,7 @@ def _unlink_level(st, slot):
     st.orders[slot, O_NEXT] = -1
     st.levels[m, side, li, LV_QTY] -= st.orders[slot, O_REM]
     st.levels[m, side, li, LV_COUNT] -= 1
+    open_lots_delta(st, st.orders[slot, O_ACCOUNT], m, side, -st.orders[slot, O_REM])
     if side == BUY:
         st.mkt[m, M_N_BID_ORDERS] -= 1
         if st.levels[m, side, li, LV_COUNT] == 0 and st.mkt[m, M_BEST_BID] == price:
@@ -404,9 +425,55 @@ def _refresh_mark(st, m, seq, ts, ev, n):
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _premium_sample_ppb(st, m):
+    """One premium sample: impact prices against the index; 0 without an index, while halted, or
+    when either side lacks the impact notional."""
+    index = st.mkt[m, M_INDEX]
+    if index <= 0 or st.mkt[m, M_STATUS] == ST_HALTED:
+        return 0
+    bid = impact_price_ut(st, m, BUY)
+    ask = impact_price_ut(st, m, SELL)
+    if bid < 0 or ask < 0:
+        return 0
+    return premium_ppb(bid, ask, index)
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _funding_clock(st, m, ts, seq, ev, n):
+    """Premium samples on their grid, funding at each interval boundary, in time order: the samples
+    due at or before a boundary belong to the hour that ends there."""
+    ip = st.spec[m, S_PREMIUM_SAMPLE_NS]
+    fi = st.spec[m, S_FUNDING_INTERVAL_NS]
+    if st.mkt[m, M_NEXT_PREMIUM_TS] == 0:
+        st.mkt[m, M_NEXT_PREMIUM_TS] = (ts // ip + 1) * ip
+        st.mkt[m, M_NEXT_FUNDING_TS] = (ts // fi + 1) * fi
+        return n
+    while True:
+        nxt_p = st.mkt[m, M_NEXT_PREMIUM_TS]
+        nxt_f = st.mkt[m, M_NEXT_FUNDING_TS]
+        if nxt_p <= ts and nxt_p <= nxt_f:
+            until = nxt_f if nxt_f < ts else ts
+            k = (until - nxt_p) // ip + 1
+            if st.mkt[m, M_FUNDING_FROZEN]:
+                st.mkt[m, M_FROZEN_N] += k
+            else:
+                st.mkt[m, M_PREMIUM_N] += k
+                st.mkt[m, M_PREMIUM_SUM_PPB] += k * _premium_sample_ppb(st, m)
+            st.mkt[m, M_NEXT_PREMIUM_TS] = nxt_p + k * ip
+        elif nxt_f <= ts:
+            rate, paid, remainder, samples = settle_funding(st, m)
+            n = _emit(ev, n, EV_FUNDING, seq, nxt_f, m, -1, 0, 0, 0, st.mkt[m, M_INDEX], paid, samples, rate,
+                      1 if st.mkt[m, M_FUNDING_FROZEN] else 0, remainder)
+            st.mkt[m, M_NEXT_FUNDING_TS] = nxt_f + fi
+        else:
+            return n
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _advance_clock(st, ts, seq, ev, n):
     """Take every basis sample due at or before `ts` (the book is unchanged since the last command)."""
     for m in range(st.mkt.shape[0]):
+        n = _funding_clock(st, m, ts, seq, ev, n)
         interval = st.spec[m, S_SAMPLE_NS]
         nxt = st.mkt[m, M_NEXT_SAMPLE_TS]
         if nxt == 0:
@@ -563,14 +630,11 @@ def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, seq, ts
             notional = q * p * mptl
             mfee = fee_micro(notional, maker_ppm)
             tfee = fee_micro(notional, taker_ppm)
-            if side == BUY:
-                st.position_lots[account, m] += q
-                st.position_lots[maker, m] -= q
-            else:
-                st.position_lots[account, m] -= q
-                st.position_lots[maker, m] += q
+            apply_fill(st, account, m, q if side == BUY else -q, p, tfee)
+            apply_fill(st, maker, m, -q if side == BUY else q, p, mfee)
             st.orders[slot, O_REM] -= q
             st.levels[m, opp, li, LV_QTY] -= q
+            open_lots_delta(st, maker, m, opp, -q)
             rem -= q
             n = _emit(ev, n, EV_FILL, seq, ts, m, maker, st.orders[slot, O_ID], st.orders[slot, O_CLID], opp, p, q,
                       st.orders[slot, O_REM], mfee, LIQ_MAKER, taker_id)
@@ -666,6 +730,15 @@ def _place(st, c, seq, ev, n):
         best_opp = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
         if _crosses(side, price, best_opp):
             return _reject(c, ev, n, seq, R_POST_ONLY_WOULD_TAKE)
+    if not reduce_only:
+        cap = st.spec[m, S_OI_CAP_LOTS]
+        if cap > 0:
+            reducing = _reducible(st, a, m, side)
+            opening = size - reducing if size > reducing else 0
+            if st.mkt[m, M_OPEN_INTEREST] + opening > cap:
+                return _reject(c, ev, n, seq, R_OPEN_INTEREST_CAP)
+        if not pretrade_ok(st, a, m, side, size):
+            return _reject(c, ev, n, seq, R_INSUFFICIENT_MARGIN)
     if may_rest and st.g[G_FREE_TOP] == 0:
         return _reject(c, ev, n, seq, R_ORDER_POOL_FULL)
 
@@ -818,6 +891,7 @@ def _amend(st, c, seq, ev, n):
     ts = c[C_TS]
     if new_price == old_price and new_size < old_rem:
         st.levels[m, side, old_price - st.spec[m, S_MIN_TICK], LV_QTY] -= old_rem - new_size
+        open_lots_delta(st, a, m, side, new_size - old_rem)
         st.orders[slot, O_REM] = new_size
         n = _emit(ev, n, EV_AMENDED, seq, ts, m, a, st.orders[slot, O_ID], st.orders[slot, O_CLID], side, new_price,
                   new_size, new_size, 0, 1, old_price)
@@ -844,8 +918,10 @@ def _set_index(st, c, seq, ev, n):
     if price < st.spec[m, S_MIN_TICK] or price > st.spec[m, S_MAX_TICK]:
         return _reject(c, ev, n, seq, R_PRICE_OUT_OF_RANGE)
     st.mkt[m, M_INDEX] = price
+    frozen = 1 if c[C_FLAGS] & INDEX_FUNDING_FROZEN else 0
+    st.mkt[m, M_FUNDING_FROZEN] = frozen
     ts = c[C_TS]
-    n = _emit(ev, n, EV_INDEX, seq, ts, m, -1, 0, 0, 0, price, 0, 0, 0, 0, 0)
+    n = _emit(ev, n, EV_INDEX, seq, ts, m, -1, 0, 0, 0, price, 0, 0, 0, frozen, 0)
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
@@ -865,9 +941,81 @@ def _set_status(st, c, seq, ev, n):
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _deposit(st, c, seq, ev, n):
+    a = c[C_ACCOUNT]
+    amount = c[C_SIZE]
+    if not _valid_account(st, a):
+        return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if amount <= 0:
+        return _reject(c, ev, n, seq, R_NON_POSITIVE_AMOUNT)
+    if amount > MAX_TRANSFER_MICRO:
+        return _reject(c, ev, n, seq, R_AMOUNT_TOO_LARGE)
+    st.collateral_micro[a] += amount
+    st.g[G_DEPOSITS_MICRO] += amount
+    if a + 1 > st.g[G_ACCOUNT_HWM]:
+        st.g[G_ACCOUNT_HWM] = a + 1
+    return _emit(ev, n, EV_DEPOSIT, seq, c[C_TS], -1, a, 0, 0, 0, 0, amount, 0, st.collateral_micro[a], 0, 0)
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _withdraw(st, c, seq, ev, n):
+    a = c[C_ACCOUNT]
+    amount = c[C_SIZE]
+    if not _valid_account(st, a):
+        return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if amount <= 0:
+        return _reject(c, ev, n, seq, R_NON_POSITIVE_AMOUNT)
+    if amount > MAX_TRANSFER_MICRO:
+        return _reject(c, ev, n, seq, R_AMOUNT_TOO_LARGE)
+    equity, im, _, _ = account_margin(st, a, -1, 0, 0)
+    if amount > equity - im:
+        return _reject(c, ev, n, seq, R_WITHDRAWAL_BELOW_IM)
+    if amount > withdrawable(st, a):
+        return _reject(c, ev, n, seq, R_WITHDRAWAL_ABOVE_WITHDRAWABLE)
+    st.collateral_micro[a] -= amount
+    st.g[G_WITHDRAWALS_MICRO] += amount
+    return _emit(ev, n, EV_WITHDRAWAL, seq, c[C_TS], -1, a, 0, 0, 0, 0, amount, 0, st.collateral_micro[a], 0, 0)
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _set_leverage(st, c, seq, ev, n):
+    a = c[C_ACCOUNT]
+    m = c[C_MARKET]
+    lev = c[C_SIZE]
+    if m < 0 or m >= st.mkt.shape[0]:
+        return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
+    if not _valid_account(st, a):
+        return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if lev <= 0:
+        return _reject(c, ev, n, seq, R_LEVERAGE_NOT_POSITIVE)
+    if lev > max_leverage(st, m):
+        return _reject(c, ev, n, seq, R_LEVERAGE_ABOVE_LIMIT)
+    old = st.acct_mkt[a, m, AM_LEVERAGE]
+    _, im_before, _, _ = account_margin(st, a, -1, 0, 0)
+    st.acct_mkt[a, m, AM_LEVERAGE] = lev
+    equity, im, _, _ = account_margin(st, a, -1, 0, 0)
+    if im > im_before and equity < im:
+        st.acct_mkt[a, m, AM_LEVERAGE] = old
+        return _reject(c, ev, n, seq, R_INSUFFICIENT_MARGIN)
+    if a + 1 > st.g[G_ACCOUNT_HWM]:
+        st.g[G_ACCOUNT_HWM] = a + 1
+    return _emit(ev, n, EV_LEVERAGE, seq, c[C_TS], m, a, 0, 0, 0, 0, lev, 0, 0, 0, old)
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _funding_hours_due(st, ts):
+    due = 0
+    for m in range(st.mkt.shape[0]):
+        nxt = st.mkt[m, M_NEXT_FUNDING_TS]
+        if nxt != 0 and ts >= nxt:
+            due += (ts - nxt) // st.spec[m, S_FUNDING_INTERVAL_NS] + 1
+    return due
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _event_bound(st, c):
     """Events the command can emit at most (clock + command)."""
-    base = 2 * st.mkt.shape[0] + 4
+    base = 2 * st.mkt.shape[0] + 4 + _funding_hours_due(st, c[C_TS])
     kind = c[C_KIND]
     if kind == CK_PLACE:
         m = c[C_MARKET]
@@ -924,6 +1072,12 @@ def process_one(st, c, ev, n):
         return _set_index(st, c, seq, ev, n)
     if kind == CK_SET_STATUS:
         return _set_status(st, c, seq, ev, n)
+    if kind == CK_DEPOSIT:
+        return _deposit(st, c, seq, ev, n)
+    if kind == CK_WITHDRAW:
+        return _withdraw(st, c, seq, ev, n)
+    if kind == CK_SET_LEVERAGE:
+        return _set_leverage(st, c, seq, ev, n)
     return _reject(c, ev, n, seq, R_UNKNOWN_COMMAND)
 
 

@@ -46,6 +46,11 @@ CK_CANCEL_ALL = 3
 CK_AMEND = 4
 CK_SET_INDEX = 5
 CK_SET_STATUS = 6
+CK_DEPOSIT = 7  # C_SIZE = amount, micro-USD
+CK_WITHDRAW = 8  # C_SIZE = amount, micro-USD
+CK_SET_LEVERAGE = 9  # C_SIZE = leverage (whole x)
+
+INDEX_FUNDING_FROZEN = 1  # set_index flags bit: the oracle's gates freeze funding for this anchor
 
 C_KIND = 0
 C_TS = 1
@@ -72,6 +77,12 @@ EV_INDEX = 7
 EV_MARK = 8
 EV_STATUS = 9
 EV_CANCEL_ALL_DONE = 10
+EV_DEPOSIT = 11  # E_SIZE = amount, E_FEE = collateral after
+EV_WITHDRAWAL = 12  # E_SIZE = amount, E_FEE = collateral after
+EV_LEVERAGE = 13  # E_SIZE = leverage
+EV_FUNDING = 14  # per market and hour: E_PRICE = index, E_FEE = rate ppb, E_SIZE = paid by payers,
+#                  E_REMAINING = premium samples, E_OTHER = rounding remainder to the insurance fund,
+#                  E_CODE = 1 if frozen
 
 E_KIND = 0
 E_SEQ = 1
@@ -102,7 +113,15 @@ M_BASIS_EMA_UT = 5  # EMA of (impact mid - index), micro-ticks
 M_NEXT_SAMPLE_TS = 6  # ns; 0 = not started
 M_N_BID_ORDERS = 7
 M_N_ASK_ORDERS = 8
-N_MKT_COLS = 9
+M_OPEN_INTEREST = 9  # lots held long (= lots held short)
+M_PREMIUM_SUM_PPB = 10  # premium samples of the current funding hour
+M_PREMIUM_N = 11
+M_FROZEN_N = 12  # samples taken while funding was frozen
+M_NEXT_PREMIUM_TS = 13
+M_NEXT_FUNDING_TS = 14
+M_LAST_RATE_PPB = 15
+M_FUNDING_FROZEN = 16  # 1 while the current anchor's gates freeze funding
+N_MKT_COLS = 17
 
 NO_PRICE = -1
 
@@ -121,7 +140,31 @@ S_IMPACT_TICK_LOTS = 10  # impact notional in tick-lots (micro-USD / micro_per_t
 S_SAMPLE_NS = 11  # mark basis sampling interval
 S_ALPHA_PPM = 12  # EMA weight of each basis sample, parts per million
 S_MARK_BAND_BPS = 13  # the basis term of the mark is bounded to +- this around the index
-N_SPEC_COLS = 14
+S_OI_CAP_LOTS = 14  # open-interest cap (0 = none)
+S_PREMIUM_SAMPLE_NS = 15
+S_FUNDING_INTERVAL_NS = 16
+S_INTEREST_PPB = 17  # per funding interval
+S_CLAMP_PPB = 18
+S_CAP_PPB = 19
+S_DEFAULT_LEVERAGE = 20
+S_WITHDRAW_FLOOR_PPM = 21  # unrealised profit withdrawable only above this share of notional
+N_SPEC_COLS = 22
+
+# ---- per account and market: acct_mkt[account, market, AM_*] ------------------------------------
+AM_LEVERAGE = 0  # user-chosen leverage (0 = the market's default)
+AM_OPEN_BUY_LOTS = 1  # resting buy lots
+AM_OPEN_SELL_LOTS = 2
+AM_REALIZED_PNL_MICRO = 3  # cumulative
+AM_FEES_MICRO = 4  # cumulative, paid (+) / rebated (-)
+AM_FUNDING_MICRO = 5  # cumulative, received (+) / paid (-)
+N_AM_COLS = 6
+
+# ---- leverage tiers: tiers[market, tier, T_*] ------------------------------------------------------
+T_BOUND_MICRO = 0
+T_IMR_PPM = 1
+T_MMR_PPM = 2
+T_MM_DEDUCTION_MICRO = 3
+N_T_COLS = 4
 
 # ---- order pool: one int64 row per slot --------------------------------------------------------
 O_ID = 0
@@ -161,7 +204,11 @@ G_FREE_TOP = 1  # number of free slots on the free-slot stack
 G_LAST_TS = 2
 G_SEQ = 3  # sequence number of the last processed command
 G_NEED_EVENTS = 4  # set by the kernel when it stopped for lack of event space
-G_ACCOUNT_HWM = 5  # 1 + highest account id that ever held an order or position
+G_ACCOUNT_HWM = 5  # 1 + highest account id that ever held an order, position or collateral
+G_INSURANCE_MICRO = 6  # insurance fund ledger
+G_FEE_LEDGER_MICRO = 7  # venue fee ledger
+G_DEPOSITS_MICRO = 8  # all deposits ever
+G_WITHDRAWALS_MICRO = 9  # all withdrawals ever
 G_SCRATCH = 16  # scratch space for kernels (not state): 2 x 64 slots
 N_SCRATCH = 128
 N_GLOBALS = G_SCRATCH + N_SCRATCH

@@ -50,6 +50,14 @@ class MarketSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     mark_sample_interval_s: int = 1
     mark_ema_half_life_s: int = 600
     mark_band_bps: int = 300
+    open_interest_cap_lots: int = 0  # 0: no cap
+    premium_sample_interval_s: int = 60
+    funding_interval_s: int = 3600
+    funding_interest_ppb: int = 0  # per funding interval
+    funding_clamp_ppb: int = 50_000  # clamp(interest - premium) to +- this
+    funding_cap_ppb: int = 500_000  # 0.05% per hour
+    default_leverage: int = 5
+    withdraw_floor_ppm: int = 100_000  # unrealised profit withdrawable only above 10% of notional
 
 
 class MarketsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -134,6 +142,16 @@ def validate_spec(spec: MarketSpec) -> None:
     positive("mark_sample_interval_s", 3600)
     positive("mark_ema_half_life_s", 7 * 86400)
     positive("mark_band_bps", 10_000)
+    positive("premium_sample_interval_s", 3600)
+    positive("funding_interval_s", 86_400)
+    positive("default_leverage", 100)
+    if spec.funding_interval_s % spec.premium_sample_interval_s:
+        raise MarketSpecError(f"market {sym!r}: premium_sample_interval_s must divide funding_interval_s")
+    for field in ("open_interest_cap_lots", "funding_clamp_ppb", "funding_cap_ppb", "withdraw_floor_ppm"):
+        if getattr(spec, field) < 0:
+            raise MarketSpecError(f"market {sym!r}: {field} must not be negative")
+    if not -spec.funding_cap_ppb <= spec.funding_interest_ppb <= spec.funding_cap_ppb:
+        raise MarketSpecError(f"market {sym!r}: funding_interest_ppb must lie within +- funding_cap_ppb")
     if spec.market_protection_bps > spec.price_band_bps:
         raise MarketSpecError(f"market {sym!r}: market_protection_bps must not exceed price_band_bps")
     for field in ("maker_fee_ppm", "taker_fee_ppm"):
@@ -167,6 +185,14 @@ def spec_row(spec: MarketSpec) -> np.ndarray:
     row[L.S_SAMPLE_NS] = spec.mark_sample_interval_s * 1_000_000_000
     row[L.S_ALPHA_PPM] = mark_alpha_ppm(spec.mark_sample_interval_s, spec.mark_ema_half_life_s)
     row[L.S_MARK_BAND_BPS] = spec.mark_band_bps
+    row[L.S_OI_CAP_LOTS] = spec.open_interest_cap_lots
+    row[L.S_PREMIUM_SAMPLE_NS] = spec.premium_sample_interval_s * 1_000_000_000
+    row[L.S_FUNDING_INTERVAL_NS] = spec.funding_interval_s * 1_000_000_000
+    row[L.S_INTEREST_PPB] = spec.funding_interest_ppb
+    row[L.S_CLAMP_PPB] = spec.funding_clamp_ppb
+    row[L.S_CAP_PPB] = spec.funding_cap_ppb
+    row[L.S_DEFAULT_LEVERAGE] = spec.default_leverage
+    row[L.S_WITHDRAW_FLOOR_PPM] = spec.withdraw_floor_ppm
     return row
 
 

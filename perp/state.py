@@ -12,6 +12,12 @@ array at every call that is not inlined, so a state of ~30 arrays costs ~250 ns 
 - `accounts[account, AC_HEAD]`: newest open order; `accounts[account, AC_OPEN + m]`: open orders in
   market m.
 - `position_lots[account, market]`: signed position.
+- `collateral_micro[account]`: the wallet balance -- deposits - withdrawals + realised PnL - fees
+  + funding; `cost_basis_micro[account, market]`: the signed entry notional of the open position
+  (unrealised PnL = position x mark x micro_per_tick_lot - cost basis; average entry derived).
+- `acct_mkt[account, market, AM_*]`: leverage choice, resting buy/sell lots, cumulative realised
+  PnL, fees and funding.
+- `tiers[market, tier, T_*]`: leverage tiers (bound, initial and maintenance rates, deduction).
 - `maps[MAP_ORDER_ID | MAP_CLID, cell, key/value]`: engine order id -> slot, and
   (account << 40 | client order id) -> slot.
 - `mkt` (market state, `M_*`), `spec` (market config, `S_*`), `g` (globals, `G_*`).
@@ -30,7 +36,8 @@ import numpy as np
 
 from perp import layout as L
 
-STATE_FIELDS = ("orders", "levels", "accounts", "position_lots", "maps", "mkt", "spec", "g")
+STATE_FIELDS = ("orders", "levels", "accounts", "position_lots", "maps", "mkt", "spec", "g",
+                "collateral_micro", "cost_basis_micro", "acct_mkt", "tiers")
 
 EngineState = namedtuple("EngineState", STATE_FIELDS)
 
@@ -55,8 +62,10 @@ def _new_maps(order_capacity: int) -> np.ndarray:
     return maps
 
 
-def new_state(spec_rows: np.ndarray, order_capacity: int = 1 << 16, account_capacity: int = 1 << 10) -> EngineState:
-    """A fresh, empty engine for the given spec table (`n_markets x N_SPEC_COLS`)."""
+def new_state(spec_rows: np.ndarray, tiers: np.ndarray, order_capacity: int = 1 << 16,
+              account_capacity: int = 1 << 10) -> EngineState:
+    """A fresh, empty engine for the given spec table (`n_markets x N_SPEC_COLS`) and tier table
+    (`n_markets x MAX_TIERS x N_T_COLS`)."""
     n_markets = spec_rows.shape[0]
     n_levels = int((spec_rows[:, L.S_MAX_TICK] - spec_rows[:, L.S_MIN_TICK]).max()) + 1
     orders = _new_orders(order_capacity)
@@ -74,7 +83,11 @@ def new_state(spec_rows: np.ndarray, order_capacity: int = 1 << 16, account_capa
     g[L.G_FREE_TOP] = order_capacity
     return EngineState(orders=orders, levels=levels, accounts=accounts,
                        position_lots=np.zeros((account_capacity, n_markets), np.int64),
-                       maps=_new_maps(order_capacity), mkt=mkt, spec=spec_rows.astype(np.int64).copy(), g=g)
+                       maps=_new_maps(order_capacity), mkt=mkt, spec=spec_rows.astype(np.int64).copy(), g=g,
+                       collateral_micro=np.zeros(account_capacity, np.int64),
+                       cost_basis_micro=np.zeros((account_capacity, n_markets), np.int64),
+                       acct_mkt=np.zeros((account_capacity, n_markets, L.N_AM_COLS), np.int64),
+                       tiers=np.ascontiguousarray(tiers, dtype=np.int64))
 
 
 def order_capacity(st: EngineState) -> int:
@@ -115,9 +128,14 @@ def grow_accounts(st: EngineState, new_capacity: int) -> EngineState:
     accounts = np.zeros((new_capacity, st.accounts.shape[1]), np.int64)
     accounts[:, L.AC_HEAD] = -1
     accounts[:old] = st.accounts
-    position_lots = np.zeros((new_capacity, st.position_lots.shape[1]), np.int64)
-    position_lots[:old] = st.position_lots
-    return st._replace(accounts=accounts, position_lots=position_lots)
+    def grown(a: np.ndarray) -> np.ndarray:
+        out = np.zeros((new_capacity,) + a.shape[1:], np.int64)
+        out[:old] = a
+        return out
+
+    return st._replace(accounts=accounts, position_lots=grown(st.position_lots),
+                       collateral_micro=grown(st.collateral_micro), cost_basis_micro=grown(st.cost_basis_micro),
+                       acct_mkt=grown(st.acct_mkt))
 
 
 def copy_state(st: EngineState) -> EngineState:
@@ -139,12 +157,17 @@ def state_hash(st: EngineState, include_clock: bool = True) -> str:
         g[L.G_SEQ] = 0
         mkt[:, L.M_NEXT_SAMPLE_TS] = 0
     h.update(mkt.tobytes())
-    h.update(g[[L.G_NEXT_ORDER_ID, L.G_LAST_TS, L.G_SEQ]].tobytes())
+    h.update(g[[L.G_NEXT_ORDER_ID, L.G_LAST_TS, L.G_SEQ, L.G_INSURANCE_MICRO, L.G_FEE_LEDGER_MICRO,
+                L.G_DEPOSITS_MICRO, L.G_WITHDRAWALS_MICRO]].tobytes())
+    h.update(st.tiers.tobytes())
     h.update(canonical_orders(st).tobytes())
     # accounts: only rows below the high-water mark, so capacity does not matter
     hwm = int(st.g[L.G_ACCOUNT_HWM])
     h.update(np.int64(hwm).tobytes())
     h.update(st.position_lots[:hwm].tobytes())
+    h.update(st.collateral_micro[:hwm].tobytes())
+    h.update(st.cost_basis_micro[:hwm].tobytes())
+    h.update(st.acct_mkt[:hwm].tobytes())
     return h.hexdigest()
 
 

@@ -39,6 +39,7 @@ class RiskCode(IntEnum):
     LEVERAGE_ABOVE_TIER_LIMIT = 2105  # user-chosen leverage above the first tier's max leverage
     LEVERAGE_NOT_POSITIVE = 2106
     NON_POSITIVE_AMOUNT = 2107  # deposit / withdrawal of zero or a negative amount
+    AMOUNT_TOO_LARGE = 2108  # one deposit or withdrawal above MAX_TRANSFER_MICRO ($1bn)
 
     # funding inputs
     FUNDING_NO_SAMPLES = 2201

@@ -124,18 +124,15 @@ def funding_rate_for_hour_ppb(premium_samples_ppb: Sequence[int] | np.ndarray, n
     return q if rate >= 0 else -q
 
 
-@njit(cache=True)
-def hourly_rate_ppb_kernel(premium_samples_ppb, n_samples, interest_ppb, clamp_ppb, cap_ppb):
-    """`hourly_rate_ppb` for kernels: the first n_samples (>= 1) of an int64 array.
+@njit(cache=True, error_model="numpy")
+def rate_from_premium_sum_ppb(total_ppb, n_samples, interest_ppb, clamp_ppb, cap_ppb):
+    """`hourly_rate_ppb` from the sum and count (>= 1) of the hour's samples (what the engine keeps).
 
-    Requires |sum of samples| < 2**62 (true for any premium a real book produces).
+    Requires |total| < 2**62 (true for any premium a real book produces).
     """
-    total = 0
-    for i in range(n_samples):
-        total += premium_samples_ppb[i]
-    mag = -total if total < 0 else total
+    mag = -total_ppb if total_ppb < 0 else total_ppb
     avg = (2 * mag + n_samples) // (2 * n_samples)
-    if total < 0:
+    if total_ppb < 0:
         avg = -avg
     pull = interest_ppb - avg
     if pull > clamp_ppb:
@@ -148,6 +145,15 @@ def hourly_rate_ppb_kernel(premium_samples_ppb, n_samples, interest_ppb, clamp_p
     elif rate < -cap_ppb:
         rate = -cap_ppb
     return rate
+
+
+@njit(cache=True)
+def hourly_rate_ppb_kernel(premium_samples_ppb, n_samples, interest_ppb, clamp_ppb, cap_ppb):
+    """`hourly_rate_ppb` for kernels: the first n_samples (>= 1) of an int64 array."""
+    total = 0
+    for i in range(n_samples):
+        total += premium_samples_ppb[i]
+    return rate_from_premium_sum_ppb(total, n_samples, interest_ppb, clamp_ppb, cap_ppb)
 
 
 @njit(cache=True)

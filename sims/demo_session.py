@@ -18,7 +18,7 @@ from pathlib import Path
 from oracle.anchor import AnchorConfig
 from oracle.readers import read_csv_fixes
 from oracle.replay import replay_records
-from perp.commands import Cancel, CancelAll, Command, Place, SetIndex
+from perp.commands import Cancel, CancelAll, Command, Deposit, Place, SetIndex
 from perp.markets import MarketSpec, ticks_to_price
 
 HOUR_NS = 3_600_000_000_000
@@ -43,6 +43,9 @@ def build_session(spec: MarketSpec, path: list[tuple[int, int]], seed: int = 7) 
     def px(ticks: int) -> str:
         return ticks_to_price(spec, ticks)
 
+    start = path[0][0]
+    out.append(Deposit(ts_ns=start, account=MAKER, amount_micro=2_000_000_000_000))  # $2M
+    out.extend(Deposit(ts_ns=start, account=a, amount_micro=50_000_000_000) for a in TAKERS)  # $50k each
     for hour, (ts, anchor) in enumerate(path):
         out.append(SetIndex(ts_ns=ts, market=sym, price=px(anchor)))
         t = ts + 1_000_000_000

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from perp import layout as L
+from perp.engine import Engine
 from perp.markets import parse_markets
+from risk.tiers import parse_tiers_toml
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
 SECOND = 1_000_000_000
@@ -51,6 +53,31 @@ mark_band_bps = 200
 """
 
 SMALL_MARKETS = parse_markets(SMALL_MARKETS_TOML, "tests")
+
+SMALL_TIERS_TOML = """
+[[market]]
+market = "TEST-PERP"
+[[market.tier]]
+max_notional_usd = 1_000
+max_leverage = 10
+maintenance_margin_ppm = 50_000
+[[market.tier]]
+max_leverage = 5
+maintenance_margin_ppm = 100_000
+
+[[market]]
+market = "TEST2-PERP"
+[[market.tier]]
+max_leverage = 4
+maintenance_margin_ppm = 125_000
+"""
+
+SMALL_TIERS = parse_tiers_toml(SMALL_TIERS_TOML)
+RICH_MICRO = 10**12  # $1M: enough that margin never binds in the matching property tests
+
+
+def small_engine(**kw) -> Engine:
+    return Engine(SMALL_MARKETS, tiers=SMALL_TIERS, **kw)
 
 
 def row(kind: int, ts: int, account: int = 0, market: int = 0, side: int = 0, otype: int = L.LIMIT,

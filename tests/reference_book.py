@@ -168,7 +168,7 @@ class ReferenceEngine:
         kind = c[L.C_KIND]
         handler = {L.CK_PLACE: self.place, L.CK_CANCEL: self.cancel, L.CK_CANCEL_ALL: self.cancel_all,
                    L.CK_AMEND: self.amend, L.CK_SET_INDEX: self.set_index,
-                   L.CK_SET_STATUS: self.set_status}.get(kind)
+                   L.CK_SET_STATUS: self.set_status, L.CK_DEPOSIT: self.deposit}.get(kind)
         if handler is None:
             return self.reject(c, seq, R.UNKNOWN_COMMAND)
         handler(c, seq, ts)
@@ -467,6 +467,10 @@ class ReferenceEngine:
         self.status[m] = status
         self.emit(L.EV_STATUS, seq, ts, m, -1, 0, 0, 0, 0, 0, 0, 0, status, old)
         self.refresh_mark(m, seq, ts)
+
+    def deposit(self, c, seq, ts):
+        # money is not modelled here: the property tests drop ledger events before comparing
+        self.emit(L.EV_DEPOSIT, seq, ts, -1, c[L.C_ACCOUNT], 0, 0, 0, 0, c[L.C_SIZE], 0, 0, 0, 0)
 
     # ---- views for invariant checks ----------------------------------------------------------
     def canonical_orders(self):

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from perp.commands import CancelAll, Place, SetIndex
+from perp.commands import CancelAll, Deposit, Place, SetIndex
 from perp.engine import Engine
 from perp.markets import mark_alpha_ppm
 from tests.helpers import SECOND, T0
@@ -32,6 +32,7 @@ def tick_clock(e: Engine, ts: int) -> None:
 def eng() -> Engine:
     e = Engine()
     e.submit([SetIndex(ts_ns=T0, market=M, price="2.1432")])
+    e.submit([Deposit(ts_ns=T0, account=a, amount_micro=10**12) for a in (1, 2, 66)])
     return e
 
 
@@ -84,7 +85,7 @@ def test_a_pushed_book_moves_the_mark_no_more_than_the_proven_bound(eng, hold_s)
 
 def test_samples_follow_command_time_not_command_count(eng):
     other = Engine()
-    other.submit([SetIndex(ts_ns=T0, market=M, price="2.1432")])
+    other.submit([SetIndex(ts_ns=T0, market=M, price="2.1432"), Deposit(ts_ns=T0, account=1, amount_micro=10**12)])
     quote(eng, T0 + 1, 1, "2.1500", "2.1600")
     quote(other, T0 + 1, 1, "2.1500", "2.1600")
     for k in range(1, 301):  # one engine sees a command every second, the other one at the end

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 
 from perp.codes import ResultCode as R
-from perp.commands import Amend, Cancel, CancelAll, Place, SetIndex, SetStatus
+from perp.commands import Amend, Cancel, CancelAll, Deposit, Place, SetIndex, SetStatus
 from perp.engine import Engine
 from perp.events import Accepted, Amended, BookLevel, Cancelled, CancelAllDone, Fill, Rejected
-from tests.helpers import SMALL_MARKETS, T0
+from tests.helpers import RICH_MICRO, T0, small_engine
 
 M = "TEST-PERP"
 
@@ -28,8 +28,9 @@ class Clock:
 
 @pytest.fixture()
 def eng() -> Engine:
-    e = Engine(SMALL_MARKETS)
+    e = small_engine()
     e.submit([SetIndex(ts_ns=T0, market=M, price="2.00")])
+    e.submit([Deposit(ts_ns=T0, account=a, amount_micro=RICH_MICRO) for a in range(1, 5)])
     return e
 
 
@@ -223,7 +224,7 @@ def test_each_market_status_accepts_only_its_commands(eng, ts, status, place_ok,
 
 
 def test_orders_before_any_index_are_rejected_for_lack_of_a_reference_price(ts):
-    e = Engine(SMALL_MARKETS)
+    e = small_engine()
     (ev,) = e.submit([place(ts, 1, "buy", "2.00", 1)])
     assert ev.code == R.NO_REFERENCE_PRICE
 

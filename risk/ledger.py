@@ -1,0 +1,210 @@
+"""Accounts inside the engine kernel: fills, deposits, withdrawals, leverage, margin, funding.
+
+numba functions over `perp.state.EngineState`, compiled like the matching kernel (no allocator,
+inlined into it). Money is int64 micro-USD; every function keeps the ledger identity
+
+    sum(collateral) - sum(cost basis) + insurance fund + fee ledger == deposits - withdrawals
+
+exactly, after every command. (`collateral` is the wallet balance: deposits - withdrawals +
+realised PnL - fees + funding. Open positions carry their entry notional as `cost basis`; since
+positions net to zero in every market, `sum(collateral) - sum(cost basis)` equals the sum of all
+accounts' equity at any mark, so the identity says that no micro-dollar appears or vanishes.)
+
+Rules (docs/risk.md):
+- a fill that reduces a position realises `exit notional - removed cost basis`, where the cost
+  basis removed is the position's basis x closed / |position|, rounded toward zero; a flip closes
+  first and opens the rest at the fill price;
+- initial margin counts resting orders at their worst case, `max(|pos + buys|, |pos - sells|)` lots
+  at the mark, at the tier's rate or the account's leverage, whichever is stricter;
+- an order passes the pre-trade check when it does not raise that worst case or equity stays at or
+  above initial margin with it; reduce-only orders always pass;
+- funding: each position pays `floor(-lots x index x micro_per_tick_lot x rate / 1e9)` (payers pay
+  the ceiling, receivers get the floor); the remainder goes to the insurance fund.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+from perp.layout import (
+    AM_FEES_MICRO, AM_FUNDING_MICRO, AM_LEVERAGE, AM_OPEN_BUY_LOTS, AM_OPEN_SELL_LOTS, AM_REALIZED_PNL_MICRO,
+    BUY, G_FEE_LEDGER_MICRO, G_INSURANCE_MICRO, M_FROZEN_N, M_INDEX, M_LAST_RATE_PPB, M_MARK,
+    M_OPEN_INTEREST, M_PREMIUM_N, M_PREMIUM_SUM_PPB, S_CAP_PPB, S_CLAMP_PPB, S_DEFAULT_LEVERAGE,
+    S_INTEREST_PPB, S_MICRO_PER_TICK_LOT, S_WITHDRAW_FLOOR_PPM, T_BOUND_MICRO, T_IMR_PPM, T_MM_DEDUCTION_MICRO,
+    T_MMR_PPM, G_ACCOUNT_HWM,
+)
+from risk.funding import funding_delta_micro, rate_from_premium_sum_ppb
+from risk.intmath import mul_div_trunc, ppm_of_ceil
+from risk.tiers import initial_margin_micro, maintenance_margin_micro
+
+MAX_TRANSFER_MICRO = 1_000_000_000_000_000  # $1bn in one deposit or withdrawal
+_K = dict(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+
+
+@njit(**_K)
+def leverage_of(st, a, m):
+    lev = st.acct_mkt[a, m, AM_LEVERAGE]
+    return lev if lev > 0 else st.spec[m, S_DEFAULT_LEVERAGE]
+
+
+@njit(**_K)
+def max_leverage(st, m):
+    """The first tier's leverage limit (the most any account may choose)."""
+    return 1_000_000 // st.tiers[m, 0, T_IMR_PPM]
+
+
+@njit(**_K)
+def apply_fill(st, a, m, signed_lots, price, fee):
+    """Book one side of a fill: position, cost basis, realised PnL, the fee, open interest."""
+    k = st.spec[m, S_MICRO_PER_TICK_LOT]
+    pos = st.position_lots[a, m]
+    basis = st.cost_basis_micro[a, m]
+    new_pos = pos + signed_lots
+    if pos == 0 or (pos > 0) == (signed_lots > 0):
+        basis += signed_lots * price * k
+    else:
+        apos = pos if pos > 0 else -pos
+        q = signed_lots if signed_lots > 0 else -signed_lots
+        close = q if q < apos else apos
+        removed = mul_div_trunc(basis, close, apos)
+        realized = (close if pos > 0 else -close) * price * k - removed
+        basis -= removed
+        st.collateral_micro[a] += realized
+        st.acct_mkt[a, m, AM_REALIZED_PNL_MICRO] += realized
+        if q > apos:  # flipped: the rest opens at this price (basis is 0 after the full close)
+            basis = new_pos * price * k
+    st.position_lots[a, m] = new_pos
+    st.cost_basis_micro[a, m] = basis
+    st.collateral_micro[a] -= fee
+    st.acct_mkt[a, m, AM_FEES_MICRO] += fee
+    st.g[G_FEE_LEDGER_MICRO] += fee
+    st.mkt[m, M_OPEN_INTEREST] += (new_pos if new_pos > 0 else 0) - (pos if pos > 0 else 0)
+
+
+@njit(**_K)
+def position_im(st, m, lots_abs, leverage):
+    notional = lots_abs * st.mkt[m, M_MARK] * st.spec[m, S_MICRO_PER_TICK_LOT]
+    return initial_margin_micro(notional, m, leverage, st.tiers[:, :, T_BOUND_MICRO], st.tiers[:, :, T_IMR_PPM])
+
+
+@njit(**_K)
+def worst_case_lots(pos, buys, sells):
+    up = pos + buys
+    down = pos - sells
+    up = up if up >= 0 else -up
+    down = down if down >= 0 else -down
+    return up if up > down else down
+
+
+@njit(**_K)
+def account_margin(st, a, add_m, add_side, add_lots):
+    """(equity, initial margin incl. resting orders and an optional prospective order on market add_m,
+    maintenance margin, withdrawal floor), micro-USD, at the marks."""
+    equity = st.collateral_micro[a]
+    im = 0
+    mm = 0
+    floor = 0
+    for m in range(st.mkt.shape[0]):
+        pos = st.position_lots[a, m]
+        mark = st.mkt[m, M_MARK]
+        k = st.spec[m, S_MICRO_PER_TICK_LOT]
+        equity += pos * mark * k - st.cost_basis_micro[a, m]
+        buys = st.acct_mkt[a, m, AM_OPEN_BUY_LOTS]
+        sells = st.acct_mkt[a, m, AM_OPEN_SELL_LOTS]
+        if m == add_m:
+            if add_side == BUY:
+                buys += add_lots
+            else:
+                sells += add_lots
+        worst = worst_case_lots(pos, buys, sells)
+        if worst != 0:
+            im += position_im(st, m, worst, leverage_of(st, a, m))
+        if pos != 0:
+            notional = (pos if pos > 0 else -pos) * mark * k
+            mm += maintenance_margin_micro(notional, m, st.tiers[:, :, T_BOUND_MICRO], st.tiers[:, :, T_MMR_PPM],
+                                           st.tiers[:, :, T_MM_DEDUCTION_MICRO])
+            floor += ppm_of_ceil(notional, st.spec[m, S_WITHDRAW_FLOOR_PPM])
+    return equity, im, mm, floor
+
+
+@njit(**_K)
+def pretrade_ok(st, a, m, side, lots):
+    """An order passes if it does not raise its market's worst case, or equity covers the initial
+    margin with it counted (at the boundary: passes)."""
+    pos = st.position_lots[a, m]
+    buys = st.acct_mkt[a, m, AM_OPEN_BUY_LOTS]
+    sells = st.acct_mkt[a, m, AM_OPEN_SELL_LOTS]
+    before = worst_case_lots(pos, buys, sells)
+    after = worst_case_lots(pos, buys + lots, sells) if side == BUY else worst_case_lots(pos, buys, sells + lots)
+    if after <= before:
+        return True
+    equity, im, _, _ = account_margin(st, a, m, side, lots)
+    return equity >= im
+
+
+@njit(**_K)
+def withdrawable(st, a):
+    """The most account a may withdraw now: cash down to initial margin, and unrealised profit only
+    above max(initial margin, withdraw floor x notional): max(0, min(E - IM, max(cash, E - floor)))."""
+    equity, im, _, floor = account_margin(st, a, -1, 0, 0)
+    if floor < im:
+        floor = im
+    collateral = st.collateral_micro[a]
+    cash = collateral if collateral < equity else equity
+    above_floor = equity - floor
+    best = cash if cash > above_floor else above_floor
+    if equity - im < best:
+        best = equity - im
+    return best if best > 0 else 0
+
+
+@njit(**_K)
+def funding_rate_now(st, m):
+    """The rate the hour's samples so far give (the published prediction; the rate at the hour).
+    Frozen samples dilute it: rate x unfrozen / all samples, rounded toward zero."""
+    n = st.mkt[m, M_PREMIUM_N]
+    if n == 0 or st.mkt[m, M_INDEX] <= 0:
+        return 0
+    rate = rate_from_premium_sum_ppb(st.mkt[m, M_PREMIUM_SUM_PPB], n, st.spec[m, S_INTEREST_PPB],
+                                     st.spec[m, S_CLAMP_PPB], st.spec[m, S_CAP_PPB])
+    frozen = st.mkt[m, M_FROZEN_N]
+    if frozen > 0:
+        q = ((rate if rate >= 0 else -rate) * n) // (n + frozen)
+        rate = q if rate >= 0 else -q
+    return rate
+
+
+@njit(**_K)
+def settle_funding(st, m):
+    """Pay the hour's funding on market m. Returns (rate ppb, paid by payers, remainder to the fund,
+    samples). Resets the hour's samples."""
+    rate = funding_rate_now(st, m)
+    samples = st.mkt[m, M_PREMIUM_N] + st.mkt[m, M_FROZEN_N]
+    paid = 0
+    received = 0
+    if rate != 0:
+        per_lot = st.mkt[m, M_INDEX] * st.spec[m, S_MICRO_PER_TICK_LOT]
+        for a in range(st.g[G_ACCOUNT_HWM]):
+            lots = st.position_lots[a, m]
+            if lots != 0:
+                d = funding_delta_micro(lots, per_lot, rate)
+                st.collateral_micro[a] += d
+                st.acct_mkt[a, m, AM_FUNDING_MICRO] += d
+                if d < 0:
+                    paid -= d
+                else:
+                    received += d
+    remainder = paid - received
+    st.g[G_INSURANCE_MICRO] += remainder
+    st.mkt[m, M_PREMIUM_SUM_PPB] = 0
+    st.mkt[m, M_PREMIUM_N] = 0
+    st.mkt[m, M_FROZEN_N] = 0
+    st.mkt[m, M_LAST_RATE_PPB] = rate
+    return rate, paid, remainder, samples
+
+
+@njit(**_K)
+def open_lots_delta(st, slot_account, m, side, delta):
+    """Resting lots of an account change (rest, fill, cancel, amend)."""
+    col = AM_OPEN_BUY_LOTS if side == BUY else AM_OPEN_SELL_LOTS
+    st.acct_mkt[slot_account, m, col] += delta
