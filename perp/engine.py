@@ -175,6 +175,31 @@ class Engine:
             idx += step
         return out
 
+    def account(self, account: int):
+        """The account view (risk.views.EngineAccountView): equity, margins, positions, PnL, funding."""
+        from risk.views import engine_account_view
+
+        return engine_account_view(self.state, account, [s.symbol for s in self.specs])
+
+    def predicted_funding_rate_ppb(self, market: int) -> int:
+        """The rate the current hour's premium samples give so far (paid at the hour if unchanged)."""
+        from risk.ledger import funding_rate_now
+
+        return int(funding_rate_now(self.state, market))
+
+    def ledger(self) -> dict[str, int]:
+        """The money identity's terms: sum(collateral) - sum(cost basis) + insurance fund + fee ledger
+        == deposits - withdrawals, exactly."""
+        st = self.state
+        return {
+            "collateral_micro": int(st.collateral_micro.sum()),
+            "cost_basis_micro": int(st.cost_basis_micro.sum()),
+            "insurance_fund_micro": int(st.g[L.G_INSURANCE_MICRO]),
+            "fee_ledger_micro": int(st.g[L.G_FEE_LEDGER_MICRO]),
+            "deposits_micro": int(st.g[L.G_DEPOSITS_MICRO]),
+            "withdrawals_micro": int(st.g[L.G_WITHDRAWALS_MICRO]),
+        }
+
     def open_orders(self) -> np.ndarray:
         """Live orders, level by level (see kernel.canonical_orders for the columns)."""
         from perp.kernel import canonical_orders

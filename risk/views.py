@@ -134,3 +134,80 @@ def account_view(a: int, collateral_micro: np.ndarray, position_lots: np.ndarray
         margin_used_micro=im, maintenance_margin_micro=mm, free_collateral_micro=equity - im,
         withdrawable_micro=int(withdrawable_micro(collateral, equity, im, gross, transfer_floor_ppm)),
         margin_ratio_ppm=ratio, positions=positions)
+
+
+# ---- the engine's own view ---------------------------------------------------------------------
+class EnginePositionView(msgspec.Struct, frozen=True):
+    market: str
+    lots: int
+    leverage: int
+    avg_entry_micro_ticks: int | None  # cost basis / (lots x k), toward zero; None when flat
+    notional_micro: int  # signed, at mark
+    upnl_micro: int
+    maintenance_margin_micro: int
+    liquidation_price_ticks: int | None
+    open_buy_lots: int
+    open_sell_lots: int
+    realized_pnl_micro: int  # cumulative
+    fees_micro: int  # cumulative (rebates negative)
+    funding_micro: int  # cumulative, received (+) / paid (-)
+
+
+class EngineAccountView(msgspec.Struct, frozen=True):
+    """One account as the engine sees it: the numbers the pre-trade check, withdrawals and the risk
+    sweep use (computed by the same kernel functions), for the gateway and the console."""
+
+    account: int
+    collateral_micro: int
+    upnl_micro: int
+    equity_micro: int
+    initial_margin_micro: int  # positions and resting orders at their worst case
+    maintenance_margin_micro: int
+    free_collateral_micro: int  # equity - initial margin
+    withdrawable_micro: int
+    margin_ratio_ppm: int | None  # MM / equity, ceil; liquidation at >= 1,000,000
+    positions: tuple[EnginePositionView, ...]
+
+
+def engine_account_view(st, a: int, symbols: list[str]) -> EngineAccountView:
+    """The view of account `a` from an `EngineState` (read-only)."""
+    from perp import layout as L
+    from risk.ledger import account_margin, leverage_of, withdrawable
+
+    tiers = TierArrays(st.tiers[:, :, L.T_BOUND_MICRO].copy(), st.tiers[:, :, L.T_IMR_PPM].copy(),
+                       st.tiers[:, :, L.T_MMR_PPM].copy(), st.tiers[:, :, L.T_MM_DEDUCTION_MICRO].copy(),
+                       np.zeros(st.tiers.shape[0], np.int64))
+    if a >= st.accounts.shape[0]:
+        return EngineAccountView(a, 0, 0, 0, 0, 0, 0, 0, None, ())
+    equity, im, mm, _ = (int(x) for x in account_margin(st, a, -1, 0, 0))
+    collateral = int(st.collateral_micro[a])
+    positions = []
+    for m, sym in enumerate(symbols):
+        lots = int(st.position_lots[a, m])
+        am = st.acct_mkt[a, m]
+        touched = lots or any(int(am[c]) for c in (L.AM_OPEN_BUY_LOTS, L.AM_OPEN_SELL_LOTS, L.AM_REALIZED_PNL_MICRO,
+                                                   L.AM_FEES_MICRO, L.AM_FUNDING_MICRO))
+        if not touched:
+            continue
+        k = int(st.spec[m, L.S_MICRO_PER_TICK_LOT])
+        mark = int(st.mkt[m, L.M_MARK])
+        basis = int(st.cost_basis_micro[a, m])
+        notional = lots * mark * k
+        avg = None
+        if lots:
+            q = abs(basis * MICRO) // abs(lots * k)
+            avg = q if (basis >= 0) == (lots > 0) else -q
+        positions.append(EnginePositionView(
+            market=sym, lots=lots, leverage=int(leverage_of(st, a, m)), avg_entry_micro_ticks=avg,
+            notional_micro=notional, upnl_micro=notional - basis,
+            maintenance_margin_micro=_mm(notional, m, tiers) if lots else 0,
+            liquidation_price_ticks=(_liquidation_price(lots, k, mark, m, equity, mm, tiers)
+                                     if lots and mark > 0 else None),
+            open_buy_lots=int(am[L.AM_OPEN_BUY_LOTS]), open_sell_lots=int(am[L.AM_OPEN_SELL_LOTS]),
+            realized_pnl_micro=int(am[L.AM_REALIZED_PNL_MICRO]), fees_micro=int(am[L.AM_FEES_MICRO]),
+            funding_micro=int(am[L.AM_FUNDING_MICRO])))
+    ratio = -((-mm * PPM) // equity) if equity > 0 else None
+    return EngineAccountView(
+        account=a, collateral_micro=collateral, upnl_micro=equity - collateral, equity_micro=equity,
+        initial_margin_micro=im, maintenance_margin_micro=mm, free_collateral_micro=equity - im,
+        withdrawable_micro=int(withdrawable(st, a)), margin_ratio_ppm=ratio, positions=tuple(positions))

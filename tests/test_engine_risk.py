@@ -1,0 +1,205 @@
+"""Risk inside the engine, on the default H100-PERP market (index 21,432 ticks, 1 tick x 1 lot =
+100 micro-USD, launch tiers 5x / 4x / 2x): pre-trade margin at the boundary, withdrawals, leverage,
+open-interest cap, realised PnL, and hourly funding on hand-computed tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from perp.commands import Deposit, Place, SetIndex, SetLeverage, Withdraw
+from perp.engine import Engine
+from perp.events import FundingPaid, Rejected
+from perp.markets import parse_markets
+from risk.errors import RiskCode
+from tests.helpers import SECOND, T0
+
+M = "H100-PERP"
+IM_PER_LOT = 428_640  # 21,432 ticks x 100 micro x 20% (5x)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> int:
+        self.t += 1
+        return self.t
+
+
+@pytest.fixture()
+def ts() -> Clock:
+    return Clock()
+
+
+def fresh(markets=None) -> Engine:
+    e = Engine(markets)
+    e.submit([SetIndex(ts_ns=T0, market=M, price="2.1432")])
+    return e
+
+
+def buy(ts, a, lots, price="2.1432", **kw):
+    return Place(ts_ns=ts(), account=a, market=M, side="buy", price=price, size_lots=lots, **kw)
+
+
+def sell(ts, a, lots, price="2.1432", **kw):
+    return Place(ts_ns=ts(), account=a, market=M, side="sell", price=price, size_lots=lots, **kw)
+
+
+def assert_ledger_identity(e: Engine) -> None:
+    g = e.ledger()
+    assert (g["collateral_micro"] - g["cost_basis_micro"] + g["insurance_fund_micro"] + g["fee_ledger_micro"]
+            == g["deposits_micro"] - g["withdrawals_micro"])
+
+
+def test_pretrade_margin_one_lot_under_passes_and_one_lot_over_fails(ts):
+    e = fresh()
+    e.submit([Deposit(ts_ns=ts(), account=1, amount_micro=10 * IM_PER_LOT)])
+    (r,) = e.submit([buy(ts, 1, 11, "2.1000")])
+    assert isinstance(r, Rejected) and r.code == RiskCode.INSUFFICIENT_INITIAL_MARGIN
+    events = e.submit([buy(ts, 1, 10, "2.1000")])  # exactly at initial margin: accepted
+    assert not isinstance(events[0], Rejected)
+    # the resting 10 lots count: one more buy lot is over...
+    (r,) = e.submit([buy(ts, 1, 1, "2.1000")])
+    assert r.code == RiskCode.INSUFFICIENT_INITIAL_MARGIN
+    # ...but a sell of 10 does not raise the worst case max(|0 + 10|, |0 - 10|)
+    assert not isinstance(e.submit([sell(ts, 1, 10, "2.2000")])[0], Rejected)
+
+
+def test_reduce_only_orders_pass_whatever_the_margin(ts):
+    e = fresh()
+    e.submit([Deposit(ts_ns=ts(), account=1, amount_micro=10 * IM_PER_LOT),
+              Deposit(ts_ns=ts(), account=2, amount_micro=10**12)])
+    e.submit([sell(ts, 2, 10), buy(ts, 1, 10)])  # account 1 long 10, fully used
+    assert e.account(1).free_collateral_micro < 0  # the taker fee took it just under
+    # an order that does not raise the worst case passes even below initial margin...
+    assert not isinstance(e.submit([sell(ts, 1, 5, "2.2000")])[0], Rejected)
+    # ...one that would flip the position past it does not (worst case |10 - 30| = 20 > 10)...
+    (r,) = e.submit([sell(ts, 1, 25, "2.2000")])
+    assert r.code == RiskCode.INSUFFICIENT_INITIAL_MARGIN
+    # ...and reduce-only always passes (clipped to the position)
+    events = e.submit([sell(ts, 1, 25, "2.2000", reduce_only=True, client_order_id=9)])
+    assert not isinstance(events[0], Rejected) and events[0].size_lots == 10
+
+
+def test_realised_pnl_average_entry_and_fees(ts):
+    e = fresh()
+    e.submit([Deposit(ts_ns=ts(), account=a, amount_micro=10**10) for a in (1, 2, 3)])
+    e.submit([sell(ts, 2, 10, "2.1400"), buy(ts, 1, 10, "2.1400")])  # 1 long 10 @ 2.1400
+    e.submit([sell(ts, 2, 10, "2.1500"), buy(ts, 1, 10, "2.1500")])  # 1 long 20 @ 2.1450 avg
+    (pos,) = e.account(1).positions
+    assert pos.lots == 20 and pos.avg_entry_micro_ticks == 21_450_000_000
+    e.submit([buy(ts, 3, 5, "2.1600"), sell(ts, 1, 5, "2.1600")])  # 1 sells 5 @ 2.1600
+    (pos,) = e.account(1).positions
+    # realised = 5 lots x (21,600 - 21,450) ticks x 100 micro = 75,000
+    assert pos.realized_pnl_micro == 75_000 and pos.lots == 15 and pos.avg_entry_micro_ticks == 21_450_000_000
+    # account 1 took liquidity each time: 500 ppm of 21,400,000, 21,500,000 and 10,800,000 micro-USD
+    assert pos.fees_micro == 10_700 + 10_750 + 5_400
+    assert_ledger_identity(e)
+
+
+def test_withdrawals_stop_at_initial_margin_and_profit_only_above_the_floor(ts):
+    e = fresh()
+    e.submit([Deposit(ts_ns=ts(), account=a, amount_micro=10**10) for a in (1, 2)])
+    e.submit([Deposit(ts_ns=ts(), account=3, amount_micro=150 * IM_PER_LOT)])
+    e.submit([sell(ts, 2, 100), buy(ts, 3, 100)])  # 3 long 100 lots at the index
+    view = e.account(3)
+    (r,) = e.submit([Withdraw(ts_ns=ts(), account=3, amount_micro=view.equity_micro - view.initial_margin_micro + 1)])
+    assert r.code == RiskCode.WITHDRAWAL_BELOW_INITIAL_MARGIN
+    (r,) = e.submit([Withdraw(ts_ns=ts(), account=3, amount_micro=0)])
+    assert r.code == RiskCode.NON_POSITIVE_AMOUNT
+    w = e.account(3).withdrawable_micro
+    ok = e.submit([Withdraw(ts_ns=ts(), account=3, amount_micro=w)])
+    assert ok[-1].collateral_micro == view.collateral_micro - w
+    assert_ledger_identity(e)
+
+
+def test_unrealised_profit_is_withdrawable_only_above_the_floor(ts):
+    e = fresh()
+    e.submit([Deposit(ts_ns=ts(), account=a, amount_micro=10**11) for a in (1, 2)])
+    e.submit([Deposit(ts_ns=ts(), account=3, amount_micro=1_000_000_000)])  # $1,000
+    e.submit([sell(ts, 2, 1000), buy(ts, 3, 1000)])  # $2,143 long
+    # the market rises 4% (index walked up): a profit of ~$86 on paper
+    e.submit([SetIndex(ts_ns=ts(), market=M, price="2.2289")])
+    v = e.account(3)
+    assert v.upnl_micro > 0 and v.equity_micro > v.collateral_micro
+    # cash is below the IM-limited amount, so withdrawable = max(cash-limited, equity - floor)
+    floor = max(v.initial_margin_micro, -(-abs(v.positions[0].notional_micro) * 100_000 // 1_000_000))
+    cash = min(v.collateral_micro, v.equity_micro)
+    assert v.withdrawable_micro == max(0, min(v.equity_micro - v.initial_margin_micro, max(cash, v.equity_micro - floor)))
+    (r,) = e.submit([Withdraw(ts_ns=ts(), account=3, amount_micro=v.withdrawable_micro + 1)])
+    assert r.code in (RiskCode.WITHDRAWAL_ABOVE_WITHDRAWABLE, RiskCode.WITHDRAWAL_BELOW_INITIAL_MARGIN)
+
+
+def test_leverage_is_chosen_per_market_up_to_the_first_tier(ts):
+    e = fresh()
+    e.submit([Deposit(ts_ns=ts(), account=1, amount_micro=10 * IM_PER_LOT)])
+    (r,) = e.submit([SetLeverage(ts_ns=ts(), account=1, market=M, leverage=6)])
+    assert r.code == RiskCode.LEVERAGE_ABOVE_TIER_LIMIT
+    (r,) = e.submit([SetLeverage(ts_ns=ts(), account=1, market=M, leverage=0)])
+    assert r.code == RiskCode.LEVERAGE_NOT_POSITIVE
+    e.submit([SetLeverage(ts_ns=ts(), account=1, market=M, leverage=2)])  # 50%: exactly 4 lots fit
+    assert isinstance(e.submit([buy(ts, 1, 5, "2.1000")])[0], Rejected)
+    assert not isinstance(e.submit([buy(ts, 1, 4, "2.1000")])[0], Rejected)
+    # raising leverage back is always allowed; lowering it below what the orders need is not
+    (r,) = e.submit([SetLeverage(ts_ns=ts(), account=1, market=M, leverage=1)])
+    assert r.code == RiskCode.INSUFFICIENT_INITIAL_MARGIN
+
+
+def test_open_interest_cap_rejects_opening_orders_and_lets_reducing_ones_pass(ts):
+    from perp.markets import load_markets
+    import msgspec
+
+    spec = msgspec.structs.replace(load_markets().market[0], open_interest_cap_lots=100)
+    e = fresh(msgspec.structs.replace(load_markets(), market=[spec]))
+    e.submit([Deposit(ts_ns=ts(), account=a, amount_micro=10**11) for a in (1, 2, 3)])
+    e.submit([sell(ts, 2, 80), buy(ts, 1, 80)])  # open interest 80
+    (r,) = e.submit([buy(ts, 3, 30, "2.1000")])
+    assert r.code == RiskCode.OPEN_INTEREST_CAP
+    assert not isinstance(e.submit([buy(ts, 3, 20, "2.1000")])[0], Rejected)
+    assert not isinstance(e.submit([sell(ts, 1, 50, "2.2000")])[0], Rejected)  # reduces account 1
+
+
+def _funding_setup(frozen: bool = False) -> tuple[Engine, list]:
+    e = Engine()
+    e.submit([SetIndex(ts_ns=T0, market=M, price="2.1432", funding_frozen=frozen),
+              Deposit(ts_ns=T0, account=1, amount_micro=10**11), Deposit(ts_ns=T0, account=2, amount_micro=10**11)])
+    e.submit([Place(ts_ns=T0 + 1, account=1, market=M, side="buy", price="2.1500", size_lots=1000),
+              Place(ts_ns=T0 + 1, account=1, market=M, side="sell", price="2.1600", size_lots=1000),
+              Place(ts_ns=T0 + 2, account=2, market=M, side="buy", order_type="market", size_lots=7)])
+    before = (e.account(1).collateral_micro, e.account(2).collateral_micro)
+    events = e.submit([Deposit(ts_ns=T0 + 3600 * SECOND, account=9, amount_micro=1)])  # the clock reaches the hour
+    return e, events, before
+
+
+def test_hourly_funding_on_a_hand_computed_table():
+    e, events, (c1, c2) = _funding_setup()
+    (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
+    # impact bid 21,500, impact ask 21,600 against index 21,432: premium = 68 / 21,432 = 3,172,825 ppb;
+    # rate = premium + clamp(0 - premium, +-50,000) = 3,122,825 -> capped at 500,000 ppb (0.05%)
+    assert (f.rate_ppb, f.samples, f.index_ticks) == (500_000, 60, 21432)
+    # the long (account 2, 7 lots) pays 7 x 21,432 x 100 x 0.0005 = 7,501.2 -> 7,502 (ceiling);
+    # the short (account 1) receives 7,501 (floor); 1 micro-USD goes to the insurance fund
+    assert (f.paid_micro, f.remainder_micro) == (7_502, 1)
+    assert e.account(2).collateral_micro == c2 - 7_502
+    assert e.account(1).collateral_micro == c1 + 7_501
+    assert e.ledger()["insurance_fund_micro"] == 1
+    assert e.account(2).positions[0].funding_micro == -7_502
+    assert_ledger_identity(e)
+
+
+def test_funding_is_zero_while_the_oracle_freezes_it():
+    e, events, (c1, c2) = _funding_setup(frozen=True)
+    (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
+    assert f.frozen and f.rate_ppb == 0 and f.paid_micro == 0
+    assert (e.account(1).collateral_micro, e.account(2).collateral_micro) == (c1, c2)
+
+
+def test_a_thin_book_does_not_steer_funding():
+    e = Engine()
+    e.submit([SetIndex(ts_ns=T0, market=M, price="2.1432"), Deposit(ts_ns=T0, account=1, amount_micro=10**11)])
+    # one side far above the index but smaller than the impact notional ($1,000 = ~467 lots)
+    e.submit([Place(ts_ns=T0 + 1, account=1, market=M, side="buy", price="2.2000", size_lots=100),
+              Place(ts_ns=T0 + 1, account=1, market=M, side="sell", price="2.2100", size_lots=100)])
+    events = e.submit([Deposit(ts_ns=T0 + 3600 * SECOND, account=9, amount_micro=1)])
+    (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
+    assert f.rate_ppb == 0  # every sample was 0 (interest 0, clamp toward it)
