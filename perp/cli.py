@@ -108,8 +108,18 @@ def demo(days: int, seed: int, csv_path: str | None, out_dir: str) -> None:
     eng, summary = replay_file(session, markets, events)
     _print_summary(eng, summary)
     click.echo(f"files     {session} (commands), {events} (events)")
-    click.echo(f"maker     position {eng.position_lots(1, 0)} lots; takers "
-               + " ".join(f"{a}:{eng.position_lots(a, 0)}" for a in range(10, 20)))
+    usd = lambda micro: f"{micro / 1e6:,.2f}"  # noqa: E731 - display only
+    maker = eng.account(1)
+    if maker.positions:
+        p = maker.positions[0]
+        click.echo(f"maker     {p.lots} lots, equity {usd(maker.equity_micro)} USD, realised {usd(p.realized_pnl_micro)}, "
+                   f"fees {usd(p.fees_micro)}, funding {usd(p.funding_micro)}")
+    click.echo("takers    " + " ".join(f"{a}:{eng.position_lots(a, 0)}" for a in range(10, 20)) + " lots")
+    g = eng.ledger()
+    conserved = (g["collateral_micro"] - g["cost_basis_micro"] + g["insurance_fund_micro"] + g["fee_ledger_micro"]
+                 == g["deposits_micro"] - g["withdrawals_micro"])
+    click.echo(f"ledger    deposits {usd(g['deposits_micro'])} USD, fee ledger {usd(g['fee_ledger_micro'])}, "
+               f"insurance fund {usd(g['insurance_fund_micro'])}; money conserved to the micro-dollar: {conserved}")
     _ = Command  # the session is made of documented commands only
 
 

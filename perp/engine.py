@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -187,6 +188,25 @@ class Engine:
 
         return int(funding_rate_now(self.state, market))
 
+    def risk_sweep(self) -> SweepResult:
+        """Equity and maintenance margin of every account at the marks (risk.sweep.risk_sweep, the
+        vectorised kernel liquidation runs on), and the accounts below maintenance."""
+        from risk.sweep import risk_sweep
+
+        st = self.state
+        hwm = int(st.g[L.G_ACCOUNT_HWM])
+        n_mkt = st.mkt.shape[0]
+        equity = np.zeros(hwm, np.int64)
+        maint = np.zeros(hwm, np.int64)
+        unhealthy = np.zeros(hwm, np.int64)
+        count, _ = risk_sweep(
+            st.collateral_micro[:hwm], st.position_lots[:hwm], st.cost_basis_micro[:hwm],
+            np.ascontiguousarray(st.mkt[:, L.M_MARK]), np.ascontiguousarray(st.spec[:, L.S_MICRO_PER_TICK_LOT]),
+            np.ascontiguousarray(st.tiers[:, :, L.T_BOUND_MICRO]), np.ascontiguousarray(st.tiers[:, :, L.T_MMR_PPM]),
+            np.ascontiguousarray(st.tiers[:, :, L.T_MM_DEDUCTION_MICRO]), False, np.zeros(n_mkt, np.int64),
+            np.ascontiguousarray(st.mkt[:, L.M_INDEX]), equity, maint, np.zeros(hwm, np.int64), unhealthy)
+        return SweepResult(equity, maint, unhealthy[:count].copy())
+
     def ledger(self) -> dict[str, int]:
         """The money identity's terms: sum(collateral) - sum(cost basis) + insurance fund + fee ledger
         == deposits - withdrawals, exactly."""
@@ -205,6 +225,12 @@ class Engine:
         from perp.kernel import canonical_orders
 
         return canonical_orders(self.state)
+
+
+class SweepResult(NamedTuple):
+    equity_micro: np.ndarray  # per account (index = account id, up to the high-water mark)
+    maintenance_micro: np.ndarray
+    unhealthy: np.ndarray  # account ids with equity < maintenance, ascending
 
 
 def _markets_json(markets: MarketsConfig) -> str:

@@ -28,7 +28,7 @@ from numba import njit
 
 from perp.layout import (
     AM_FEES_MICRO, AM_FUNDING_MICRO, AM_LEVERAGE, AM_OPEN_BUY_LOTS, AM_OPEN_SELL_LOTS, AM_REALIZED_PNL_MICRO,
-    BUY, G_FEE_LEDGER_MICRO, G_INSURANCE_MICRO, M_FROZEN_N, M_INDEX, M_LAST_RATE_PPB, M_MARK,
+    BUY, G_FEE_LEDGER_MICRO, G_INSURANCE_MICRO, M_FROZEN_N, M_FUNDING_FROZEN, M_INDEX, M_LAST_RATE_PPB, M_MARK,
     M_OPEN_INTEREST, M_PREMIUM_N, M_PREMIUM_SUM_PPB, S_CAP_PPB, S_CLAMP_PPB, S_DEFAULT_LEVERAGE,
     S_INTEREST_PPB, S_MICRO_PER_TICK_LOT, S_WITHDRAW_FLOOR_PPM, T_BOUND_MICRO, T_IMR_PPM, T_MM_DEDUCTION_MICRO,
     T_MMR_PPM, G_ACCOUNT_HWM,
@@ -179,6 +179,8 @@ def settle_funding(st, m):
     """Pay the hour's funding on market m. Returns (rate ppb, paid by payers, remainder to the fund,
     samples). Resets the hour's samples."""
     rate = funding_rate_now(st, m)
+    if st.mkt[m, M_FUNDING_FROZEN]:
+        rate = 0  # frozen at the hour: nothing is paid, the samples are discarded
     samples = st.mkt[m, M_PREMIUM_N] + st.mkt[m, M_FROZEN_N]
     paid = 0
     received = 0

@@ -26,15 +26,17 @@ MAKER = 1
 TAKERS = range(10, 20)
 
 
-def anchor_path(csv_path: Path, spec: MarketSpec, days: int, half_life_s: int = 21_600) -> list[tuple[int, int]]:
-    """(ts_ns, anchor_price_ticks) for each hour of the last `days` days of the series."""
+def anchor_path(csv_path: Path, spec: MarketSpec, days: int,
+                half_life_s: int = 21_600) -> list[tuple[int, int, bool]]:
+    """(ts_ns, anchor_price_ticks, funding_frozen) for each hour of the last `days` days of the series;
+    the freeze flag is the oracle's gate for that hour's validity."""
     fixes = read_csv_fixes(csv_path, spec.series).records
     config = AnchorConfig(series_id=spec.series, tick_size_usd=spec.tick_size_usd, half_life_s=half_life_s)
     points, _ = replay_records(fixes, config)
-    return [(p.ts_ns, p.anchor_price_ticks) for p in points[-24 * days:]]
+    return [(p.ts_ns, p.anchor_price_ticks, p.gates.funding_frozen) for p in points[-24 * days:]]
 
 
-def build_session(spec: MarketSpec, path: list[tuple[int, int]], seed: int = 7) -> list[Command]:
+def build_session(spec: MarketSpec, path: list[tuple[int, int, bool]], seed: int = 7) -> list[Command]:
     rng = random.Random(seed)
     out: list[Command] = []
     sym = spec.symbol
@@ -46,8 +48,8 @@ def build_session(spec: MarketSpec, path: list[tuple[int, int]], seed: int = 7) 
     start = path[0][0]
     out.append(Deposit(ts_ns=start, account=MAKER, amount_micro=2_000_000_000_000))  # $2M
     out.extend(Deposit(ts_ns=start, account=a, amount_micro=50_000_000_000) for a in TAKERS)  # $50k each
-    for hour, (ts, anchor) in enumerate(path):
-        out.append(SetIndex(ts_ns=ts, market=sym, price=px(anchor)))
+    for hour, (ts, anchor, frozen) in enumerate(path):
+        out.append(SetIndex(ts_ns=ts, market=sym, price=px(anchor), funding_frozen=frozen))
         t = ts + 1_000_000_000
         out.append(CancelAll(ts_ns=t, account=MAKER, market=sym))
         # the maker leans its quotes against its inventory-free fair value: the anchor

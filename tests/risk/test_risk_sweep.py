@@ -28,17 +28,19 @@ def books(draw):
     n_acc = draw(st.integers(1, 40))
     mark = [draw(st.integers(1, 10**6)) for _ in range(n_mkt)]
     k = [draw(st.integers(1, 10**6)) for _ in range(n_mkt)]
+    anchor = [draw(st.integers(1, 10**6)) for _ in range(n_mkt)]
     lots = np.zeros((n_acc, n_mkt), dtype=np.int64)
     basis = np.zeros((n_acc, n_mkt), dtype=np.int64)
     for m in range(n_mkt):
-        limit = CAP // (mark[m] * k[m])
+        # funding is valued at the anchor and summed over all accounts: keep that sum inside int64 too
+        limit = CAP // (max(mark[m], anchor[m]) * k[m] * n_acc)
         for a in range(n_acc):
             lots[a, m] = draw(st.one_of(st.integers(-limit, limit), st.sampled_from([0, 0, limit, -limit, 1])))
             basis[a, m] = draw(st.one_of(st.integers(-CAP, CAP), st.just(int(lots[a, m]) * mark[m] * k[m])))
     collateral = np.array(draw(st.lists(st.integers(-CAP, CAP), min_size=n_acc, max_size=n_acc)), dtype=np.int64)
     rate = np.array(draw(st.lists(st.one_of(st.integers(-PPB, PPB), st.sampled_from([0, 500_000, -PPB])),
                                   min_size=n_mkt, max_size=n_mkt)), dtype=np.int64)
-    anchor = np.array([draw(st.integers(1, 10**6)) for _ in range(n_mkt)], dtype=np.int64)
+    anchor = np.array(anchor, dtype=np.int64)
     settle = draw(st.booleans())
     return (collateral, lots, basis, np.array(mark, np.int64), np.array(k, np.int64), rate, anchor, settle)
 
