@@ -15,7 +15,10 @@ Rules (docs/matching.md has the full table):
 - fees round toward the venue: `fee = ceil(notional_micro * fee_ppm / 1e6)` (a rebate is a
   negative fee, so it rounds toward zero);
 - the mark is `index + clamp(EMA(impact_mid - index))`, sampled on a fixed time grid carried by
-  the command timestamps; it is the index alone while the top of book is one-sided or empty.
+  the command timestamps; it is the index alone while the top of book is one-sided or empty;
+- money (risk/ledger.py, inlined here): every fill books position, cost basis, realised PnL and
+  fees; orders pass the open-interest cap and the pre-trade initial-margin check; premium samples
+  and hourly funding run on their own time grids inside the clock advance.
 
 Event space: before each command the kernel checks that the event buffer can hold the command's
 worst case; if not it stops (returning how many commands it processed) so that no command is ever
