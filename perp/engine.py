@@ -208,13 +208,15 @@ class Engine:
         return SweepResult(equity, maint, unhealthy[:count].copy())
 
     def ledger(self) -> dict[str, int]:
-        """The money identity's terms: sum(collateral) - sum(cost basis) + insurance fund + fee ledger
-        == deposits - withdrawals, exactly."""
+        """The money identity's terms: sum(collateral of traders) - sum(cost basis, fund's included)
+        + insurance fund (the fund account's collateral) + fee ledger == deposits - withdrawals."""
         st = self.state
+        fund = L.FUND_ACCOUNT
         return {
-            "collateral_micro": int(st.collateral_micro.sum()),
+            "collateral_micro": int(st.collateral_micro.sum()) - int(st.collateral_micro[fund]),
             "cost_basis_micro": int(st.cost_basis_micro.sum()),
-            "insurance_fund_micro": int(st.g[L.G_INSURANCE_MICRO]),
+            "insurance_fund_micro": int(st.collateral_micro[fund]),
+            "insurance_floor_micro": int(st.g[L.G_INSURANCE_FLOOR_MICRO]),
             "fee_ledger_micro": int(st.g[L.G_FEE_LEDGER_MICRO]),
             "deposits_micro": int(st.g[L.G_DEPOSITS_MICRO]),
             "withdrawals_micro": int(st.g[L.G_WITHDRAWALS_MICRO]),

@@ -148,7 +148,13 @@ S_CLAMP_PPB = 18
 S_CAP_PPB = 19
 S_DEFAULT_LEVERAGE = 20
 S_WITHDRAW_FLOOR_PPM = 21  # unrealised profit withdrawable only above this share of notional
-N_SPEC_COLS = 22
+S_FEE_SHARE_TO_FUND_PPM = 22  # share of each positive trading fee credited to the insurance fund
+S_LIQ_FEE_SHARE_PPM = 23  # liquidation fee: this share of the closed part's maintenance margin
+S_LIQ_PARTIAL_ABOVE_MICRO = 24  # positions above this notional are liquidated in chunks
+S_LIQ_CHUNK_PPM = 25  # the smallest chunk, as a share of the position
+S_LIQ_COOLDOWN_NS = 26  # between chunks of one account's position
+S_LIQ_BUFFER_PPM = 27  # a chunk restores equity >= MM x (1 + buffer)
+N_SPEC_COLS = 28
 
 # ---- per account and market: acct_mkt[account, market, AM_*] ------------------------------------
 AM_LEVERAGE = 0  # user-chosen leverage (0 = the market's default)
@@ -157,7 +163,8 @@ AM_OPEN_SELL_LOTS = 2
 AM_REALIZED_PNL_MICRO = 3  # cumulative
 AM_FEES_MICRO = 4  # cumulative, paid (+) / rebated (-)
 AM_FUNDING_MICRO = 5  # cumulative, received (+) / paid (-)
-N_AM_COLS = 6
+AM_LIQ_COOLDOWN_TS = 6  # no new liquidation chunk before this time (unless bankrupt)
+N_AM_COLS = 7
 
 # ---- leverage tiers: tiers[market, tier, T_*] ------------------------------------------------------
 T_BOUND_MICRO = 0
@@ -205,7 +212,7 @@ G_LAST_TS = 2
 G_SEQ = 3  # sequence number of the last processed command
 G_NEED_EVENTS = 4  # set by the kernel when it stopped for lack of event space
 G_ACCOUNT_HWM = 5  # 1 + highest account id that ever held an order, position or collateral
-G_INSURANCE_MICRO = 6  # insurance fund ledger
+G_INSURANCE_FLOOR_MICRO = 6  # below this the fund takes no more losses: ADL (operator-set)
 G_FEE_LEDGER_MICRO = 7  # venue fee ledger
 G_DEPOSITS_MICRO = 8  # all deposits ever
 G_WITHDRAWALS_MICRO = 9  # all withdrawals ever
@@ -214,6 +221,7 @@ N_SCRATCH = 128
 N_GLOBALS = G_SCRATCH + N_SCRATCH
 
 # ---- identifiers -------------------------------------------------------------------------------
+FUND_ACCOUNT = 0  # the insurance fund's account: its collateral is the fund, its positions the backstop's
 CLID_BITS = 40
 MAX_CLIENT_ORDER_ID = (1 << CLID_BITS) - 1
 MAX_ACCOUNT_ID = (1 << 22) - 1

@@ -58,6 +58,12 @@ class MarketSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     funding_cap_ppb: int = 500_000  # 0.05% per hour
     default_leverage: int = 5
     withdraw_floor_ppm: int = 100_000  # unrealised profit withdrawable only above 10% of notional
+    fee_share_to_fund_ppm: int = 0  # share of trading fees credited to the insurance fund
+    liquidation_fee_share_ppm: int = 500_000  # liquidation fee: half the closed part's maintenance margin
+    liquidation_partial_above_usd: int = 100_000  # larger positions are liquidated in chunks...
+    liquidation_chunk_ppm: int = 200_000  # ...of at least 20%...
+    liquidation_cooldown_s: int = 30  # ...30 s apart (unless the account is bankrupt)
+    liquidation_buffer_ppm: int = 100_000  # a chunk aims at equity >= MM x 1.1
 
 
 class MarketsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -147,7 +153,11 @@ def validate_spec(spec: MarketSpec) -> None:
     positive("default_leverage", 100)
     if spec.funding_interval_s % spec.premium_sample_interval_s:
         raise MarketSpecError(f"market {sym!r}: premium_sample_interval_s must divide funding_interval_s")
-    for field in ("open_interest_cap_lots", "funding_clamp_ppb", "funding_cap_ppb", "withdraw_floor_ppm"):
+    for field in ("fee_share_to_fund_ppm", "liquidation_fee_share_ppm", "liquidation_chunk_ppm"):
+        if not 0 <= getattr(spec, field) <= 1_000_000:
+            raise MarketSpecError(f"market {sym!r}: {field} must be between 0 and 1000000 ppm")
+    for field in ("open_interest_cap_lots", "funding_clamp_ppb", "funding_cap_ppb", "withdraw_floor_ppm",
+                  "liquidation_partial_above_usd", "liquidation_cooldown_s", "liquidation_buffer_ppm"):
         if getattr(spec, field) < 0:
             raise MarketSpecError(f"market {sym!r}: {field} must not be negative")
     if not -spec.funding_cap_ppb <= spec.funding_interest_ppb <= spec.funding_cap_ppb:
@@ -193,6 +203,12 @@ def spec_row(spec: MarketSpec) -> np.ndarray:
     row[L.S_CAP_PPB] = spec.funding_cap_ppb
     row[L.S_DEFAULT_LEVERAGE] = spec.default_leverage
     row[L.S_WITHDRAW_FLOOR_PPM] = spec.withdraw_floor_ppm
+    row[L.S_FEE_SHARE_TO_FUND_PPM] = spec.fee_share_to_fund_ppm
+    row[L.S_LIQ_FEE_SHARE_PPM] = spec.liquidation_fee_share_ppm
+    row[L.S_LIQ_PARTIAL_ABOVE_MICRO] = spec.liquidation_partial_above_usd * MICRO
+    row[L.S_LIQ_CHUNK_PPM] = spec.liquidation_chunk_ppm
+    row[L.S_LIQ_COOLDOWN_NS] = spec.liquidation_cooldown_s * 1_000_000_000
+    row[L.S_LIQ_BUFFER_PPM] = spec.liquidation_buffer_ppm
     return row
 
 

@@ -3,9 +3,11 @@
 numba functions over `perp.state.EngineState`, compiled like the matching kernel (no allocator,
 inlined into it). Money is int64 micro-USD; every function keeps the ledger identity
 
-    sum(collateral) - sum(cost basis) + insurance fund + fee ledger == deposits - withdrawals
+    sum(collateral) - sum(cost basis) + fee ledger == deposits - withdrawals
 
-exactly, after every command. (`collateral` is the wallet balance: deposits - withdrawals +
+exactly, after every command. The insurance fund is account FUND_ACCOUNT (0): its collateral is the
+fund's balance (fee share, funding remainders, liquidation fees, top-ups as deposits; bad debt out)
+and its positions are what the backstop took over. (`collateral` is the wallet balance: deposits - withdrawals +
 realised PnL - fees + funding. Open positions carry their entry notional as `cost basis`; since
 positions net to zero in every market, `sum(collateral) - sum(cost basis)` equals the sum of all
 accounts' equity at any mark, so the identity says that no micro-dollar appears or vanishes.)
@@ -28,8 +30,8 @@ from numba import njit
 
 from perp.layout import (
     AM_FEES_MICRO, AM_FUNDING_MICRO, AM_LEVERAGE, AM_OPEN_BUY_LOTS, AM_OPEN_SELL_LOTS, AM_REALIZED_PNL_MICRO,
-    BUY, G_FEE_LEDGER_MICRO, G_INSURANCE_MICRO, M_FROZEN_N, M_FUNDING_FROZEN, M_INDEX, M_LAST_RATE_PPB, M_MARK,
-    M_OPEN_INTEREST, M_PREMIUM_N, M_PREMIUM_SUM_PPB, S_CAP_PPB, S_CLAMP_PPB, S_DEFAULT_LEVERAGE,
+    BUY, FUND_ACCOUNT, G_FEE_LEDGER_MICRO, M_FROZEN_N, M_FUNDING_FROZEN, M_INDEX, M_LAST_RATE_PPB, M_MARK,
+    M_OPEN_INTEREST, M_PREMIUM_N, M_PREMIUM_SUM_PPB, S_CAP_PPB, S_CLAMP_PPB, S_DEFAULT_LEVERAGE, S_FEE_SHARE_TO_FUND_PPM,
     S_INTEREST_PPB, S_MICRO_PER_TICK_LOT, S_WITHDRAW_FLOOR_PPM, T_BOUND_MICRO, T_IMR_PPM, T_MM_DEDUCTION_MICRO,
     T_MMR_PPM, G_ACCOUNT_HWM,
 )
@@ -77,7 +79,9 @@ def apply_fill(st, a, m, signed_lots, price, fee):
     st.cost_basis_micro[a, m] = basis
     st.collateral_micro[a] -= fee
     st.acct_mkt[a, m, AM_FEES_MICRO] += fee
-    st.g[G_FEE_LEDGER_MICRO] += fee
+    to_fund = (fee * st.spec[m, S_FEE_SHARE_TO_FUND_PPM]) // 1_000_000 if fee > 0 else 0
+    st.collateral_micro[FUND_ACCOUNT] += to_fund
+    st.g[G_FEE_LEDGER_MICRO] += fee - to_fund
     st.mkt[m, M_OPEN_INTEREST] += (new_pos if new_pos > 0 else 0) - (pos if pos > 0 else 0)
 
 
@@ -197,7 +201,7 @@ def settle_funding(st, m):
                 else:
                     received += d
     remainder = paid - received
-    st.g[G_INSURANCE_MICRO] += remainder
+    st.collateral_micro[FUND_ACCOUNT] += remainder
     st.mkt[m, M_PREMIUM_SUM_PPB] = 0
     st.mkt[m, M_PREMIUM_N] = 0
     st.mkt[m, M_FROZEN_N] = 0

@@ -22,12 +22,12 @@ HOUR = 3600 * SECOND
 def money_streams(draw):
     ts = T0
     out = [row(L.CK_SET_INDEX, ts, market=0, price=200), row(L.CK_SET_INDEX, ts, market=1, price=160)]
-    out += [row(L.CK_DEPOSIT, ts, account=a, size=draw(st.integers(10**7, 10**9))) for a in range(5)]
+    out += [row(L.CK_DEPOSIT, ts, account=a, size=draw(st.integers(10**7, 10**9))) for a in range(1, 6)]
     for _ in range(draw(st.integers(5, 60))):
         ts += draw(st.sampled_from([0, 1, SECOND, 30 * SECOND, 20 * 60 * SECOND, HOUR + 7, 3 * HOUR]))
         kind = draw(st.sampled_from(["dep", "wd", "place", "place", "place", "place", "mkt", "cancel", "lev",
                                      "index", "frozen"]))
-        a = draw(st.integers(0, 4))
+        a = draw(st.integers(1, 5))  # account 0 is the insurance fund
         m = draw(st.sampled_from([0, 0, 1]))
         base = 200 if m == 0 else 160
         if kind == "dep":

@@ -166,13 +166,13 @@ def _funding_setup(frozen: bool = False) -> tuple[Engine, list]:
     e.submit([Place(ts_ns=T0 + 1, account=1, market=M, side="buy", price="2.1500", size_lots=1000),
               Place(ts_ns=T0 + 1, account=1, market=M, side="sell", price="2.1600", size_lots=1000),
               Place(ts_ns=T0 + 2, account=2, market=M, side="buy", order_type="market", size_lots=7)])
-    before = (e.account(1).collateral_micro, e.account(2).collateral_micro)
+    before = (e.account(1).collateral_micro, e.account(2).collateral_micro, e.ledger()["insurance_fund_micro"])
     events = e.submit([Deposit(ts_ns=T0 + 3600 * SECOND, account=9, amount_micro=1)])  # the clock reaches the hour
     return e, events, before
 
 
 def test_hourly_funding_on_a_hand_computed_table():
-    e, events, (c1, c2) = _funding_setup()
+    e, events, (c1, c2, fund) = _funding_setup()
     (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
     # impact bid 21,500, impact ask 21,600 against index 21,432: premium = 68 / 21,432 = 3,172,825 ppb;
     # rate = premium + clamp(0 - premium, +-50,000) = 3,122,825 -> capped at 500,000 ppb (0.05%)
@@ -182,13 +182,13 @@ def test_hourly_funding_on_a_hand_computed_table():
     assert (f.paid_micro, f.remainder_micro) == (7_502, 1)
     assert e.account(2).collateral_micro == c2 - 7_502
     assert e.account(1).collateral_micro == c1 + 7_501
-    assert e.ledger()["insurance_fund_micro"] == 1
+    assert e.ledger()["insurance_fund_micro"] == fund + 1
     assert e.account(2).positions[0].funding_micro == -7_502
     assert_ledger_identity(e)
 
 
 def test_funding_is_zero_while_the_oracle_freezes_it():
-    e, events, (c1, c2) = _funding_setup(frozen=True)
+    e, events, (c1, c2, _) = _funding_setup(frozen=True)
     (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
     assert f.frozen and f.rate_ppb == 0 and f.paid_micro == 0
     assert (e.account(1).collateral_micro, e.account(2).collateral_micro) == (c1, c2)
