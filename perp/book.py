@@ -74,8 +74,7 @@ from perp.layout import (
     M_N_BID_ORDERS, M_NEXT_SAMPLE_TS, M_STATUS, MAX_ACCOUNT_ID, MAX_CLIENT_ORDER_ID,
     NO_PRICE, S_ALPHA_PPM, S_IMPACT_TICK_LOTS,
     S_MAKER_FEE_PPM, S_MARK_BAND_BPS, S_MAX_TICK,
-    S_MICRO_PER_TICK_LOT, S_MIN_TICK, S_SAMPLE_NS, S_TAKER_FEE_PPM,
-    SELL, ST_HALTED, STP_CANCEL_BOTH,
+    S_MICRO_PER_TICK_LOT, S_MIN_TICK, S_SAMPLE_NS, SELL, ST_HALTED, STP_CANCEL_BOTH,
     STP_CANCEL_NEWEST, STP_CANCEL_OLDEST,
 )
 
@@ -558,13 +557,14 @@ def _touch_bound(st, m, account, side, limit, need):
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
-def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, seq, ts, ev, n):
-    """Match a taker against the book. Returns (remaining lots, stopped by self-trade, n)."""
+def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, taker_ppm, seq, ts, ev, n):
+    """Match a taker against the book (taker fee rate `taker_ppm`: the market's, or 0 for a
+    liquidation order, which pays the liquidation fee instead). Returns (remaining lots, stopped by
+    self-trade, n)."""
     opp = 1 - side
     lo = st.spec[m, S_MIN_TICK]
     mptl = st.spec[m, S_MICRO_PER_TICK_LOT]
     maker_ppm = st.spec[m, S_MAKER_FEE_PPM]
-    taker_ppm = st.spec[m, S_TAKER_FEE_PPM]
     best_col = M_BEST_ASK if side == BUY else M_BEST_BID
     rem = size
     stp_stop = False

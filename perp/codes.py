@@ -57,6 +57,7 @@ class ResultCode(IntEnum):
     CANCEL_FOK_NOT_FILLED = 1104
     CANCEL_SELF_TRADE = 1105
     CANCEL_REDUCE_ONLY = 1106
+    CANCEL_LIQUIDATION = 1107  # open orders of an account entering liquidation
 
     # engine / system
     JOURNAL_CORRUPT = 5001

@@ -90,12 +90,21 @@ class SetLeverage(_Cmd, tag="set_leverage"):
     leverage: int
 
 
+class Liquidate(_Cmd, tag="liquidate"):
+    """Timer: the liquidation sweep over every account (docs/liquidation.md)."""
+
+
+class SetInsuranceFloor(_Cmd, tag="set_insurance_floor"):
+    amount_micro: int
+
+
 class SetStatus(_Cmd, tag="set_status"):
     market: str
     status: Status
 
 
-Command = Place | Cancel | CancelAll | Amend | SetIndex | SetStatus | Deposit | Withdraw | SetLeverage
+Command = (Place | Cancel | CancelAll | Amend | SetIndex | SetStatus | Deposit | Withdraw | SetLeverage | Liquidate
+           | SetInsuranceFloor)
 
 _decoder = msgspec.json.Decoder(Command)
 
@@ -191,6 +200,11 @@ class CommandEncoder:
             r[L.C_ACCOUNT] = cmd.account
             r[L.C_MARKET] = self._market(cmd.market)
             r[L.C_SIZE] = cmd.leverage
+        elif isinstance(cmd, Liquidate):
+            r[L.C_KIND] = L.CK_LIQUIDATE
+        elif isinstance(cmd, SetInsuranceFloor):
+            r[L.C_KIND] = L.CK_SET_INSURANCE_FLOOR
+            r[L.C_SIZE] = cmd.amount_micro
         else:  # pragma: no cover - the union is closed
             raise CommandFormatError(f"unsupported command {type(cmd).__name__}")
         return r

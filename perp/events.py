@@ -22,7 +22,11 @@ _TIF = ("gtc", "ioc", "fok", "post_only")
 _STATUS = ("active", "post_only", "cancel_only", "reduce_only", "halted")
 _CMD = {L.CK_PLACE: "place", L.CK_CANCEL: "cancel", L.CK_CANCEL_ALL: "cancel_all", L.CK_AMEND: "amend",
         L.CK_SET_INDEX: "set_index", L.CK_SET_STATUS: "set_status", L.CK_DEPOSIT: "deposit",
-        L.CK_WITHDRAW: "withdraw", L.CK_SET_LEVERAGE: "set_leverage"}
+        L.CK_WITHDRAW: "withdraw", L.CK_SET_LEVERAGE: "set_leverage", L.CK_LIQUIDATE: "liquidate",
+        L.CK_SET_INSURANCE_FLOOR: "set_insurance_floor"}
+_PHASE = {L.LQ_STARTED: "started", L.LQ_ORDER: "order", L.LQ_FEE: "fee", L.LQ_BACKSTOP: "backstop",
+          L.LQ_ADL: "adl", L.LQ_BAD_DEBT: "bad_debt", L.LQ_DONE: "done", L.LQ_SWEEP: "sweep",
+          L.LQ_FUND_BELOW_FLOOR: "fund_below_floor", L.LQ_ADL_START: "adl_start"}
 
 
 class _Ev(msgspec.Struct, frozen=True, tag_field="type"):
@@ -160,8 +164,34 @@ class CancelAllDone(_Ev, tag="cancel_all_done"):
     cancelled: int
 
 
+class LiquidationStep(_Ev, tag="liquidation"):
+    """One step of the waterfall. Fields by phase (docs/liquidation.md):
+    started: amount = equity, other = maintenance margin; order: lots asked, filled, price = limit
+    (bankruptcy price); fee: amount = liquidation fee to the fund; backstop: lots the fund took at
+    price, amount = its loss at the mark, other = its equity after; adl_start: lots to deleverage,
+    amount = fund equity, other = floor, filled = bankrupt equity; adl: account = the counterparty,
+    lots at price, amount = its rank, other = the bankrupt account, filled = lots still to absorb;
+    bad_debt: amount paid by the fund; done: amount = equity, other = maintenance margin;
+    sweep: lots = accounts liquidated, filled = accounts checked."""
+
+    phase: str
+    market: str | None
+    account: int
+    order_id: int
+    price_ticks: int
+    lots: int
+    filled: int
+    amount_micro: int
+    other: int
+
+
+class InsuranceFloorSet(_Ev, tag="insurance_floor"):
+    amount_micro: int
+
+
 Event = (Accepted | Rejected | Fill | Cancelled | Amended | BookLevel | IndexSet | MarkChanged
-         | StatusChanged | CancelAllDone | Deposited | Withdrawn | LeverageSet | FundingPaid)
+         | StatusChanged | CancelAllDone | Deposited | Withdrawn | LeverageSet | FundingPaid | LiquidationStep
+         | InsuranceFloorSet)
 
 
 def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
@@ -214,6 +244,12 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
         elif kind == L.EV_FUNDING:
             yield FundingPaid(seq, ts, sym, r[L.E_FEE], r[L.E_PRICE], r[L.E_SIZE], r[L.E_OTHER], r[L.E_REMAINING],
                               r[L.E_CODE] == 1)
+        elif kind == L.EV_LIQUIDATION:
+            yield LiquidationStep(seq, ts, _PHASE.get(r[L.E_CODE], str(r[L.E_CODE])), sym, r[L.E_ACCOUNT],
+                                  r[L.E_ORDER_ID], r[L.E_PRICE], r[L.E_SIZE], r[L.E_REMAINING], r[L.E_FEE],
+                                  r[L.E_OTHER])
+        elif kind == L.EV_INSURANCE_FLOOR:
+            yield InsuranceFloorSet(seq, ts, r[L.E_SIZE])
         else:  # pragma: no cover - the kernel emits only the kinds above
             raise ValueError(f"unknown event kind {kind}")
 

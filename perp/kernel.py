@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from liquidation.kernel import liquidate_sweep, liquidation_event_bound
 from perp.book import (
     _add_order,
     _advance_clock,
@@ -50,72 +51,159 @@ from perp.book import (
     cancel_account_orders,
     cancel_resting,
 )
+from perp.hashmap import hm_find
 from perp.kcodes import (  # noqa: F401 - constants, numba inlines them
-    R_UNKNOWN_MARKET,
-    R_UNKNOWN_ACCOUNT,
-    R_INVALID_SIDE,
-    R_INVALID_ORDER_TYPE,
-    R_INVALID_TIF,
-    R_SIZE_BELOW_MIN,
-    R_SIZE_ABOVE_MAX,
-    R_PRICE_OUT_OF_RANGE,
-    R_PRICE_OUTSIDE_BAND,
-    R_NO_REFERENCE_PRICE,
-    R_POST_ONLY_WOULD_TAKE,
-    R_REDUCE_ONLY_WOULD_INCREASE,
-    R_TOO_MANY_OPEN_ORDERS,
-    R_DUPLICATE_CLID,
-    R_INVALID_CLID,
-    R_UNKNOWN_ORDER,
-    R_MISSING_ORDER_REF,
-    R_MARKET_STATUS_FORBIDS,
+    ALLOWED_FLAG_BITS,
+    MICRO,
     R_AMEND_NO_CHANGE,
     R_AMEND_WOULD_CROSS,
-    R_INVALID_STP,
-    R_INVALID_STATUS,
-    R_INVALID_PRICE,
-    R_TIMESTAMP_REGRESSION,
-    R_UNKNOWN_COMMAND,
-    R_ORDER_POOL_FULL,
-    R_CANCEL_BY_USER,
-    R_INSUFFICIENT_MARGIN,
-    R_WITHDRAWAL_BELOW_IM,
-    R_WITHDRAWAL_ABOVE_WITHDRAWABLE,
-    R_OPEN_INTEREST_CAP,
-    R_LEVERAGE_ABOVE_LIMIT,
-    R_LEVERAGE_NOT_POSITIVE,
-    R_NON_POSITIVE_AMOUNT,
     R_AMOUNT_TOO_LARGE,
     R_CANCEL_ALL_BY_USER,
-    R_CANCEL_IOC_REMAINDER,
+    R_CANCEL_BY_USER,
     R_CANCEL_FOK_NOT_FILLED,
-    R_CANCEL_SELF_TRADE,
+    R_CANCEL_IOC_REMAINDER,
     R_CANCEL_REDUCE_ONLY,
-    MICRO,
-    ALLOWED_FLAG_BITS,
+    R_CANCEL_SELF_TRADE,
+    R_DUPLICATE_CLID,
+    R_INSUFFICIENT_MARGIN,
+    R_INVALID_CLID,
+    R_INVALID_ORDER_TYPE,
+    R_INVALID_PRICE,
+    R_INVALID_SIDE,
+    R_INVALID_STATUS,
+    R_INVALID_STP,
+    R_INVALID_TIF,
+    R_LEVERAGE_ABOVE_LIMIT,
+    R_LEVERAGE_NOT_POSITIVE,
+    R_MARKET_STATUS_FORBIDS,
+    R_MISSING_ORDER_REF,
+    R_NO_REFERENCE_PRICE,
+    R_NON_POSITIVE_AMOUNT,
+    R_OPEN_INTEREST_CAP,
+    R_ORDER_POOL_FULL,
+    R_POST_ONLY_WOULD_TAKE,
+    R_PRICE_OUT_OF_RANGE,
+    R_PRICE_OUTSIDE_BAND,
+    R_REDUCE_ONLY_WOULD_INCREASE,
+    R_SIZE_ABOVE_MAX,
+    R_SIZE_BELOW_MIN,
+    R_TIMESTAMP_REGRESSION,
+    R_TOO_MANY_OPEN_ORDERS,
+    R_UNKNOWN_ACCOUNT,
+    R_UNKNOWN_COMMAND,
+    R_UNKNOWN_MARKET,
+    R_UNKNOWN_ORDER,
+    R_WITHDRAWAL_ABOVE_WITHDRAWABLE,
+    R_WITHDRAWAL_BELOW_IM,
     RO_TRACK,
 )
-from perp.hashmap import hm_find
 from perp.layout import (
-    AM_LEVERAGE, CK_DEPOSIT, CK_SET_LEVERAGE, CK_WITHDRAW, EV_DEPOSIT, EV_LEVERAGE, EV_WITHDRAWAL,
-    G_DEPOSITS_MICRO, G_WITHDRAWALS_MICRO, INDEX_FUNDING_FROZEN, M_FUNDING_FROZEN, M_NEXT_FUNDING_TS,
-    M_OPEN_INTEREST, S_FUNDING_INTERVAL_NS, S_OI_CAP_LOTS,
+    AC_OPEN,
+    AM_LEVERAGE,
+    BUY,
+    C_ACCOUNT,
+    C_CLID,
+    C_FLAGS,
+    C_KIND,
+    C_MARKET,
+    C_PRICE,
+    C_SIDE,
+    C_SIZE,
+    C_TIF,
+    C_TS,
+    C_TYPE,
+    CK_AMEND,
+    CK_CANCEL,
+    CK_CANCEL_ALL,
+    CK_DEPOSIT,
+    CK_LIQUIDATE,
+    CK_PLACE,
+    CK_SET_INDEX,
+    CK_SET_INSURANCE_FLOOR,
+    CK_SET_LEVERAGE,
+    CK_SET_STATUS,
+    CK_WITHDRAW,
+    EV_ACCEPTED,
+    EV_AMENDED,
+    EV_CANCEL_ALL_DONE,
+    EV_CANCELLED,
+    EV_DEPOSIT,
+    EV_INDEX,
+    EV_INSURANCE_FLOOR,
+    EV_LEVERAGE,
+    EV_STATUS,
+    EV_WITHDRAWAL,
+    FLAG_REDUCE_ONLY,
+    FOK,
+    FUND_ACCOUNT,
+    G_ACCOUNT_HWM,
+    G_DEPOSITS_MICRO,
+    G_FREE_TOP,
+    G_INSURANCE_FLOOR_MICRO,
+    G_LAST_TS,
+    G_NEED_EVENTS,
+    G_NEXT_ORDER_ID,
+    G_SEQ,
+    G_WITHDRAWALS_MICRO,
+    GTC,
+    INDEX_FUNDING_FROZEN,
+    IOC,
+    LIMIT,
+    LV_HEAD,
+    LV_QTY,
+    M_BEST_ASK,
+    M_BEST_BID,
+    M_FUNDING_FROZEN,
+    M_INDEX,
+    M_MARK,
+    M_N_ASK_ORDERS,
+    M_N_BID_ORDERS,
+    M_NEXT_FUNDING_TS,
+    M_OPEN_INTEREST,
+    M_STATUS,
+    MAP_CLID,
+    MARKET,
+    MAX_CLIENT_ORDER_ID,
+    N_EV_COLS,
+    N_STATUSES,
+    O_ACCOUNT,
+    O_CLID,
+    O_FLAGS,
+    O_FREE,
+    O_ID,
+    O_LIVE,
+    O_MARKET,
+    O_NEXT,
+    O_PRICE,
+    O_REM,
+    O_SIDE,
+    POST_ONLY,
+    S_BAND_BPS,
+    S_FUNDING_INTERVAL_NS,
+    S_MAX_OPEN_ORDERS,
+    S_MAX_SIZE,
+    S_MAX_TICK,
+    S_MIN_SIZE,
+    S_MIN_TICK,
+    S_OI_CAP_LOTS,
+    S_PROTECT_BPS,
+    S_TAKER_FEE_PPM,
+    SELL,
+    ST_CANCEL_ONLY,
+    ST_HALTED,
+    ST_POST_ONLY,
+    ST_REDUCE_ONLY,
+    STP_CANCEL_BOTH,
+    STP_MASK,
+    STP_SHIFT,
 )
 from risk.ledger import (
-    MAX_TRANSFER_MICRO, account_margin, max_leverage, open_lots_delta, pretrade_ok, withdrawable,
-)
-from perp.layout import (
-    AC_OPEN, LV_HEAD, LV_QTY, MAP_CLID, O_ACCOUNT, O_CLID, O_FLAGS, O_FREE, O_ID, O_LIVE, O_MARKET, O_NEXT, O_PRICE, O_REM, O_SIDE,
-    BUY, C_ACCOUNT, C_CLID, C_FLAGS, C_KIND, C_MARKET, C_PRICE, C_SIDE, C_SIZE, C_TIF,
-    C_TS, C_TYPE, CK_AMEND, CK_CANCEL, CK_CANCEL_ALL, CK_PLACE, CK_SET_INDEX, CK_SET_STATUS,
-    EV_ACCEPTED, EV_AMENDED, EV_CANCEL_ALL_DONE,
-    EV_CANCELLED, EV_INDEX, EV_STATUS, FLAG_REDUCE_ONLY, FOK,
-    G_ACCOUNT_HWM, G_FREE_TOP, G_LAST_TS, G_NEED_EVENTS, G_NEXT_ORDER_ID, G_SEQ, GTC, IOC, LIMIT,
-    M_BEST_ASK, M_BEST_BID, M_INDEX, M_MARK, M_N_ASK_ORDERS,
-    M_N_BID_ORDERS, M_STATUS, MARKET, MAX_CLIENT_ORDER_ID,
-    N_EV_COLS, N_STATUSES, POST_ONLY, S_BAND_BPS, S_MAX_OPEN_ORDERS, S_MAX_SIZE, S_MAX_TICK,
-    S_MIN_SIZE, S_MIN_TICK, S_PROTECT_BPS, SELL, ST_CANCEL_ONLY, ST_HALTED, ST_POST_ONLY, ST_REDUCE_ONLY, STP_CANCEL_BOTH,
-    STP_MASK, STP_SHIFT,
+    MAX_TRANSFER_MICRO,
+    account_margin,
+    max_leverage,
+    open_lots_delta,
+    pretrade_ok,
+    withdrawable,
 )
 
 # result codes used inside the kernel (values from perp.codes.ResultCode)
@@ -227,7 +315,8 @@ def _place(st, c, seq, ev, n):
     rem = size
     stopped = False
     if tif != POST_ONLY:
-        rem, stopped, n = _match(st, m, a, oid, clid, side, price, size, stp, seq, ts, ev, n)
+        rem, stopped, n = _match(st, m, a, oid, clid, side, price, size, stp, st.spec[m, S_TAKER_FEE_PPM], seq,
+                                 ts, ev, n)
     if rem > 0:
         if stopped:
             n = _emit(ev, n, EV_CANCELLED, seq, ts, m, a, oid, clid, side, price, rem, 0, 0,
@@ -519,6 +608,13 @@ def process_one(st, c, ev, n):
         return _withdraw(st, c, seq, ev, n)
     if kind == CK_SET_LEVERAGE:
         return _set_leverage(st, c, seq, ev, n)
+    if kind == CK_LIQUIDATE:
+        return liquidate_sweep(st, ts, seq, ev, n)
+    if kind == CK_SET_INSURANCE_FLOOR:
+        if c[C_SIZE] < 0:
+            return _reject(c, ev, n, seq, R_NON_POSITIVE_AMOUNT)
+        st.g[G_INSURANCE_FLOOR_MICRO] = c[C_SIZE]
+        return _emit(ev, n, EV_INSURANCE_FLOOR, seq, ts, -1, FUND_ACCOUNT, 0, 0, 0, 0, c[C_SIZE], 0, 0, 0, 0)
     return _reject(c, ev, n, seq, R_UNKNOWN_COMMAND)
 
 
@@ -537,6 +633,14 @@ def process_batch(st, cmds, ev, ev_start):
     while i < cmds.shape[0]:
         c = cmds[i]
         need = _event_bound(st, c)
+        if c[C_KIND] == CK_LIQUIDATE and c[C_TS] >= st.g[G_LAST_TS]:
+            # the sweep's size depends on the marks after the clock advance: advance first (the
+            # command's own advance is then a no-op), then bound the sweep on that state
+            if cap - n < need:
+                st.g[G_NEED_EVENTS] = need
+                break
+            n = _advance_clock(st, c[C_TS], st.g[G_SEQ] + 1, ev, n)
+            need = liquidation_event_bound(st, c[C_TS]) + 2 * st.mkt.shape[0] + 8
         if cap - n < need and c[C_KIND] == CK_PLACE:
             m = c[C_MARKET]
             if 0 <= m < st.mkt.shape[0] and st.mkt[m, M_MARK] > 0:

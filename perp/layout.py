@@ -49,6 +49,8 @@ CK_SET_STATUS = 6
 CK_DEPOSIT = 7  # C_SIZE = amount, micro-USD
 CK_WITHDRAW = 8  # C_SIZE = amount, micro-USD
 CK_SET_LEVERAGE = 9  # C_SIZE = leverage (whole x)
+CK_LIQUIDATE = 10  # timer: the liquidation sweep over every account (liquidation/kernel.py)
+CK_SET_INSURANCE_FLOOR = 11  # operator: C_SIZE = the fund's floor, micro-USD
 
 INDEX_FUNDING_FROZEN = 1  # set_index flags bit: the oracle's gates freeze funding for this anchor
 
@@ -83,6 +85,23 @@ EV_LEVERAGE = 13  # E_SIZE = leverage
 EV_FUNDING = 14  # per market and hour: E_PRICE = index, E_FEE = rate ppb, E_SIZE = paid by payers,
 #                  E_REMAINING = premium samples, E_OTHER = rounding remainder to the insurance fund,
 #                  E_CODE = 1 if frozen
+EV_LIQUIDATION = 15  # one step of the waterfall; E_CODE = LQ_* phase (docs/liquidation.md)
+EV_INSURANCE_FLOOR = 16  # E_SIZE = the new floor
+
+LQ_STARTED = 1  # E_FEE = equity, E_OTHER = maintenance margin
+LQ_ORDER = 2  # a liquidation order through the book: E_SIZE = lots asked, E_REMAINING = lots filled,
+#               E_PRICE = its limit (the bankruptcy price), E_ORDER_ID = its order id
+LQ_FEE = 3  # E_FEE = liquidation fee paid to the insurance fund
+LQ_BACKSTOP = 4  # E_SIZE = lots the fund took over at E_PRICE (bankruptcy price), E_FEE = the fund's
+#                  loss at the mark (negative: a gain), E_OTHER = the fund's equity after
+LQ_ADL = 5  # E_ACCOUNT = the deleveraged counterparty, E_SIZE lots at E_PRICE, E_FEE = its ADL rank,
+#             E_OTHER = the bankrupt account, E_REMAINING = lots still to absorb after this one
+LQ_BAD_DEBT = 6  # E_FEE = the bankrupt account's negative equity, paid by the fund
+LQ_DONE = 7  # E_FEE = equity after, E_OTHER = maintenance margin after
+LQ_SWEEP = 8  # per sweep: E_SIZE = accounts liquidated, E_REMAINING = accounts checked
+LQ_FUND_BELOW_FLOOR = 9  # no profitable counterparty left: the fund took E_SIZE lots below its floor
+LQ_ADL_START = 10  # E_SIZE = lots to deleverage at E_PRICE, E_FEE = the fund's equity, E_OTHER = its floor,
+#                    E_REMAINING = the bankrupt account's equity before
 
 E_KIND = 0
 E_SEQ = 1
@@ -164,7 +183,8 @@ AM_REALIZED_PNL_MICRO = 3  # cumulative
 AM_FEES_MICRO = 4  # cumulative, paid (+) / rebated (-)
 AM_FUNDING_MICRO = 5  # cumulative, received (+) / paid (-)
 AM_LIQ_COOLDOWN_TS = 6  # no new liquidation chunk before this time (unless bankrupt)
-N_AM_COLS = 7
+AM_LIQ_FLAG = 7  # scratch of the liquidation sweep (market 0's row): 1 = unhealthy at the sweep's start
+N_AM_COLS = 8
 
 # ---- leverage tiers: tiers[market, tier, T_*] ------------------------------------------------------
 T_BOUND_MICRO = 0

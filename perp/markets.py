@@ -59,7 +59,7 @@ class MarketSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     default_leverage: int = 5
     withdraw_floor_ppm: int = 100_000  # unrealised profit withdrawable only above 10% of notional
     fee_share_to_fund_ppm: int = 0  # share of trading fees credited to the insurance fund
-    liquidation_fee_share_ppm: int = 500_000  # liquidation fee: half the closed part's maintenance margin
+    liquidation_fee_share_ppm: int = 100_000  # liquidation fee: 10% of the closed part's maintenance margin
     liquidation_partial_above_usd: int = 100_000  # larger positions are liquidated in chunks...
     liquidation_chunk_ppm: int = 200_000  # ...of at least 20%...
     liquidation_cooldown_s: int = 30  # ...30 s apart (unless the account is bankrupt)
