@@ -18,8 +18,9 @@ One sweep, deterministic, at the marks as they stand when it starts:
      (account 0) takes it over at the bankruptcy price, as far as its equity stays at or above its
      floor after the loss at the mark;
    - the rest is **auto-deleveraged** at the bankruptcy price against opposing profitable positions,
-     highest rank first (rank = PnL% x effective leverage; ties: lowest account id); if none is left
-     the fund takes it anyway, below its floor, and says so;
+     highest rank first (rank = PnL% x effective leverage; ties: lowest account id), ranked once per
+     sweep and market side (an in-place heapsort: O(P log P) once, then O(1) per counterparty);
+     if none is left the fund takes it anyway, below its floor, and says so;
 3. a flat account left with negative equity (rounding) has it paid by the fund (bad debt).
 
 Every step is an `EV_LIQUIDATION` event (phase in E_CODE, docs/liquidation.md), so a replay says who
@@ -41,6 +42,9 @@ from perp.layout import (
     EV_LIQUIDATION,
     FUND_ACCOUNT,
     G_ACCOUNT_HWM,
+    G_ADL_HEAD,
+    G_ADL_KEY,
+    G_ADL_LEN,
     G_INSURANCE_FLOOR_MICRO,
     G_NEXT_ORDER_ID,
     LQ_ADL,
@@ -133,21 +137,66 @@ def _transfer(st, frm, to, m, signed_lots_from, price):
 
 
 @njit(**_K)
-def _best_counterparty(st, bankrupt, m, sign):
-    """The highest-ranked profitable position opposite to `sign` (ties: lowest account id)."""
-    best = -1
-    best_rank = -1
-    for c in range(FUND_ACCOUNT + 1, st.g[G_ACCOUNT_HWM]):
-        if c == bankrupt:
-            continue
-        pos = st.position_lots[c, m]
-        if pos == 0 or (pos > 0) == (sign > 0):
-            continue
-        r = adl_rank(st, c, m)
-        if r > best_rank:
-            best_rank = r
-            best = c
-    return best, best_rank
+def _before(q, i, j):
+    """Row i of the ADL queue goes before row j: higher rank first, then lower account id."""
+    return q[i, 0] > q[j, 0] or (q[i, 0] == q[j, 0] and q[i, 1] < q[j, 1])
+
+
+@njit(**_K)
+def _sift_down(q, start, end):
+    root = start
+    while True:
+        child = 2 * root + 1
+        if child > end:
+            return
+        # a max-heap on "goes after", so that popping the maximum to the end sorts the queue
+        if child + 1 <= end and _before(q, child, child + 1):
+            child += 1
+        if _before(q, root, child):
+            for col in range(2):
+                tmp = q[root, col]
+                q[root, col] = q[child, col]
+                q[child, col] = tmp
+            root = child
+        else:
+            return
+
+
+@njit(**_K)
+def _sort_queue(q, n):
+    """In-place heapsort of the first n rows into ADL order (no allocation)."""
+    for start in range((n - 2) // 2, -1, -1):
+        _sift_down(q, start, n - 1)
+    for end in range(n - 1, 0, -1):
+        for col in range(2):
+            tmp = q[0, col]
+            q[0, col] = q[end, col]
+            q[end, col] = tmp
+        _sift_down(q, 0, end - 1)
+
+
+@njit(**_K)
+def _adl_queue(st, m, sign):
+    """Build (in st.adl_scratch) the ADL queue of market m against positions of `sign`: every opposing profitable position,
+    ranked once per sweep (PnL% x leverage, highest first; ties: lowest account id)."""
+    key = m * 2 + (1 if sign > 0 else 0) + 1
+    if st.g[G_ADL_KEY] != key:
+        q = st.adl_scratch
+        k = 0
+        for c in range(FUND_ACCOUNT + 1, st.g[G_ACCOUNT_HWM]):
+            pos = st.position_lots[c, m]
+            if pos == 0 or (pos > 0) == (sign > 0):
+                continue
+            r = adl_rank(st, c, m)
+            if r < 0:
+                continue
+            q[k, 0] = r
+            q[k, 1] = c
+            k += 1
+        _sort_queue(q, k)
+        st.g[G_ADL_KEY] = key
+        st.g[G_ADL_LEN] = k
+        st.g[G_ADL_HEAD] = 0
 
 
 @njit(**_K)
@@ -174,17 +223,26 @@ def _backstop_and_adl(st, a, m, sign, lots, p_b, equity_before, seq, ts, ev, n):
         fund_equity, _, _, _ = account_margin(st, FUND_ACCOUNT, -1, 0, 0)
         n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, a, 0, 0, 0, p_b, lots, equity_before, fund_equity,
                   LQ_ADL_START, floor)
-    while lots > 0:
-        c, rank = _best_counterparty(st, a, m, sign)
-        if c < 0:
-            break
-        pos_c = st.position_lots[c, m]
-        q = pos_c if pos_c > 0 else -pos_c
-        if q > lots:
-            q = lots
-        _transfer(st, a, c, m, -sign * q, p_b)
-        lots -= q
-        n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, c, 0, 0, 0, p_b, q, lots, rank, LQ_ADL, a)
+    if lots > 0:
+        _adl_queue(st, m, sign)
+        queue = st.adl_scratch
+        head = st.g[G_ADL_HEAD]
+        while lots > 0 and head < st.g[G_ADL_LEN]:
+            rank = queue[head, 0]
+            c = queue[head, 1]
+            pos_c = st.position_lots[c, m]
+            if c == a or pos_c == 0 or (pos_c > 0) == (sign > 0):
+                head += 1  # closed (or flipped) since the queue was ranked
+                continue
+            q = pos_c if pos_c > 0 else -pos_c
+            if q > lots:
+                q = lots
+            else:
+                head += 1  # this position is used up
+            _transfer(st, a, c, m, -sign * q, p_b)
+            lots -= q
+            n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, c, 0, 0, 0, p_b, q, lots, rank, LQ_ADL, a)
+        st.g[G_ADL_HEAD] = head
     if lots > 0:  # no profitable counterparty left: the fund takes the rest, below its floor
         _transfer(st, a, FUND_ACCOUNT, m, -sign * lots, p_b)
         fund_after, _, _, _ = account_margin(st, FUND_ACCOUNT, -1, 0, 0)
@@ -327,6 +385,7 @@ def liquidate_sweep(st, ts, seq, ev, n):
     """The sweep (see the module docstring). Marks stay as they are during it and are refreshed at
     its end (liquidation orders may have emptied a side of a book)."""
     flagged, checked, _, _ = flag_unhealthy(st, ts)
+    st.g[G_ADL_KEY] = 0  # ADL queues are ranked afresh each sweep
     done = 0
     for a in range(FUND_ACCOUNT + 1, st.g[G_ACCOUNT_HWM]):
         if st.acct_mkt[a, 0, AM_LIQ_FLAG] == 0:

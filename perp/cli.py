@@ -178,6 +178,18 @@ def bench_risk(accounts: int, seed: int, as_json: bool) -> None:
     risk_bench_main(accounts=accounts, seed=seed, as_json=as_json)
 
 
+@bench.command("liquidation")
+@click.option("--accounts", default=1_000_000, show_default=True)
+@click.option("--seed", default=11, show_default=True)
+@click.option("--fund-usd", default=20_000, show_default=True, help="insurance fund before the gap")
+@click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
+def bench_liquidation(accounts: int, seed: int, fund_usd: int, as_json: bool) -> None:
+    """A price gap over many accounts: detection plus the whole liquidation waterfall."""
+    from liquidation.bench import main as liq_main
+
+    liq_main(accounts=accounts, seed=seed, as_json=as_json, fund_usd=fund_usd)
+
+
 def _register_oracle() -> None:
     from oracle.cli import oracle_group
 

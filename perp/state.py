@@ -18,6 +18,8 @@ array at every call that is not inlined, so a state of ~30 arrays costs ~250 ns 
 - `acct_mkt[account, market, AM_*]`: leverage choice, resting buy/sell lots, cumulative realised
   PnL, fees and funding.
 - `tiers[market, tier, T_*]`: leverage tiers (bound, initial and maintenance rates, deduction).
+- `adl_scratch[i, (rank, account)]`: the liquidation sweep's ADL queue (scratch, not state: left
+  out of the hash).
 - `maps[MAP_ORDER_ID | MAP_CLID, cell, key/value]`: engine order id -> slot, and
   (account << 40 | client order id) -> slot.
 - `mkt` (market state, `M_*`), `spec` (market config, `S_*`), `g` (globals, `G_*`).
@@ -37,7 +39,7 @@ import numpy as np
 from perp import layout as L
 
 STATE_FIELDS = ("orders", "levels", "accounts", "position_lots", "maps", "mkt", "spec", "g",
-                "collateral_micro", "cost_basis_micro", "acct_mkt", "tiers")
+                "collateral_micro", "cost_basis_micro", "acct_mkt", "tiers", "adl_scratch")
 
 EngineState = namedtuple("EngineState", STATE_FIELDS)
 
@@ -88,7 +90,8 @@ def new_state(spec_rows: np.ndarray, tiers: np.ndarray, order_capacity: int = 1 
                        collateral_micro=np.zeros(account_capacity, np.int64),
                        cost_basis_micro=np.zeros((account_capacity, n_markets), np.int64),
                        acct_mkt=np.zeros((account_capacity, n_markets, L.N_AM_COLS), np.int64),
-                       tiers=np.ascontiguousarray(tiers, dtype=np.int64))
+                       tiers=np.ascontiguousarray(tiers, dtype=np.int64),
+                       adl_scratch=np.zeros((account_capacity, 2), np.int64))
 
 
 def order_capacity(st: EngineState) -> int:
@@ -136,7 +139,7 @@ def grow_accounts(st: EngineState, new_capacity: int) -> EngineState:
 
     return st._replace(accounts=accounts, position_lots=grown(st.position_lots),
                        collateral_micro=grown(st.collateral_micro), cost_basis_micro=grown(st.cost_basis_micro),
-                       acct_mkt=grown(st.acct_mkt))
+                       acct_mkt=grown(st.acct_mkt), adl_scratch=np.zeros((new_capacity, 2), np.int64))
 
 
 def copy_state(st: EngineState) -> EngineState:
@@ -153,6 +156,7 @@ def state_hash(st: EngineState, include_clock: bool = True) -> str:
     h.update(st.spec.tobytes())
     mkt = st.mkt.copy()
     g = st.g.copy()
+    g[[L.G_ADL_KEY, L.G_ADL_LEN, L.G_ADL_HEAD]] = 0  # scratch
     if not include_clock:
         g[L.G_LAST_TS] = 0
         g[L.G_SEQ] = 0

@@ -164,3 +164,18 @@ def test_accounts_without_positions_never_bear_a_loss():
     e.submit([SetIndex(ts_ns=T0 + 7, market=M, price="1.5000"), Liquidate(ts_ns=T0 + 8)])
     assert e.account(9).collateral_micro == 5 * 10**6
     assert_conserved(e)
+
+
+def test_bench_liquidation_prints_its_figures_and_conserves_money():
+    import json
+
+    from click.testing import CliRunner
+
+    from perp.cli import main
+
+    result = CliRunner().invoke(main, ["bench", "liquidation", "--accounts", "20000", "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output.strip().splitlines()[-1])
+    for key in ("accounts", "liquidations", "cascade_s", "backstop", "adl"):
+        assert key in r
+    assert r["liquidations"] > 0 and r["money_conserved"] and r["unhealthy_before"] == r["liquidations"]

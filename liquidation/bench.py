@@ -1,0 +1,127 @@
+"""`perp bench liquidation`: 1,000,000 accounts, a price gap that makes about 1% of them unhealthy,
+and the whole waterfall (detection, orders through the book, fees, backstop, ADL) timed as the one
+`liquidate` command the sequencer issues after the gap.
+
+The book and accounts are built directly in the engine's arrays (seeded): accounts come in pairs,
+long and short 200-2,000 lots at the index, most at 1-3x leverage, 1% of all accounts at 4.5-5x and 0.1% at 8-10x; a
+market maker rests bids 1-40 ticks under the new index. The index then drops 15%: the levered longs
+fall below maintenance (the few at 8-10x past bankruptcy), everyone else stays healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import msgspec
+import numpy as np
+
+from perp import layout as L
+from perp.commands import Liquidate, Place, SetIndex
+from perp.engine import Engine
+from perp.markets import load_markets
+
+T0 = 1_767_225_600_000_000_000
+
+
+def build(accounts: int, seed: int, fund_usd: int) -> Engine:
+    rng = np.random.default_rng(seed)
+    # a million accounts of up to 2,000 lots is ~550M lots of open interest: lift the launch cap
+    base = load_markets()
+    markets = msgspec.structs.replace(base, market=[msgspec.structs.replace(base.market[0], open_interest_cap_lots=0)])
+    eng = Engine(markets, account_capacity=accounts + 2, order_capacity=1 << 12)
+    index = 21_432
+    eng.submit([SetIndex(ts_ns=T0, market="H100-PERP", price="2.1432")])
+    st = eng.state
+    k = int(st.spec[0, L.S_MICRO_PER_TICK_LOT])
+    n = accounts - accounts % 2
+    lots = rng.integers(200, 2001, n // 2)
+    longs = np.arange(1, n + 1, 2)
+    shorts = longs + 1
+    st.position_lots[longs, 0] = lots
+    st.position_lots[shorts, 0] = -lots
+    notional = lots * index * k
+    st.cost_basis_micro[longs, 0] = notional
+    st.cost_basis_micro[shorts, 0] = -notional
+    lev_ppm = rng.integers(1_000_000, 3_000_001, n // 2)  # 1x-3x
+    risky = rng.random(n // 2) < 0.02  # about 1% of all accounts...
+    lev_ppm[risky] = rng.integers(4_500_000, 5_000_001, int(risky.sum()))
+    reckless = rng.random(n // 2) < 0.002  # ...and a few that the gap makes bankrupt
+    lev_ppm[reckless] = rng.integers(8_000_000, 10_000_001, int(reckless.sum()))
+    st.collateral_micro[longs] = notional * 1_000_000 // lev_ppm
+    st.collateral_micro[shorts] = notional * 1_000_000 // rng.integers(1_000_000, 3_000_001, n // 2)
+    st.collateral_micro[L.FUND_ACCOUNT] = fund_usd * 1_000_000
+    st.g[L.G_INSURANCE_FLOOR_MICRO] = fund_usd * 1_000_000  # the fund may not lose: losses go to ADL
+    st.mkt[0, L.M_OPEN_INTEREST] = int(lots.sum())
+    st.g[L.G_ACCOUNT_HWM] = n + 1
+    st.g[L.G_DEPOSITS_MICRO] = int(st.collateral_micro.sum())
+    # the gap: the index drops 8%; a market maker (the last account) bids under it
+    maker = n + 1
+    st.collateral_micro[maker] = 10**13
+    st.g[L.G_DEPOSITS_MICRO] += 10**13
+    st.g[L.G_ACCOUNT_HWM] = n + 2
+    new_index = index * 85 // 100
+    eng.submit([SetIndex(ts_ns=T0 + 1, market="H100-PERP", price=f"{new_index / 10_000:.4f}")])
+    eng.submit([Place(ts_ns=T0 + 2, account=maker, market="H100-PERP", side="buy", size_lots=5_000,
+                      price=f"{(new_index - d) / 10_000:.4f}") for d in range(1, 41)])
+    return eng
+
+
+def run(accounts: int = 1_000_000, seed: int = 11, fund_usd: int = 20_000) -> dict[str, int | float | bool]:
+    """The fund starts at `fund_usd` with its floor there too: it takes over what it can buy at or
+    below the mark (accounts merely below maintenance), and the bankrupt accounts' positions, which
+    it could only take at a loss, go to ADL."""
+    warm = build(2_000, seed, fund_usd)  # compile (or load) the sweep before timing it
+    warm.submit_rows(warm.encode([Liquidate(ts_ns=T0 + 3)]))
+    eng = build(accounts, seed, fund_usd)
+    before = eng.risk_sweep()
+    rows = eng.encode([Liquidate(ts_ns=T0 + 3)])
+    t0 = time.perf_counter()
+    ev = eng.submit_rows(rows)
+    cascade_s = time.perf_counter() - t0
+    liq = ev[ev[:, L.E_KIND] == L.EV_LIQUIDATION]
+    phase = liq[:, L.E_CODE]
+    after = eng.risk_sweep()
+    g = eng.ledger()
+    conserved = (g["collateral_micro"] - g["cost_basis_micro"] + g["insurance_fund_micro"] + g["fee_ledger_micro"]
+                 == g["deposits_micro"] - g["withdrawals_micro"])
+    orders = liq[phase == L.LQ_ORDER]
+    return {
+        "accounts": accounts,
+        "fund_usd_before": fund_usd,
+        "unhealthy_before": int(before.unhealthy.size),
+        "liquidations": int((phase == L.LQ_STARTED).sum()),
+        "cascade_s": round(cascade_s, 4),
+        "events": int(ev.shape[0]),
+        "through_book": int((orders[:, L.E_REMAINING] > 0).sum()),
+        "lots_through_book": int(orders[:, L.E_REMAINING].sum()),
+        "backstop": int((phase == L.LQ_BACKSTOP).sum()),
+        "lots_backstopped": int(liq[phase == L.LQ_BACKSTOP, L.E_SIZE].sum()),
+        "adl": int((phase == L.LQ_ADL).sum()),
+        "adl_accounts": int((phase == L.LQ_ADL_START).sum()),
+        "lots_deleveraged": int(liq[phase == L.LQ_ADL, L.E_SIZE].sum()),
+        "bad_debt": int((phase == L.LQ_BAD_DEBT).sum()),
+        "liquidation_fees_usd": round(int(liq[phase == L.LQ_FEE, L.E_FEE].sum()) / 1e6, 2),
+        "unhealthy_after": int(after.unhealthy.size),
+        "insurance_fund_usd": round(g["insurance_fund_micro"] / 1e6, 2),
+        "insurance_fund_equity_usd": round(eng.account(L.FUND_ACCOUNT).equity_micro / 1e6, 2),
+        "money_conserved": bool(conserved),
+        "meets_target": cascade_s < 1.0,
+    }
+
+
+def main(accounts: int, seed: int, as_json: bool, fund_usd: int = 20_000) -> None:
+    r = run(accounts, seed, fund_usd)
+    print(f"accounts        {r['accounts']:,}; unhealthy after a 15% gap: {r['unhealthy_before']:,}")
+    print(f"cascade         {r['cascade_s'] * 1000:.1f} ms for {r['liquidations']:,} liquidations "
+          f"(detection over every account + the waterfall), {r['events']:,} events")
+    print(f"outcomes        through the book {r['through_book']:,} ({r['lots_through_book']:,} lots), "
+          f"backstop {r['backstop']:,} ({r['lots_backstopped']:,} lots), "
+          f"ADL {r['adl_accounts']:,} bankrupt accounts -> {r['adl']:,} counterparties ({r['lots_deleveraged']:,} lots), "
+          f"bad debt {r['bad_debt']:,}")
+    print(f"fund            cash {r['insurance_fund_usd']:,} USD (incl. {r['liquidation_fees_usd']:,} USD of liquidation fees), "
+          f"equity at the mark {r['insurance_fund_equity_usd']:,} USD; "
+          f"unhealthy after: {r['unhealthy_after']}; money conserved: {r['money_conserved']}")
+    print(f"target < 1 s    {'met' if r['meets_target'] else 'NOT met'}")
+    if as_json:
+        print(json.dumps(r))
