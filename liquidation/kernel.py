@@ -204,6 +204,7 @@ def _backstop_and_adl(st, a, m, sign, lots, p_b, equity_before, seq, ts, ev, n):
     k = st.spec[m, S_MICRO_PER_TICK_LOT]
     mark = st.mkt[m, M_MARK]
     loss_per_lot = (p_b - mark) * k * sign  # the fund pays p_b for what is worth the mark
+    taker_side = BUY if sign > 0 else SELL  # what the fund or an ADL counterparty does: buys a long
     fund_equity, _, _, _ = account_margin(st, FUND_ACCOUNT, -1, 0, 0)
     floor = st.g[G_INSURANCE_FLOOR_MICRO]
     if loss_per_lot <= 0:
@@ -216,8 +217,8 @@ def _backstop_and_adl(st, a, m, sign, lots, p_b, equity_before, seq, ts, ev, n):
     if take > 0:
         _transfer(st, a, FUND_ACCOUNT, m, -sign * take, p_b)
         fund_after, _, _, _ = account_margin(st, FUND_ACCOUNT, -1, 0, 0)
-        n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, a, 0, 0, 0, p_b, take, 0, loss_per_lot * take, LQ_BACKSTOP,
-                  fund_after)
+        n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, a, 0, 0, taker_side, p_b, take, 0, loss_per_lot * take,
+                  LQ_BACKSTOP, fund_after)
         lots -= take
     if lots > 0:
         fund_equity, _, _, _ = account_margin(st, FUND_ACCOUNT, -1, 0, 0)
@@ -241,12 +242,12 @@ def _backstop_and_adl(st, a, m, sign, lots, p_b, equity_before, seq, ts, ev, n):
                 head += 1  # this position is used up
             _transfer(st, a, c, m, -sign * q, p_b)
             lots -= q
-            n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, c, 0, 0, 0, p_b, q, lots, rank, LQ_ADL, a)
+            n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, c, 0, 0, taker_side, p_b, q, lots, rank, LQ_ADL, a)
         st.g[G_ADL_HEAD] = head
     if lots > 0:  # no profitable counterparty left: the fund takes the rest, below its floor
         _transfer(st, a, FUND_ACCOUNT, m, -sign * lots, p_b)
         fund_after, _, _, _ = account_margin(st, FUND_ACCOUNT, -1, 0, 0)
-        n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, a, 0, 0, 0, p_b, lots, 0, loss_per_lot * lots,
+        n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, a, 0, 0, taker_side, p_b, lots, 0, loss_per_lot * lots,
                   LQ_FUND_BELOW_FLOOR, fund_after)
     return n
 

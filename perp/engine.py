@@ -182,6 +182,12 @@ class Engine:
 
         return engine_account_view(self.state, account, [s.symbol for s in self.specs])
 
+    def adl_standing(self, account: int, market: int = 0):
+        """Where the account's position sits in the ADL queue (liquidation.adl.AdlStanding)."""
+        from liquidation.adl import adl_standing
+
+        return adl_standing(self.state, account, market, self.specs[market].symbol)
+
     def predicted_funding_rate_ppb(self, market: int) -> int:
         """The rate the current hour's premium samples give so far (paid at the hour if unchanged)."""
         from risk.ledger import funding_rate_now

@@ -178,6 +178,7 @@ class LiquidationStep(_Ev, tag="liquidation"):
     market: str | None
     account: int
     order_id: int
+    side: str  # order: the liquidation order's side; backstop/adl/fund_below_floor: what the taker did
     price_ticks: int
     lots: int
     filled: int
@@ -246,8 +247,8 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
                               r[L.E_CODE] == 1)
         elif kind == L.EV_LIQUIDATION:
             yield LiquidationStep(seq, ts, _PHASE.get(r[L.E_CODE], str(r[L.E_CODE])), sym, r[L.E_ACCOUNT],
-                                  r[L.E_ORDER_ID], r[L.E_PRICE], r[L.E_SIZE], r[L.E_REMAINING], r[L.E_FEE],
-                                  r[L.E_OTHER])
+                                  r[L.E_ORDER_ID], _SIDE[r[L.E_SIDE]], r[L.E_PRICE], r[L.E_SIZE], r[L.E_REMAINING],
+                                  r[L.E_FEE], r[L.E_OTHER])
         elif kind == L.EV_INSURANCE_FLOOR:
             yield InsuranceFloorSet(seq, ts, r[L.E_SIZE])
         else:  # pragma: no cover - the kernel emits only the kinds above

@@ -4,6 +4,10 @@
 the engine sees it, so every acknowledged command survives a crash. `recover` rebuilds the engine
 from an optional snapshot and the journal's records after the snapshot's sequence number; the
 result has the same state hash as the engine that wrote them.
+
+Timers enter the sequence like commands. The liquidation sweep runs after every batch that moved a
+mark or an index (the sequencer appends a `liquidate` command, journaled like any other) and on a
+timer (`tick`), so replaying the journal replays the sweeps exactly.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from perp import layout as L
 from perp.engine import Engine
 from perp.journal import FsyncPolicy, Journal, iter_rows_after, read_journal
 from perp.markets import MarketsConfig
@@ -35,9 +40,22 @@ class JournaledEngine:
         journal = Journal(journal_path, fsync=fsync)
         return cls(engine, journal)
 
-    def submit_rows(self, rows: np.ndarray) -> np.ndarray:
+    def submit_rows(self, rows: np.ndarray, auto_liquidate: bool = True) -> np.ndarray:
         self.journal.append(rows)
-        return self.engine.submit_rows(rows)
+        events = self.engine.submit_rows(rows)
+        if auto_liquidate and rows.shape[0]:
+            kinds = events[:, L.E_KIND]
+            if np.any((kinds == L.EV_MARK) | (kinds == L.EV_INDEX)):
+                events = np.concatenate([events, self.tick(int(self.engine.state.g[L.G_LAST_TS]))])
+        return events
+
+    def tick(self, ts_ns: int) -> np.ndarray:
+        """The liquidation sweep as a journaled timer command at `ts_ns`."""
+        row = np.zeros((1, L.N_CMD_COLS), np.int64)
+        row[0, L.C_KIND] = L.CK_LIQUIDATE
+        row[0, L.C_TS] = ts_ns
+        self.journal.append(row)
+        return self.engine.submit_rows(row)
 
     def close(self) -> None:
         self.journal.close()

@@ -1,0 +1,109 @@
+"""The insurance fund's ledger, read from the event stream.
+
+The fund is account 0 (`perp.layout.FUND_ACCOUNT`): its collateral is the fund's cash, its positions
+are what the backstop took over (ordinary positions, closed later through the book). Every movement
+of its cash is an event, so its history is derived, never kept twice:
+
+| kind | event | sign |
+|---|---|---|
+| top_up / withdrawal | `deposit` / `withdrawal` of account 0 | + / - |
+| fee_share | `fill` (a share `fee_share_to_fund_ppm` of each positive fee, floor) | + |
+| funding_remainder | `funding` (rounding remainder) | + |
+| liquidation_fee | `liquidation` phase `fee` | + |
+| bad_debt | `liquidation` phase `bad_debt` | - |
+| trading | `fill` of account 0 (closing backstop positions: realised PnL and fees) | +/- |
+
+Backstop takeovers (`liquidation` phase `backstop`) move positions, not cash: they show in the
+fund's equity at the mark (`Engine.account(0)`), and in the history as a zero-cash entry with the
+loss at the mark for reference. `FundHistory.cash_micro` equals the fund account's collateral
+(tested), and the floor below which losses go to ADL is `Engine.ledger()["insurance_floor_micro"]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from perp.events import Deposited, Event, Fill, FundingPaid, LiquidationStep, Withdrawn
+from perp.layout import FUND_ACCOUNT
+from perp.markets import MarketSpec, micro_per_tick_lot
+
+
+class FundEntry(msgspec.Struct, frozen=True):
+    seq: int
+    ts_ns: int
+    kind: str
+    amount_micro: int  # change of the fund's cash (0 for a backstop takeover)
+    detail: str = ""
+
+
+class FundHistory(msgspec.Struct):
+    entries: list[FundEntry]
+    cash_micro: int
+
+    def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.entries:
+            out[e.kind] = out.get(e.kind, 0) + e.amount_micro
+        return out
+
+
+def fund_history(events: Iterable[Event], specs: list[MarketSpec]) -> FundHistory:
+    share = {s.symbol: s.fee_share_to_fund_ppm for s in specs}
+    k = {s.symbol: micro_per_tick_lot(s) for s in specs}
+    entries: list[FundEntry] = []
+    basis: dict[str, tuple[int, int]] = {}  # the fund's own position per market: (lots, cost basis)
+    for ev in events:
+        if isinstance(ev, Deposited) and ev.account == FUND_ACCOUNT:
+            entries.append(FundEntry(ev.seq, ev.ts_ns, "top_up", ev.amount_micro))
+        elif isinstance(ev, Withdrawn) and ev.account == FUND_ACCOUNT:
+            entries.append(FundEntry(ev.seq, ev.ts_ns, "withdrawal", -ev.amount_micro))
+        elif isinstance(ev, Fill):
+            if ev.fee_micro > 0 and share[ev.market] and ev.account != FUND_ACCOUNT:
+                cut = ev.fee_micro * share[ev.market] // 1_000_000
+                if cut:
+                    entries.append(FundEntry(ev.seq, ev.ts_ns, "fee_share", cut, f"fill of order {ev.order_id}"))
+            if ev.account == FUND_ACCOUNT:
+                signed = ev.size_lots if ev.side == "buy" else -ev.size_lots
+                cash = _fund_fill_cash(basis, ev.market, signed, ev.price_ticks, k[ev.market]) - ev.fee_micro
+                if ev.fee_micro > 0 and share[ev.market]:
+                    cash += ev.fee_micro * share[ev.market] // 1_000_000  # its own fee share comes back
+                entries.append(FundEntry(ev.seq, ev.ts_ns, "trading", cash, f"closing at {ev.price}"))
+        elif isinstance(ev, FundingPaid) and ev.remainder_micro:
+            entries.append(FundEntry(ev.seq, ev.ts_ns, "funding_remainder", ev.remainder_micro, ev.market))
+        elif isinstance(ev, LiquidationStep):
+            if ev.phase == "fee":
+                entries.append(FundEntry(ev.seq, ev.ts_ns, "liquidation_fee", ev.amount_micro, f"account {ev.account}"))
+            elif ev.phase == "bad_debt":
+                entries.append(FundEntry(ev.seq, ev.ts_ns, "bad_debt", -ev.amount_micro, f"account {ev.account}"))
+            elif ev.phase in ("backstop", "fund_below_floor"):
+                signed = ev.lots if ev.side == "buy" else -ev.lots
+                _fund_fill_cash(basis, ev.market, signed, ev.price_ticks, k[ev.market])
+                entries.append(FundEntry(ev.seq, ev.ts_ns, ev.phase, 0,
+                                         f"{ev.lots} lots of account {ev.account} at {ev.price_ticks} ticks; "
+                                         f"loss at the mark {ev.amount_micro} micro-USD"))
+    return FundHistory(entries, sum(e.amount_micro for e in entries))
+
+
+def _fund_fill_cash(basis: dict, market: str, signed: int, price: int, k: int) -> int:
+    """Realised PnL of a fund position change (the same rule as risk.ledger.apply_fill)."""
+    lots, cost = basis.get(market, (0, 0))
+    realised = 0
+    new = lots + signed
+    if lots == 0 or (lots > 0) == (signed > 0):
+        cost += signed * price * k
+    else:
+        close = min(abs(signed), abs(lots))
+        removed = _trunc_div(cost * close, abs(lots))
+        realised = (close if lots > 0 else -close) * price * k - removed
+        cost -= removed
+        if abs(signed) > abs(lots):
+            cost = new * price * k
+    basis[market] = (new, cost)
+    return realised
+
+
+def _trunc_div(a: int, b: int) -> int:
+    q = abs(a) // b
+    return q if a >= 0 else -q

@@ -1,0 +1,38 @@
+"""The insurance fund's history, derived from events, adds up to the fund account's cash; traders
+see their ADL standing."""
+
+from __future__ import annotations
+
+from insurance_fund.ledger import fund_history
+from perp.commands import Deposit, Liquidate, Place, SetIndex
+from tests.helpers import SECOND, T0
+from tests.test_liquidation import M, _shorts, long_2000
+
+
+def test_the_fund_history_from_events_adds_up_to_its_cash():
+    e = long_2000(fund_usd=10_000)
+    start = e.ledger()["insurance_fund_micro"]  # $10,000 + its share of the set-up trade's fees
+    events = []
+    events += e.submit([Place(ts_ns=T0 + 3, account=3, market=M, side="buy", size_lots=500, price="1.9000"),
+                        SetIndex(ts_ns=T0 + 4, market=M, price="1.5000"), Liquidate(ts_ns=T0 + 5)])
+    # the fund closes part of what it took over through the book, a trader tops it up, funding runs
+    events += e.submit([Place(ts_ns=T0 + 6, account=3, market=M, side="buy", size_lots=600, price="1.5000"),
+                        Place(ts_ns=T0 + 7, account=0, market=M, side="sell", size_lots=600, price="1.5000"),
+                        Deposit(ts_ns=T0 + 8, account=0, amount_micro=123_456),
+                        Deposit(ts_ns=T0 + 3600 * SECOND, account=9, amount_micro=1)])
+    history = fund_history(events, e.specs)
+    assert start + history.cash_micro == e.ledger()["insurance_fund_micro"]
+    kinds = history.totals()
+    assert kinds["top_up"] == 123_456 and "backstop" in kinds and kinds["trading"] != 0
+
+
+def test_every_trader_sees_their_adl_rank_and_quintile():
+    e = long_2000(fund_usd=50)
+    _shorts(e, {4: 1_000, 5: 5_000})
+    e.submit([SetIndex(ts_ns=T0 + 20, market=M, price="1.9000")])
+    four, five, two = e.adl_standing(4), e.adl_standing(5), e.adl_standing(2)
+    # all three shorts are in profit; account 4 is the most levered, account 2 the least
+    assert (four.place, five.place, two.place) == (1, 2, 3) and four.of == 3
+    assert (four.quintile, two.quintile) == (1, 4)
+    assert e.adl_standing(1).place is None  # a losing long is not in the queue
+    assert e.adl_standing(9).side == "flat"
