@@ -18,7 +18,7 @@ from pathlib import Path
 from oracle.anchor import AnchorConfig
 from oracle.readers import read_csv_fixes
 from oracle.replay import replay_records
-from perp.commands import Cancel, CancelAll, Command, Deposit, Place, SetIndex
+from perp.commands import Cancel, CancelAll, Command, Deposit, Liquidate, Place, SetIndex
 from perp.markets import MarketSpec, ticks_to_price
 
 HOUR_NS = 3_600_000_000_000
@@ -50,6 +50,7 @@ def build_session(spec: MarketSpec, path: list[tuple[int, int, bool]], seed: int
     out.extend(Deposit(ts_ns=start, account=a, amount_micro=50_000_000_000) for a in TAKERS)  # $50k each
     for hour, (ts, anchor, frozen) in enumerate(path):
         out.append(SetIndex(ts_ns=ts, market=sym, price=px(anchor), funding_frozen=frozen))
+        out.append(Liquidate(ts_ns=ts))  # what the sequencer does after every index move
         t = ts + 1_000_000_000
         out.append(CancelAll(ts_ns=t, account=MAKER, market=sym))
         # the maker leans its quotes against its inventory-free fair value: the anchor
