@@ -132,6 +132,28 @@ def account_margin(st, a, add_m, add_side, add_lots):
 
 
 @njit(**_K)
+def equity_and_im(st, a, add_m, add_side, add_lots):
+    """(equity, initial margin incl. resting orders and the prospective order): what the pre-trade
+    check needs, without the maintenance and withdrawal figures of `account_margin`."""
+    equity = st.collateral_micro[a]
+    im = 0
+    for m in range(st.mkt.shape[0]):
+        pos = st.position_lots[a, m]
+        equity += pos * st.mkt[m, M_MARK] * st.spec[m, S_MICRO_PER_TICK_LOT] - st.cost_basis_micro[a, m]
+        buys = st.acct_mkt[a, m, AM_OPEN_BUY_LOTS]
+        sells = st.acct_mkt[a, m, AM_OPEN_SELL_LOTS]
+        if m == add_m:
+            if add_side == BUY:
+                buys += add_lots
+            else:
+                sells += add_lots
+        worst = worst_case_lots(pos, buys, sells)
+        if worst != 0:
+            im += position_im(st, m, worst, leverage_of(st, a, m))
+    return equity, im
+
+
+@njit(**_K)
 def pretrade_ok(st, a, m, side, lots):
     """An order passes if it does not raise its market's worst case, or equity covers the initial
     margin with it counted (at the boundary: passes)."""
@@ -142,7 +164,7 @@ def pretrade_ok(st, a, m, side, lots):
     after = worst_case_lots(pos, buys + lots, sells) if side == BUY else worst_case_lots(pos, buys, sells + lots)
     if after <= before:
         return True
-    equity, im, _, _ = account_margin(st, a, m, side, lots)
+    equity, im = equity_and_im(st, a, m, side, lots)
     return equity >= im
 
 
