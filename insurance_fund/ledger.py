@@ -1,7 +1,7 @@
 """The insurance fund's ledger, read from the event stream.
 
-The fund is account 0 (`perp.layout.FUND_ACCOUNT`): its collateral is the fund's cash, its positions
-are what the backstop took over (ordinary positions, closed later through the book). Every movement
+A fund is an account named by market specs (`insurance_fund_account`, default 0, shared by every
+market that names it): its collateral is the fund's cash, its positions are what the backstop took over (ordinary positions, closed later through the book). Every movement
 of its cash is an event, so its history is derived, never kept twice:
 
 | kind | event | sign |
@@ -26,7 +26,6 @@ from collections.abc import Iterable
 import msgspec
 
 from perp.events import Deposited, Event, Fill, FundingPaid, LiquidationStep, Withdrawn
-from perp.layout import FUND_ACCOUNT
 from perp.markets import MarketSpec, micro_per_tick_lot
 
 
@@ -49,8 +48,11 @@ class FundHistory(msgspec.Struct):
         return out
 
 
-def fund_history(events: Iterable[Event], specs: list[MarketSpec]) -> FundHistory:
-    share = {s.symbol: s.fee_share_to_fund_ppm for s in specs}
+def fund_history(events: Iterable[Event], specs: list[MarketSpec], fund: int | None = None) -> FundHistory:
+    """The history of one fund account (default: the first market's) from the event stream."""
+    FUND_ACCOUNT = specs[0].insurance_fund_account if fund is None else fund  # noqa: N806
+    mine = {s.symbol for s in specs if s.insurance_fund_account == FUND_ACCOUNT}
+    share = {s.symbol: (s.fee_share_to_fund_ppm if s.symbol in mine else 0) for s in specs}
     k = {s.symbol: micro_per_tick_lot(s) for s in specs}
     entries: list[FundEntry] = []
     basis: dict[str, tuple[int, int]] = {}  # the fund's own position per market: (lots, cost basis)
@@ -70,9 +72,9 @@ def fund_history(events: Iterable[Event], specs: list[MarketSpec]) -> FundHistor
                 if ev.fee_micro > 0 and share[ev.market]:
                     cash += ev.fee_micro * share[ev.market] // 1_000_000  # its own fee share comes back
                 entries.append(FundEntry(ev.seq, ev.ts_ns, "trading", cash, f"closing at {ev.price}"))
-        elif isinstance(ev, FundingPaid) and ev.remainder_micro:
+        elif isinstance(ev, FundingPaid) and ev.remainder_micro and ev.market in mine:
             entries.append(FundEntry(ev.seq, ev.ts_ns, "funding_remainder", ev.remainder_micro, ev.market))
-        elif isinstance(ev, LiquidationStep):
+        elif isinstance(ev, LiquidationStep) and (ev.market in mine or ev.market is None):
             if ev.phase == "fee":
                 entries.append(FundEntry(ev.seq, ev.ts_ns, "liquidation_fee", ev.amount_micro, f"account {ev.account}"))
             elif ev.phase == "bad_debt":

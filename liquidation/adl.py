@@ -32,7 +32,10 @@ def adl_standing(st, account: int, market: int, symbol: str) -> AdlStanding:
         return AdlStanding(symbol, account, "flat", -1, None, 0, None)
     mine = int(adl_rank(st, account, market))
     queue = []
-    for c in range(L.FUND_ACCOUNT + 1, int(st.g[L.G_ACCOUNT_HWM])):
+    funds = {int(f) for f in st.spec[:, L.S_FUND_ACCOUNT]}
+    for c in range(int(st.g[L.G_ACCOUNT_HWM])):
+        if c in funds:
+            continue
         p = int(st.position_lots[c, market])
         if p == 0 or (p > 0) != (pos > 0):
             continue

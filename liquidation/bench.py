@@ -51,7 +51,7 @@ def build(accounts: int, seed: int, fund_usd: int) -> Engine:
     st.collateral_micro[longs] = notional * 1_000_000 // lev_ppm
     st.collateral_micro[shorts] = notional * 1_000_000 // rng.integers(1_000_000, 3_000_001, n // 2)
     st.collateral_micro[L.FUND_ACCOUNT] = fund_usd * 1_000_000
-    st.g[L.G_INSURANCE_FLOOR_MICRO] = fund_usd * 1_000_000  # the fund may not lose: losses go to ADL
+    st.mkt[0, L.M_INSURANCE_FLOOR_MICRO] = fund_usd * 1_000_000  # the fund may not lose: losses go to ADL
     st.mkt[0, L.M_OPEN_INTEREST] = int(lots.sum())
     st.g[L.G_ACCOUNT_HWM] = n + 1
     st.g[L.G_DEPOSITS_MICRO] = int(st.collateral_micro.sum())

@@ -14,9 +14,9 @@ One sweep, deterministic, at the marks as they stand when it starts:
      which closing the whole position leaves equity >= 0; never filled beyond it), paying no taker
      fee but the liquidation fee: `liquidation_fee_share_ppm` of the closed part's maintenance
      margin, capped at the equity left, to the insurance fund;
-   - what the book cannot take within that bound goes to the **backstop**: the insurance fund
-     (account 0) takes it over at the bankruptcy price, as far as its equity stays at or above its
-     floor after the loss at the mark;
+   - what the book cannot take within that bound goes to the **backstop**: the market's insurance
+     fund (the account its spec names; 0 by default, shared) takes it over at the bankruptcy price,
+     as far as its equity stays at or above the market's floor after the loss at the mark;
    - the rest is **auto-deleveraged** at the bankruptcy price against opposing profitable positions,
      highest rank first (rank = PnL% x effective leverage; ties: lowest account id), ranked once per
      sweep and market side (an in-place heapsort: O(P log P) once, then O(1) per counterparty);
@@ -40,12 +40,10 @@ from perp.layout import (
     AM_LIQ_FLAG,
     BUY,
     EV_LIQUIDATION,
-    FUND_ACCOUNT,
     G_ACCOUNT_HWM,
     G_ADL_HEAD,
     G_ADL_KEY,
     G_ADL_LEN,
-    G_INSURANCE_FLOOR_MICRO,
     G_NEXT_ORDER_ID,
     LQ_ADL,
     LQ_ADL_START,
@@ -57,9 +55,11 @@ from perp.layout import (
     LQ_ORDER,
     LQ_STARTED,
     LQ_SWEEP,
+    M_INSURANCE_FLOOR_MICRO,
     M_MARK,
     M_N_ASK_ORDERS,
     M_N_BID_ORDERS,
+    S_FUND_ACCOUNT,
     S_LIQ_BUFFER_PPM,
     S_LIQ_CHUNK_PPM,
     S_LIQ_COOLDOWN_NS,
@@ -75,7 +75,7 @@ from perp.layout import (
     T_MMR_PPM,
 )
 from risk.intmath import mul_div_ceil, ppm_of_ceil
-from risk.ledger import account_margin, apply_fill
+from risk.ledger import account_margin, apply_fill, is_fund
 from risk.tiers import maintenance_margin_micro
 
 _K = dict(cache=True, _nrt=False, error_model="numpy", forceinline=True)
@@ -183,9 +183,9 @@ def _adl_queue(st, m, sign):
     if st.g[G_ADL_KEY] != key:
         q = st.adl_scratch
         k = 0
-        for c in range(FUND_ACCOUNT + 1, st.g[G_ACCOUNT_HWM]):
+        for c in range(st.g[G_ACCOUNT_HWM]):
             pos = st.position_lots[c, m]
-            if pos == 0 or (pos > 0) == (sign > 0):
+            if pos == 0 or (pos > 0) == (sign > 0) or is_fund(st, c):
                 continue
             r = adl_rank(st, c, m)
             if r < 0:
@@ -205,8 +205,9 @@ def _backstop_and_adl(st, a, m, sign, lots, p_b, equity_before, seq, ts, ev, n):
     mark = st.mkt[m, M_MARK]
     loss_per_lot = (p_b - mark) * k * sign  # the fund pays p_b for what is worth the mark
     taker_side = BUY if sign > 0 else SELL  # what the fund or an ADL counterparty does: buys a long
-    fund_equity, _, _, _ = account_margin(st, FUND_ACCOUNT, -1, 0, 0)
-    floor = st.g[G_INSURANCE_FLOOR_MICRO]
+    fund = st.spec[m, S_FUND_ACCOUNT]
+    fund_equity, _, _, _ = account_margin(st, fund, -1, 0, 0)
+    floor = st.mkt[m, M_INSURANCE_FLOOR_MICRO]
     if loss_per_lot <= 0:
         take = lots
     else:
@@ -215,13 +216,13 @@ def _backstop_and_adl(st, a, m, sign, lots, p_b, equity_before, seq, ts, ev, n):
         if take > lots:
             take = lots
     if take > 0:
-        _transfer(st, a, FUND_ACCOUNT, m, -sign * take, p_b)
-        fund_after, _, _, _ = account_margin(st, FUND_ACCOUNT, -1, 0, 0)
+        _transfer(st, a, fund, m, -sign * take, p_b)
+        fund_after, _, _, _ = account_margin(st, fund, -1, 0, 0)
         n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, a, 0, 0, taker_side, p_b, take, 0, loss_per_lot * take,
                   LQ_BACKSTOP, fund_after)
         lots -= take
     if lots > 0:
-        fund_equity, _, _, _ = account_margin(st, FUND_ACCOUNT, -1, 0, 0)
+        fund_equity, _, _, _ = account_margin(st, fund, -1, 0, 0)
         n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, a, 0, 0, 0, p_b, lots, equity_before, fund_equity,
                   LQ_ADL_START, floor)
     if lots > 0:
@@ -245,8 +246,8 @@ def _backstop_and_adl(st, a, m, sign, lots, p_b, equity_before, seq, ts, ev, n):
             n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, c, 0, 0, taker_side, p_b, q, lots, rank, LQ_ADL, a)
         st.g[G_ADL_HEAD] = head
     if lots > 0:  # no profitable counterparty left: the fund takes the rest, below its floor
-        _transfer(st, a, FUND_ACCOUNT, m, -sign * lots, p_b)
-        fund_after, _, _, _ = account_margin(st, FUND_ACCOUNT, -1, 0, 0)
+        _transfer(st, a, fund, m, -sign * lots, p_b)
+        fund_after, _, _, _ = account_margin(st, fund, -1, 0, 0)
         n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, a, 0, 0, taker_side, p_b, lots, 0, loss_per_lot * lots,
                   LQ_FUND_BELOW_FLOOR, fund_after)
     return n
@@ -292,7 +293,7 @@ def _liquidate_position(st, a, m, equity, mm, bankrupt, seq, ts, ev, n):
         if fee > 0:
             st.collateral_micro[a] -= fee
             st.acct_mkt[a, m, AM_FEES_MICRO] += fee
-            st.collateral_micro[FUND_ACCOUNT] += fee
+            st.collateral_micro[st.spec[m, S_FUND_ACCOUNT]] += fee
             n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, a, 0, 0, 0, 0, 0, 0, fee, LQ_FEE, 0)
     if rem > 0:
         # what the book could not take goes to the backstop and ADL at the bankruptcy price of what
@@ -321,9 +322,12 @@ def _liquidate_account(st, a, seq, ts, ev, n):
     equity, _, mm, _ = account_margin(st, a, -1, 0, 0)
     n = _emit(ev, n, EV_LIQUIDATION, seq, ts, -1, a, 0, 0, 0, 0, 0, 0, equity, LQ_STARTED, mm)
     _, n = cancel_account_orders(st, a, -1, R_CANCEL_LIQUIDATION, seq, ts, ev, n)
+    fund = -1
     for m in range(st.mkt.shape[0]):
         if st.position_lots[a, m] == 0:
             continue
+        if fund < 0:
+            fund = st.spec[m, S_FUND_ACCOUNT]  # bad debt: the fund of the first market it held
         equity, _, mm, _ = account_margin(st, a, -1, 0, 0)
         if equity >= mm:
             break
@@ -335,7 +339,7 @@ def _liquidate_account(st, a, seq, ts, ev, n):
     if equity < 0 and not _has_position(st, a):
         debt = -equity
         st.collateral_micro[a] += debt
-        st.collateral_micro[FUND_ACCOUNT] -= debt
+        st.collateral_micro[fund if fund >= 0 else st.spec[0, S_FUND_ACCOUNT]] -= debt
         n = _emit(ev, n, EV_LIQUIDATION, seq, ts, -1, a, 0, 0, 0, 0, 0, 0, debt, LQ_BAD_DEBT, 0)
         equity = 0
     return _emit(ev, n, EV_LIQUIDATION, seq, ts, -1, a, 0, 0, 0, 0, 0, 0, equity, LQ_DONE, mm)
@@ -350,8 +354,10 @@ def flag_unhealthy(st, ts):
     open_orders = 0
     positions = 0
     n_mkt = st.mkt.shape[0]
-    for a in range(FUND_ACCOUNT + 1, st.g[G_ACCOUNT_HWM]):
+    for a in range(st.g[G_ACCOUNT_HWM]):
         st.acct_mkt[a, 0, AM_LIQ_FLAG] = 0
+        if is_fund(st, a):
+            continue
         held = 0
         for m in range(n_mkt):
             if st.position_lots[a, m] != 0:
@@ -388,7 +394,7 @@ def liquidate_sweep(st, ts, seq, ev, n):
     flagged, checked, _, _ = flag_unhealthy(st, ts)
     st.g[G_ADL_KEY] = 0  # ADL queues are ranked afresh each sweep
     done = 0
-    for a in range(FUND_ACCOUNT + 1, st.g[G_ACCOUNT_HWM]):
+    for a in range(st.g[G_ACCOUNT_HWM]):
         if st.acct_mkt[a, 0, AM_LIQ_FLAG] == 0:
             continue
         st.acct_mkt[a, 0, AM_LIQ_FLAG] = 0

@@ -96,6 +96,7 @@ class Liquidate(_Cmd, tag="liquidate"):
 
 class SetInsuranceFloor(_Cmd, tag="set_insurance_floor"):
     amount_micro: int
+    market: str | None = None  # None: every market
 
 
 class SetStatus(_Cmd, tag="set_status"):
@@ -204,6 +205,7 @@ class CommandEncoder:
             r[L.C_KIND] = L.CK_LIQUIDATE
         elif isinstance(cmd, SetInsuranceFloor):
             r[L.C_KIND] = L.CK_SET_INSURANCE_FLOOR
+            r[L.C_MARKET] = -1 if cmd.market is None else self._market(cmd.market)
             r[L.C_SIZE] = cmd.amount_micro
         else:  # pragma: no cover - the union is closed
             raise CommandFormatError(f"unsupported command {type(cmd).__name__}")

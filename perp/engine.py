@@ -21,7 +21,13 @@ from perp import state as S
 from perp.commands import Command, CommandEncoder
 from perp.events import Event, decode_rows
 from perp.kernel import new_event_buffer, process_batch
-from perp.markets import MarketSpec, MarketsConfig, MarketSpecError, load_markets, spec_row
+from perp.markets import (
+    MarketsConfig,
+    MarketSpec,
+    MarketSpecError,
+    load_markets,
+    spec_row,
+)
 from risk.tiers import MAX_TIERS, TierSchedule, default_tiers, pack_tiers
 
 
@@ -217,12 +223,14 @@ class Engine:
         """The money identity's terms: sum(collateral of traders) - sum(cost basis, fund's included)
         + insurance fund (the fund account's collateral) + fee ledger == deposits - withdrawals."""
         st = self.state
-        fund = L.FUND_ACCOUNT
+        funds = sorted({int(f) for f in st.spec[:, L.S_FUND_ACCOUNT]})
+        in_funds = sum(int(st.collateral_micro[f]) for f in funds)
         return {
-            "collateral_micro": int(st.collateral_micro.sum()) - int(st.collateral_micro[fund]),
+            "collateral_micro": int(st.collateral_micro.sum()) - in_funds,
             "cost_basis_micro": int(st.cost_basis_micro.sum()),
-            "insurance_fund_micro": int(st.collateral_micro[fund]),
-            "insurance_floor_micro": int(st.g[L.G_INSURANCE_FLOOR_MICRO]),
+            "insurance_fund_micro": in_funds,
+            "insurance_funds_micro": {f: int(st.collateral_micro[f]) for f in funds},
+            "insurance_floor_micro": int(st.mkt[0, L.M_INSURANCE_FLOOR_MICRO]),
             "fee_ledger_micro": int(st.g[L.G_FEE_LEDGER_MICRO]),
             "deposits_micro": int(st.g[L.G_DEPOSITS_MICRO]),
             "withdrawals_micro": int(st.g[L.G_WITHDRAWALS_MICRO]),

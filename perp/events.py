@@ -187,6 +187,7 @@ class LiquidationStep(_Ev, tag="liquidation"):
 
 
 class InsuranceFloorSet(_Ev, tag="insurance_floor"):
+    market: str | None  # None: every market
     amount_micro: int
 
 
@@ -250,7 +251,7 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
                                   r[L.E_ORDER_ID], _SIDE[r[L.E_SIDE]], r[L.E_PRICE], r[L.E_SIZE], r[L.E_REMAINING],
                                   r[L.E_FEE], r[L.E_OTHER])
         elif kind == L.EV_INSURANCE_FLOOR:
-            yield InsuranceFloorSet(seq, ts, r[L.E_SIZE])
+            yield InsuranceFloorSet(seq, ts, sym, r[L.E_SIZE])
         else:  # pragma: no cover - the kernel emits only the kinds above
             raise ValueError(f"unknown event kind {kind}")
 

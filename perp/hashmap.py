@@ -15,7 +15,6 @@ from numba import njit
 
 from perp.layout import EMPTY_KEY
 
-
 _M1 = np.uint64(0xFF51AFD7ED558CCD)
 _M2 = np.uint64(0xC4CEB9FE1A85EC53)
 _S33 = np.uint64(33)

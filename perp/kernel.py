@@ -135,11 +135,9 @@ from perp.layout import (
     EV_WITHDRAWAL,
     FLAG_REDUCE_ONLY,
     FOK,
-    FUND_ACCOUNT,
     G_ACCOUNT_HWM,
     G_DEPOSITS_MICRO,
     G_FREE_TOP,
-    G_INSURANCE_FLOOR_MICRO,
     G_LAST_TS,
     G_NEED_EVENTS,
     G_NEXT_ORDER_ID,
@@ -155,6 +153,7 @@ from perp.layout import (
     M_BEST_BID,
     M_FUNDING_FROZEN,
     M_INDEX,
+    M_INSURANCE_FLOOR_MICRO,
     M_MARK,
     M_N_ASK_ORDERS,
     M_N_BID_ORDERS,
@@ -613,8 +612,13 @@ def process_one(st, c, ev, n):
     if kind == CK_SET_INSURANCE_FLOOR:
         if c[C_SIZE] < 0:
             return _reject(c, ev, n, seq, R_NON_POSITIVE_AMOUNT)
-        st.g[G_INSURANCE_FLOOR_MICRO] = c[C_SIZE]
-        return _emit(ev, n, EV_INSURANCE_FLOOR, seq, ts, -1, FUND_ACCOUNT, 0, 0, 0, 0, c[C_SIZE], 0, 0, 0, 0)
+        only_m = c[C_MARKET]
+        if only_m < -1 or only_m >= st.mkt.shape[0]:
+            return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
+        for m in range(st.mkt.shape[0]):
+            if only_m == -1 or m == only_m:
+                st.mkt[m, M_INSURANCE_FLOOR_MICRO] = c[C_SIZE]
+        return _emit(ev, n, EV_INSURANCE_FLOOR, seq, ts, only_m, -1, 0, 0, 0, 0, c[C_SIZE], 0, 0, 0, 0)
     return _reject(c, ev, n, seq, R_UNKNOWN_COMMAND)
 
 

@@ -140,7 +140,8 @@ M_NEXT_PREMIUM_TS = 13
 M_NEXT_FUNDING_TS = 14
 M_LAST_RATE_PPB = 15
 M_FUNDING_FROZEN = 16  # 1 while the current anchor's gates freeze funding
-N_MKT_COLS = 17
+M_INSURANCE_FLOOR_MICRO = 17  # below this equity the market's fund takes no more losses: ADL
+N_MKT_COLS = 18
 
 NO_PRICE = -1
 
@@ -173,7 +174,8 @@ S_LIQ_PARTIAL_ABOVE_MICRO = 24  # positions above this notional are liquidated i
 S_LIQ_CHUNK_PPM = 25  # the smallest chunk, as a share of the position
 S_LIQ_COOLDOWN_NS = 26  # between chunks of one account's position
 S_LIQ_BUFFER_PPM = 27  # a chunk restores equity >= MM x (1 + buffer)
-N_SPEC_COLS = 28
+S_FUND_ACCOUNT = 28  # the account that is this market's insurance fund (shared when equal)
+N_SPEC_COLS = 29
 
 # ---- per account and market: acct_mkt[account, market, AM_*] ------------------------------------
 AM_LEVERAGE = 0  # user-chosen leverage (0 = the market's default)
@@ -232,7 +234,7 @@ G_LAST_TS = 2
 G_SEQ = 3  # sequence number of the last processed command
 G_NEED_EVENTS = 4  # set by the kernel when it stopped for lack of event space
 G_ACCOUNT_HWM = 5  # 1 + highest account id that ever held an order, position or collateral
-G_INSURANCE_FLOOR_MICRO = 6  # below this the fund takes no more losses: ADL (operator-set)
+# (slot 6 is unused)
 G_FEE_LEDGER_MICRO = 7  # venue fee ledger
 G_DEPOSITS_MICRO = 8  # all deposits ever
 G_WITHDRAWALS_MICRO = 9  # all withdrawals ever
@@ -244,7 +246,7 @@ N_SCRATCH = 128
 N_GLOBALS = G_SCRATCH + N_SCRATCH
 
 # ---- identifiers -------------------------------------------------------------------------------
-FUND_ACCOUNT = 0  # the insurance fund's account: its collateral is the fund, its positions the backstop's
+FUND_ACCOUNT = 0  # the default insurance fund account (a market's spec may name its own)
 CLID_BITS = 40
 MAX_CLIENT_ORDER_ID = (1 << CLID_BITS) - 1
 MAX_ACCOUNT_ID = (1 << 22) - 1

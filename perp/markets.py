@@ -23,6 +23,7 @@ import numpy as np
 from perp import layout as L
 
 MICRO = 1_000_000
+MAX_FUND_ACCOUNTS = 16  # account ids below this may be insurance funds (reserved for operators)
 _INT64_MAX = (1 << 63) - 1
 
 
@@ -64,6 +65,7 @@ class MarketSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     liquidation_chunk_ppm: int = 200_000  # ...of at least 20%...
     liquidation_cooldown_s: int = 30  # ...30 s apart (unless the account is bankrupt)
     liquidation_buffer_ppm: int = 100_000  # a chunk aims at equity >= MM x 1.1
+    insurance_fund_account: int = 0  # markets naming the same account share a fund
 
 
 class MarketsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -162,6 +164,8 @@ def validate_spec(spec: MarketSpec) -> None:
             raise MarketSpecError(f"market {sym!r}: {field} must not be negative")
     if not -spec.funding_cap_ppb <= spec.funding_interest_ppb <= spec.funding_cap_ppb:
         raise MarketSpecError(f"market {sym!r}: funding_interest_ppb must lie within +- funding_cap_ppb")
+    if not 0 <= spec.insurance_fund_account < MAX_FUND_ACCOUNTS:
+        raise MarketSpecError(f"market {sym!r}: insurance_fund_account must be between 0 and {MAX_FUND_ACCOUNTS - 1}")
     if spec.market_protection_bps > spec.price_band_bps:
         raise MarketSpecError(f"market {sym!r}: market_protection_bps must not exceed price_band_bps")
     for field in ("maker_fee_ppm", "taker_fee_ppm"):
@@ -209,6 +213,7 @@ def spec_row(spec: MarketSpec) -> np.ndarray:
     row[L.S_LIQ_CHUNK_PPM] = spec.liquidation_chunk_ppm
     row[L.S_LIQ_COOLDOWN_NS] = spec.liquidation_cooldown_s * 1_000_000_000
     row[L.S_LIQ_BUFFER_PPM] = spec.liquidation_buffer_ppm
+    row[L.S_FUND_ACCOUNT] = spec.insurance_fund_account
     return row
 
 

@@ -83,7 +83,7 @@ def new_state(spec_rows: np.ndarray, tiers: np.ndarray, order_capacity: int = 1 
     g = np.zeros(L.N_GLOBALS, np.int64)
     g[L.G_NEXT_ORDER_ID] = 1
     g[L.G_FREE_TOP] = order_capacity
-    g[L.G_ACCOUNT_HWM] = L.FUND_ACCOUNT + 1  # the insurance fund's account always exists
+    g[L.G_ACCOUNT_HWM] = int(spec_rows[:, L.S_FUND_ACCOUNT].max()) + 1  # the funds' accounts always exist
     return EngineState(orders=orders, levels=levels, accounts=accounts,
                        position_lots=np.zeros((account_capacity, n_markets), np.int64),
                        maps=_new_maps(order_capacity), mkt=mkt, spec=spec_rows.astype(np.int64).copy(), g=g,
@@ -162,7 +162,7 @@ def state_hash(st: EngineState, include_clock: bool = True) -> str:
         g[L.G_SEQ] = 0
         mkt[:, L.M_NEXT_SAMPLE_TS] = 0
     h.update(mkt.tobytes())
-    h.update(g[[L.G_NEXT_ORDER_ID, L.G_LAST_TS, L.G_SEQ, L.G_INSURANCE_FLOOR_MICRO, L.G_FEE_LEDGER_MICRO,
+    h.update(g[[L.G_NEXT_ORDER_ID, L.G_LAST_TS, L.G_SEQ, L.G_FEE_LEDGER_MICRO,
                 L.G_DEPOSITS_MICRO, L.G_WITHDRAWALS_MICRO]].tobytes())
     h.update(st.tiers.tobytes())
     h.update(canonical_orders(st).tobytes())

@@ -5,8 +5,8 @@ inlined into it). Money is int64 micro-USD; every function keeps the ledger iden
 
     sum(collateral) - sum(cost basis) + fee ledger == deposits - withdrawals
 
-exactly, after every command. The insurance fund is account FUND_ACCOUNT (0): its collateral is the
-fund's balance (fee share, funding remainders, liquidation fees, top-ups as deposits; bad debt out)
+exactly, after every command. A market's insurance fund is the account its spec names (default 0,
+shared): its collateral is the fund's balance (fee share, funding remainders, liquidation fees, top-ups as deposits; bad debt out)
 and its positions are what the backstop took over. (`collateral` is the wallet balance: deposits - withdrawals +
 realised PnL - fees + funding. Open positions carry their entry notional as `cost basis`; since
 positions net to zero in every market, `sum(collateral) - sum(cost basis)` equals the sum of all
@@ -29,11 +29,35 @@ from __future__ import annotations
 from numba import njit
 
 from perp.layout import (
-    AM_FEES_MICRO, AM_FUNDING_MICRO, AM_LEVERAGE, AM_OPEN_BUY_LOTS, AM_OPEN_SELL_LOTS, AM_REALIZED_PNL_MICRO,
-    BUY, FUND_ACCOUNT, G_FEE_LEDGER_MICRO, M_FROZEN_N, M_FUNDING_FROZEN, M_INDEX, M_LAST_RATE_PPB, M_MARK,
-    M_OPEN_INTEREST, M_PREMIUM_N, M_PREMIUM_SUM_PPB, S_CAP_PPB, S_CLAMP_PPB, S_DEFAULT_LEVERAGE, S_FEE_SHARE_TO_FUND_PPM,
-    S_INTEREST_PPB, S_MICRO_PER_TICK_LOT, S_WITHDRAW_FLOOR_PPM, T_BOUND_MICRO, T_IMR_PPM, T_MM_DEDUCTION_MICRO,
-    T_MMR_PPM, G_ACCOUNT_HWM,
+    AM_FEES_MICRO,
+    AM_FUNDING_MICRO,
+    AM_LEVERAGE,
+    AM_OPEN_BUY_LOTS,
+    AM_OPEN_SELL_LOTS,
+    AM_REALIZED_PNL_MICRO,
+    BUY,
+    G_ACCOUNT_HWM,
+    G_FEE_LEDGER_MICRO,
+    M_FROZEN_N,
+    M_FUNDING_FROZEN,
+    M_INDEX,
+    M_LAST_RATE_PPB,
+    M_MARK,
+    M_OPEN_INTEREST,
+    M_PREMIUM_N,
+    M_PREMIUM_SUM_PPB,
+    S_CAP_PPB,
+    S_CLAMP_PPB,
+    S_DEFAULT_LEVERAGE,
+    S_FEE_SHARE_TO_FUND_PPM,
+    S_FUND_ACCOUNT,
+    S_INTEREST_PPB,
+    S_MICRO_PER_TICK_LOT,
+    S_WITHDRAW_FLOOR_PPM,
+    T_BOUND_MICRO,
+    T_IMR_PPM,
+    T_MM_DEDUCTION_MICRO,
+    T_MMR_PPM,
 )
 from risk.funding import funding_delta_micro, rate_from_premium_sum_ppb
 from risk.intmath import mul_div_trunc, ppm_of_ceil
@@ -41,6 +65,15 @@ from risk.tiers import initial_margin_micro, maintenance_margin_micro
 
 MAX_TRANSFER_MICRO = 1_000_000_000_000_000  # $1bn in one deposit or withdrawal
 _K = dict(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+
+
+@njit(**_K)
+def is_fund(st, a):
+    """Whether account a is some market's insurance fund."""
+    for m in range(st.spec.shape[0]):
+        if st.spec[m, S_FUND_ACCOUNT] == a:
+            return True
+    return False
 
 
 @njit(**_K)
@@ -80,7 +113,7 @@ def apply_fill(st, a, m, signed_lots, price, fee):
     st.collateral_micro[a] -= fee
     st.acct_mkt[a, m, AM_FEES_MICRO] += fee
     to_fund = (fee * st.spec[m, S_FEE_SHARE_TO_FUND_PPM]) // 1_000_000 if fee > 0 else 0
-    st.collateral_micro[FUND_ACCOUNT] += to_fund
+    st.collateral_micro[st.spec[m, S_FUND_ACCOUNT]] += to_fund
     st.g[G_FEE_LEDGER_MICRO] += fee - to_fund
     st.mkt[m, M_OPEN_INTEREST] += (new_pos if new_pos > 0 else 0) - (pos if pos > 0 else 0)
 
@@ -223,7 +256,7 @@ def settle_funding(st, m):
                 else:
                     received += d
     remainder = paid - received
-    st.collateral_micro[FUND_ACCOUNT] += remainder
+    st.collateral_micro[st.spec[m, S_FUND_ACCOUNT]] += remainder
     st.mkt[m, M_PREMIUM_SUM_PPB] = 0
     st.mkt[m, M_PREMIUM_N] = 0
     st.mkt[m, M_FROZEN_N] = 0

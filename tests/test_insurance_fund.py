@@ -36,3 +36,31 @@ def test_every_trader_sees_their_adl_rank_and_quintile():
     assert (four.quintile, two.quintile) == (1, 4)
     assert e.adl_standing(1).place is None  # a losing long is not in the queue
     assert e.adl_standing(9).side == "flat"
+
+
+def test_markets_can_keep_separate_insurance_funds():
+    import msgspec
+
+    from perp.commands import SetInsuranceFloor
+    from perp.engine import Engine
+    from tests.helpers import SMALL_MARKETS, SMALL_TIERS
+
+    one, two = SMALL_MARKETS.market
+    markets = msgspec.structs.replace(SMALL_MARKETS, market=[
+        one, msgspec.structs.replace(two, insurance_fund_account=1, fee_share_to_fund_ppm=500_000)])
+    e = Engine(markets, tiers=SMALL_TIERS)
+    e.submit([SetIndex(ts_ns=T0, market="TEST-PERP", price="2.00"), SetIndex(ts_ns=T0, market="TEST2-PERP", price="2.00"),
+              Deposit(ts_ns=T0, account=0, amount_micro=10**9), Deposit(ts_ns=T0, account=1, amount_micro=10**9),
+              Deposit(ts_ns=T0, account=5, amount_micro=10**10), Deposit(ts_ns=T0, account=6, amount_micro=4 * 10**7),
+              SetInsuranceFloor(ts_ns=T0, market="TEST2-PERP", amount_micro=10**8)])
+    assert e.ledger()["insurance_funds_micro"] == {0: 10**9, 1: 10**9}
+    # account 6 goes long 40 lots of TEST2 (2 GPU-hours a lot: $160 of notional) on $40
+    e.submit([Place(ts_ns=T0 + 1, account=5, market="TEST2-PERP", side="sell", size_lots=40, price="2.00"),
+              Place(ts_ns=T0 + 2, account=6, market="TEST2-PERP", side="buy", size_lots=40, price="2.00")])
+    funds = e.ledger()["insurance_funds_micro"]
+    assert funds[0] == 10**9 and funds[1] > 10**9  # TEST2's fee share went to fund 1 only
+    events = e.submit([SetIndex(ts_ns=T0 + 3, market="TEST2-PERP", price="1.50"), Liquidate(ts_ns=T0 + 4)])
+    (backstop,) = [s for s in events if getattr(s, "phase", "") == "backstop"]
+    assert backstop.market == "TEST2-PERP" and e.position_lots(1, 1) == 40 and e.position_lots(0, 1) == 0
+    assert e.ledger()["insurance_funds_micro"][0] == 10**9
+    assert fund_history(events, e.specs, fund=1).cash_micro == e.ledger()["insurance_funds_micro"][1] - funds[1]
