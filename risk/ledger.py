@@ -134,37 +134,6 @@ def worst_case_lots(pos, buys, sells):
 
 
 @njit(**_K)
-def account_margin(st, a, add_m, add_side, add_lots):
-    """(equity, initial margin incl. resting orders and an optional prospective order on market add_m,
-    maintenance margin, withdrawal floor), micro-USD, at the marks."""
-    equity = st.collateral_micro[a]
-    im = 0
-    mm = 0
-    floor = 0
-    for m in range(st.mkt.shape[0]):
-        pos = st.position_lots[a, m]
-        mark = st.mkt[m, M_MARK]
-        k = st.spec[m, S_MICRO_PER_TICK_LOT]
-        equity += pos * mark * k - st.cost_basis_micro[a, m]
-        buys = st.acct_mkt[a, m, AM_OPEN_BUY_LOTS]
-        sells = st.acct_mkt[a, m, AM_OPEN_SELL_LOTS]
-        if m == add_m:
-            if add_side == BUY:
-                buys += add_lots
-            else:
-                sells += add_lots
-        worst = worst_case_lots(pos, buys, sells)
-        if worst != 0:
-            im += position_im(st, m, worst, leverage_of(st, a, m))
-        if pos != 0:
-            notional = (pos if pos > 0 else -pos) * mark * k
-            mm += maintenance_margin_micro(notional, m, st.tiers[:, :, T_BOUND_MICRO], st.tiers[:, :, T_MMR_PPM],
-                                           st.tiers[:, :, T_MM_DEDUCTION_MICRO])
-            floor += ppm_of_ceil(notional, st.spec[m, S_WITHDRAW_FLOOR_PPM])
-    return equity, im, mm, floor
-
-
-@njit(**_K)
 def equity_and_im(st, a, add_m, add_side, add_lots):
     """(equity, initial margin incl. resting orders and the prospective order): what the pre-trade
     check needs, without the maintenance and withdrawal figures of `account_margin`."""
@@ -184,6 +153,23 @@ def equity_and_im(st, a, add_m, add_side, add_lots):
         if worst != 0:
             im += position_im(st, m, worst, leverage_of(st, a, m))
     return equity, im
+
+
+@njit(**_K)
+def account_margin(st, a, add_m, add_side, add_lots):
+    """(equity, initial margin incl. resting orders and an optional prospective order on market add_m,
+    maintenance margin, withdrawal floor), micro-USD, at the marks."""
+    equity, im = equity_and_im(st, a, add_m, add_side, add_lots)
+    mm = 0
+    floor = 0
+    for m in range(st.mkt.shape[0]):
+        pos = st.position_lots[a, m]
+        if pos != 0:
+            notional = (pos if pos > 0 else -pos) * st.mkt[m, M_MARK] * st.spec[m, S_MICRO_PER_TICK_LOT]
+            mm += maintenance_margin_micro(notional, m, st.tiers[:, :, T_BOUND_MICRO], st.tiers[:, :, T_MMR_PPM],
+                                           st.tiers[:, :, T_MM_DEDUCTION_MICRO])
+            floor += ppm_of_ceil(notional, st.spec[m, S_WITHDRAW_FLOOR_PPM])
+    return equity, im, mm, floor
 
 
 @njit(**_K)

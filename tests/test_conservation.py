@@ -132,9 +132,8 @@ def check_after_sweep(eng, ev) -> None:
         assert row_[L.E_SIZE] > 0 and row_[L.E_ACCOUNT] not in (0, row_[L.E_OTHER])
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cmds=money_streams())
-def test_money_is_conserved_exactly_after_every_command(cmds):
+def run_checked(cmds, replay_batch: int) -> None:
+    """Command by command with every check after each, then a replay in other batches: same hash."""
     eng = small_engine()
     for c in cmds:
         ev = eng.submit_rows(c[None, :])
@@ -142,22 +141,20 @@ def test_money_is_conserved_exactly_after_every_command(cmds):
         if c[L.C_KIND] == L.CK_LIQUIDATE:
             check_after_sweep(eng, ev)
     again = small_engine()
-    again.submit_rows(cmds)
+    again.submit_rows(cmds, batch=replay_batch)
     assert again.state_hash() == eng.state_hash()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cmds=money_streams())
+def test_money_is_conserved_exactly_after_every_command(cmds):
+    run_checked(cmds, replay_batch=4096)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cmds=liquidation_streams())
 def test_money_is_conserved_exactly_through_liquidations_backstops_and_adl(cmds):
-    eng = small_engine()
-    for c in cmds:
-        ev = eng.submit_rows(c[None, :])
-        check_ledger(eng)
-        if c[L.C_KIND] == L.CK_LIQUIDATE:
-            check_after_sweep(eng, ev)
-    again = small_engine()
-    again.submit_rows(cmds, batch=7)
-    assert again.state_hash() == eng.state_hash()
+    run_checked(cmds, replay_batch=7)
 
 
 def test_the_liquidation_streams_reach_every_step_of_the_waterfall():
