@@ -9,7 +9,6 @@ import pytest
 from perp.commands import Deposit, Place, SetIndex, SetLeverage, Withdraw
 from perp.engine import Engine
 from perp.events import FundingPaid, Rejected
-from perp.markets import parse_markets
 from risk.errors import RiskCode
 from tests.helpers import SECOND, T0
 

@@ -7,7 +7,6 @@ taker fee leaves $898). Account 0 is the insurance fund."""
 
 from __future__ import annotations
 
-import pytest
 
 from perp.commands import Deposit, Liquidate, Place, SetIndex, SetInsuranceFloor
 from perp.engine import Engine

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from oracle_factories import at, day, fix, hour_of, run
+from oracle_factories import at, fix, hour_of, run
 
 from oracle.errors import OracleCode
 from oracle.records import Vintage
