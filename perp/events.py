@@ -184,7 +184,10 @@ class LiquidationStep(_Ev, tag="liquidation"):
     filled: int
     amount_micro: int
     other: int
-
+    # adl steps carry their explanation (from the sweep's adl_start for the same bankrupt account):
+    bankrupt_equity_micro: int | None = None  # the bankrupt account's equity (its loss when negative)
+    fund_equity_micro: int | None = None  # the fund's equity when ADL started
+    fund_floor_micro: int | None = None  # the floor it could not go below
 
 class InsuranceFloorSet(_Ev, tag="insurance_floor"):
     market: str | None  # None: every market
@@ -199,6 +202,7 @@ Event = (Accepted | Rejected | Fill | Cancelled | Amended | BookLevel | IndexSet
 def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
     """Kernel event rows to structs, in order."""
     symbols = [s.symbol for s in specs]
+    adl_context: dict[tuple[int, int], tuple[int, int, int]] = {}  # (seq, bankrupt) -> explanation
     for r in rows.tolist():
         kind = r[L.E_KIND]
         seq, ts, m = r[L.E_SEQ], r[L.E_TS], r[L.E_MARKET]
@@ -247,9 +251,15 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
             yield FundingPaid(seq, ts, sym, r[L.E_FEE], r[L.E_PRICE], r[L.E_SIZE], r[L.E_OTHER], r[L.E_REMAINING],
                               r[L.E_CODE] == 1)
         elif kind == L.EV_LIQUIDATION:
-            yield LiquidationStep(seq, ts, _PHASE.get(r[L.E_CODE], str(r[L.E_CODE])), sym, r[L.E_ACCOUNT],
-                                  r[L.E_ORDER_ID], _SIDE[r[L.E_SIDE]], r[L.E_PRICE], r[L.E_SIZE], r[L.E_REMAINING],
-                                  r[L.E_FEE], r[L.E_OTHER])
+            phase = r[L.E_CODE]
+            why = (None, None, None)
+            if phase == L.LQ_ADL_START:
+                adl_context[(seq, r[L.E_ACCOUNT])] = (r[L.E_REMAINING], r[L.E_FEE], r[L.E_OTHER])
+            elif phase == L.LQ_ADL:
+                why = adl_context.get((seq, r[L.E_OTHER]), why)
+            yield LiquidationStep(seq, ts, _PHASE.get(phase, str(phase)), sym, r[L.E_ACCOUNT], r[L.E_ORDER_ID],
+                                  _SIDE[r[L.E_SIDE]], r[L.E_PRICE], r[L.E_SIZE], r[L.E_REMAINING], r[L.E_FEE],
+                                  r[L.E_OTHER], *why)
         elif kind == L.EV_INSURANCE_FLOOR:
             yield InsuranceFloorSet(seq, ts, sym, r[L.E_SIZE])
         else:  # pragma: no cover - the kernel emits only the kinds above

@@ -99,6 +99,10 @@ def test_a_fund_at_its_floor_triggers_adl_by_rank_at_the_bankruptcy_price():
     (start,) = steps(events, "adl_start")
     assert (start.lots, start.price_ticks, start.other) == (2000, 15_510, floor)
     adl = steps(events, "adl")
+    # each ADL step explains itself: the bankrupt account's loss, the fund's equity and floor, the rank
+    assert all((s.bankrupt_equity_micro, s.fund_equity_micro, s.fund_floor_micro)
+               == (start.filled, start.amount_micro, floor) for s in adl)
+    assert adl[0].bankrupt_equity_micro < 0
     # ranks: PnL% x leverage; both shorts gained 25%, account 4 is levered ~2x more than account 2
     assert [(s.account, s.lots, s.price_ticks) for s in adl] == [(4, 1000, 15_510), (2, 1000, 15_510)]
     assert adl[0].amount_micro > adl[1].amount_micro
