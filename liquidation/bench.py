@@ -83,8 +83,7 @@ def run(accounts: int = 1_000_000, seed: int = 11, fund_usd: int = 20_000) -> di
     phase = liq[:, L.E_CODE]
     after = eng.risk_sweep()
     g = eng.ledger()
-    conserved = (g["collateral_micro"] - g["cost_basis_micro"] + g["insurance_fund_micro"] + g["fee_ledger_micro"]
-                 == g["deposits_micro"] - g["withdrawals_micro"])
+    conserved = eng.money_conserved()
     orders = liq[phase == L.LQ_ORDER]
     return {
         "accounts": accounts,

@@ -272,25 +272,10 @@ def run(n: int = 1_000_000, seed: int = 42, batch: int = 4096) -> dict[str, floa
     warm.submit_rows(cmds[: min(n, 50_000)], batch=batch)
 
     eng = Engine(markets, order_capacity=1 << 14, account_capacity=1 << 14, event_rows=1 << 18)
-    from perp.kernel import process_batch
-
-    batch_ns: list[int] = []
-    events = 0
-    fills = 0
-    for start in range(0, n, batch):
-        chunk = cmds[start:start + batch]
-        eng._ensure_capacity(chunk)  # growth happens between batches, as in Engine.submit_rows
-        done = 0
-        spent = 0
-        while done < chunk.shape[0]:
-            t0 = time.perf_counter_ns()
-            k, used = process_batch(eng.state, chunk[done:], eng._ev, 0)
-            spent += time.perf_counter_ns() - t0
-            done += k
-            # the consumer's side, not timed: count what the call emitted
-            events += used
-            fills += int(np.count_nonzero(eng._ev[:used, L.E_KIND] == L.EV_FILL))
-        batch_ns.append(spent)
+    batch_ns: list[int] = []  # kernel time per batch (capacity growth and event copies excluded)
+    ev = eng.submit_rows(cmds, batch=batch, kernel_ns=batch_ns)
+    events = int(ev.shape[0])
+    fills = int(np.count_nonzero(ev[:, L.E_KIND] == L.EV_FILL))
     numba_s = sum(batch_ns) / 1e9
 
     book = PlainPythonBook(spec.price_band_bps, spec.min_order_lots, spec.max_order_lots, spec.max_open_orders,

@@ -637,6 +637,17 @@ def _touch_bound(st, m, account, side, limit, need):
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _drop_cancelled(st, slot, reason, other, seq, ts, ev, n):
+    """Emit a resting order's `cancelled` event and take it out of the book; the caller emits the
+    level's `book` event (once per level when matching)."""
+    n = _emit(ev, n, EV_CANCELLED, seq, ts, st.orders[slot, O_MARKET], st.orders[slot, O_ACCOUNT],
+              st.orders[slot, O_ID], st.orders[slot, O_CLID], st.orders[slot, O_SIDE], st.orders[slot, O_PRICE],
+              st.orders[slot, O_REM], 0, 0, reason, other)
+    _drop_order(st, slot)
+    return n
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, taker_ppm, seq, ts, ev, n):
     """Match a taker against the book (taker fee rate `taker_ppm`: the market's, or 0 for a
     liquidation order, which pays the liquidation fee instead). Returns (remaining lots, stopped by
@@ -662,9 +673,7 @@ def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, taker_p
                 if stp == STP_CANCEL_NEWEST:
                     stp_stop = True
                     break
-                n = _emit(ev, n, EV_CANCELLED, seq, ts, m, maker, st.orders[slot, O_ID], st.orders[slot, O_CLID], opp, p,
-                          st.orders[slot, O_REM], 0, 0, R_CANCEL_SELF_TRADE, taker_id)
-                _drop_order(st, slot)
+                n = _drop_cancelled(st, slot, R_CANCEL_SELF_TRADE, taker_id, seq, ts, ev, n)
                 touched = True
                 if stp == STP_CANCEL_BOTH:
                     stp_stop = True
@@ -677,9 +686,7 @@ def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, taker_p
             if st.orders[slot, O_FLAGS] & FLAG_REDUCE_ONLY:
                 room = _reducible(st, maker, m, opp)
                 if room <= 0:
-                    n = _emit(ev, n, EV_CANCELLED, seq, ts, m, maker, st.orders[slot, O_ID], st.orders[slot, O_CLID], opp,
-                              p, st.orders[slot, O_REM], 0, 0, R_CANCEL_REDUCE_ONLY, taker_id)
-                    _drop_order(st, slot)
+                    n = _drop_cancelled(st, slot, R_CANCEL_REDUCE_ONLY, taker_id, seq, ts, ev, n)
                     touched = True
                     slot = nxt
                     continue
@@ -722,9 +729,7 @@ def cancel_resting(st, slot, reason, seq, ts, ev, n):
     m = st.orders[slot, O_MARKET]
     side = st.orders[slot, O_SIDE]
     price = st.orders[slot, O_PRICE]
-    n = _emit(ev, n, EV_CANCELLED, seq, ts, m, st.orders[slot, O_ACCOUNT], st.orders[slot, O_ID],
-              st.orders[slot, O_CLID], side, price, st.orders[slot, O_REM], 0, 0, reason, 0)
-    _drop_order(st, slot)
+    n = _drop_cancelled(st, slot, reason, 0, seq, ts, ev, n)
     return _emit_book(st, ev, n, seq, ts, m, side, price)
 
 

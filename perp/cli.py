@@ -116,8 +116,7 @@ def demo(days: int, seed: int, csv_path: str | None, out_dir: str) -> None:
                    f"fees {usd(p.fees_micro)}, funding {usd(p.funding_micro)}")
     click.echo("takers    " + " ".join(f"{a}:{eng.position_lots(a, 0)}" for a in range(10, 20)) + " lots")
     g = eng.ledger()
-    conserved = (g["collateral_micro"] - g["cost_basis_micro"] + g["insurance_fund_micro"] + g["fee_ledger_micro"]
-                 == g["deposits_micro"] - g["withdrawals_micro"])
+    conserved = eng.money_conserved()
     click.echo(f"ledger    deposits {usd(g['deposits_micro'])} USD, fee ledger {usd(g['fee_ledger_micro'])}, "
                f"insurance fund {usd(g['insurance_fund_micro'])}; money conserved to the micro-dollar: {conserved}")
     _ = Command  # the session is made of documented commands only

@@ -11,6 +11,7 @@ the same `state_hash()`, whatever the batch sizes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,13 +50,19 @@ def tier_table(specs: Sequence[MarketSpec], tiers: Mapping[str, TierSchedule] | 
 
 class Engine:
     def __init__(self, markets: MarketsConfig | None = None, *, tiers: Mapping[str, TierSchedule] | None = None,
-                 order_capacity: int = 1 << 14, account_capacity: int = 1 << 10, event_rows: int = 1 << 16):
+                 order_capacity: int = 1 << 14, account_capacity: int = 1 << 10, event_rows: int = 1 << 16,
+                 state: S.EngineState | None = None):
+        """A fresh engine, or (with `state`) one around a restored state whose spec table must be
+        the one `markets` gives; the tiers then come from the state."""
         self.markets = markets if markets is not None else load_markets()
         self.specs = list(self.markets.market)
         self.encoder = CommandEncoder(self.markets)
-        self.tiers = tier_table(self.specs, tiers)
         rows = np.stack([spec_row(s) for s in self.specs])
-        self.state = S.new_state(rows, self.tiers, order_capacity, account_capacity)
+        if state is None:
+            state = S.new_state(rows, tier_table(self.specs, tiers), order_capacity, account_capacity)
+        elif not np.array_equal(rows, state.spec):
+            raise ValueError("snapshot spec table does not match its markets config")
+        self.state = state
         self._ev = new_event_buffer(event_rows)
 
     # ---- capacity ----------------------------------------------------------------------------
@@ -80,16 +87,20 @@ class Engine:
         self.state = st
 
     # ---- processing --------------------------------------------------------------------------
-    def submit_rows(self, cmds: np.ndarray, batch: int = 4096) -> np.ndarray:
-        """Process command rows; returns all event rows (a copy)."""
+    def submit_rows(self, cmds: np.ndarray, batch: int = 4096, kernel_ns: list[int] | None = None) -> np.ndarray:
+        """Process command rows; returns all event rows (a copy). With `kernel_ns`, the time spent in
+        the kernel for each batch is appended to it (capacity growth and event copies excluded)."""
         cmds = np.ascontiguousarray(cmds, dtype=np.int64)
         out: list[np.ndarray] = []
         for start in range(0, cmds.shape[0], batch):
             chunk = cmds[start:start + batch]
             self._ensure_capacity(chunk)
             done = 0
+            spent = 0
             while done < chunk.shape[0]:
+                t0 = time.perf_counter_ns()
                 k, n = process_batch(self.state, chunk[done:], self._ev, 0)
+                spent += time.perf_counter_ns() - t0
                 if n:
                     out.append(self._ev[:n].copy())
                 done += k
@@ -99,6 +110,8 @@ class Engine:
                     while rows < need:
                         rows *= 2
                     self._ev = new_event_buffer(rows)
+            if kernel_ns is not None:
+                kernel_ns.append(spent)
         if not out:
             return new_event_buffer(0)
         return np.concatenate(out)
@@ -135,18 +148,7 @@ class Engine:
         import msgspec
 
         st, meta = S.load_snapshot(path)
-        markets = msgspec.json.decode(meta["markets"], type=MarketsConfig)
-        eng = cls.__new__(cls)
-        eng.markets = markets
-        eng.specs = list(markets.market)
-        eng.encoder = CommandEncoder(markets)
-        expected = np.stack([spec_row(s) for s in eng.specs])
-        if not np.array_equal(expected, st.spec):
-            raise ValueError("snapshot spec table does not match its markets config")
-        eng.tiers = st.tiers
-        eng.state = st
-        eng._ev = new_event_buffer(1 << 16)
-        return eng
+        return cls(msgspec.json.decode(meta["markets"], type=MarketsConfig), state=st)
 
     # ---- views (read-only, for the CLI, gateway and tests) --------------------------------------
     def best_bid_ask(self, market: int) -> tuple[int | None, int | None]:
@@ -164,23 +166,6 @@ class Engine:
         if account >= S.account_capacity(self.state):
             return 0
         return int(self.state.position_lots[account, market])
-
-    def depth(self, market: int, side: int, levels: int = 10) -> list[tuple[int, int, int]]:
-        """Top `levels` (price_ticks, size_lots, orders) of one side, best first."""
-        st = self.state
-        lo = int(st.spec[market, L.S_MIN_TICK])
-        best = int(st.mkt[market, L.M_BEST_BID if side == L.BUY else L.M_BEST_ASK])
-        out: list[tuple[int, int, int]] = []
-        if best == L.NO_PRICE:
-            return out
-        counts = st.levels[market, side, :, L.LV_COUNT]
-        idx = best - lo
-        step = -1 if side == L.BUY else 1
-        while 0 <= idx < counts.shape[0] and len(out) < levels:
-            if counts[idx]:
-                out.append((lo + idx, int(st.levels[market, side, idx, L.LV_QTY]), int(counts[idx])))
-            idx += step
-        return out
 
     def account(self, account: int):
         """The account view (risk.views.EngineAccountView): equity, margins, positions, PnL, funding."""
@@ -236,6 +221,12 @@ class Engine:
             "withdrawals_micro": int(st.g[L.G_WITHDRAWALS_MICRO]),
         }
 
+    def money_conserved(self) -> bool:
+        """The ledger identity of `ledger()` holds exactly."""
+        g = self.ledger()
+        return (g["collateral_micro"] - g["cost_basis_micro"] + g["insurance_fund_micro"] + g["fee_ledger_micro"]
+                == g["deposits_micro"] - g["withdrawals_micro"])
+
     def open_orders(self) -> np.ndarray:
         """Live orders, level by level (see kernel.canonical_orders for the columns)."""
         from perp.kernel import canonical_orders
@@ -253,8 +244,3 @@ def _markets_json(markets: MarketsConfig) -> str:
     import msgspec
 
     return msgspec.json.encode(markets).decode()
-
-
-def run_commands(commands: Sequence[Command], markets: MarketsConfig | None = None) -> tuple[Engine, list[Event]]:
-    eng = Engine(markets)
-    return eng, eng.submit(commands)

@@ -213,6 +213,26 @@ from risk.ledger import (
 # events
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _outside_band(st, m, price, mark):
+    """A limit price further than `price_band_bps` from the mark (band = floor(mark x bps / 1e4))."""
+    band = (mark * st.spec[m, S_BAND_BPS]) // 10_000
+    return price > mark + band or price < mark - band
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _market_order_limit(st, m, side, mark):
+    """A market order's limit: mark +- `market_protection_bps`, inside the price ladder."""
+    prot = (mark * st.spec[m, S_PROTECT_BPS]) // 10_000
+    if side == BUY:
+        p = mark + prot
+        hi = st.spec[m, S_MAX_TICK]
+        return hi if p > hi else p
+    p = mark - prot
+    lo = st.spec[m, S_MIN_TICK]
+    return lo if p < lo else p
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _place(st, c, seq, ev, n):
     ts = c[C_TS]
     m = c[C_MARKET]
@@ -256,25 +276,14 @@ def _place(st, c, seq, ev, n):
     mark = st.mkt[m, M_MARK]
     if mark <= 0:
         return _reject(c, ev, n, seq, R_NO_REFERENCE_PRICE)
-    lo = st.spec[m, S_MIN_TICK]
-    hi = st.spec[m, S_MAX_TICK]
     if otype == LIMIT:
         price = c[C_PRICE]
-        if price < lo or price > hi:
+        if price < st.spec[m, S_MIN_TICK] or price > st.spec[m, S_MAX_TICK]:
             return _reject(c, ev, n, seq, R_PRICE_OUT_OF_RANGE)
-        band = (mark * st.spec[m, S_BAND_BPS]) // 10_000
-        if price > mark + band or price < mark - band:
+        if _outside_band(st, m, price, mark):
             return _reject(c, ev, n, seq, R_PRICE_OUTSIDE_BAND)
     else:
-        prot = (mark * st.spec[m, S_PROTECT_BPS]) // 10_000
-        if side == BUY:
-            price = mark + prot
-            if price > hi:
-                price = hi
-        else:
-            price = mark - prot
-            if price < lo:
-                price = lo
+        price = _market_order_limit(st, m, side, mark)
     if clid > 0 and hm_find(st.maps, MAP_CLID, _clid_key(a, clid)) >= 0:
         return _reject(c, ev, n, seq, R_DUPLICATE_CLID)
     if reduce_only:
@@ -411,8 +420,7 @@ def _amend(st, c, seq, ev, n):
         mark = st.mkt[m, M_MARK]
         if mark <= 0:
             return _reject(c, ev, n, seq, R_NO_REFERENCE_PRICE)
-        band = (mark * st.spec[m, S_BAND_BPS]) // 10_000
-        if new_price > mark + band or new_price < mark - band:
+        if _outside_band(st, m, new_price, mark):
             return _reject(c, ev, n, seq, R_PRICE_OUTSIDE_BAND)
         best_opp = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
         if _crosses(side, new_price, best_opp):
@@ -568,14 +576,9 @@ def _exact_place_bound(st, c):
     base = 2 * st.mkt.shape[0] + 8
     m = c[C_MARKET]
     side = c[C_SIDE]
-    mark = st.mkt[m, M_MARK]
-    if c[C_TYPE] == LIMIT:
-        limit = c[C_PRICE]
-    else:
-        prot = (mark * st.spec[m, S_PROTECT_BPS]) // 10_000
-        limit = mark + prot if side == BUY else mark - prot
     if side != BUY and side != SELL:
         return base
+    limit = c[C_PRICE] if c[C_TYPE] == LIMIT else _market_order_limit(st, m, side, st.mkt[m, M_MARK])
     return base + 3 * _touch_bound(st, m, c[C_ACCOUNT], side, limit, c[C_SIZE])
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import structlog
 
 from perp import layout as L
+from perp.commands import Liquidate
 from perp.engine import Engine
 from perp.journal import FsyncPolicy, Journal, iter_rows_after, read_journal
 from perp.markets import MarketsConfig
@@ -51,9 +52,7 @@ class JournaledEngine:
 
     def tick(self, ts_ns: int) -> np.ndarray:
         """The liquidation sweep as a journaled timer command at `ts_ns`."""
-        row = np.zeros((1, L.N_CMD_COLS), np.int64)
-        row[0, L.C_KIND] = L.CK_LIQUIDATE
-        row[0, L.C_TS] = ts_ns
+        row = self.engine.encode([Liquidate(ts_ns=ts_ns)])
         self.journal.append(row)
         return self.engine.submit_rows(row)
 

@@ -142,10 +142,6 @@ def grow_accounts(st: EngineState, new_capacity: int) -> EngineState:
                        acct_mkt=grown(st.acct_mkt), adl_scratch=np.zeros((new_capacity, 2), np.int64))
 
 
-def copy_state(st: EngineState) -> EngineState:
-    return EngineState(*(np.array(a, copy=True) for a in st))
-
-
 def state_hash(st: EngineState, include_clock: bool = True) -> str:
     """Logical state hash (hex blake2b-256). `include_clock=False` leaves out the sequence number,
     the last timestamp and the sampling schedule: what a rejected command must not change."""

@@ -103,5 +103,20 @@ def rows(*rs: np.ndarray) -> np.ndarray:
     return np.stack(rs) if rs else np.zeros((0, L.N_CMD_COLS), np.int64)
 
 
-def stp_flags(mode: int, reduce_only: bool = False) -> int:
-    return (mode << L.STP_SHIFT) | (L.FLAG_REDUCE_ONLY if reduce_only else 0)
+class Clock:
+    """Strictly increasing command timestamps from T0, one nanosecond apart."""
+
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> int:
+        self.t += 1
+        return self.t
+
+
+def assert_money_conserved(eng: Engine) -> None:
+    """The ledger identity, written out here (not Engine.money_conserved) so tests check it
+    independently: sum(collateral) - sum(cost basis) + funds + fee ledger == deposits - withdrawals."""
+    g = eng.ledger()
+    assert (g["collateral_micro"] - g["cost_basis_micro"] + g["insurance_fund_micro"] + g["fee_ledger_micro"]
+            == g["deposits_micro"] - g["withdrawals_micro"])

@@ -10,19 +10,10 @@ from perp.commands import Deposit, Place, SetIndex, SetLeverage, Withdraw
 from perp.engine import Engine
 from perp.events import FundingPaid, Rejected
 from risk.errors import RiskCode
-from tests.helpers import SECOND, T0
+from tests.helpers import SECOND, T0, Clock, assert_money_conserved
 
 M = "H100-PERP"
 IM_PER_LOT = 428_640  # 21,432 ticks x 100 micro x 20% (5x)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> int:
-        self.t += 1
-        return self.t
 
 
 @pytest.fixture()
@@ -42,12 +33,6 @@ def buy(ts, a, lots, price="2.1432", **kw):
 
 def sell(ts, a, lots, price="2.1432", **kw):
     return Place(ts_ns=ts(), account=a, market=M, side="sell", price=price, size_lots=lots, **kw)
-
-
-def assert_ledger_identity(e: Engine) -> None:
-    g = e.ledger()
-    assert (g["collateral_micro"] - g["cost_basis_micro"] + g["insurance_fund_micro"] + g["fee_ledger_micro"]
-            == g["deposits_micro"] - g["withdrawals_micro"])
 
 
 def test_pretrade_margin_one_lot_under_passes_and_one_lot_over_fails(ts):
@@ -93,7 +78,7 @@ def test_realised_pnl_average_entry_and_fees(ts):
     assert pos.realized_pnl_micro == 75_000 and pos.lots == 15 and pos.avg_entry_micro_ticks == 21_450_000_000
     # account 1 took liquidity each time: 500 ppm of 21,400,000, 21,500,000 and 10,800,000 micro-USD
     assert pos.fees_micro == 10_700 + 10_750 + 5_400
-    assert_ledger_identity(e)
+    assert_money_conserved(e)
 
 
 def test_withdrawals_stop_at_initial_margin_and_profit_only_above_the_floor(ts):
@@ -109,7 +94,7 @@ def test_withdrawals_stop_at_initial_margin_and_profit_only_above_the_floor(ts):
     w = e.account(3).withdrawable_micro
     ok = e.submit([Withdraw(ts_ns=ts(), account=3, amount_micro=w)])
     assert ok[-1].collateral_micro == view.collateral_micro - w
-    assert_ledger_identity(e)
+    assert_money_conserved(e)
 
 
 def test_unrealised_profit_is_withdrawable_only_above_the_floor(ts):
@@ -145,8 +130,9 @@ def test_leverage_is_chosen_per_market_up_to_the_first_tier(ts):
 
 
 def test_open_interest_cap_rejects_opening_orders_and_lets_reducing_ones_pass(ts):
-    from perp.markets import load_markets
     import msgspec
+
+    from perp.markets import load_markets
 
     spec = msgspec.structs.replace(load_markets().market[0], open_interest_cap_lots=100)
     e = fresh(msgspec.structs.replace(load_markets(), market=[spec]))
@@ -183,7 +169,7 @@ def test_hourly_funding_on_a_hand_computed_table():
     assert e.account(1).collateral_micro == c1 + 7_501
     assert e.ledger()["insurance_fund_micro"] == fund + 1
     assert e.account(2).positions[0].funding_micro == -7_502
-    assert_ledger_identity(e)
+    assert_money_conserved(e)
 
 
 def test_funding_is_zero_while_the_oracle_freezes_it():
@@ -222,8 +208,9 @@ def test_the_vectorised_sweep_agrees_with_the_engine_on_every_account():
 
 def test_funding_in_the_engine_pays_what_the_sweep_computes():
     import numpy as np
-    from risk.sweep import risk_sweep
+
     from perp import layout as L
+    from risk.sweep import risk_sweep
 
     e, events, _ = _funding_setup()
     (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from perp.bench import make_stream
 from perp.engine import Engine
 from perp.journal import MAGIC, Journal, JournalCorrupt, read_journal
-from perp.sequencer import JournaledEngine, recover
-from perp.bench import make_stream
 from perp.markets import load_markets
+from perp.sequencer import JournaledEngine, recover
 
 MARKETS = load_markets()
 

@@ -7,11 +7,10 @@ taker fee leaves $898). Account 0 is the insurance fund."""
 
 from __future__ import annotations
 
-
 from perp.commands import Deposit, Liquidate, Place, SetIndex, SetInsuranceFloor
 from perp.engine import Engine
 from perp.events import Fill, LiquidationStep
-from tests.helpers import SECOND, T0
+from tests.helpers import SECOND, T0, assert_money_conserved
 
 M = "H100-PERP"
 
@@ -22,9 +21,7 @@ def steps(events, phase=None):
 
 
 def assert_conserved(e: Engine) -> None:
-    g = e.ledger()
-    assert (g["collateral_micro"] - g["cost_basis_micro"] + g["insurance_fund_micro"] + g["fee_ledger_micro"]
-            == g["deposits_micro"] - g["withdrawals_micro"])
+    assert_money_conserved(e)
     assert int(e.state.position_lots[:, 0].sum()) == 0
 
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from perp.markets import (MarketSpecError, load_markets, micro_per_tick_lot, parse_markets, price_to_ticks,
-                          ticks_to_price)
+from perp.markets import (
+    MarketSpecError,
+    load_markets,
+    micro_per_tick_lot,
+    parse_markets,
+    price_to_ticks,
+    ticks_to_price,
+)
 
 GOOD = """
 [[market]]

@@ -11,19 +11,18 @@ import pytest
 from perp.codes import ResultCode as R
 from perp.commands import Amend, Cancel, CancelAll, Deposit, Place, SetIndex, SetStatus
 from perp.engine import Engine
-from perp.events import Accepted, Amended, BookLevel, Cancelled, CancelAllDone, Fill, Rejected
-from tests.helpers import RICH_MICRO, T0, small_engine
+from perp.events import (
+    Accepted,
+    Amended,
+    BookLevel,
+    CancelAllDone,
+    Cancelled,
+    Fill,
+    Rejected,
+)
+from tests.helpers import RICH_MICRO, T0, Clock, small_engine
 
 M = "TEST-PERP"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> int:
-        self.t += 1
-        return self.t
 
 
 @pytest.fixture()

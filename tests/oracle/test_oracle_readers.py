@@ -7,7 +7,13 @@ from oracle_factories import SERIES, config, fix, hour_of
 
 from oracle.anchor import HourlyAnchor
 from oracle.errors import OracleCode
-from oracle.readers import RedisStreamReader, publish_to_stream, read_csv_fixes, read_json_feed, read_key
+from oracle.readers import (
+    RedisStreamReader,
+    publish_to_stream,
+    read_csv_fixes,
+    read_json_feed,
+    read_key,
+)
 from oracle.records import Vintage, encode_record
 
 

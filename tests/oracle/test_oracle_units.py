@@ -8,7 +8,11 @@ import pytest
 
 from oracle.errors import OracleCode, OracleError
 from oracle.units import (
-    alpha_ppb_for_half_life, div_toward_target, micro_to_ticks_half_up, parse_half_life_s, ticks_to_usd,
+    alpha_ppb_for_half_life,
+    div_toward_target,
+    micro_to_ticks_half_up,
+    parse_half_life_s,
+    ticks_to_usd,
     usd_to_micro_ticks,
 )
 
