@@ -54,6 +54,14 @@ CK_SET_INSURANCE_FLOOR = 11  # operator: C_SIZE = the fund's floor, micro-USD
 
 INDEX_FUNDING_FROZEN = 1  # set_index flags bit: the oracle's gates freeze funding for this anchor
 
+# the oracle's gates, as bits of set_index's C_FLAGS and of mkt[m, M_ORACLE_GATES]
+GATE_FUNDING_FROZEN = 1  # = INDEX_FUNDING_FROZEN
+GATE_MARGIN_WORSE_OF = 2  # pre-trade margin values positions at the worse of anchor and fix
+GATE_REDUCE_ONLY = 4  # only orders that reduce a position
+GATE_LIQ_THROTTLED = 8  # liquidations take a bounded slice per sweep
+GATE_BAND_FROZEN = 16  # the order band stays centred on the last fresh anchor
+GATE_ALL = 31
+
 C_KIND = 0
 C_TS = 1
 C_ACCOUNT = 2
@@ -141,7 +149,16 @@ M_NEXT_FUNDING_TS = 14
 M_LAST_RATE_PPB = 15
 M_FUNDING_FROZEN = 16  # 1 while the current anchor's gates freeze funding
 M_INSURANCE_FLOOR_MICRO = 17  # below this equity the market's fund takes no more losses: ADL
-N_MKT_COLS = 18
+# the oracle's gates for this market, set by every set_index (perp/gate.py applies them)
+M_ORACLE_GATES = 18  # GATE_* bits
+M_LEVERAGE_SCALE_PPM = 19  # the oracle's leverage scale for new risk (1e6 = none; 0 until the first index)
+M_BAND_ANCHOR = 20  # ticks: centre of the order band while GATE_BAND_FROZEN (the last fresh anchor)
+M_FIX_TICKS = 21  # ticks: the last usable fix (margin on the worse of anchor and fix); 0 = none
+M_VALIDITY = 22  # the oracle's validity code (oracle.validity order: 0 = fresh)
+M_RESERVED_23 = 23
+# 24-31: the liquidation waterfall's per-market state (rate-limit windows, fund unwind)
+M_LIQ_RESERVED_24 = 24
+N_MKT_COLS = 32
 
 NO_PRICE = -1
 
@@ -175,7 +192,12 @@ S_LIQ_CHUNK_PPM = 25  # the smallest chunk, as a share of the position
 S_LIQ_COOLDOWN_NS = 26  # between chunks of one account's position
 S_LIQ_BUFFER_PPM = 27  # a chunk restores equity >= MM x (1 + buffer)
 S_FUND_ACCOUNT = 28  # the account that is this market's insurance fund (shared when equal)
-N_SPEC_COLS = 29
+# 29-38: the liquidation waterfall's limits (fee cap, rate limits, fund unwind policy)
+S_LIQ_RESERVED_29 = 29
+# 39-44: the gate's limits
+S_MAX_CLOCK_STEP_NS = 39  # a command more than this beyond the next funding hour is rejected
+S_RESERVED_40 = 40
+N_SPEC_COLS = 45
 
 # ---- per account and market: acct_mkt[account, market, AM_*] ------------------------------------
 AM_LEVERAGE = 0  # user-chosen leverage (0 = the market's default)

@@ -1,0 +1,127 @@
+"""The gate: the one place every exposure- or money-changing path asks for permission.
+
+Every command kind that can change an account's exposure or the venue's money (place, amend,
+set_leverage, withdraw, deposit), the liquidation sweep and the insurance fund's own actions
+(takeover, unwind) ask here first. The answer comes from, in this order:
+
+1. the **permission table** `PERMIT[market status, kind]` below (one row per `ST_*`, one column per
+   command kind or waterfall action);
+2. the **reserved-account rule**: account ids below `RESERVED_ACCOUNTS` are insurance funds and
+   other venue accounts; they never act through trader commands (they move only through the
+   waterfall and documented operator commands);
+3. the **oracle's gates** stored per market by the last `set_index` (`mkt[m, M_ORACLE_GATES]`,
+   `M_LEVERAGE_SCALE_PPM`, `M_BAND_ANCHOR`, `M_FIX_TICKS`);
+4. the **pre-trade margin rule** (risk/ledger.py), which the kernel runs after the book rules.
+
+Invariant: a command the gate refuses changes nothing (not the clock either: the kernel asks the
+gate before it advances time). The table is data, so docs/risk.md prints it and a test checks the
+document against it row by row.
+
+| status       | place      | amend      | cancel | leverage | deposit | withdraw | liquidate | fund unwind |
+|--------------|------------|------------|--------|----------|---------|----------|-----------|-------------|
+| active       | allow      | allow      | allow  | allow    | allow   | allow    | allow     | allow       |
+| post_only    | post-only  | allow      | allow  | allow    | allow   | allow    | defer     | defer       |
+| cancel_only  | deny       | reduce     | allow  | allow    | allow   | allow    | defer     | defer       |
+| reduce_only  | reduce     | reduce     | allow  | allow    | allow   | allow    | allow     | defer       |
+| halted       | deny       | deny       | allow  | deny     | allow   | deny     | defer     | defer       |
+
+- *reduce*: allowed only when it cannot raise exposure (a reduce-only order; an amend that only
+  lowers the size);
+- *defer*: the liquidation sweep skips the market and says so; the accounts wait for the market to
+  reopen (BitMEX, March 2020, resumed cancel-only and liquidated nobody while its feed was down);
+- cancels are always allowed: they only lower risk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from perp import layout as L
+
+# permission values
+P_DENY = 0
+P_ALLOW = 1
+P_REDUCE = 2  # only what cannot raise exposure
+P_POST_ONLY = 3  # only post-only (maker) orders
+P_DEFER = 4  # a timer action waits for the market to reopen
+
+# waterfall actions that are not commands but ask the gate like one
+GK_FUND_UNWIND = 20
+GK_FUND_TAKEOVER = 21
+N_GATE_KINDS = 24
+
+RESERVED_ACCOUNTS = 16  # account ids below this are venue accounts (insurance funds)
+
+_STATUS_NAMES = ("active", "post_only", "cancel_only", "reduce_only", "halted")
+_KIND_COLUMNS = (
+    ("place", L.CK_PLACE), ("amend", L.CK_AMEND), ("cancel", L.CK_CANCEL), ("cancel_all", L.CK_CANCEL_ALL),
+    ("set_leverage", L.CK_SET_LEVERAGE), ("deposit", L.CK_DEPOSIT), ("withdraw", L.CK_WITHDRAW),
+    ("liquidate", L.CK_LIQUIDATE), ("fund_takeover", GK_FUND_TAKEOVER), ("fund_unwind", GK_FUND_UNWIND),
+)
+_PERMIT_ROWS = {
+    #              place        amend     cancel   cxl-all  leverage deposit  withdraw liquidate fund-take fund-unwind
+    "active":      (P_ALLOW,     P_ALLOW,  P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW),
+    "post_only":   (P_POST_ONLY, P_ALLOW,  P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER, P_DEFER, P_DEFER),
+    "cancel_only": (P_DENY,      P_REDUCE, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER, P_DEFER, P_DEFER),
+    "reduce_only": (P_REDUCE,    P_REDUCE, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER),
+    "halted":      (P_DENY,      P_DENY,   P_ALLOW, P_ALLOW, P_DENY,  P_ALLOW, P_DENY,  P_DEFER, P_DEFER, P_DEFER),
+}
+
+
+def _build_permit() -> np.ndarray:
+    table = np.full((L.N_STATUSES, N_GATE_KINDS), P_ALLOW, np.int64)  # operator/timer kinds: always
+    for status, name in enumerate(_STATUS_NAMES):
+        for (_, kind), value in zip(_KIND_COLUMNS, _PERMIT_ROWS[name], strict=True):
+            table[status, kind] = value
+    return table
+
+
+PERMIT = _build_permit()
+PERMIT.setflags(write=False)
+
+
+def permit_table() -> list[dict[str, str]]:
+    """The table as rows of names (for docs and `perp config show`)."""
+    names = {P_DENY: "deny", P_ALLOW: "allow", P_REDUCE: "reduce", P_POST_ONLY: "post_only", P_DEFER: "defer"}
+    return [{"status": s, **{k: names[int(PERMIT[i, kind])] for k, kind in _KIND_COLUMNS}}
+            for i, s in enumerate(_STATUS_NAMES)]
+
+
+_K = dict(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+
+
+@njit(**_K)
+def permission(st, m, kind):
+    """`PERMIT[status of market m, kind]` (a `P_*` value)."""
+    return PERMIT[st.mkt[m, L.M_STATUS], kind]
+
+
+@njit(**_K)
+def is_reserved(a):
+    """A venue account (insurance funds): never a trader command's actor."""
+    return 0 <= a < RESERVED_ACCOUNTS
+
+
+@njit(**_K)
+def liquidation_permission(st, m):
+    """`P_ALLOW` or `P_DEFER` for the liquidation sweep in market m."""
+    return PERMIT[st.mkt[m, L.M_STATUS], L.CK_LIQUIDATE]
+
+
+@njit(**_K)
+def liquidation_throttled(st, m):
+    """The oracle's gate: liquidations in m take a bounded slice per sweep."""
+    return (st.mkt[m, L.M_ORACLE_GATES] & L.GATE_LIQ_THROTTLED) != 0
+
+
+@njit(**_K)
+def fund_action_permitted(st, m, kind):
+    """May the fund take over (`GK_FUND_TAKEOVER`) or unwind (`GK_FUND_UNWIND`) in market m now?
+    Unwinding also stops while the oracle says reduce-only."""
+    p = PERMIT[st.mkt[m, L.M_STATUS], kind]
+    if p != P_ALLOW:
+        return False
+    if kind == GK_FUND_UNWIND and (st.mkt[m, L.M_ORACLE_GATES] & L.GATE_REDUCE_ONLY) != 0:
+        return False
+    return True
