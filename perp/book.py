@@ -455,11 +455,12 @@ def ema_step(ema, x, alpha_ppm):
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def mark_from(st, m):
+    """index + the basis EMA (rounded, clamped to the mark band). A one-sided or empty book never
+    snaps the mark to the index: its basis samples are 0, so the EMA decays toward the index at the
+    half-life, one sample at a time, like any other input (docs/mark_price.md)."""
     index = st.mkt[m, M_INDEX]
     if index <= 0:
         return 0
-    if st.mkt[m, M_BEST_BID] == NO_PRICE or st.mkt[m, M_BEST_ASK] == NO_PRICE:
-        return index
     basis = (st.mkt[m, M_BASIS_EMA_UT] + MICRO // 2) // MICRO  # round half up
     band = (index * st.spec[m, S_MARK_BAND_BPS]) // 10_000
     if basis > band:

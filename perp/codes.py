@@ -49,6 +49,11 @@ class ResultCode(IntEnum):
     TIMESTAMP_REGRESSION = 1024
     UNKNOWN_COMMAND = 1025
     ORDER_POOL_FULL = 1026
+    RESERVED_ACCOUNT = 1027  # a venue account (insurance fund, id < 16) named in a trader command
+    TIMESTAMP_TOO_FAR_AHEAD = 1028  # beyond the clock's bound: the next funding hour + max_clock_step_s
+    INVALID_TIMESTAMP = 1029  # negative, or past the engine's time horizon (2**62 ns)
+    ORACLE_REDUCE_ONLY = 1030  # the oracle's gates allow only orders that reduce a position
+    INVALID_GAP_MODE = 1031  # clock_gap: unknown settlement mode
 
     # cancel reasons (carried by `cancelled` events)
     CANCEL_BY_USER = 1101

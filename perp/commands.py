@@ -68,10 +68,48 @@ class Amend(_Cmd, tag="amend"):
     size_lots: int = 0  # new remaining size; 0: unchanged
 
 
+Validity = Literal["fresh", "revised", "aging", "suppressed", "diverged", "too_volatile", "non_positive", "stale"]
+VALIDITY_CODES = {v: i for i, v in enumerate(Validity.__args__)}  # oracle.validity.Validity order
+
+
 class SetIndex(_Cmd, tag="set_index"):
+    """The oracle's hourly anchor with its validity and gates (oracle.validity.Gates), which the
+    engine stores per market and applies to every later command (perp/gate.py)."""
+
     market: str
     price: str
-    funding_frozen: bool = False  # the oracle's validity gates freeze funding for this anchor
+    funding_frozen: bool = False  # no funding accrues while this anchor holds
+    margin_on_worse_of_anchor_and_fix: bool = False
+    reduce_only: bool = False
+    leverage_scale_ppm: int = 1_000_000
+    liquidations_throttled: bool = False
+    order_band_frozen: bool = False
+    fix_price: str | None = None  # the last usable fix (for margin on the worse of anchor and fix)
+    validity: Validity = "fresh"
+
+    @classmethod
+    def from_gates(cls, ts_ns: int, market: str, price: str, gates, *, fix_price: str | None = None,
+                   validity: str = "fresh") -> SetIndex:
+        """From an `oracle.validity.Gates` row."""
+        return cls(ts_ns=ts_ns, market=market, price=price, funding_frozen=gates.funding_frozen,
+                   margin_on_worse_of_anchor_and_fix=gates.margin_on_worse_of_anchor_and_fix,
+                   reduce_only=gates.reduce_only, leverage_scale_ppm=gates.leverage_scale_ppm,
+                   liquidations_throttled=gates.liquidations_throttled, order_band_frozen=gates.order_band_frozen,
+                   fix_price=fix_price, validity=validity)
+
+
+class FundDeposit(_Cmd, tag="fund_deposit"):
+    """Operator: top up an insurance fund account (the only deposit a fund takes)."""
+
+    account: int
+    amount_micro: int
+
+
+class ClockGap(_Cmd, tag="clock_gap"):
+    """Operator: the venue was down; move the clock to ts_ns however far ahead. Hours without samples
+    pay no funding; the hour in progress pays pro rata for the samples it had."""
+
+    settle: Literal["no_funding"] = "no_funding"
 
 
 class Deposit(_Cmd, tag="deposit"):
@@ -105,7 +143,7 @@ class SetStatus(_Cmd, tag="set_status"):
 
 
 Command = (Place | Cancel | CancelAll | Amend | SetIndex | SetStatus | Deposit | Withdraw | SetLeverage | Liquidate
-           | SetInsuranceFloor)
+           | SetInsuranceFloor | FundDeposit | ClockGap)
 
 _decoder = msgspec.json.Decoder(Command)
 
@@ -186,14 +224,22 @@ class CommandEncoder:
             r[L.C_KIND] = L.CK_SET_INDEX
             r[L.C_MARKET] = m
             r[L.C_PRICE] = self._ticks(m, cmd.price)
-            r[L.C_FLAGS] = L.INDEX_FUNDING_FROZEN if cmd.funding_frozen else 0
+            r[L.C_FLAGS] = ((L.GATE_FUNDING_FROZEN if cmd.funding_frozen else 0)
+                            | (L.GATE_MARGIN_WORSE_OF if cmd.margin_on_worse_of_anchor_and_fix else 0)
+                            | (L.GATE_REDUCE_ONLY if cmd.reduce_only else 0)
+                            | (L.GATE_LIQ_THROTTLED if cmd.liquidations_throttled else 0)
+                            | (L.GATE_BAND_FROZEN if cmd.order_band_frozen else 0))
+            r[L.C_SIZE] = cmd.leverage_scale_ppm
+            r[L.C_ORDER_ID] = 0 if cmd.fix_price is None else self._ticks(m, cmd.fix_price, "fix_price")
+            r[L.C_CLID] = VALIDITY_CODES[cmd.validity]
         elif isinstance(cmd, SetStatus):
             m = self._market(cmd.market)
             r[L.C_KIND] = L.CK_SET_STATUS
             r[L.C_MARKET] = m
             r[L.C_FLAGS] = STATUSES[cmd.status]
-        elif isinstance(cmd, (Deposit, Withdraw)):
-            r[L.C_KIND] = L.CK_DEPOSIT if isinstance(cmd, Deposit) else L.CK_WITHDRAW
+        elif isinstance(cmd, (Deposit, Withdraw, FundDeposit)):
+            r[L.C_KIND] = (L.CK_DEPOSIT if isinstance(cmd, Deposit) else L.CK_FUND_DEPOSIT
+                           if isinstance(cmd, FundDeposit) else L.CK_WITHDRAW)
             r[L.C_ACCOUNT] = cmd.account
             r[L.C_SIZE] = cmd.amount_micro
         elif isinstance(cmd, SetLeverage):
@@ -203,6 +249,9 @@ class CommandEncoder:
             r[L.C_SIZE] = cmd.leverage
         elif isinstance(cmd, Liquidate):
             r[L.C_KIND] = L.CK_LIQUIDATE
+        elif isinstance(cmd, ClockGap):
+            r[L.C_KIND] = L.CK_CLOCK_GAP
+            r[L.C_FLAGS] = L.GAP_NO_FUNDING
         elif isinstance(cmd, SetInsuranceFloor):
             r[L.C_KIND] = L.CK_SET_INSURANCE_FLOOR
             r[L.C_MARKET] = -1 if cmd.market is None else self._market(cmd.market)

@@ -28,17 +28,20 @@ from perp.markets import (
     MarketSpecError,
     load_markets,
     spec_row,
+    tier_schedule,
 )
-from risk.tiers import MAX_TIERS, TierSchedule, default_tiers, pack_tiers
+from risk.tiers import MAX_TIERS, TierSchedule, pack_tiers
 
 
 def tier_table(specs: Sequence[MarketSpec], tiers: Mapping[str, TierSchedule] | None = None) -> np.ndarray:
-    """Leverage tiers of each market (by symbol) packed as `tiers[market, tier, T_*]`; every market
-    needs a table (the embedded default covers H100-PERP)."""
-    schedules = default_tiers() if tiers is None else dict(tiers)
-    missing = [s.symbol for s in specs if s.symbol not in schedules]
-    if missing:
-        raise MarketSpecError(f"no leverage tiers for market(s) {', '.join(missing)}")
+    """Leverage tiers of each market packed as `tiers[market, tier, T_*]`: each spec's own
+    `[[market.tier]]` rows, unless `tiers` (by symbol) replaces them."""
+    schedules = {s.symbol: tier_schedule(s) for s in specs}
+    if tiers is not None:
+        missing = [s.symbol for s in specs if s.symbol not in tiers]
+        if missing:
+            raise MarketSpecError(f"no leverage tiers for market(s) {', '.join(missing)}")
+        schedules = dict(tiers)
     packed = pack_tiers([schedules[s.symbol] for s in specs])
     out = np.zeros((len(specs), MAX_TIERS, L.N_T_COLS), np.int64)
     out[:, :, L.T_BOUND_MICRO] = packed.bound_micro

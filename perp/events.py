@@ -23,7 +23,9 @@ _STATUS = ("active", "post_only", "cancel_only", "reduce_only", "halted")
 _CMD = {L.CK_PLACE: "place", L.CK_CANCEL: "cancel", L.CK_CANCEL_ALL: "cancel_all", L.CK_AMEND: "amend",
         L.CK_SET_INDEX: "set_index", L.CK_SET_STATUS: "set_status", L.CK_DEPOSIT: "deposit",
         L.CK_WITHDRAW: "withdraw", L.CK_SET_LEVERAGE: "set_leverage", L.CK_LIQUIDATE: "liquidate",
-        L.CK_SET_INSURANCE_FLOOR: "set_insurance_floor"}
+        L.CK_SET_INSURANCE_FLOOR: "set_insurance_floor", L.CK_FUND_DEPOSIT: "fund_deposit",
+        L.CK_CLOCK_GAP: "clock_gap"}
+_VALIDITY = ("fresh", "revised", "aging", "suppressed", "diverged", "too_volatile", "non_positive", "stale")
 _PHASE = {L.LQ_STARTED: "started", L.LQ_ORDER: "order", L.LQ_FEE: "fee", L.LQ_BACKSTOP: "backstop",
           L.LQ_ADL: "adl", L.LQ_BAD_DEBT: "bad_debt", L.LQ_DONE: "done", L.LQ_SWEEP: "sweep",
           L.LQ_FUND_BELOW_FLOOR: "fund_below_floor", L.LQ_ADL_START: "adl_start"}
@@ -110,6 +112,10 @@ class IndexSet(_Ev, tag="index"):
     price_ticks: int
     price: str
     funding_frozen: bool
+    gates: int = 0  # layout.GATE_* bits in force from this anchor on
+    leverage_scale_ppm: int = 1_000_000
+    fix_price_ticks: int = 0  # the last usable fix (0: none)
+    validity: str = "fresh"
 
 
 class Deposited(_Ev, tag="deposit"):
@@ -194,9 +200,24 @@ class InsuranceFloorSet(_Ev, tag="insurance_floor"):
     amount_micro: int
 
 
+class FundDeposited(_Ev, tag="fund_deposit"):
+    """An operator's top-up of an insurance fund account."""
+
+    account: int
+    amount_micro: int
+    fund_cash_after_micro: int
+
+
+class ClockGapCrossed(_Ev, tag="clock_gap"):
+    """The clock crossed a gap (the venue was down): the funding hours it skipped paid nothing."""
+
+    skipped_funding_hours: int
+    previous_ts_ns: int
+
+
 Event = (Accepted | Rejected | Fill | Cancelled | Amended | BookLevel | IndexSet | MarkChanged
          | StatusChanged | CancelAllDone | Deposited | Withdrawn | LeverageSet | FundingPaid | LiquidationStep
-         | InsuranceFloorSet)
+         | InsuranceFloorSet | FundDeposited | ClockGapCrossed)
 
 
 def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
@@ -233,7 +254,9 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
             yield BookLevel(seq, ts, sym, _SIDE[r[L.E_SIDE]], r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]),
                             r[L.E_SIZE], r[L.E_REMAINING])
         elif kind == L.EV_INDEX:
-            yield IndexSet(seq, ts, sym, r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]), r[L.E_CODE] == 1)
+            v = r[L.E_CLID]
+            yield IndexSet(seq, ts, sym, r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]), r[L.E_CODE] == 1,
+                           r[L.E_OTHER], r[L.E_SIZE], r[L.E_REMAINING], _VALIDITY[v] if 0 <= v < len(_VALIDITY) else str(v))
         elif kind == L.EV_MARK:
             yield MarkChanged(seq, ts, sym, r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]), r[L.E_OTHER],
                               r[L.E_FEE])
@@ -262,6 +285,10 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
                                   r[L.E_OTHER], *why)
         elif kind == L.EV_INSURANCE_FLOOR:
             yield InsuranceFloorSet(seq, ts, sym, r[L.E_SIZE])
+        elif kind == L.EV_FUND_DEPOSIT:
+            yield FundDeposited(seq, ts, r[L.E_ACCOUNT], r[L.E_SIZE], r[L.E_FEE])
+        elif kind == L.EV_CLOCK_GAP:
+            yield ClockGapCrossed(seq, ts, r[L.E_SIZE], r[L.E_OTHER])
         else:  # pragma: no cover - the kernel emits only the kinds above
             raise ValueError(f"unknown event kind {kind}")
 

@@ -21,12 +21,13 @@ document against it row by row.
 |--------------|------------|------------|--------|----------|---------|----------|-----------|-------------|
 | active       | allow      | allow      | allow  | allow    | allow   | allow    | allow     | allow       |
 | post_only    | post-only  | allow      | allow  | allow    | allow   | allow    | defer     | defer       |
-| cancel_only  | deny       | reduce     | allow  | allow    | allow   | allow    | defer     | defer       |
+| cancel_only  | deny       | shrink     | allow  | allow    | allow   | allow    | defer     | defer       |
 | reduce_only  | reduce     | reduce     | allow  | allow    | allow   | allow    | allow     | defer       |
 | halted       | deny       | deny       | allow  | deny     | allow   | deny     | defer     | defer       |
 
-- *reduce*: allowed only when it cannot raise exposure (a reduce-only order; an amend that only
-  lowers the size);
+- *reduce*: allowed only when it cannot raise exposure (a reduce-only order; an amend that does not
+  raise the size of an order that is not reduce-only);
+- *shrink*: an amend that only lowers the size, at the same price (a partial cancel);
 - *defer*: the liquidation sweep skips the market and says so; the accounts wait for the market to
   reopen (BitMEX, March 2020, resumed cancel-only and liquidated nobody while its feed was down);
 - cancels are always allowed: they only lower risk.
@@ -38,6 +39,15 @@ import numpy as np
 from numba import njit
 
 from perp import layout as L
+from perp.book import _reducible
+from perp.kcodes import (
+    R_INSUFFICIENT_MARGIN,
+    R_MARKET_STATUS_FORBIDS,
+    R_OPEN_INTEREST_CAP,
+    R_ORACLE_REDUCE_ONLY,
+    R_POSITION_LIMIT,
+)
+from risk.ledger import pretrade_ok, worst_case_lots
 
 # permission values
 P_DENY = 0
@@ -45,6 +55,7 @@ P_ALLOW = 1
 P_REDUCE = 2  # only what cannot raise exposure
 P_POST_ONLY = 3  # only post-only (maker) orders
 P_DEFER = 4  # a timer action waits for the market to reopen
+P_SHRINK = 5  # an amend may only lower the size (no price change)
 
 # waterfall actions that are not commands but ask the gate like one
 GK_FUND_UNWIND = 20
@@ -63,7 +74,7 @@ _PERMIT_ROWS = {
     #              place        amend     cancel   cxl-all  leverage deposit  withdraw liquidate fund-take fund-unwind
     "active":      (P_ALLOW,     P_ALLOW,  P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW),
     "post_only":   (P_POST_ONLY, P_ALLOW,  P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER, P_DEFER, P_DEFER),
-    "cancel_only": (P_DENY,      P_REDUCE, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER, P_DEFER, P_DEFER),
+    "cancel_only": (P_DENY,      P_SHRINK, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER, P_DEFER, P_DEFER),
     "reduce_only": (P_REDUCE,    P_REDUCE, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER),
     "halted":      (P_DENY,      P_DENY,   P_ALLOW, P_ALLOW, P_DENY,  P_ALLOW, P_DENY,  P_DEFER, P_DEFER, P_DEFER),
 }
@@ -83,7 +94,8 @@ PERMIT.setflags(write=False)
 
 def permit_table() -> list[dict[str, str]]:
     """The table as rows of names (for docs and `perp config show`)."""
-    names = {P_DENY: "deny", P_ALLOW: "allow", P_REDUCE: "reduce", P_POST_ONLY: "post_only", P_DEFER: "defer"}
+    names = {P_DENY: "deny", P_ALLOW: "allow", P_REDUCE: "reduce", P_POST_ONLY: "post_only", P_DEFER: "defer",
+             P_SHRINK: "shrink"}
     return [{"status": s, **{k: names[int(PERMIT[i, kind])] for k, kind in _KIND_COLUMNS}}
             for i, s in enumerate(_STATUS_NAMES)]
 
@@ -125,3 +137,78 @@ def fund_action_permitted(st, m, kind):
     if kind == GK_FUND_UNWIND and (st.mkt[m, L.M_ORACLE_GATES] & L.GATE_REDUCE_ONLY) != 0:
         return False
     return True
+
+
+# ---- trader commands (inlined into perp/kernel.py) -----------------------------------------------
+@njit(**_K)
+def place_status_code(st, m, reduce_only, post_only):
+    """Market status and the oracle's reduce-only gate for a new order (0 = permitted)."""
+    p = PERMIT[st.mkt[m, L.M_STATUS], L.CK_PLACE]
+    if p == P_DENY:
+        return R_MARKET_STATUS_FORBIDS
+    if p == P_POST_ONLY and not post_only:
+        return R_MARKET_STATUS_FORBIDS
+    if p == P_REDUCE and not reduce_only:
+        return R_MARKET_STATUS_FORBIDS
+    if (st.mkt[m, L.M_ORACLE_GATES] & L.GATE_REDUCE_ONLY) != 0 and not reduce_only:
+        return R_ORACLE_REDUCE_ONLY
+    return 0
+
+
+@njit(**_K)
+def amend_status_code(st, m, grows, reprices, order_reduce_only):
+    """Market status and the oracle's reduce-only gate for an amend (0 = permitted)."""
+    p = PERMIT[st.mkt[m, L.M_STATUS], L.CK_AMEND]
+    if p == P_DENY:
+        return R_MARKET_STATUS_FORBIDS
+    if p == P_SHRINK and (grows or reprices):
+        return R_MARKET_STATUS_FORBIDS
+    if p == P_REDUCE and grows and not order_reduce_only:
+        return R_MARKET_STATUS_FORBIDS
+    if (st.mkt[m, L.M_ORACLE_GATES] & L.GATE_REDUCE_ONLY) != 0 and grows and not order_reduce_only:
+        return R_ORACLE_REDUCE_ONLY
+    return 0
+
+
+@njit(**_K)
+def account_status_code(st, a, kind):
+    """An account-wide command (withdraw) is permitted only if every market the account holds a
+    position or open orders in permits it."""
+    for m in range(st.mkt.shape[0]):
+        if st.position_lots[a, m] != 0 or st.accounts[a, L.AC_OPEN + m] != 0:
+            if PERMIT[st.mkt[m, L.M_STATUS], kind] != P_ALLOW:
+                return R_MARKET_STATUS_FORBIDS
+    return 0
+
+
+@njit(**_K)
+def band_centre(st, m):
+    """Centre of the order band: the mark, or the last fresh anchor while the oracle freezes the band."""
+    if (st.mkt[m, L.M_ORACLE_GATES] & L.GATE_BAND_FROZEN) != 0 and st.mkt[m, L.M_BAND_ANCHOR] > 0:
+        return st.mkt[m, L.M_BAND_ANCHOR]
+    return st.mkt[m, L.M_MARK]
+
+
+@njit(**_K)
+def exposure_code(st, a, m, side, price, lots, fee_ppm):
+    """What every exposure increase passes (place, an amend's added lots), in this order: the
+    open-interest cap, the position bound (int64 headroom), the pre-trade margin rule under the
+    oracle's gates with the order's fee and immediate loss (risk.ledger.pretrade_ok). 0 = permitted."""
+    cap = st.spec[m, L.S_OI_CAP_LOTS]
+    if cap > 0:
+        reducing = _reducible(st, a, m, side)
+        opening = lots - reducing if lots > reducing else 0
+        if st.mkt[m, L.M_OPEN_INTEREST] + opening > cap:
+            return R_OPEN_INTEREST_CAP
+    pos = st.position_lots[a, m]
+    buys = st.acct_mkt[a, m, L.AM_OPEN_BUY_LOTS]
+    sells = st.acct_mkt[a, m, L.AM_OPEN_SELL_LOTS]
+    if side == L.BUY:
+        buys += lots
+    else:
+        sells += lots
+    if worst_case_lots(pos, buys, sells) > st.spec[m, L.S_MAX_POSITION_LOTS]:
+        return R_POSITION_LIMIT
+    if not pretrade_ok(st, a, m, side, price, lots, fee_ppm):
+        return R_INSUFFICIENT_MARGIN
+    return 0

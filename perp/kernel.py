@@ -51,6 +51,16 @@ from perp.book import (
     cancel_account_orders,
     cancel_resting,
 )
+from perp.gate import (
+    P_ALLOW,
+    account_status_code,
+    amend_status_code,
+    band_centre,
+    exposure_code,
+    is_reserved,
+    permission,
+    place_status_code,
+)
 from perp.hashmap import hm_find
 from perp.kcodes import (  # noqa: F401 - constants, numba inlines them
     ALLOWED_FLAG_BITS,
@@ -66,7 +76,12 @@ from perp.kcodes import (  # noqa: F401 - constants, numba inlines them
     R_CANCEL_SELF_TRADE,
     R_DUPLICATE_CLID,
     R_INSUFFICIENT_MARGIN,
+    R_BALANCE_LIMIT,
     R_INVALID_CLID,
+    R_INVALID_GAP_MODE,
+    R_INVALID_TIMESTAMP,
+    R_RESERVED_ACCOUNT,
+    R_TIMESTAMP_TOO_FAR_AHEAD,
     R_INVALID_ORDER_TYPE,
     R_INVALID_PRICE,
     R_INVALID_SIDE,
@@ -98,10 +113,40 @@ from perp.kcodes import (  # noqa: F401 - constants, numba inlines them
     RO_TRACK,
 )
 from perp.layout import (
+    CK_CLOCK_GAP,
+    CK_FUND_DEPOSIT,
+    E_FEE,
+    E_KIND,
+    E_MARKET,
+    E_OTHER,
+    E_PRICE,
+    EV_CLOCK_GAP,
+    EV_FUND_DEPOSIT,
+    EV_FUNDING,
+    EV_REJECTED,
+    GAP_NO_FUNDING,
+    GATE_ALL,
+    GATE_BAND_FROZEN,
+    GATE_FUNDING_FROZEN,
+    M_BAND_ANCHOR,
+    M_FIX_TICKS,
+    M_LEVERAGE_SCALE_PPM,
+    M_NEXT_PREMIUM_TS,
+    M_NEXT_SAMPLE_TS,
+    M_ORACLE_GATES,
+    M_VALIDITY,
+    MAX_DEPOSITS_TOTAL_MICRO,
+    MAX_TS_NS,
+    S_DEFAULT_LEVERAGE,
+    S_MAKER_FEE_PPM,
+    S_MAX_CLOCK_STEP_NS,
+    S_PREMIUM_SAMPLE_NS,
+    S_SAMPLE_NS,
     AC_OPEN,
     AM_LEVERAGE,
     BUY,
     C_ACCOUNT,
+    C_ORDER_ID,
     C_CLID,
     C_FLAGS,
     C_KIND,
@@ -144,7 +189,6 @@ from perp.layout import (
     G_SEQ,
     G_WITHDRAWALS_MICRO,
     GTC,
-    INDEX_FUNDING_FROZEN,
     IOC,
     LIMIT,
     LV_HEAD,
@@ -158,7 +202,6 @@ from perp.layout import (
     M_N_ASK_ORDERS,
     M_N_BID_ORDERS,
     M_NEXT_FUNDING_TS,
-    M_OPEN_INTEREST,
     M_STATUS,
     MAP_CLID,
     MARKET,
@@ -184,24 +227,22 @@ from perp.layout import (
     S_MAX_TICK,
     S_MIN_SIZE,
     S_MIN_TICK,
-    S_OI_CAP_LOTS,
     S_PROTECT_BPS,
     S_TAKER_FEE_PPM,
     SELL,
-    ST_CANCEL_ONLY,
-    ST_HALTED,
-    ST_POST_ONLY,
-    ST_REDUCE_ONLY,
     STP_CANCEL_BOTH,
     STP_MASK,
     STP_SHIFT,
 )
 from risk.ledger import (
     MAX_TRANSFER_MICRO,
-    account_margin,
+    gated_equity_and_im,
+    is_fund,
     max_leverage,
     open_lots_delta,
-    pretrade_ok,
+    scaled_max_leverage,
+    settle_funding,
+    unsettle_funding,
     withdrawable,
 )
 
@@ -213,10 +254,12 @@ from risk.ledger import (
 # events
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
-def _outside_band(st, m, price, mark):
-    """A limit price further than `price_band_bps` from the mark (band = floor(mark x bps / 1e4))."""
-    band = (mark * st.spec[m, S_BAND_BPS]) // 10_000
-    return price > mark + band or price < mark - band
+def _outside_band(st, m, price):
+    """A limit price further than `price_band_bps` from the band's centre (the mark, or the last fresh
+    anchor while the oracle freezes the band; band = floor(centre x bps / 1e4))."""
+    centre = band_centre(st, m)
+    band = (centre * st.spec[m, S_BAND_BPS]) // 10_000
+    return price > centre + band or price < centre - band
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
@@ -247,6 +290,8 @@ def _place(st, c, seq, ev, n):
         return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
     if not _valid_account(st, a):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if is_reserved(a):
+        return _reject(c, ev, n, seq, R_RESERVED_ACCOUNT)
     if side != BUY and side != SELL:
         return _reject(c, ev, n, seq, R_INVALID_SIDE)
     if otype != LIMIT and otype != MARKET:
@@ -262,13 +307,9 @@ def _place(st, c, seq, ev, n):
     if clid < 0 or clid > MAX_CLIENT_ORDER_ID:
         return _reject(c, ev, n, seq, R_INVALID_CLID)
     reduce_only = (flags & FLAG_REDUCE_ONLY) != 0
-    status = st.mkt[m, M_STATUS]
-    if status == ST_CANCEL_ONLY or status == ST_HALTED:
-        return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
-    if status == ST_POST_ONLY and tif != POST_ONLY:
-        return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
-    if status == ST_REDUCE_ONLY and not reduce_only:
-        return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
+    code = place_status_code(st, m, reduce_only, tif == POST_ONLY)
+    if code != 0:
+        return _reject(c, ev, n, seq, code)
     if size < st.spec[m, S_MIN_SIZE]:
         return _reject(c, ev, n, seq, R_SIZE_BELOW_MIN)
     if size > st.spec[m, S_MAX_SIZE]:
@@ -280,7 +321,7 @@ def _place(st, c, seq, ev, n):
         price = c[C_PRICE]
         if price < st.spec[m, S_MIN_TICK] or price > st.spec[m, S_MAX_TICK]:
             return _reject(c, ev, n, seq, R_PRICE_OUT_OF_RANGE)
-        if _outside_band(st, m, price, mark):
+        if _outside_band(st, m, price):
             return _reject(c, ev, n, seq, R_PRICE_OUTSIDE_BAND)
     else:
         price = _market_order_limit(st, m, side, mark)
@@ -300,14 +341,10 @@ def _place(st, c, seq, ev, n):
         if _crosses(side, price, best_opp):
             return _reject(c, ev, n, seq, R_POST_ONLY_WOULD_TAKE)
     if not reduce_only:
-        cap = st.spec[m, S_OI_CAP_LOTS]
-        if cap > 0:
-            reducing = _reducible(st, a, m, side)
-            opening = size - reducing if size > reducing else 0
-            if st.mkt[m, M_OPEN_INTEREST] + opening > cap:
-                return _reject(c, ev, n, seq, R_OPEN_INTEREST_CAP)
-        if not pretrade_ok(st, a, m, side, size):
-            return _reject(c, ev, n, seq, R_INSUFFICIENT_MARGIN)
+        fee_ppm = st.spec[m, S_MAKER_FEE_PPM] if tif == POST_ONLY else st.spec[m, S_TAKER_FEE_PPM]
+        code = exposure_code(st, a, m, side, price, size, fee_ppm)
+        if code != 0:
+            return _reject(c, ev, n, seq, code)
     if may_rest and st.g[G_FREE_TOP] == 0:
         return _reject(c, ev, n, seq, R_ORDER_POOL_FULL)
 
@@ -353,6 +390,8 @@ def _place(st, c, seq, ev, n):
 def _cancel(st, c, seq, ev, n):
     if not _valid_account(st, c[C_ACCOUNT]):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if is_reserved(c[C_ACCOUNT]):
+        return _reject(c, ev, n, seq, R_RESERVED_ACCOUNT)
     slot = _find_order(st, c)
     if slot == -2:
         return _reject(c, ev, n, seq, R_MISSING_ORDER_REF)
@@ -369,6 +408,8 @@ def _cancel_all(st, c, seq, ev, n):
     only_m = c[C_MARKET]
     if not _valid_account(st, a):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if is_reserved(a):
+        return _reject(c, ev, n, seq, R_RESERVED_ACCOUNT)
     if only_m < -1 or only_m >= st.mkt.shape[0]:
         return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
     ts = c[C_TS]
@@ -382,9 +423,16 @@ def _cancel_all(st, c, seq, ev, n):
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _amend(st, c, seq, ev, n):
+    """Amend one resting order (C_PRICE / C_SIZE: 0 = unchanged; the edge sends 0 only for an absent
+    field). Validation order: account, reserved account, order reference, market, negative values,
+    market status and the oracle's reduce-only gate, AMEND_NO_CHANGE, size limits, price range, band
+    and crossing, then -- for added lots of an order that is not reduce-only -- the same exposure gate
+    as place (open-interest cap, position bound, pre-trade margin with the maker fee)."""
     a = c[C_ACCOUNT]
     if not _valid_account(st, a):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if is_reserved(a):
+        return _reject(c, ev, n, seq, R_RESERVED_ACCOUNT)
     slot = _find_order(st, c)
     if slot == -2:
         return _reject(c, ev, n, seq, R_MISSING_ORDER_REF)
@@ -402,11 +450,10 @@ def _amend(st, c, seq, ev, n):
         return _reject(c, ev, n, seq, R_SIZE_BELOW_MIN)
     new_price = c[C_PRICE] if c[C_PRICE] > 0 else old_price
     new_size = c[C_SIZE] if c[C_SIZE] > 0 else old_rem
-    status = st.mkt[m, M_STATUS]
-    if status == ST_CANCEL_ONLY or status == ST_HALTED:
-        return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
-    if status == ST_REDUCE_ONLY and new_size > old_rem and not (st.orders[slot, O_FLAGS] & FLAG_REDUCE_ONLY):
-        return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
+    order_ro = (st.orders[slot, O_FLAGS] & FLAG_REDUCE_ONLY) != 0
+    code = amend_status_code(st, m, new_size > old_rem, new_price != old_price, order_ro)
+    if code != 0:
+        return _reject(c, ev, n, seq, code)
     if new_price == old_price and new_size == old_rem:
         return _reject(c, ev, n, seq, R_AMEND_NO_CHANGE)
     if new_size != old_rem:
@@ -420,11 +467,17 @@ def _amend(st, c, seq, ev, n):
         mark = st.mkt[m, M_MARK]
         if mark <= 0:
             return _reject(c, ev, n, seq, R_NO_REFERENCE_PRICE)
-        if _outside_band(st, m, new_price, mark):
+        if _outside_band(st, m, new_price):
             return _reject(c, ev, n, seq, R_PRICE_OUTSIDE_BAND)
         best_opp = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
         if _crosses(side, new_price, best_opp):
             return _reject(c, ev, n, seq, R_AMEND_WOULD_CROSS)
+    if new_size > old_rem and not order_ro:
+        if st.mkt[m, M_MARK] <= 0:
+            return _reject(c, ev, n, seq, R_NO_REFERENCE_PRICE)
+        code = exposure_code(st, a, m, side, new_price, new_size - old_rem, st.spec[m, S_MAKER_FEE_PPM])
+        if code != 0:
+            return _reject(c, ev, n, seq, code)
     ts = c[C_TS]
     if new_price == old_price and new_size < old_rem:
         st.levels[m, side, old_price - st.spec[m, S_MIN_TICK], LV_QTY] -= old_rem - new_size
@@ -454,11 +507,28 @@ def _set_index(st, c, seq, ev, n):
     price = c[C_PRICE]
     if price < st.spec[m, S_MIN_TICK] or price > st.spec[m, S_MAX_TICK]:
         return _reject(c, ev, n, seq, R_PRICE_OUT_OF_RANGE)
+    gates = c[C_FLAGS]
+    if gates < 0 or (gates & ~GATE_ALL) != 0:
+        return _reject(c, ev, n, seq, R_INVALID_STATUS)
+    scale = c[C_SIZE] if c[C_SIZE] != 0 else 1_000_000
+    if scale < 1 or scale > 1_000_000:
+        return _reject(c, ev, n, seq, R_INVALID_STATUS)
+    fix = c[C_ORDER_ID]
+    if fix != 0 and (fix < st.spec[m, S_MIN_TICK] or fix > st.spec[m, S_MAX_TICK]):
+        return _reject(c, ev, n, seq, R_PRICE_OUT_OF_RANGE)
+    if c[C_CLID] < 0:
+        return _reject(c, ev, n, seq, R_INVALID_STATUS)
     st.mkt[m, M_INDEX] = price
-    frozen = 1 if c[C_FLAGS] & INDEX_FUNDING_FROZEN else 0
+    frozen = 1 if gates & GATE_FUNDING_FROZEN else 0
     st.mkt[m, M_FUNDING_FROZEN] = frozen
+    st.mkt[m, M_ORACLE_GATES] = gates
+    st.mkt[m, M_LEVERAGE_SCALE_PPM] = scale
+    st.mkt[m, M_FIX_TICKS] = fix
+    st.mkt[m, M_VALIDITY] = c[C_CLID]
+    if (gates & GATE_BAND_FROZEN) == 0 or st.mkt[m, M_BAND_ANCHOR] == 0:
+        st.mkt[m, M_BAND_ANCHOR] = price  # the last anchor the band may follow
     ts = c[C_TS]
-    n = _emit(ev, n, EV_INDEX, seq, ts, m, -1, 0, 0, 0, price, 0, 0, 0, frozen, 0)
+    n = _emit(ev, n, EV_INDEX, seq, ts, m, -1, 0, c[C_CLID], 0, price, scale, fix, 0, frozen, gates)
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
@@ -479,19 +549,27 @@ def _set_status(st, c, seq, ev, n):
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _deposit(st, c, seq, ev, n):
+    """A trader's deposit (CK_DEPOSIT, never into a venue account) or an operator's top-up of an
+    insurance fund (CK_FUND_DEPOSIT, only into a fund account)."""
     a = c[C_ACCOUNT]
     amount = c[C_SIZE]
     if not _valid_account(st, a):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if (c[C_KIND] == CK_FUND_DEPOSIT) != is_fund(st, a) or (c[C_KIND] == CK_DEPOSIT and is_reserved(a)):
+        return _reject(c, ev, n, seq, R_RESERVED_ACCOUNT)
     if amount <= 0:
         return _reject(c, ev, n, seq, R_NON_POSITIVE_AMOUNT)
     if amount > MAX_TRANSFER_MICRO:
         return _reject(c, ev, n, seq, R_AMOUNT_TOO_LARGE)
+    # venue-wide deposits <= 2**62 bounds every balance and every money sum the kernel forms
+    if st.g[G_DEPOSITS_MICRO] > MAX_DEPOSITS_TOTAL_MICRO - amount:
+        return _reject(c, ev, n, seq, R_BALANCE_LIMIT)
     st.collateral_micro[a] += amount
     st.g[G_DEPOSITS_MICRO] += amount
     if a + 1 > st.g[G_ACCOUNT_HWM]:
         st.g[G_ACCOUNT_HWM] = a + 1
-    return _emit(ev, n, EV_DEPOSIT, seq, c[C_TS], -1, a, 0, 0, 0, 0, amount, 0, st.collateral_micro[a], 0, 0)
+    kind = EV_FUND_DEPOSIT if is_reserved(a) else EV_DEPOSIT
+    return _emit(ev, n, kind, seq, c[C_TS], -1, a, 0, 0, 0, 0, amount, 0, st.collateral_micro[a], 0, 0)
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
@@ -500,11 +578,16 @@ def _withdraw(st, c, seq, ev, n):
     amount = c[C_SIZE]
     if not _valid_account(st, a):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if is_reserved(a):
+        return _reject(c, ev, n, seq, R_RESERVED_ACCOUNT)
     if amount <= 0:
         return _reject(c, ev, n, seq, R_NON_POSITIVE_AMOUNT)
     if amount > MAX_TRANSFER_MICRO:
         return _reject(c, ev, n, seq, R_AMOUNT_TOO_LARGE)
-    equity, im, _, _ = account_margin(st, a, -1, 0, 0)
+    code = account_status_code(st, a, CK_WITHDRAW)
+    if code != 0:
+        return _reject(c, ev, n, seq, code)
+    equity, im = gated_equity_and_im(st, a, -1, 0, 0)  # a withdrawal is new risk: the oracle's gates apply
     if amount > equity - im:
         return _reject(c, ev, n, seq, R_WITHDRAWAL_BELOW_IM)
     if amount > withdrawable(st, a):
@@ -523,14 +606,20 @@ def _set_leverage(st, c, seq, ev, n):
         return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
     if not _valid_account(st, a):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
+    if is_reserved(a):
+        return _reject(c, ev, n, seq, R_RESERVED_ACCOUNT)
+    if permission(st, m, CK_SET_LEVERAGE) != P_ALLOW:
+        return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
     if lev <= 0:
         return _reject(c, ev, n, seq, R_LEVERAGE_NOT_POSITIVE)
-    if lev > max_leverage(st, m):
-        return _reject(c, ev, n, seq, R_LEVERAGE_ABOVE_LIMIT)
     old = st.acct_mkt[a, m, AM_LEVERAGE]
-    _, im_before, _, _ = account_margin(st, a, -1, 0, 0)
+    current = old if old > 0 else st.spec[m, S_DEFAULT_LEVERAGE]
+    # above the tier's limit: never; above the oracle's scaled limit: only to lower leverage
+    if lev > max_leverage(st, m) or (lev > scaled_max_leverage(st, m) and lev > current):
+        return _reject(c, ev, n, seq, R_LEVERAGE_ABOVE_LIMIT)
+    _, im_before = gated_equity_and_im(st, a, -1, 0, 0)
     st.acct_mkt[a, m, AM_LEVERAGE] = lev
-    equity, im, _, _ = account_margin(st, a, -1, 0, 0)
+    equity, im = gated_equity_and_im(st, a, -1, 0, 0)
     if im > im_before and equity < im:
         st.acct_mkt[a, m, AM_LEVERAGE] = old
         return _reject(c, ev, n, seq, R_INSUFFICIENT_MARGIN)
@@ -552,8 +641,12 @@ def _funding_hours_due(st, ts):
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _event_bound(st, c):
     """Events the command can emit at most (clock + command)."""
-    base = 2 * st.mkt.shape[0] + 4 + _funding_hours_due(st, c[C_TS])
     kind = c[C_KIND]
+    if kind == CK_CLOCK_GAP:
+        return 2 * st.mkt.shape[0] + 4
+    if _clock_code(st, c[C_TS]) != 0:
+        return 4  # rejected before any advance
+    base = 2 * st.mkt.shape[0] + 4 + _funding_hours_due(st, c[C_TS])
     if kind == CK_PLACE:
         m = c[C_MARKET]
         if m < 0 or m >= st.mkt.shape[0]:
@@ -583,15 +676,117 @@ def _exact_place_bound(st, c):
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _clock_code(st, ts):
+    """0 if the clock may advance to ts: not before the clock, inside the horizon, and at most
+    `max_clock_step_s` beyond the earliest next funding hour (so one command crosses at most a couple
+    of funding hours and a bounded number of samples). A real gap is crossed by `clock_gap`."""
+    if ts < 0 or ts > MAX_TS_NS:
+        return R_INVALID_TIMESTAMP
+    if ts < st.g[G_LAST_TS]:
+        return R_TIMESTAMP_REGRESSION
+    for m in range(st.mkt.shape[0]):
+        nf = st.mkt[m, M_NEXT_FUNDING_TS]
+        if nf > 0 and ts - nf > st.spec[m, S_MAX_CLOCK_STEP_NS]:
+            return R_TIMESTAMP_TOO_FAR_AHEAD
+    return 0
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _clock_due(st, ts):
+    """Whether advancing to ts takes any sample or pays any funding."""
+    for m in range(st.mkt.shape[0]):
+        ns = st.mkt[m, M_NEXT_SAMPLE_TS]
+        np_ = st.mkt[m, M_NEXT_PREMIUM_TS]
+        if ns == 0 or ts >= ns or np_ == 0 or ts >= np_:
+            return True
+    return False
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _undo_advance(st, ev, n0, n1):
+    """Reverse the clock advance that wrote events n0..n1: funding paid is taken back (positions
+    are unchanged since), market rows and the clock restored."""
+    for i in range(n0, n1):
+        if ev[i, E_KIND] == EV_FUNDING:
+            unsettle_funding(st, ev[i, E_MARKET], ev[i, E_PRICE], ev[i, E_FEE], ev[i, E_OTHER])
+    for m in range(st.mkt.shape[0]):
+        for col in range(st.mkt.shape[1]):
+            st.mkt[m, col] = st.mkt_undo[m, col]
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _clock_gap(st, c, seq, ev, n):
+    """Operator: the venue was down; move the clock to C_TS (any distance ahead). GAP_NO_FUNDING: the
+    hour in progress pays for the samples it had (pro rata), the missed hours pay nothing and take no
+    samples (the mark's basis EMA holds), and sampling restarts on the grid after C_TS."""
+    ts = c[C_TS]
+    if c[C_FLAGS] != GAP_NO_FUNDING:
+        return _reject(c, ev, n, seq, R_INVALID_GAP_MODE)
+    if ts < 0 or ts > MAX_TS_NS:
+        return _reject(c, ev, n, seq, R_INVALID_TIMESTAMP)
+    old = st.g[G_LAST_TS]
+    if ts < old:
+        return _reject(c, ev, n, seq, R_TIMESTAMP_REGRESSION)
+    skipped = 0
+    for m in range(st.mkt.shape[0]):
+        nf = st.mkt[m, M_NEXT_FUNDING_TS]
+        fi = st.spec[m, S_FUNDING_INTERVAL_NS]
+        ip = st.spec[m, S_PREMIUM_SAMPLE_NS]
+        if nf != 0 and ts >= nf:
+            rate, paid, remainder, samples = settle_funding(st, m)
+            n = _emit(ev, n, EV_FUNDING, seq, nf, m, -1, 0, 0, 0, st.mkt[m, M_INDEX], paid, samples, rate,
+                      1 if st.mkt[m, M_FUNDING_FROZEN] else 0, remainder)
+            skipped += (ts - nf) // fi
+        if nf != 0:
+            st.mkt[m, M_NEXT_FUNDING_TS] = (ts // fi + 1) * fi
+            st.mkt[m, M_NEXT_PREMIUM_TS] = (ts // ip + 1) * ip
+        si = st.spec[m, S_SAMPLE_NS]
+        if st.mkt[m, M_NEXT_SAMPLE_TS] != 0:
+            st.mkt[m, M_NEXT_SAMPLE_TS] = (ts // si + 1) * si
+    st.g[G_LAST_TS] = ts
+    return _emit(ev, n, EV_CLOCK_GAP, seq, ts, -1, -1, 0, 0, 0, 0, skipped, 0, 0, 0, old)
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def process_one(st, c, ev, n):
+    """One command: the gate on time, the clock advance, the command. A rejected command leaves the
+    state as it was before it -- the clock too: the advance it triggered is undone (only the
+    sequence number, which counts journal records, moves)."""
     seq = st.g[G_SEQ] + 1
     st.g[G_SEQ] = seq
     ts = c[C_TS]
-    if ts < st.g[G_LAST_TS]:
-        return _reject(c, ev, n, seq, R_TIMESTAMP_REGRESSION)
-    st.g[G_LAST_TS] = ts
-    n = _advance_clock(st, ts, seq, ev, n)
     kind = c[C_KIND]
+    if kind == CK_CLOCK_GAP:
+        return _clock_gap(st, c, seq, ev, n)
+    code = _clock_code(st, ts)
+    if code != 0:
+        return _reject(c, ev, n, seq, code)
+    due = _clock_due(st, ts)
+    if due:
+        for m in range(st.mkt.shape[0]):
+            for col in range(st.mkt.shape[1]):
+                st.mkt_undo[m, col] = st.mkt[m, col]
+    n0 = n
+    last = st.g[G_LAST_TS]
+    st.g[G_LAST_TS] = ts
+    if due:
+        n = _advance_clock(st, ts, seq, ev, n)
+    n1 = n
+    n = _dispatch(st, c, kind, seq, ev, n)
+    if n == n1 + 1 and ev[n1, E_KIND] == EV_REJECTED:
+        if due:
+            _undo_advance(st, ev, n0, n1)
+        st.g[G_LAST_TS] = last
+        if n1 != n0:
+            for col in range(N_EV_COLS):
+                ev[n0, col] = ev[n1, col]
+        n = n0 + 1
+    return n
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _dispatch(st, c, kind, seq, ev, n):
+    ts = c[C_TS]
     if kind == CK_PLACE:
         return _place(st, c, seq, ev, n)
     if kind == CK_CANCEL:
@@ -604,7 +799,7 @@ def process_one(st, c, ev, n):
         return _set_index(st, c, seq, ev, n)
     if kind == CK_SET_STATUS:
         return _set_status(st, c, seq, ev, n)
-    if kind == CK_DEPOSIT:
+    if kind == CK_DEPOSIT or kind == CK_FUND_DEPOSIT:
         return _deposit(st, c, seq, ev, n)
     if kind == CK_WITHDRAW:
         return _withdraw(st, c, seq, ev, n)
@@ -615,6 +810,8 @@ def process_one(st, c, ev, n):
     if kind == CK_SET_INSURANCE_FLOOR:
         if c[C_SIZE] < 0:
             return _reject(c, ev, n, seq, R_NON_POSITIVE_AMOUNT)
+        if c[C_SIZE] > MAX_DEPOSITS_TOTAL_MICRO:
+            return _reject(c, ev, n, seq, R_AMOUNT_TOO_LARGE)
         only_m = c[C_MARKET]
         if only_m < -1 or only_m >= st.mkt.shape[0]:
             return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
@@ -640,13 +837,14 @@ def process_batch(st, cmds, ev, ev_start):
     while i < cmds.shape[0]:
         c = cmds[i]
         need = _event_bound(st, c)
-        if c[C_KIND] == CK_LIQUIDATE and c[C_TS] >= st.g[G_LAST_TS]:
+        if c[C_KIND] == CK_LIQUIDATE and _clock_code(st, c[C_TS]) == 0:
             # the sweep's size depends on the marks after the clock advance: advance first (the
             # command's own advance is then a no-op), then bound the sweep on that state
             if cap - n < need:
                 st.g[G_NEED_EVENTS] = need
                 break
             n = _advance_clock(st, c[C_TS], st.g[G_SEQ] + 1, ev, n)
+            st.g[G_LAST_TS] = c[C_TS]
             need = liquidation_event_bound(st, c[C_TS]) + 2 * st.mkt.shape[0] + 8
         if cap - n < need and c[C_KIND] == CK_PLACE:
             m = c[C_MARKET]

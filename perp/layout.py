@@ -51,6 +51,9 @@ CK_WITHDRAW = 8  # C_SIZE = amount, micro-USD
 CK_SET_LEVERAGE = 9  # C_SIZE = leverage (whole x)
 CK_LIQUIDATE = 10  # timer: the liquidation sweep over every account (liquidation/kernel.py)
 CK_SET_INSURANCE_FLOOR = 11  # operator: C_SIZE = the fund's floor, micro-USD
+CK_FUND_DEPOSIT = 12  # operator: top up an insurance fund account (C_ACCOUNT), C_SIZE micro-USD
+CK_CLOCK_GAP = 13  # operator: the venue was down; cross to C_TS, C_FLAGS = GAP_* settlement mode
+GAP_NO_FUNDING = 0  # hours with no samples pay nothing (dYdX pads missing samples with zero premium)
 
 INDEX_FUNDING_FROZEN = 1  # set_index flags bit: the oracle's gates freeze funding for this anchor
 
@@ -70,10 +73,10 @@ C_SIDE = 4
 C_TYPE = 5
 C_TIF = 6
 C_PRICE = 7  # ticks; place: limit price; amend: new price (0 = unchanged); set_index: index
-C_SIZE = 8  # lots; place: size; amend: new remaining size (0 = unchanged)
-C_CLID = 9  # client order id, 0 = none
-C_ORDER_ID = 10  # engine order id (cancel/amend), 0 = use client order id
-C_FLAGS = 11  # reduce-only bit, STP mode bits; set_status: the new status
+C_SIZE = 8  # lots; place: size; amend: new remaining size (0 = unchanged); set_index: leverage scale ppm
+C_CLID = 9  # client order id, 0 = none; set_index: the oracle's validity code
+C_ORDER_ID = 10  # engine order id (cancel/amend), 0 = use client order id; set_index: the last usable fix
+C_FLAGS = 11  # reduce-only bit, STP mode bits; set_status: the new status; set_index: GATE_* bits
 N_CMD_COLS = 12
 
 # ---- event rows --------------------------------------------------------------------------------
@@ -95,6 +98,8 @@ EV_FUNDING = 14  # per market and hour: E_PRICE = index, E_FEE = rate ppb, E_SIZ
 #                  E_CODE = 1 if frozen
 EV_LIQUIDATION = 15  # one step of the waterfall; E_CODE = LQ_* phase (docs/liquidation.md)
 EV_INSURANCE_FLOOR = 16  # E_SIZE = the new floor
+EV_FUND_DEPOSIT = 17  # operator top-up of a fund: E_ACCOUNT = the fund, E_SIZE = amount, E_FEE = its cash after
+EV_CLOCK_GAP = 18  # the clock crossed a gap: E_SIZE = funding hours skipped (paid nothing), E_OTHER = the old clock
 
 LQ_STARTED = 1  # E_FEE = equity, E_OTHER = maintenance margin
 LQ_ORDER = 2  # a liquidation order through the book: E_SIZE = lots asked, E_REMAINING = lots filled,
@@ -196,7 +201,7 @@ S_FUND_ACCOUNT = 28  # the account that is this market's insurance fund (shared 
 S_LIQ_RESERVED_29 = 29
 # 39-44: the gate's limits
 S_MAX_CLOCK_STEP_NS = 39  # a command more than this beyond the next funding hour is rejected
-S_RESERVED_40 = 40
+S_MAX_POSITION_LOTS = 40  # int64 headroom: no worst-case position beyond this (derived at load)
 N_SPEC_COLS = 45
 
 # ---- per account and market: acct_mkt[account, market, AM_*] ------------------------------------
@@ -263,6 +268,7 @@ G_WITHDRAWALS_MICRO = 9  # all withdrawals ever
 G_ADL_KEY = 10  # scratch of the liquidation sweep: which ADL queue adl_scratch holds (0: none)
 G_ADL_LEN = 11
 G_ADL_HEAD = 12
+G_UNDO_LAST_TS = 13  # scratch: the clock before this command's advance (restored if it is rejected)
 G_SCRATCH = 16  # scratch space for kernels (not state): 2 x 64 slots
 N_SCRATCH = 128
 N_GLOBALS = G_SCRATCH + N_SCRATCH
@@ -272,4 +278,6 @@ FUND_ACCOUNT = 0  # the default insurance fund account (a market's spec may name
 CLID_BITS = 40
 MAX_CLIENT_ORDER_ID = (1 << CLID_BITS) - 1
 MAX_ACCOUNT_ID = (1 << 22) - 1
+MAX_TS_NS = (1 << 62) - 1  # the engine's time horizon (year 2116)
+MAX_DEPOSITS_TOTAL_MICRO = 1 << 62  # all deposits ever, venue-wide: keeps every money sum inside int64
 EMPTY_KEY = -1  # hash-map empty slot

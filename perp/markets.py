@@ -21,10 +21,14 @@ import msgspec
 import numpy as np
 
 from perp import layout as L
+from risk.errors import RiskError
+from risk.tiers import LeverageTier, TierSchedule, validate_tiers
 
 MICRO = 1_000_000
 MAX_FUND_ACCOUNTS = 16  # account ids below this may be insurance funds (reserved for operators)
 _INT64_MAX = (1 << 63) - 1
+MAX_FUNDING_CAP_PPB = 1_000_000_000  # 100% per interval: the most any rate may be (int64 headroom)
+MAX_POSITION_LOTS = 3_000_000_000  # the overflow-safe divides of the liquidation kernel assume it
 
 
 class MarketSpecError(ValueError):
@@ -66,6 +70,10 @@ class MarketSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     liquidation_cooldown_s: int = 30  # ...30 s apart (unless the account is bankrupt)
     liquidation_buffer_ppm: int = 100_000  # a chunk aims at equity >= MM x 1.1
     insurance_fund_account: int = 0  # markets naming the same account share a fund
+    # the gate
+    max_clock_step_s: int = 3600  # a command more than this beyond the next funding hour is rejected
+    # leverage tiers (`[[market.tier]]`), lowest notional first; the last one open-ended
+    tier: tuple[LeverageTier, ...] = ()
 
 
 class MarketsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -162,6 +170,9 @@ def validate_spec(spec: MarketSpec) -> None:
                   "liquidation_partial_above_usd", "liquidation_cooldown_s", "liquidation_buffer_ppm"):
         if getattr(spec, field) < 0:
             raise MarketSpecError(f"market {sym!r}: {field} must not be negative")
+    for field in ("funding_cap_ppb", "funding_clamp_ppb"):
+        if getattr(spec, field) > MAX_FUNDING_CAP_PPB:
+            raise MarketSpecError(f"market {sym!r}: {field} must be at most {MAX_FUNDING_CAP_PPB} ppb (100%)")
     if not -spec.funding_cap_ppb <= spec.funding_interest_ppb <= spec.funding_cap_ppb:
         raise MarketSpecError(f"market {sym!r}: funding_interest_ppb must lie within +- funding_cap_ppb")
     if not 0 <= spec.insurance_fund_account < MAX_FUND_ACCOUNTS:
@@ -174,6 +185,22 @@ def validate_spec(spec: MarketSpec) -> None:
             raise MarketSpecError(f"market {sym!r}: {field} = {v} must be between -10000 and 100000 ppm")
     if spec.maker_fee_ppm + spec.taker_fee_ppm < 0:
         raise MarketSpecError(f"market {sym!r}: maker rebate exceeds the taker fee (the venue would pay to trade)")
+    # the fee ledger keeps the taker fee less the fund's share and pays the maker's rebate: never negative
+    if spec.taker_fee_ppm * (MICRO - spec.fee_share_to_fund_ppm) + spec.maker_fee_ppm * MICRO < 0:
+        raise MarketSpecError(
+            f"market {sym!r}: maker_fee_ppm: a rebate of {-spec.maker_fee_ppm} ppm exceeds the taker fee left after "
+            f"fee_share_to_fund_ppm ({spec.taker_fee_ppm} x (1 - {spec.fee_share_to_fund_ppm}/1e6)): the fee ledger "
+            "would go negative")
+    positive("max_clock_step_s", 7 * 86_400)
+    if not spec.tier:
+        raise MarketSpecError(f"market {sym!r}: tier: a market needs its leverage tiers ([[market.tier]])")
+    try:
+        schedule = validate_tiers(sym, spec.tier)
+    except RiskError as exc:
+        raise MarketSpecError(f"market {sym!r}: {exc}") from None
+    if spec.default_leverage > schedule.max_leverage:
+        raise MarketSpecError(f"market {sym!r}: default_leverage {spec.default_leverage} exceeds the first tier's "
+                              f"max_leverage {schedule.max_leverage}")
     # the largest fill's notional times a fee rate must fit in int64
     max_notional = hi * spec.max_order_lots * int(mptl)
     if max_notional * 100_000 > _INT64_MAX:
@@ -214,7 +241,22 @@ def spec_row(spec: MarketSpec) -> np.ndarray:
     row[L.S_LIQ_COOLDOWN_NS] = spec.liquidation_cooldown_s * 1_000_000_000
     row[L.S_LIQ_BUFFER_PPM] = spec.liquidation_buffer_ppm
     row[L.S_FUND_ACCOUNT] = spec.insurance_fund_account
+    row[L.S_MAX_CLOCK_STEP_NS] = spec.max_clock_step_s * 1_000_000_000
+    row[L.S_MAX_POSITION_LOTS] = max_position_lots(spec)
     return row
+
+
+def max_position_lots(spec: MarketSpec) -> int:
+    """The largest worst-case position (lots) the gate admits: its notional at the top of the price
+    ladder stays 64x inside int64 (room for equity sums over markets and ppm products done by split
+    multiplication), and never above MAX_POSITION_LOTS."""
+    top_micro = price_to_ticks(spec, spec.max_price_usd) * micro_per_tick_lot(spec)
+    return min(MAX_POSITION_LOTS, _INT64_MAX // (top_micro * 64))
+
+
+def tier_schedule(spec: MarketSpec) -> TierSchedule:
+    """The market's validated leverage tiers."""
+    return validate_tiers(spec.symbol, spec.tier)
 
 
 def mark_alpha_ppm(sample_interval_s: int, half_life_s: int) -> int:

@@ -20,6 +20,8 @@ array at every call that is not inlined, so a state of ~30 arrays costs ~250 ns 
 - `tiers[market, tier, T_*]`: leverage tiers (bound, initial and maintenance rates, deduction).
 - `adl_scratch[i, (rank, account)]`: the liquidation sweep's ADL queue (scratch, not state: left
   out of the hash).
+- `mkt_undo`: the market rows before the current command's clock advance (scratch, not state: a
+  rejected command restores them, so it never moves the clock).
 - `maps[MAP_ORDER_ID | MAP_CLID, cell, key/value]`: engine order id -> slot, and
   (account << 40 | client order id) -> slot.
 - `mkt` (market state, `M_*`), `spec` (market config, `S_*`), `g` (globals, `G_*`).
@@ -39,7 +41,7 @@ import numpy as np
 from perp import layout as L
 
 STATE_FIELDS = ("orders", "levels", "accounts", "position_lots", "maps", "mkt", "spec", "g",
-                "collateral_micro", "cost_basis_micro", "acct_mkt", "tiers", "adl_scratch")
+                "collateral_micro", "cost_basis_micro", "acct_mkt", "tiers", "adl_scratch", "mkt_undo")
 
 EngineState = namedtuple("EngineState", STATE_FIELDS)
 
@@ -91,7 +93,8 @@ def new_state(spec_rows: np.ndarray, tiers: np.ndarray, order_capacity: int = 1 
                        cost_basis_micro=np.zeros((account_capacity, n_markets), np.int64),
                        acct_mkt=np.zeros((account_capacity, n_markets, L.N_AM_COLS), np.int64),
                        tiers=np.ascontiguousarray(tiers, dtype=np.int64),
-                       adl_scratch=np.zeros((account_capacity, 2), np.int64))
+                       adl_scratch=np.zeros((account_capacity, 2), np.int64),
+                       mkt_undo=np.zeros_like(mkt))
 
 
 def order_capacity(st: EngineState) -> int:
@@ -152,7 +155,7 @@ def state_hash(st: EngineState, include_clock: bool = True) -> str:
     h.update(st.spec.tobytes())
     mkt = st.mkt.copy()
     g = st.g.copy()
-    g[[L.G_ADL_KEY, L.G_ADL_LEN, L.G_ADL_HEAD]] = 0  # scratch
+    g[[L.G_ADL_KEY, L.G_ADL_LEN, L.G_ADL_HEAD, L.G_UNDO_LAST_TS]] = 0  # scratch
     if not include_clock:
         g[L.G_LAST_TS] = 0
         g[L.G_SEQ] = 0

@@ -40,6 +40,9 @@ class RiskCode(IntEnum):
     LEVERAGE_NOT_POSITIVE = 2106
     NON_POSITIVE_AMOUNT = 2107  # deposit / withdrawal of zero or a negative amount
     AMOUNT_TOO_LARGE = 2108  # one deposit or withdrawal above MAX_TRANSFER_MICRO ($1bn)
+    # 2150-2159: the gate's arithmetic bounds (perp/gate.py)
+    BALANCE_LIMIT = 2150  # a deposit would take a balance or the venue's deposit total past its bound
+    POSITION_LIMIT = 2151  # the order could take the position past the market's int64-safe bound
 
     # funding inputs
     FUNDING_NO_SAMPLES = 2201

@@ -36,14 +36,18 @@ from perp.layout import (
     AM_OPEN_SELL_LOTS,
     AM_REALIZED_PNL_MICRO,
     BUY,
+    GATE_MARGIN_WORSE_OF,
     G_ACCOUNT_HWM,
     G_FEE_LEDGER_MICRO,
+    M_FIX_TICKS,
     M_FROZEN_N,
     M_FUNDING_FROZEN,
     M_INDEX,
+    M_LEVERAGE_SCALE_PPM,
     M_LAST_RATE_PPB,
     M_MARK,
     M_OPEN_INTEREST,
+    M_ORACLE_GATES,
     M_PREMIUM_N,
     M_PREMIUM_SUM_PPB,
     S_CAP_PPB,
@@ -52,7 +56,9 @@ from perp.layout import (
     S_FEE_SHARE_TO_FUND_PPM,
     S_FUND_ACCOUNT,
     S_INTEREST_PPB,
+    S_FUNDING_INTERVAL_NS,
     S_MICRO_PER_TICK_LOT,
+    S_PREMIUM_SAMPLE_NS,
     S_WITHDRAW_FLOOR_PPM,
     T_BOUND_MICRO,
     T_IMR_PPM,
@@ -60,7 +66,7 @@ from perp.layout import (
     T_MMR_PPM,
 )
 from risk.funding import funding_delta_micro, rate_from_premium_sum_ppb
-from risk.intmath import mul_div_trunc, ppm_of_ceil
+from risk.intmath import mul_div_ceil, mul_div_trunc, ppm_of_ceil
 from risk.tiers import initial_margin_micro, maintenance_margin_micro
 
 MAX_TRANSFER_MICRO = 1_000_000_000_000_000  # $1bn in one deposit or withdrawal
@@ -84,8 +90,26 @@ def leverage_of(st, a, m):
 
 @njit(**_K)
 def max_leverage(st, m):
-    """The first tier's leverage limit (the most any account may choose)."""
-    return 1_000_000 // st.tiers[m, 0, T_IMR_PPM]
+    """The first tier's leverage limit (the most any account may choose), exactly as stated: a tier of
+    `max_leverage = L` stores imr = ceil(1e6 / L), and L is the largest leverage whose own rate
+    ceil(1e6 / L) is not below imr (so 3x stays 3x although 1e6 / 333334 < 3)."""
+    imr = st.tiers[m, 0, T_IMR_PPM]
+    lev = 1_000_000 // imr
+    if (1_000_000 + lev) // (lev + 1) >= imr:  # ceil(1e6 / (lev + 1)) >= imr
+        lev += 1
+    return lev
+
+
+@njit(**_K)
+def scaled_max_leverage(st, m):
+    """The most leverage new risk may use now: the tier limit x the oracle's leverage scale (at least 1x)."""
+    lev = max_leverage(st, m)
+    scale = st.mkt[m, M_LEVERAGE_SCALE_PPM]
+    if 0 < scale < 1_000_000:
+        lev = (lev * scale) // 1_000_000
+        if lev < 1:
+            lev = 1
+    return lev
 
 
 @njit(**_K)
@@ -134,14 +158,34 @@ def worst_case_lots(pos, buys, sells):
 
 
 @njit(**_K)
-def equity_and_im(st, a, add_m, add_side, add_lots):
-    """(equity, initial margin incl. resting orders and the prospective order): what the pre-trade
-    check needs, without the maintenance and withdrawal figures of `account_margin`."""
+def _equity_im(st, a, add_m, add_side, add_lots, gated):
+    """(equity, initial margin incl. resting orders and the prospective order).
+
+    With `gated`, the oracle's gates for each market apply (new risk, withdrawals, leverage changes):
+    GATE_MARGIN_WORSE_OF values each position at the worse for the account of the mark and the last
+    usable fix (a long at the lower, a short at the higher; initial margin at the higher), and a
+    leverage scale below 1x raises that market's initial margin to IM x 1e6 / scale. Maintenance margin
+    and liquidation never use the gates: they stay at the mark."""
     equity = st.collateral_micro[a]
     im = 0
     for m in range(st.mkt.shape[0]):
         pos = st.position_lots[a, m]
-        equity += pos * st.mkt[m, M_MARK] * st.spec[m, S_MICRO_PER_TICK_LOT] - st.cost_basis_micro[a, m]
+        k = st.spec[m, S_MICRO_PER_TICK_LOT]
+        mark = st.mkt[m, M_MARK]
+        value_px = mark
+        margin_px = mark
+        scale = 1_000_000
+        if gated:
+            fix = st.mkt[m, M_FIX_TICKS]
+            if (st.mkt[m, M_ORACLE_GATES] & GATE_MARGIN_WORSE_OF) != 0 and fix > 0:
+                if (pos > 0 and fix < mark) or (pos < 0 and fix > mark):
+                    value_px = fix
+                if fix > mark:
+                    margin_px = fix
+            sc = st.mkt[m, M_LEVERAGE_SCALE_PPM]
+            if 0 < sc < 1_000_000:
+                scale = sc
+        equity += pos * value_px * k - st.cost_basis_micro[a, m]
         buys = st.acct_mkt[a, m, AM_OPEN_BUY_LOTS]
         sells = st.acct_mkt[a, m, AM_OPEN_SELL_LOTS]
         if m == add_m:
@@ -151,8 +195,26 @@ def equity_and_im(st, a, add_m, add_side, add_lots):
                 sells += add_lots
         worst = worst_case_lots(pos, buys, sells)
         if worst != 0:
-            im += position_im(st, m, worst, leverage_of(st, a, m))
+            notional = worst * margin_px * k
+            pim = initial_margin_micro(notional, m, leverage_of(st, a, m), st.tiers[:, :, T_BOUND_MICRO],
+                                       st.tiers[:, :, T_IMR_PPM])
+            if scale < 1_000_000:
+                pim = mul_div_ceil(pim, 1_000_000, scale)
+            im += pim
     return equity, im
+
+
+@njit(**_K)
+def equity_and_im(st, a, add_m, add_side, add_lots):
+    """(equity, initial margin incl. resting orders and the prospective order) at the marks, without
+    the maintenance and withdrawal figures of `account_margin`."""
+    return _equity_im(st, a, add_m, add_side, add_lots, False)
+
+
+@njit(**_K)
+def gated_equity_and_im(st, a, add_m, add_side, add_lots):
+    """`equity_and_im` under the oracle's gates (what new risk must cover)."""
+    return _equity_im(st, a, add_m, add_side, add_lots, True)
 
 
 @njit(**_K)
@@ -173,18 +235,38 @@ def account_margin(st, a, add_m, add_side, add_lots):
 
 
 @njit(**_K)
-def pretrade_ok(st, a, m, side, lots):
-    """An order passes if it does not raise its market's worst case, or equity covers the initial
-    margin with it counted (at the boundary: passes)."""
+def raises_worst_case(st, a, m, side, lots):
+    """Whether `lots` more on `side` raise the market's worst-case position (resting orders counted)."""
     pos = st.position_lots[a, m]
     buys = st.acct_mkt[a, m, AM_OPEN_BUY_LOTS]
     sells = st.acct_mkt[a, m, AM_OPEN_SELL_LOTS]
     before = worst_case_lots(pos, buys, sells)
     after = worst_case_lots(pos, buys + lots, sells) if side == BUY else worst_case_lots(pos, buys, sells + lots)
-    if after <= before:
+    return after > before
+
+
+@njit(**_K)
+def pretrade_ok(st, a, m, side, price, lots, fee_ppm):
+    """The pre-trade rule, for every order that adds exposure (a place, an amend's added lots).
+
+    An order that does not raise its market's worst case passes (closing is always possible).
+    Otherwise it passes when, under the oracle's gates,
+
+        equity - fee - immediate loss >= initial margin (resting orders and this order counted)
+
+    where fee = ceil(price x lots x micro_per_tick_lot x fee_ppm / 1e6) (0 for a rebate) and the
+    immediate loss is what filling at its own price costs against the mark: (price - mark) x lots x k
+    for a buy above the mark, (mark - price) x lots x k for a sell below it (else 0). At the boundary
+    it passes."""
+    if not raises_worst_case(st, a, m, side, lots):
         return True
-    equity, im = equity_and_im(st, a, m, side, lots)
-    return equity >= im
+    equity, im = gated_equity_and_im(st, a, m, side, lots)
+    k = st.spec[m, S_MICRO_PER_TICK_LOT]
+    fee = ppm_of_ceil(price * lots * k, fee_ppm) if fee_ppm > 0 else 0
+    mark = st.mkt[m, M_MARK]
+    away = price - mark if side == BUY else mark - price
+    loss = away * lots * k if away > 0 else 0
+    return equity - fee - loss >= im
 
 
 @njit(**_K)
@@ -205,16 +287,18 @@ def withdrawable(st, a):
 
 @njit(**_K)
 def funding_rate_now(st, m):
-    """The rate the hour's samples so far give (the published prediction; the rate at the hour).
-    Frozen samples dilute it: rate x unfrozen / all samples, rounded toward zero."""
+    """The rate the hour's samples so far give (the published prediction; the rate at the hour)."""
     n = st.mkt[m, M_PREMIUM_N]
     if n == 0 or st.mkt[m, M_INDEX] <= 0:
         return 0
     rate = rate_from_premium_sum_ppb(st.mkt[m, M_PREMIUM_SUM_PPB], n, st.spec[m, S_INTEREST_PPB],
                                      st.spec[m, S_CLAMP_PPB], st.spec[m, S_CAP_PPB])
-    frozen = st.mkt[m, M_FROZEN_N]
-    if frozen > 0:
-        q = ((rate if rate >= 0 else -rate) * n) // (n + frozen)
+    # an hour pays only for the samples it has: rate x (unfrozen samples) / (samples in a full
+    # hour), rounded toward zero -- a market's first, partial hour, frozen samples and the hour a
+    # clock gap cut short all pay pro rata
+    full = st.spec[m, S_FUNDING_INTERVAL_NS] // st.spec[m, S_PREMIUM_SAMPLE_NS]
+    if n < full:
+        q = ((rate if rate >= 0 else -rate) * n) // full
         rate = q if rate >= 0 else -q
     return rate
 
@@ -255,3 +339,19 @@ def open_lots_delta(st, slot_account, m, side, delta):
     """Resting lots of an account change (rest, fill, cancel, amend)."""
     col = AM_OPEN_BUY_LOTS if side == BUY else AM_OPEN_SELL_LOTS
     st.acct_mkt[slot_account, m, col] += delta
+
+
+@njit(**_K)
+def unsettle_funding(st, m, index_ticks, rate, remainder):
+    """Undo one `settle_funding` of market m that paid `rate` at `index_ticks` (positions unchanged
+    since): every delta reversed exactly, the remainder taken back from the fund. Used when the
+    command whose clock advance paid it is rejected (a rejected command never moves the clock)."""
+    if rate != 0:
+        per_lot = index_ticks * st.spec[m, S_MICRO_PER_TICK_LOT]
+        for a in range(st.g[G_ACCOUNT_HWM]):
+            lots = st.position_lots[a, m]
+            if lots != 0:
+                d = funding_delta_micro(lots, per_lot, rate)
+                st.collateral_micro[a] -= d
+                st.acct_mkt[a, m, AM_FUNDING_MICRO] -= d
+    st.collateral_micro[st.spec[m, S_FUND_ACCOUNT]] -= remainder

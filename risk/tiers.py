@@ -191,30 +191,11 @@ def load_tiers(path: str | Path) -> dict[str, TierSchedule]:
     return parse_tiers_toml(Path(path).read_text(encoding="utf-8"))
 
 
-# Launch table for H100-PERP: <= $250k 5x, <= $1M 4x, above 2x; maintenance = half of initial.
-DEFAULT_TIERS_TOML = """\
-[[market]]
-market = "H100-PERP"
-
-[[market.tier]]
-max_notional_usd = 250_000
-max_leverage = 5
-maintenance_margin_ppm = 100_000     # 10%: half of 1/5
-
-[[market.tier]]
-max_notional_usd = 1_000_000
-max_leverage = 4
-maintenance_margin_ppm = 125_000     # 12.5%: half of 1/4
-
-[[market.tier]]
-max_leverage = 2
-maintenance_margin_ppm = 250_000     # 25%: half of 1/2
-"""
-
-
 def default_tiers() -> dict[str, TierSchedule]:
-    """The embedded launch tiers (no file needed)."""
-    return parse_tiers_toml(DEFAULT_TIERS_TOML)
+    """The tiers of the embedded default markets (perp/markets.toml, `[[market.tier]]`)."""
+    from perp.markets import load_markets, tier_schedule
+
+    return {spec.symbol: tier_schedule(spec) for spec in load_markets().market}
 
 
 class TierArrays(NamedTuple):

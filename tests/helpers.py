@@ -6,8 +6,7 @@ import numpy as np
 
 from perp import layout as L
 from perp.engine import Engine
-from perp.markets import parse_markets
-from risk.tiers import parse_tiers_toml
+from perp.markets import parse_markets, tier_schedule
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
 SECOND = 1_000_000_000
@@ -31,6 +30,13 @@ impact_notional_usd = "10"
 mark_sample_interval_s = 1
 mark_ema_half_life_s = 5
 mark_band_bps = 300
+[[market.tier]]
+max_notional_usd = 1_000
+max_leverage = 10
+maintenance_margin_ppm = 50_000
+[[market.tier]]
+max_leverage = 5
+maintenance_margin_ppm = 100_000
 
 [[market]]
 symbol = "TEST2-PERP"
@@ -50,34 +56,20 @@ impact_notional_usd = "20"
 mark_sample_interval_s = 2
 mark_ema_half_life_s = 8
 mark_band_bps = 200
-"""
-
-SMALL_MARKETS = parse_markets(SMALL_MARKETS_TOML, "tests")
-
-SMALL_TIERS_TOML = """
-[[market]]
-market = "TEST-PERP"
-[[market.tier]]
-max_notional_usd = 1_000
-max_leverage = 10
-maintenance_margin_ppm = 50_000
-[[market.tier]]
-max_leverage = 5
-maintenance_margin_ppm = 100_000
-
-[[market]]
-market = "TEST2-PERP"
+default_leverage = 4
 [[market.tier]]
 max_leverage = 4
 maintenance_margin_ppm = 125_000
 """
 
-SMALL_TIERS = parse_tiers_toml(SMALL_TIERS_TOML)
+SMALL_MARKETS = parse_markets(SMALL_MARKETS_TOML, "tests")
+
+SMALL_TIERS = {spec.symbol: tier_schedule(spec) for spec in SMALL_MARKETS.market}
 RICH_MICRO = 10**12  # $1M: enough that margin never binds in the matching property tests
 
 
 def small_engine(**kw) -> Engine:
-    return Engine(SMALL_MARKETS, tiers=SMALL_TIERS, **kw)
+    return Engine(SMALL_MARKETS, **kw)
 
 
 def row(kind: int, ts: int, account: int = 0, market: int = 0, side: int = 0, otype: int = L.LIMIT,

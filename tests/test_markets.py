@@ -21,6 +21,9 @@ tick_size_usd = "0.0001"
 lot_gpu_hours = "1"
 min_price_usd = "0.01"
 max_price_usd = "20"
+[[market.tier]]
+max_leverage = 5
+maintenance_margin_ppm = 100_000
 """
 
 

@@ -181,8 +181,11 @@ def test_a_market_listed_twice_is_rejected():
 
 
 def test_tier_file_loads_from_disk(tmp_path):
-    from risk.tiers import DEFAULT_TIERS_TOML, load_tiers
+    from risk.tiers import load_tiers
 
     path = tmp_path / "tiers.toml"
-    path.write_text(DEFAULT_TIERS_TOML)
+    path.write_text('[[market]]\nmarket = "H100-PERP"\n'
+                    '[[market.tier]]\nmax_notional_usd = 250_000\nmax_leverage = 5\nmaintenance_margin_ppm = 100_000\n'
+                    '[[market.tier]]\nmax_notional_usd = 1_000_000\nmax_leverage = 4\nmaintenance_margin_ppm = 125_000\n'
+                    '[[market.tier]]\nmax_leverage = 2\nmaintenance_margin_ppm = 250_000\n')
     assert load_tiers(path) == default_tiers()
