@@ -37,15 +37,35 @@ from decimal import Decimal
 import msgspec
 
 from oracle.errors import PRICE_CODES, OracleCode, OracleError, Rejection
-from oracle.records import VINTAGE_RANK, FixRecord, Vintage, check_record, scheduled_strike_ns
+from oracle.records import (
+    VINTAGE_RANK,
+    FixRecord,
+    Vintage,
+    check_record,
+    scheduled_strike_ns,
+)
 from oracle.units import (
-    HOUR_NS, MICRO_TICKS_PER_TICK, NS_PER_S, PPB, PPM, alpha_ppb_for_half_life, div_toward_target,
-    median_of_two_half_up, micro_to_ticks_half_up, next_hour_at_or_after, parse_decimal,
-    parse_tick_size, ticks_to_usd, usd_to_micro_ticks,
+    HOUR_NS,
+    MICRO_TICKS_PER_TICK,
+    NS_PER_S,
+    PPB,
+    PPM,
+    alpha_ppb_for_half_life,
+    div_toward_target,
+    median_of_two_half_up,
+    micro_to_ticks_half_up,
+    next_hour_at_or_after,
+    parse_decimal,
+    parse_tick_size,
+    ticks_to_usd,
+    usd_to_micro_ticks,
 )
 from oracle.validity import SEVERITY, Gates, Validity, gates_for, worst
 
 DEFAULT_SOURCE = "gpumarkets.dev"
+
+
+DEFAULT_MAX_HOURLY_MOVE_PPM = 10_000  # see AnchorConfig.max_hourly_move_ppm
 
 
 class AnchorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -54,7 +74,11 @@ class AnchorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     series_id: str
     tick_size_usd: str = "0.0001"
     half_life_s: int = 6 * 3600
-    max_hourly_move_ppm: int = 0  # 0: no cap
+    # 1%/h, on by default: on the shipped H100 path (180 fixes) the largest daily move is 2.5% and the
+    # largest hourly anchor step 0.27%, so the cap never binds on a normal day; it binds only on a gap
+    # above ~9% (3.6x the largest seen), which it walks in at <= 1% an hour -- less than a 5x
+    # account's 10% maintenance buffer can lose in one hour. 0 turns it off.
+    max_hourly_move_ppm: int = DEFAULT_MAX_HOURLY_MOVE_PPM
     sources: tuple[str, ...] = (DEFAULT_SOURCE,)
     primary_source: str = DEFAULT_SOURCE
     fresh_max_age_s: int = 26 * 3600  # a daily fix plus two hours' grace for a late strike

@@ -14,11 +14,23 @@ import click
 import msgspec
 import structlog
 
-from oracle.anchor import AnchorConfig, AnchorPoint
+from oracle.anchor import DEFAULT_MAX_HOURLY_MOVE_PPM, AnchorConfig, AnchorPoint
 from oracle.errors import OracleCode, OracleError
-from oracle.readers import CSV_ATTRIBUTION, csv_series, default_csv_path, log_rejections, read_csv_fixes
+from oracle.readers import (
+    CSV_ATTRIBUTION,
+    csv_series,
+    default_csv_path,
+    log_rejections,
+    read_csv_fixes,
+)
 from oracle.replay import replay_records, summarize
-from oracle.units import PPM, ns_to_iso, parse_half_life_s, parse_tick_size, ticks_to_usd
+from oracle.units import (
+    PPM,
+    ns_to_iso,
+    parse_half_life_s,
+    parse_tick_size,
+    ticks_to_usd,
+)
 
 _JSON = msgspec.json.Encoder(decimal_format="number")
 
@@ -30,14 +42,17 @@ def _configure_logging() -> None:
 
 
 def _pct_to_ppm(text: str | None) -> int:
+    """--max-hourly-move-pct: None keeps the default cap, "0" turns it off."""
     if text is None:
-        return 0
+        return DEFAULT_MAX_HOURLY_MOVE_PPM
     try:
         pct = Decimal(text)
     except InvalidOperation as exc:
         raise OracleError(OracleCode.BAD_CONFIG, f"--max-hourly-move-pct {text!r} is not a decimal") from exc
     ppm = pct * PPM / 100
-    if not pct.is_finite() or pct <= 0 or ppm != ppm.to_integral_value():
+    if pct == 0:
+        return 0
+    if not pct.is_finite() or pct < 0 or ppm != ppm.to_integral_value():
         raise OracleError(OracleCode.BAD_CONFIG, f"--max-hourly-move-pct {text!r} must be > 0 with at most 4 decimals")
     return int(ppm)
 
@@ -81,7 +96,7 @@ def oracle_group() -> None:
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="daily fixings CSV [default: ../shared/data/gpumarkets/daily_fixings.csv]")
 @click.option("--tick-size", default="0.0001", show_default=True, help="tick size in USD per GPU-hour")
-@click.option("--max-hourly-move-pct", default=None, help="cap on the anchor's hourly move, percent")
+@click.option("--max-hourly-move-pct", default=None, help="cap on the anchor's hourly move, percent (default 1; 0 = no cap)")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write a PNG of fix vs anchor")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per hour, then a summary line")

@@ -23,7 +23,14 @@ import msgspec
 import structlog
 
 from oracle.errors import OracleCode, Rejection
-from oracle.records import FixRecord, Vintage, decode_record, decode_record_list, encode_record, scheduled_strike_ns
+from oracle.records import (
+    FixRecord,
+    Vintage,
+    decode_record,
+    decode_record_list,
+    encode_record,
+    scheduled_strike_ns,
+)
 
 log = structlog.get_logger("oracle.readers")
 

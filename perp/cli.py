@@ -44,14 +44,15 @@ def _markets(path: str | None):
               help="markets TOML (default: the embedded markets.toml)")
 def replay(commands: str, events_path: str | None, markets_path: str | None) -> None:
     """Run COMMANDS (JSON lines) through a fresh engine; print a summary and the final state hash."""
-    from perp.replay import ReplayInputError, replay_file
+    from perp.replay import ReplayFileError, ReplayInputError, replay_file
 
     try:
         eng, summary = replay_file(commands, _markets(markets_path), events_path)
-    except ReplayInputError as exc:
+    except (ReplayInputError, ReplayFileError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     _print_summary(eng, summary)
+    click.echo(f"money_conserved {eng.money_conserved()}")
 
 
 def _print_summary(eng, summary) -> None:

@@ -8,13 +8,17 @@ See docs/commands.md.
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
 
 from perp import layout as L
-from perp.markets import MarketsConfig, MarketSpec, price_to_ticks
+from perp.markets import MarketsConfig, MarketSpec, clip_text, price_to_ticks
+
+I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]  # every integer field: int64 or refused
+MAX_LINE_BYTES = 4096  # a command line longer than this is refused before it is parsed
 
 Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market"]
@@ -32,40 +36,40 @@ STATUSES = {"active": L.ST_ACTIVE, "post_only": L.ST_POST_ONLY, "cancel_only": L
 
 
 class _Cmd(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
-    ts_ns: int
+    ts_ns: I64
 
 
 class Place(_Cmd, tag="place"):
-    account: int
+    account: I64
     market: str
     side: Side
-    size_lots: int
+    size_lots: I64
     order_type: OrderType = "limit"
     tif: TimeInForce | None = None  # limit: gtc; market: ioc
     price: str | None = None  # required for limit orders
-    client_order_id: int = 0
+    client_order_id: I64 = 0
     reduce_only: bool = False
     stp: StpMode = "cancel_newest"
 
 
 class Cancel(_Cmd, tag="cancel"):
-    account: int
-    order_id: int = 0
-    client_order_id: int = 0
+    account: I64
+    order_id: I64 = 0
+    client_order_id: I64 = 0
 
 
 class CancelAll(_Cmd, tag="cancel_all"):
-    account: int
+    account: I64
     market: str | None = None  # None: every market
 
 
 class Amend(_Cmd, tag="amend"):
-    account: int
+    account: I64
     market: str
-    order_id: int = 0
-    client_order_id: int = 0
-    price: str | None = None  # None: unchanged
-    size_lots: int = 0  # new remaining size; 0: unchanged
+    order_id: I64 = 0
+    client_order_id: I64 = 0
+    price: str | msgspec.UnsetType = msgspec.UNSET  # absent: unchanged
+    size_lots: I64 | msgspec.UnsetType = msgspec.UNSET  # the new remaining size; absent: unchanged
 
 
 Validity = Literal["fresh", "revised", "aging", "suppressed", "diverged", "too_volatile", "non_positive", "stale"]
@@ -81,7 +85,7 @@ class SetIndex(_Cmd, tag="set_index"):
     funding_frozen: bool = False  # no funding accrues while this anchor holds
     margin_on_worse_of_anchor_and_fix: bool = False
     reduce_only: bool = False
-    leverage_scale_ppm: int = 1_000_000
+    leverage_scale_ppm: I64 = 1_000_000
     liquidations_throttled: bool = False
     order_band_frozen: bool = False
     fix_price: str | None = None  # the last usable fix (for margin on the worse of anchor and fix)
@@ -101,8 +105,8 @@ class SetIndex(_Cmd, tag="set_index"):
 class FundDeposit(_Cmd, tag="fund_deposit"):
     """Operator: top up an insurance fund account (the only deposit a fund takes)."""
 
-    account: int
-    amount_micro: int
+    account: I64
+    amount_micro: I64
 
 
 class ClockGap(_Cmd, tag="clock_gap"):
@@ -113,19 +117,19 @@ class ClockGap(_Cmd, tag="clock_gap"):
 
 
 class Deposit(_Cmd, tag="deposit"):
-    account: int
-    amount_micro: int
+    account: I64
+    amount_micro: I64
 
 
 class Withdraw(_Cmd, tag="withdraw"):
-    account: int
-    amount_micro: int
+    account: I64
+    amount_micro: I64
 
 
 class SetLeverage(_Cmd, tag="set_leverage"):
-    account: int
+    account: I64
     market: str
-    leverage: int
+    leverage: I64
 
 
 class Liquidate(_Cmd, tag="liquidate"):
@@ -133,7 +137,7 @@ class Liquidate(_Cmd, tag="liquidate"):
 
 
 class SetInsuranceFloor(_Cmd, tag="set_insurance_floor"):
-    amount_micro: int
+    amount_micro: I64
     market: str | None = None  # None: every market
 
 
@@ -152,11 +156,40 @@ class CommandFormatError(ValueError):
     """A command line that is not valid JSON of the documented format (code 5004)."""
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for key, value in pairs:
+        if key in seen:
+            raise CommandFormatError(f"duplicate field {clip_text(key)}")
+        seen[key] = value
+    return seen
+
+
 def decode_command(line: str | bytes) -> Command:
+    """One JSON command, strictly: at most MAX_LINE_BYTES, UTF-8, no duplicate keys, known fields
+    only, every integer within int64. Errors are CommandFormatError with user text clipped and
+    escaped (code 5004 at the edge)."""
+    data = line.encode("utf-8", errors="surrogatepass") if isinstance(line, str) else bytes(line)
+    if len(data) > MAX_LINE_BYTES:
+        raise CommandFormatError(f"line longer than {MAX_LINE_BYTES} bytes")
     try:
-        return _decoder.decode(line)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandFormatError("not valid UTF-8") from None
+    try:
+        json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
+    except CommandFormatError:
+        raise
+    except (ValueError, RecursionError):
+        raise CommandFormatError("not valid JSON") from None
+    try:
+        return _decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise CommandFormatError(str(exc)) from None
+        raise CommandFormatError(clip_text(str(exc), 160)) from None
+
+
+def _refuse_constant(name: str):
+    raise CommandFormatError(f"{name} is not a JSON number")
 
 
 class CommandEncoder:
@@ -170,7 +203,7 @@ class CommandEncoder:
         try:
             return self.market_index[symbol]
         except KeyError:
-            raise CommandFormatError(f"unknown market {symbol!r}") from None
+            raise CommandFormatError(f"unknown market {clip_text(symbol)}") from None
 
     def _ticks(self, m: int, price: str, field: str = "price") -> int:
         try:
@@ -217,8 +250,15 @@ class CommandEncoder:
             r[L.C_MARKET] = m
             r[L.C_ORDER_ID] = cmd.order_id
             r[L.C_CLID] = cmd.client_order_id
-            r[L.C_PRICE] = 0 if cmd.price is None else self._ticks(m, cmd.price)
-            r[L.C_SIZE] = cmd.size_lots
+            # the kernel reads 0 as "unchanged": only an absent field may say that
+            if cmd.price is not msgspec.UNSET:
+                r[L.C_PRICE] = self._ticks(m, cmd.price)
+                if r[L.C_PRICE] <= 0:
+                    raise CommandFormatError(f"price {clip_text(cmd.price)} must be positive (omit it to keep the price)")
+            if cmd.size_lots is not msgspec.UNSET:
+                if cmd.size_lots <= 0:
+                    raise CommandFormatError("size_lots must be positive (omit it to keep the size)")
+                r[L.C_SIZE] = cmd.size_lots
         elif isinstance(cmd, SetIndex):
             m = self._market(cmd.market)
             r[L.C_KIND] = L.CK_SET_INDEX

@@ -10,8 +10,8 @@ the same `state_hash()`, whatever the batch sizes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -208,14 +208,16 @@ class Engine:
         return SweepResult(equity, maint, unhealthy[:count].copy())
 
     def ledger(self) -> dict[str, int]:
-        """The money identity's terms: sum(collateral of traders) - sum(cost basis, fund's included)
+        """The money identity's terms (exact integers): sum(collateral of traders) - sum(cost basis, fund's included)
         + insurance fund (the fund account's collateral) + fee ledger == deposits - withdrawals."""
+        from risk.intmath import exact_sum
+
         st = self.state
         funds = sorted({int(f) for f in st.spec[:, L.S_FUND_ACCOUNT]})
         in_funds = sum(int(st.collateral_micro[f]) for f in funds)
-        return {
-            "collateral_micro": int(st.collateral_micro.sum()) - in_funds,
-            "cost_basis_micro": int(st.cost_basis_micro.sum()),
+        return {  # exact Python-int sums: a wrapped int64 can never read as conserved
+            "collateral_micro": exact_sum(st.collateral_micro) - in_funds,
+            "cost_basis_micro": exact_sum(st.cost_basis_micro),
             "insurance_fund_micro": in_funds,
             "insurance_funds_micro": {f: int(st.collateral_micro[f]) for f in funds},
             "insurance_floor_micro": int(st.mkt[0, L.M_INSURANCE_FLOOR_MICRO]),

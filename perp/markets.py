@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import tomllib
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 
@@ -91,18 +92,37 @@ def _dec(spec: MarketSpec, field: str) -> Decimal:
     return value
 
 
+MAX_DECIMAL_CHARS = 40  # a price string longer than this is refused before it is parsed
+
+
+def clip_text(text: object, limit: int = 60) -> str:
+    """User text for an error message: control characters escaped, at most `limit` characters (then
+    '...'), so that no input can forge an output line or flood a log."""
+    raw = text if isinstance(text, str) else repr(text)
+    out = raw.encode("unicode_escape", errors="backslashreplace").decode("ascii")
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
 def price_to_ticks(spec: MarketSpec, price_usd: str | Decimal, field: str = "price") -> int:
-    """Exact USD-per-GPU-hour decimal to ticks; off the tick grid is an error, never rounded."""
+    """Exact USD-per-GPU-hour decimal to ticks; off the tick grid is an error at any precision, never
+    rounded (exact rational arithmetic, no Decimal context); a ticks value outside int64 is an error."""
+    if isinstance(price_usd, str) and len(price_usd) > MAX_DECIMAL_CHARS:
+        raise ValueError(f"{field} {clip_text(price_usd)!s} is longer than {MAX_DECIMAL_CHARS} characters")
     try:
         value = Decimal(price_usd)
-    except (InvalidOperation, TypeError):
-        raise ValueError(f"{field} {price_usd!r} is not a decimal number") from None
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValueError(f"{field} {clip_text(price_usd)} is not a decimal number") from None
     if not value.is_finite():
-        raise ValueError(f"{field} {price_usd!r} is not finite")
-    ticks = value / Decimal(spec.tick_size_usd)
-    if ticks != ticks.to_integral_value():
-        raise ValueError(f"{field} {price_usd} is not on the tick grid of {spec.symbol} ({spec.tick_size_usd})")
-    return int(ticks)
+        raise ValueError(f"{field} {clip_text(price_usd)} is not finite")
+    if value != 0 and not -30 <= value.adjusted() <= 30:
+        raise ValueError(f"{field} {clip_text(price_usd)} is out of range")
+    ticks = Fraction(value) / Fraction(Decimal(spec.tick_size_usd))
+    if ticks.denominator != 1:
+        raise ValueError(f"{field} {clip_text(price_usd)} is not on the tick grid of {spec.symbol} "
+                         f"({spec.tick_size_usd})")
+    if not -_INT64_MAX - 1 <= ticks.numerator <= _INT64_MAX:
+        raise ValueError(f"{field} {clip_text(price_usd)} is out of range")
+    return int(ticks.numerator)
 
 
 def ticks_to_price(spec: MarketSpec, price_ticks: int) -> str:

@@ -43,11 +43,11 @@ class ReplaySummary:
     state_hash: str = ""
 
 
-def encode_lines(lines: Iterable[str], encoder: CommandEncoder) -> np.ndarray:
+def encode_lines(lines: Iterable[str | bytes], encoder: CommandEncoder) -> np.ndarray:
     rows = []
     for line_no, line in enumerate(lines, start=1):
         text = line.strip()
-        if not text or text.startswith("#"):
+        if not text or text.startswith("#" if isinstance(text, str) else b"#"):
             continue
         try:
             rows.append(encoder.row(decode_command(text)))
@@ -56,7 +56,7 @@ def encode_lines(lines: Iterable[str], encoder: CommandEncoder) -> np.ndarray:
     return np.stack(rows) if rows else np.zeros((0, L.N_CMD_COLS), np.int64)
 
 
-def replay(lines: Iterable[str], markets: MarketsConfig | None = None, events_out: IO[bytes] | None = None,
+def replay(lines: Iterable[str | bytes], markets: MarketsConfig | None = None, events_out: IO[bytes] | None = None,
            engine: Engine | None = None) -> tuple[Engine, ReplaySummary]:
     eng = engine if engine is not None else Engine(markets)
     rows = encode_lines(lines, eng.encoder)
@@ -84,11 +84,27 @@ def _count(summary: ReplaySummary, ev: Event) -> None:
         summary.rejections[ev.reason] += 1
 
 
+class ReplayFileError(ValueError):
+    """A file `perp replay` cannot read or write (a clear message, never a traceback)."""
+
+
 def replay_file(path: str | Path, markets: MarketsConfig | None = None,
                 events_path: str | Path | None = None) -> tuple[Engine, ReplaySummary]:
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.readlines()
+    """Replay a command file. Lines are read as bytes and validated one by one (UTF-8 included), so
+    every malformed line is a ReplayInputError with its line number."""
+    try:
+        with open(path, "rb") as fh:
+            lines = fh.read().split(b"\n")
+    except OSError as exc:
+        raise ReplayFileError(f"cannot read {path}: {exc.strerror}") from None
     if events_path is None:
         return replay(lines, markets)
-    with open(events_path, "wb") as out:
+    parent = Path(events_path).parent
+    if not parent.is_dir():
+        raise ReplayFileError(f"cannot write events to {events_path}: folder {parent} does not exist")
+    try:
+        out = open(events_path, "wb")
+    except OSError as exc:
+        raise ReplayFileError(f"cannot write events to {events_path}: {exc.strerror}") from None
+    with out:
         return replay(lines, markets, out)

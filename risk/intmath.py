@@ -116,3 +116,16 @@ def checked_mul(a, b):
     elif -abs_a < (INT64_MIN + abs_b - 1) // abs_b:  # ceil(INT64_MIN / |b|)
         return 0, False
     return a * b, True
+
+
+def exact_sum(values) -> int:
+    """The exact sum of an int64 array as a Python int (no wrap, however large the total): the high
+    and low 32-bit halves are summed separately in int64 (each sum fits for < 2**31 values)."""
+    import numpy as np
+
+    a = np.ascontiguousarray(values, dtype=np.int64).ravel()
+    if a.size >= 1 << 31:  # pragma: no cover - beyond any table the engine holds
+        return sum(int(x) for x in a)
+    hi = int((a >> 32).sum())
+    lo = int((a & 0xFFFFFFFF).sum())
+    return (hi << 32) + lo

@@ -62,7 +62,7 @@ def test_anchor_converges_to_a_constant_fix_at_the_rate_its_half_life_implies(cs
                           published_ts_ns=scheduled_strike_ns(last + dt.timedelta(days=d)),
                           vintage=Vintage.FINAL, source="gpumarkets.dev", price_usd="4.0000")
                 for d in range(1, 13)]
-    anchor, points = _replay(real + constant, half_life_s=6 * 3600)
+    anchor, points = _replay(real + constant, half_life_s=6 * 3600, max_hourly_move_ppm=0)  # the EMA alone
     first_hour = scheduled_strike_ns(constant[0].fix_date) + HOUR_NS // 2
     path = [p.anchor_micro_ticks for p in points if p.ts_ns >= first_hour - HOUR_NS]
     target = 40000 * 10**6
@@ -109,3 +109,25 @@ def test_resuming_in_pieces_reaches_the_same_state_as_one_replay(csv_path):
         assert pieces.ingest(record) is None
     collected += pieces.advance_to(records[-1].strike_ts_ns + DAY_NS - 1)
     assert collected == points and pieces.state_hash() == whole.state_hash()
+
+
+def test_the_default_hourly_move_cap_walks_a_large_gap_in_at_most_one_percent_an_hour(csv_path):
+    real = read_csv_fixes(csv_path, "GPUM.H100.SXM.SPOT").records
+    last = real[-1].fix_date
+    gap = [FixRecord(series_id=real[0].series_id, fix_date=last + dt.timedelta(days=d),
+                     strike_ts_ns=scheduled_strike_ns(last + dt.timedelta(days=d)),
+                     published_ts_ns=scheduled_strike_ns(last + dt.timedelta(days=d)),
+                     vintage=Vintage.FINAL, source="gpumarkets.dev", price_usd="1.5000")  # about -30%
+           for d in range(1, 4)]
+    _, capped = _replay(real + gap, half_life_s=6 * 3600)
+    _, free = _replay(real + gap, half_life_s=6 * 3600, max_hourly_move_ppm=0)
+    moves = [abs(b.anchor_micro_ticks - a.anchor_micro_ticks) / a.anchor_micro_ticks
+             for a, b in zip(capped, capped[1:])]
+    assert max(moves) <= 0.0101  # 1% of the anchor, in whole ticks
+    free_moves = [abs(b.anchor_micro_ticks - a.anchor_micro_ticks) / a.anchor_micro_ticks
+                  for a, b in zip(free, free[1:])]
+    assert max(free_moves) > 0.03  # without the cap the first hour of a -30% gap moves > 3%
+    # on the real path alone the cap never binds
+    _, real_capped = _replay(real, half_life_s=6 * 3600)
+    _, real_free = _replay(real, half_life_s=6 * 3600, max_hourly_move_ppm=0)
+    assert [p.anchor_micro_ticks for p in real_capped] == [p.anchor_micro_ticks for p in real_free]
