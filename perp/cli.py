@@ -129,16 +129,25 @@ def config() -> None:
 
 
 @config.command("show")
-@click.option("--markets", "markets_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--markets", "markets_path", type=click.Path(exists=True, dir_okay=False),
+              help="a markets TOML file (default: the embedded markets.toml)")
 def config_show(markets_path: str | None) -> None:
-    """Print the effective market config (JSON)."""
-    from perp.markets import micro_per_tick_lot
+    """Print the effective config as one JSON document: every market with its leverage tiers and
+    derived integers, and the gate's permission table."""
+    from perp.gate import RESERVED_ACCOUNTS, permit_table
+    from perp.markets import max_position_lots, micro_per_tick_lot, tier_schedule
 
     markets = _markets(markets_path)
+    out = []
     for spec in markets.market:
-        d = msgspec.structs.asdict(spec)
-        d["micro_per_tick_lot"] = micro_per_tick_lot(spec)
-        click.echo(json.dumps(d, indent=2))
+        d = msgspec.to_builtins(spec)
+        sched = tier_schedule(spec)
+        d["derived"] = {"micro_per_tick_lot": micro_per_tick_lot(spec), "max_position_lots": max_position_lots(spec),
+                        "max_leverage": sched.max_leverage, "tier_imr_ppm": list(sched.imr_ppm),
+                        "tier_mm_deduction_micro": list(sched.mm_deduction_micro)}
+        out.append(d)
+    doc = {"market": out, "gate": {"reserved_accounts_below": RESERVED_ACCOUNTS, "permissions": permit_table()}}
+    click.echo(json.dumps(doc, indent=2))
 
 
 @main.group()

@@ -1,0 +1,374 @@
+"""The gate (issue 9): every path that raises exposure or moves money asks the same permission, and a
+refused command changes nothing -- not even the clock. One test per finding, on the embedded H100
+market, with the arithmetic written out.
+
+H100-PERP: tick $0.0001, lot 1 GPU-hour, so 1 tick x 1 lot = 100 micro-USD. At 2.1443 a lot is
+2,144,300 micro-USD of notional; initial margin at 5x is 20% = 428,860 per lot; the taker fee (5 bp)
+is 1,072.15 per lot, the maker fee (1 bp) 214.43 per lot, each rounded up per order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perp import layout as L
+from perp.codes import ResultCode
+from perp.commands import (
+    Amend,
+    Cancel,
+    ClockGap,
+    Deposit,
+    FundDeposit,
+    Place,
+    SetIndex,
+    SetLeverage,
+    SetStatus,
+    Withdraw,
+)
+from perp.engine import Engine
+from perp.events import Accepted, Amended, ClockGapCrossed, FundingPaid, MarkChanged, Rejected
+from perp.markets import MarketSpecError, load_markets, parse_markets
+from risk.errors import RiskCode
+from tests.helpers import SECOND, T0
+
+H = "H100-PERP"
+HOUR = 3600 * SECOND
+A, B, C = 16, 17, 18  # trader accounts (ids below 16 are the venue's)
+
+
+def frozen(eng: Engine) -> tuple[str, int]:
+    """What a rejected command must leave as it was: the logical state and the clock."""
+    return eng.state_hash(include_clock=False), int(eng.state.g[L.G_LAST_TS])
+
+
+def rejected(events, code: int) -> bool:
+    return len(events) == 1 and isinstance(events[0], Rejected) and events[0].code == int(code)
+
+
+@pytest.fixture
+def eng() -> Engine:
+    e = Engine()
+    e.submit([SetIndex(ts_ns=T0, market=H, price="2.1443")])
+    return e
+
+
+def buy(ts, account, lots, price="2.1443", **kw):
+    return Place(ts_ns=ts, account=account, market=H, side="buy", size_lots=lots, price=price, **kw)
+
+
+def sell(ts, account, lots, price="2.1443", **kw):
+    return Place(ts_ns=ts, account=account, market=H, side="sell", size_lots=lots, price=price, **kw)
+
+
+# ---- row 1: amend passes the same margin check as place -------------------------------------------
+def test_an_amend_that_adds_lots_passes_the_same_pretrade_check_as_a_place(eng):
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=4_290_000)])
+    # 9 lots: IM 9 x 428,860 = 3,859,740 + taker fee ceil(9 x 1,072.15) = 9,650 -> 3,869,390 <= 4,290,000
+    assert isinstance(eng.submit([buy(T0 + 1, A, 9)])[0], Accepted)
+    eng.submit([Cancel(ts_ns=T0 + 2, account=A, order_id=1)])
+    # 10 lots: 4,288,600 + 10,722 = 4,299,322 > 4,290,000: the fee alone tips it over
+    assert rejected(eng.submit([buy(T0 + 3, A, 10)]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    (acc, *_) = eng.submit([buy(T0 + 4, A, 1)])
+    before = frozen(eng)
+    assert rejected(eng.submit([Amend(ts_ns=T0 + 5, account=A, market=H, order_id=acc.order_id,
+                                      size_lots=100_000)]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    assert frozen(eng) == before
+    # to 9 lots: IM 3,859,740 + maker fee on the 8 added lots ceil(8 x 214.43) = 1,716 -> passes
+    assert isinstance(eng.submit([Amend(ts_ns=T0 + 6, account=A, market=H, order_id=acc.order_id,
+                                        size_lots=9)])[0], Amended)
+    # to 10 lots: IM 4,288,600 + maker fee on 1 added lot 215 = 4,288,815 <= 4,290,000 -> passes
+    assert isinstance(eng.submit([Amend(ts_ns=T0 + 7, account=A, market=H, order_id=acc.order_id,
+                                        size_lots=10)])[0], Amended)
+    # to 11 lots: IM 4,717,460 > 4,290,000
+    assert rejected(eng.submit([Amend(ts_ns=T0 + 8, account=A, market=H, order_id=acc.order_id,
+                                      size_lots=11)]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+
+
+def test_an_amend_respects_the_open_interest_cap():
+    spec = load_markets().market[0]
+    import msgspec
+
+    markets = msgspec.structs.replace(load_markets(), market=[msgspec.structs.replace(spec, open_interest_cap_lots=10)])
+    e = Engine(markets)
+    e.submit([SetIndex(ts_ns=T0, market=H, price="2.1443"), Deposit(ts_ns=T0, account=A, amount_micro=10**9),
+              Deposit(ts_ns=T0, account=B, amount_micro=10**9)])
+    e.submit([sell(T0 + 1, B, 9), buy(T0 + 2, A, 9)])  # open interest 9 lots: one under the cap
+    (acc_b, *_) = e.submit([sell(T0 + 3, B, 1, price="2.2000")])  # opening 1: 9 + 1 <= 10, it rests
+    assert isinstance(acc_b, Accepted)
+    before = frozen(e)
+    # growing it to 3 would open 3: 9 + 3 > 10
+    assert rejected(e.submit([Amend(ts_ns=T0 + 4, account=B, market=H, order_id=acc_b.order_id, size_lots=3)]),
+                    RiskCode.OPEN_INTEREST_CAP)
+    assert frozen(e) == before
+
+
+def test_an_order_priced_away_from_the_mark_counts_its_immediate_loss(eng):
+    # a sell at 2.1443 - 5% band edge would give away (mark - price) per lot the moment it fills
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=4_290_000)])
+    # at the mark: 9 lots pass (see above); at 2.0400 (1,043 ticks under) the loss is 9 x 104,300 = 938,700
+    assert rejected(eng.submit([sell(T0 + 1, A, 9, price="2.0400")]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    assert isinstance(eng.submit([sell(T0 + 2, A, 9)])[0], Accepted)
+
+
+# ---- row 2: the oracle's gates reach the engine ----------------------------------------------------
+def test_the_oracle_reduce_only_gate_refuses_new_risk_and_lets_positions_close(eng):
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=10**9), Deposit(ts_ns=T0, account=B, amount_micro=10**9)])
+    eng.submit([sell(T0 + 1, B, 5), buy(T0 + 2, A, 5)])
+    eng.submit([SetIndex(ts_ns=T0 + 3, market=H, price="2.1443", reduce_only=True, validity="stale",
+                         leverage_scale_ppm=250_000, funding_frozen=True)])
+    assert rejected(eng.submit([buy(T0 + 4, A, 1)]), ResultCode.ORACLE_REDUCE_ONLY)
+    assert isinstance(eng.submit([sell(T0 + 5, A, 2, reduce_only=True)])[0], Accepted)
+
+
+def test_a_scaled_leverage_gate_raises_initial_margin_for_new_risk_only(eng):
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=4_290_000)])
+    # at scale 0.5 IM per lot doubles to 857,720: 9 lots need 7,719,480 > 4,290,000
+    eng.submit([SetIndex(ts_ns=T0 + 1, market=H, price="2.1443", leverage_scale_ppm=500_000, validity="suppressed")])
+    assert rejected(eng.submit([buy(T0 + 2, A, 9)]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    # 4 lots: 3,430,880 + fee ceil(4 x 1,072.15) = 4,289 -> 3,435,169 passes
+    assert isinstance(eng.submit([buy(T0 + 3, A, 4)])[0], Accepted)
+    # the choosable leverage is scaled too: 5x x 0.5 = 2x; lowering to it is allowed, raising above it is not
+    assert not isinstance(eng.submit([SetLeverage(ts_ns=T0 + 4, account=B, market=H, leverage=2)])[0], Rejected)
+    assert rejected(eng.submit([SetLeverage(ts_ns=T0 + 5, account=B, market=H, leverage=3)]),
+                    RiskCode.LEVERAGE_ABOVE_TIER_LIMIT)
+
+
+def test_a_frozen_order_band_stays_centred_on_the_last_fresh_anchor(eng):
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=10**9)])
+    # a stale anchor walks to 2.0000 with the band frozen: the band stays 2.1443 +- 5% = [2.0371, 2.2515]
+    eng.submit([SetIndex(ts_ns=T0 + 1, market=H, price="2.0000", order_band_frozen=True, validity="stale")])
+    assert rejected(eng.submit([buy(T0 + 2, A, 1, price="1.9500")]), ResultCode.PRICE_OUTSIDE_BAND)
+    assert isinstance(eng.submit([buy(T0 + 3, A, 1, price="2.0400")])[0], Accepted)
+    # a fresh anchor moves the band again: 2.0000 +- 5% = [1.9000, 2.1000]
+    eng.submit([SetIndex(ts_ns=T0 + 4, market=H, price="2.0000")])
+    assert isinstance(eng.submit([buy(T0 + 5, A, 1, price="1.9500")])[0], Accepted)
+
+
+def test_margin_on_the_worse_of_anchor_and_fix_values_a_long_at_the_lower(eng):
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=2_000_000), Deposit(ts_ns=T0, account=B, amount_micro=10**9)])
+    eng.submit([sell(T0 + 1, B, 4), buy(T0 + 2, A, 4)])  # long 4 at 2.1443: IM 1,715,440
+    # a pending fix at 2.0000: the long is worth (2.0000 - 2.1443) x 4 lots = -577,200 less
+    eng.submit([SetIndex(ts_ns=T0 + 3, market=H, price="2.1443", margin_on_worse_of_anchor_and_fix=True,
+                         fix_price="2.0000", validity="revised")])
+    # equity now 2,000,000 - fees(ceil(4 x 1,072.15) = 4,289) - 577,200 = 1,418,511 < IM: no withdrawal at all
+    assert rejected(eng.submit([Withdraw(ts_ns=T0 + 4, account=A, amount_micro=1)]), RiskCode.WITHDRAWAL_BELOW_INITIAL_MARGIN)
+    eng.submit([SetIndex(ts_ns=T0 + 5, market=H, price="2.1443")])  # fresh again: valued at the mark
+    assert not rejected(eng.submit([Withdraw(ts_ns=T0 + 6, account=A, amount_micro=1)]), RiskCode.WITHDRAWAL_BELOW_INITIAL_MARGIN)
+
+
+# ---- row 4: reserved accounts ------------------------------------------------------------------------
+@pytest.mark.parametrize("account", [0, 1, 15])
+def test_venue_accounts_cannot_act_through_trader_commands(eng, account):
+    cmds = [Deposit(ts_ns=T0 + 1, account=account, amount_micro=10**6), buy(T0 + 1, account, 1),
+            Withdraw(ts_ns=T0 + 1, account=account, amount_micro=1),
+            SetLeverage(ts_ns=T0 + 1, account=account, market=H, leverage=2),
+            Cancel(ts_ns=T0 + 1, account=account, order_id=1)]
+    for cmd in cmds:
+        before = frozen(eng)
+        assert rejected(eng.submit([cmd]), ResultCode.RESERVED_ACCOUNT), cmd
+        assert frozen(eng) == before
+
+
+def test_only_a_fund_takes_a_fund_top_up(eng):
+    (ev,) = eng.submit([FundDeposit(ts_ns=T0 + 1, account=0, amount_micro=10**9)])
+    assert ev.fund_cash_after_micro == 10**9
+    assert rejected(eng.submit([FundDeposit(ts_ns=T0 + 2, account=A, amount_micro=1)]), ResultCode.RESERVED_ACCOUNT)
+    assert rejected(eng.submit([FundDeposit(ts_ns=T0 + 3, account=5, amount_micro=1)]), ResultCode.RESERVED_ACCOUNT)
+    assert eng.money_conserved()
+
+
+# ---- row 5: a bounded clock that a rejection never moves --------------------------------------------
+def test_a_rejected_command_far_ahead_moves_no_clock_and_settles_no_funding(eng):
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=10**9), Deposit(ts_ns=T0, account=B, amount_micro=10**9)])
+    eng.submit([sell(T0 + 1, B, 5), buy(T0 + 2, A, 5)])
+    before = frozen(eng)
+    events = eng.submit([Cancel(ts_ns=T0 + 30 * 24 * HOUR, account=-1, order_id=1)])
+    assert rejected(events, ResultCode.TIMESTAMP_TOO_FAR_AHEAD)
+    assert frozen(eng) == before
+    assert isinstance(eng.submit([buy(T0 + 3, A, 1)])[0], Accepted)  # correctly timed orders still go in
+
+
+def test_a_rejected_command_that_crosses_a_funding_hour_is_undone_with_its_funding(eng):
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=10**9), Deposit(ts_ns=T0, account=B, amount_micro=10**9)])
+    eng.submit([sell(T0 + 1, B, 5, price="2.1500"), buy(T0 + 2, A, 5, price="2.1400"),
+                sell(T0 + 3, B, 5), buy(T0 + 4, A, 5)])  # a position and a book with a premium
+    before = frozen(eng)
+    collateral = eng.state.collateral_micro.copy()
+    events = eng.submit([buy(T0 + HOUR + 5 * SECOND, A, 10**6)])  # crosses the hour, then refused
+    assert rejected(events, RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    assert frozen(eng) == before and np.array_equal(eng.state.collateral_micro, collateral)
+    events = eng.submit([buy(T0 + HOUR + 6 * SECOND, A, 1, price="2.1300")])  # accepted: the hour is paid now
+    assert any(isinstance(e, FundingPaid) for e in events)
+    assert eng.money_conserved()
+
+
+@pytest.mark.parametrize("ts", [2**62, 2**63 - 1, -1])
+def test_timestamps_outside_the_horizon_are_refused_at_once(eng, ts):
+    before = frozen(eng)
+    assert rejected(eng.submit([buy(ts, A, 1)]), ResultCode.INVALID_TIMESTAMP)
+    assert frozen(eng) == before
+
+
+def test_a_real_gap_is_crossed_by_a_journaled_operator_command_that_pays_no_missed_funding(eng):
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=10**9), Deposit(ts_ns=T0, account=B, amount_micro=10**9)])
+    eng.submit([sell(T0 + 1, B, 5, price="2.1600"), buy(T0 + 2, A, 5, price="2.1500"),
+                sell(T0 + 3, B, 5), buy(T0 + 4, A, 5)])
+    year = 365 * 24 * HOUR
+    assert rejected(eng.submit([Deposit(ts_ns=T0 + year, account=A, amount_micro=1)]),
+                    ResultCode.TIMESTAMP_TOO_FAR_AHEAD)
+    events = eng.submit([ClockGap(ts_ns=T0 + year)])
+    gap = [e for e in events if isinstance(e, ClockGapCrossed)]
+    assert gap and gap[0].skipped_funding_hours == 365 * 24 - 1
+    paid = [e for e in events if isinstance(e, FundingPaid)]
+    assert len(paid) == 1  # only the hour in progress, for the samples it had
+    assert not isinstance(eng.submit([Deposit(ts_ns=T0 + year + 1, account=A, amount_micro=1)])[0], Rejected)
+    assert eng.money_conserved()
+
+
+# ---- row 6: money that cannot wrap -------------------------------------------------------------------
+def test_deposits_stop_before_any_sum_could_wrap_and_the_ledger_is_summed_exactly():
+    e = Engine()
+    cmds = [Deposit(ts_ns=T0 + i, account=A, amount_micro=10**15) for i in range(4_700)]
+    events = e.submit(cmds)
+    refused = [ev for ev in events if isinstance(ev, Rejected)]
+    # 2**62 / 1e15 = 4,611.7: deposit 4,612 would pass the venue's bound
+    assert len(refused) == 4_700 - 4_611 and all(ev.code == 2150 for ev in refused)
+    assert int(e.state.collateral_micro[A]) == 4_611 * 10**15 > 0
+    assert e.money_conserved()
+
+
+def test_a_wrapped_sum_can_never_read_as_conserved():
+    e = Engine()
+    e.submit([Deposit(ts_ns=T0, account=A, amount_micro=10**15)])
+    for a in (B, C, 19, 20):  # four balances of 2**62: their int64 sum wraps to exactly 0
+        e.state.collateral_micro[a] = 2**62
+    assert int(e.state.collateral_micro.sum()) == 10**15  # what an int64 sum would call conserved
+    assert e.ledger()["collateral_micro"] == 10**15 + 2**64
+    assert not e.money_conserved()
+
+
+# ---- row 7: emptying one side never snaps the mark ------------------------------------------------------
+def test_taking_one_side_of_the_book_does_not_move_the_mark_in_that_command(eng):
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=10**9), Deposit(ts_ns=T0, account=B, amount_micro=10**9)])
+    # a book 1% over the index on both sides, held for ten minutes: the basis EMA climbs toward +1%
+    eng.submit([buy(T0 + 1, A, 2_000, price="2.1600"), sell(T0 + 2, B, 2_000, price="2.1700")])
+    eng.submit([Deposit(ts_ns=T0 + 600 * SECOND + k, account=C, amount_micro=10**9) for k in range(1)])
+    mark = eng.mark_ticks(0)
+    assert mark > 21_443
+    events = eng.submit([Place(ts_ns=T0 + 600 * SECOND + 5, account=C, market=H, side="buy", size_lots=2_000,
+                               order_type="market")])  # takes the whole ask side
+    assert eng.best_bid_ask(0)[1] is None
+    assert not any(isinstance(e, MarkChanged) for e in events) and eng.mark_ticks(0) == mark
+    # then it decays toward the index at the half-life: after one half-life half the basis is left
+    eng.submit([Deposit(ts_ns=T0 + 1200 * SECOND + 5, account=C, amount_micro=1)])
+    left = eng.mark_ticks(0) - 21_443
+    assert abs(left - (mark - 21_443) / 2) <= 2
+
+
+# ---- rows 8-10: spec rules ----------------------------------------------------------------------------
+SPEC = """
+[[market]]
+symbol = "X-PERP"
+series = "S"
+tick_size_usd = "0.0001"
+lot_gpu_hours = "1"
+min_price_usd = "0.01"
+max_price_usd = "20"
+{extra}
+[[market.tier]]
+max_notional_usd = 100_000
+max_leverage = 3
+maintenance_margin_ppm = 150_000
+[[market.tier]]
+max_leverage = 2
+maintenance_margin_ppm = 250_000
+"""
+
+
+def test_a_rebate_that_the_fund_share_would_make_the_fee_ledger_pay_is_refused_at_load():
+    with pytest.raises(MarketSpecError, match="fee ledger"):
+        parse_markets(SPEC.format(extra="maker_fee_ppm = -500\ntaker_fee_ppm = 500\nfee_share_to_fund_ppm = 200000\n"
+                                        "default_leverage = 3"))
+    parse_markets(SPEC.format(extra="maker_fee_ppm = -400\ntaker_fee_ppm = 500\nfee_share_to_fund_ppm = 200000\n"
+                                    "default_leverage = 3"))
+
+
+def test_a_three_x_tier_lets_an_account_choose_three_x():
+    e = Engine(parse_markets(SPEC.format(extra="default_leverage = 3")))
+    e.submit([SetIndex(ts_ns=T0, market="X-PERP", price="2.0000"), Deposit(ts_ns=T0, account=A, amount_micro=10**6)])
+    (ev,) = e.submit([SetLeverage(ts_ns=T0 + 1, account=A, market="X-PERP", leverage=3)])
+    assert not isinstance(ev, Rejected)
+    assert rejected(e.submit([SetLeverage(ts_ns=T0 + 2, account=A, market="X-PERP", leverage=4)]),
+                    RiskCode.LEVERAGE_ABOVE_TIER_LIMIT)
+
+
+def test_a_funding_cap_above_one_hundred_percent_is_refused_at_load():
+    with pytest.raises(MarketSpecError, match="funding_cap_ppb"):
+        parse_markets(SPEC.format(extra="default_leverage = 3\nfunding_cap_ppb = 1000000001"))
+
+
+def test_a_market_without_tiers_does_not_load():
+    with pytest.raises(MarketSpecError, match="tier"):
+        parse_markets(SPEC.split("[[market.tier]]")[0].format(extra=""))
+
+
+def test_the_first_partial_funding_hour_pays_only_for_its_samples():
+    e = Engine()
+    t = T0 + 58 * 60 * SECOND  # the market's first command at 00:58
+    e.submit([SetIndex(ts_ns=t, market=H, price="2.1443"), Deposit(ts_ns=t, account=A, amount_micro=10**9),
+              Deposit(ts_ns=t, account=B, amount_micro=10**9),
+              sell(t + 1, B, 1_000, price="2.2000"), buy(t + 2, A, 1_000, price="2.1900"),  # premium ~ +2.4%: capped
+              sell(t + 3, B, 10), buy(t + 4, A, 10)])
+    events = e.submit([Deposit(ts_ns=T0 + HOUR + 1, account=C, amount_micro=1)])
+    (paid,) = [ev for ev in events if isinstance(ev, FundingPaid)]
+    assert paid.samples == 2  # 00:59 and 01:00
+    # the full-hour rate would be the cap, 500,000 ppb; two samples of sixty pay 2/60 of it
+    assert paid.rate_ppb == 500_000 * 2 // 60
+
+
+def test_config_show_is_one_document_with_every_market_and_its_tiers():
+    import json
+
+    from click.testing import CliRunner
+
+    from perp.cli import main
+
+    out = CliRunner().invoke(main, ["config", "show"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    (market,) = doc["market"]
+    assert market["symbol"] == H and [t["max_leverage"] for t in market["tier"]] == [5, 4, 2]
+    assert doc["gate"]["reserved_accounts_below"] == 16
+    assert {row["status"] for row in doc["gate"]["permissions"]} == {"active", "post_only", "cancel_only",
+                                                                      "reduce_only", "halted"}
+
+
+def test_market_status_permissions_follow_the_gate_table(eng):
+    from perp.gate import permit_table
+
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=10**9)])
+    (acc, *_) = eng.submit([buy(T0 + 1, A, 10, price="2.1000")])
+    table = {r["status"]: r for r in permit_table()}
+    t = T0 + 2
+    for status, row in table.items():
+        eng.submit([SetStatus(ts_ns=t, market=H, status=status)])
+        t += 1
+        before = frozen(eng)
+        ev = eng.submit([buy(t, A, 1, price="2.1000")])
+        t += 1
+        assert (row["place"] == "allow") == isinstance(ev[0], Accepted), status
+        if isinstance(ev[0], Accepted):
+            eng.submit([Cancel(ts_ns=t, account=A, order_id=ev[0].order_id)])
+            t += 1
+        else:
+            assert frozen(eng) == before
+        grow = eng.submit([Amend(ts_ns=t, account=A, market=H, order_id=acc.order_id, size_lots=11)])
+        t += 1
+        assert (row["amend"] == "allow") == isinstance(grow[0], Amended), status
+        if isinstance(grow[0], Amended):
+            eng.submit([Amend(ts_ns=t, account=A, market=H, order_id=acc.order_id, size_lots=10)])
+            t += 1
+        wd = eng.submit([Withdraw(ts_ns=t, account=A, amount_micro=1)])
+        t += 1
+        assert (row["withdraw"] == "allow") == (not isinstance(wd[0], Rejected)), status
