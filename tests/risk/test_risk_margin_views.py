@@ -1,4 +1,5 @@
-"""Pre-trade margin boundary, withdrawable amount, and the account view (incl. liquidation price)."""
+"""Withdrawable amount and the array account view (incl. liquidation price); the engine's pre-trade
+boundary is tested through the engine (tests/test_engine_risk.py, tests/test_gate.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from risk.intmath import PPM
-from risk.margin import account_health, passes_initial_margin, withdrawable_micro
+from risk.margin import withdrawable_micro
 from risk.sweep import risk_sweep_numpy
 from risk.tiers import default_tiers, pack_tiers
 from risk.views import account_view
@@ -17,32 +18,6 @@ from risk.views import account_view
 TIERS = pack_tiers([default_tiers()["H100-PERP"]] * 2)
 MARK = np.array([20_000, 10_000], np.int64)  # $2.0000 and $1.0000 per GPU-hour
 K = np.array([100, 100], np.int64)  # $0.0001 ticks, 1 GPU-hour lots
-
-
-def _health(collateral, lots, basis, leverage, override=(-1, 0, 0)):
-    return account_health(0, np.array([collateral], np.int64), np.array([lots], np.int64),
-                          np.array([basis], np.int64), np.array([leverage], np.int64), MARK, K,
-                          TIERS.bound_micro, TIERS.imr_ppm, TIERS.mmr_ppm, TIERS.mm_deduction_micro, *override)
-
-
-def test_pre_trade_check_accepts_exactly_at_initial_margin_and_rejects_one_micro_below():
-    # buying 100_000 lots at the mark of 20_000 ticks: notional $200k, IM at 5x = $40k
-    fill = (0, 100_000, 100_000 * 20_000 * 100)
-    equity, im, mm, gross = _health(40_000 * PPM, [0, 0], [0, 0], [5, 5], fill)
-    assert (equity, im, mm, gross) == (40_000 * PPM, 40_000 * PPM, 20_000 * PPM, 200_000 * PPM)
-    assert passes_initial_margin(equity, im)
-    equity, im, _, _ = _health(40_000 * PPM - 1, [0, 0], [0, 0], [5, 5], fill)
-    assert not passes_initial_margin(equity, im)
-
-
-def test_pre_trade_check_uses_cross_margin_and_the_chosen_leverage():
-    # holding a $100k short in market 1 at 2x (IM $50k) with $10k profit; buying $200k in market 0 at 5x
-    held_basis = -100_000 * 11_000 * 100  # shorted at 11_000 ticks, mark 10_000: +$10k
-    fill = (0, 100_000, 100_000 * 20_000 * 100)
-    equity, im, mm, _ = _health(80_000 * PPM, [0, -100_000], [0, held_basis], [5, 2], fill)
-    assert equity == 90_000 * PPM and im == 90_000 * PPM and mm == 30_000 * PPM
-    assert passes_initial_margin(equity, im)
-    assert _health(80_000 * PPM, [0, -100_000], [0, held_basis], [5, 2]) [1] == 50_000 * PPM  # no override
 
 
 @pytest.mark.parametrize(
