@@ -467,10 +467,22 @@ class HourlyAnchor:
         )
 
     def set_index_command(self, point: AnchorPoint, market: str) -> dict[str, object]:
-        """The engine's documented ``set_index`` JSON command for ``point``: the price is the anchor's
-        whole ticks as an exact decimal string, so it is on the grid of a market with this tick size."""
+        """The engine's documented ``set_index`` JSON command for ``point``, carrying its validity and
+        every gate, which the engine stores per market and applies (perp/gate.py). The price is the
+        anchor's whole ticks as an exact decimal string, so it is on the grid of a market with this tick
+        size. ``fix_price`` (what margin on the worse of anchor and fix compares with) is the pending
+        fix when there is one (the newest word: a held jump or a late revision), else the fix the anchor
+        walks toward."""
+        g = point.gates
+        fix = point.pending_fix_price_ticks if point.pending_fix_price_ticks is not None else point.fix_price_ticks
         return {"type": "set_index", "ts_ns": point.ts_ns, "market": market,
-                "price": str(ticks_to_usd(point.anchor_price_ticks, self.tick_usd))}
+                "price": str(ticks_to_usd(point.anchor_price_ticks, self.tick_usd)),
+                "funding_frozen": g.funding_frozen,
+                "margin_on_worse_of_anchor_and_fix": g.margin_on_worse_of_anchor_and_fix,
+                "reduce_only": g.reduce_only, "leverage_scale_ppm": g.leverage_scale_ppm,
+                "liquidations_throttled": g.liquidations_throttled, "order_band_frozen": g.order_band_frozen,
+                "fix_price": str(ticks_to_usd(fix, self.tick_usd)) if fix and fix > 0 else None,
+                "validity": point.validity.value}
 
     # ------------------------------------------------------------------ state
     def state_hash(self) -> str:

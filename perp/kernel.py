@@ -514,8 +514,14 @@ def _set_index(st, c, seq, ev, n):
     if scale < 1 or scale > 1_000_000:
         return _reject(c, ev, n, seq, R_INVALID_STATUS)
     fix = c[C_ORDER_ID]
-    if fix != 0 and (fix < st.spec[m, S_MIN_TICK] or fix > st.spec[m, S_MAX_TICK]):
+    if fix < 0:
         return _reject(c, ev, n, seq, R_PRICE_OUT_OF_RANGE)
+    # a fix off the ladder (a wild pending price) is valued at the ladder's end: the anchor and its
+    # gates must never be lost because the comparison price is extreme
+    if fix > st.spec[m, S_MAX_TICK]:
+        fix = st.spec[m, S_MAX_TICK]
+    elif 0 < fix < st.spec[m, S_MIN_TICK]:
+        fix = st.spec[m, S_MIN_TICK]
     if c[C_CLID] < 0:
         return _reject(c, ev, n, seq, R_INVALID_STATUS)
     st.mkt[m, M_INDEX] = price

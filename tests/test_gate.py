@@ -372,3 +372,33 @@ def test_market_status_permissions_follow_the_gate_table(eng):
         wd = eng.submit([Withdraw(ts_ns=t, account=A, amount_micro=1)])
         t += 1
         assert (row["withdraw"] == "allow") == (not isinstance(wd[0], Rejected)), status
+
+
+# ---- row 2 end to end: the oracle's own gates drive the engine ------------------------------------------
+def test_a_stale_oracle_makes_the_engine_reduce_only_through_its_own_set_index_commands():
+    import msgspec
+
+    from oracle.anchor import AnchorConfig, HourlyAnchor
+    from tests.oracle.oracle_factories import fix, hour_of
+
+    e = Engine()
+    anchor = HourlyAnchor(AnchorConfig(series_id="GPUM.TEST.SPOT", half_life_s=6 * 3600))
+    for n in range(3):  # three daily fixes, then the publisher goes silent
+        assert anchor.ingest(fix(n, "2.1443")) is None
+    first = True
+    validity = None
+    for point in anchor.advance_to(hour_of(5, 6)):  # 2 days and 6 hours after the last fix
+        cmd = msgspec.convert(anchor.set_index_command(point, H), SetIndex)
+        e.submit([cmd])
+        if first:
+            e.submit([Deposit(ts_ns=point.ts_ns, account=A, amount_micro=10**9),
+                      Deposit(ts_ns=point.ts_ns, account=B, amount_micro=10**9)])
+            e.submit([sell(point.ts_ns + 1, B, 5), buy(point.ts_ns + 2, A, 5)])
+            first = False
+        validity = point.validity
+    assert validity.value == "stale"
+    t = hour_of(5, 6) + 1
+    assert rejected(e.submit([buy(t, A, 1)]), ResultCode.ORACLE_REDUCE_ONLY)  # no new risk...
+    assert isinstance(e.submit([sell(t + 1, A, 1, reduce_only=True)])[0], Accepted)  # ...closing still works
+    assert int(e.state.mkt[0, L.M_LEVERAGE_SCALE_PPM]) == 250_000
+    assert e.state.mkt[0, L.M_ORACLE_GATES] & L.GATE_FUNDING_FROZEN
