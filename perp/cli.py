@@ -189,6 +189,81 @@ def bench_liquidation(accounts: int, seed: int, fund_usd: int, as_json: bool) ->
     liq_main(accounts=accounts, seed=seed, as_json=as_json, fund_usd=fund_usd)
 
 
+@main.group()
+def journal() -> None:
+    """Inspect and repair a command journal (docs/journal.md)."""
+
+
+@journal.command("verify")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
+def journal_verify(path: str, as_json: bool) -> None:
+    """Check every record of PATH (streaming); exit 1 if it is damaged, 2 if it is empty."""
+    from perp.journal import JournalCorrupt, JournalError, scan
+
+    try:
+        r = scan(path)
+    except JournalCorrupt as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except JournalError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    info = {"path": path, "schema_version": r.header.schema_version, "journal_id": r.header.journal_id,
+            "config_hash": r.header.config_hash, "first_seq": r.header.first_seq, "last_seq": r.next_seq - 1,
+            "records": r.records, "bytes": r.size, "torn_tail_bytes": r.torn.dropped_bytes if r.torn else 0}
+    click.echo(f"journal   {path}: {r.records:,} records, seq {r.header.first_seq:,}..{r.next_seq - 1:,}, "
+               f"{r.size:,} bytes (schema {r.header.schema_version}, id {r.header.journal_id}, "
+               f"config {r.header.config_hash})")
+    if r.torn:
+        click.echo(f"torn tail {r.torn.dropped_bytes} bytes at byte {r.torn.offset} (code 5002): an append cut "
+                   f"short by a crash, never acknowledged; the next open for append cuts it (kept aside)")
+    else:
+        click.echo("whole     every record checks")
+    if as_json:
+        click.echo(json.dumps(info))
+
+
+@journal.command("repair")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="show what would be dropped; change nothing")
+@click.option("--yes", is_flag=True, help="cut the journal at the last valid record (the dropped bytes are kept)")
+@click.option("--json", "as_json", is_flag=True, help="last line is the plan as one JSON object")
+def journal_repair(path: str, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Cut a damaged journal at its last valid record, after an operator's decision.
+
+    Every acknowledged command after the cut is lost to the venue (the dry run counts them);
+    restore the journal from a replica instead whenever one exists. The dropped bytes go to
+    PATH.dropped-OFFSET and the decision to PATH.repairs.jsonl.
+    """
+    from perp.journal import JournalError, plan_repair, repair
+
+    try:
+        plan = plan_repair(path)
+    except JournalError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if plan is None:
+        click.echo(f"journal   {path} is whole: nothing to repair")
+        return
+    click.echo(f"damage    {plan.reason} (code {plan.code})")
+    click.echo(f"cut at    byte {plan.cut_offset:,} of {plan.size:,}: keeps seq 1..{plan.kept_last_seq:,}, "
+               f"drops {plan.dropped_bytes:,} bytes")
+    if plan.intact_after:
+        lo, hi = plan.dropped_seq_range
+        click.echo(f"WARNING   {plan.intact_after:,} intact records after the damage (seq {lo:,}..{hi:,}) would be "
+                   f"dropped: these were acknowledged commands")
+    if as_json:
+        click.echo(msgspec.json.encode(plan).decode())
+    if dry_run:
+        sys.exit(1)
+    if not yes:
+        click.echo("refused   re-run with --yes to cut (or --dry-run to only look)", err=True)
+        sys.exit(2)
+    side = repair(path, plan)
+    click.echo(f"repaired  dropped bytes kept in {side}; decision logged in {path}.repairs.jsonl")
+
+
 def _register_oracle() -> None:
     from oracle.cli import oracle_group
 
