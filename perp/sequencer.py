@@ -148,6 +148,10 @@ class JournaledEngine:
         self.journal.close()
 
 
+def _drop_events(_events: np.ndarray) -> None:
+    return None
+
+
 def recover(journal_path: str | Path, *, snapshot: str | Path | None = None,
             snapshot_dir: str | Path | None = None, markets: MarketsConfig | None = None) -> Engine:
     """The engine the journal (after the snapshot, if any) describes; see the module docstring for
@@ -215,7 +219,7 @@ def recover_detailed(journal_path: str | Path, *, snapshot: str | Path | None = 
             if end <= engine.seq:
                 continue
             skip = engine.seq + 1 - seq0
-            engine.submit_rows(rows[skip:])
+            engine.stream_rows(rows[skip:], _drop_events)  # recovery publishes nothing
             replayed += rows.shape[0] - skip
         last_seq = reader.next_seq - 1
         if snap_seq > last_seq:
