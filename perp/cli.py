@@ -28,6 +28,12 @@ def main(log_level: str) -> None:
     configure_logging(log_level)
 
 
+def _announce_compile() -> None:
+    from perp.numba_cache import announce_compile
+
+    announce_compile(lambda text: click.echo(text, err=True))
+
+
 def _markets(path: str | None):
     from perp.markets import MarketSpecError, load_markets
 
@@ -70,18 +76,20 @@ def _print_summary(eng, summary) -> None:
     click.echo(f"state_hash {summary.state_hash}")
 
 
-@main.command()
-@click.option("--days", default=7, show_default=True, help="days of the real H100 index path")
-@click.option("--seed", default=7, show_default=True)
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
-              help="daily fixes CSV (default: ../shared/data/gpumarkets/daily_fixings.csv)")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/demo", show_default=True)
+@main.command(short_help="A seeded session on the real H100 index path, with a summary.")
+@click.option("--days", default=7, show_default=True, type=click.IntRange(min=1),
+              help="days of the real H100 index path, counted back from the last fix (1 or more)")
+@click.option("--seed", default=7, show_default=True, help="seed of the takers' orders (same seed, same session)")
+@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="daily fixes CSV (default: ../shared/data/gpumarkets/daily_fixings.csv; without it, the "
+                   "shipped example session)")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/demo", show_default=True,
+              help="where the session's commands and events are written")
 def demo(days: int, seed: int, csv_path: str | None, out_dir: str) -> None:
     """A seeded session on the real H100 index path, through the engine; shows what happened."""
     from oracle.readers import default_csv_path
-    from perp.commands import Command
     from perp.replay import replay_file
-    from sims.demo_session import anchor_path, build_session, utc
+    from sims.demo_session import LEVERAGED, MAKER, TAKERS, anchor_path, build_session, utc
 
     markets = _markets(None)
     spec = markets.market[0]
@@ -91,6 +99,9 @@ def demo(days: int, seed: int, csv_path: str | None, out_dir: str) -> None:
     session = out / "session.jsonl"
     if csv_file.exists():
         path = anchor_path(csv_file, spec, days)
+        if len(path) < 24 * days:
+            raise click.BadParameter(f"{csv_file} holds {len(path) // 24} days of {spec.series}; asked for {days}",
+                                     param_hint="--days")
         cmds = build_session(spec, path, seed)
         enc = msgspec.json.Encoder()
         with open(session, "wb") as fh:
@@ -103,23 +114,59 @@ def demo(days: int, seed: int, csv_path: str | None, out_dir: str) -> None:
         from importlib import resources
 
         session.write_text(resources.files("perp").joinpath("examples/h100_session.jsonl").read_text())
-        click.echo(f"index     {csv_file} not found; replaying the shipped example session")
+        click.echo(f"index     {csv_file} not found; replaying the shipped example session (two days)")
+    _announce_compile()
     events = out / "events.jsonl"
     eng, summary = replay_file(session, markets, events)
     _print_summary(eng, summary)
     click.echo(f"files     {session} (commands), {events} (events)")
+    _print_demo_outcome(eng, events, MAKER, list(TAKERS), LEVERAGED)
+
+
+def _print_demo_outcome(eng, events_path: Path, maker: int, takers: list[int], leveraged: int) -> None:
+    """What happened, counted from the events: who was liquidated, the hours funding was paid."""
+    from perp.events import Event, FundingPaid, LiquidationStep
+
     usd = lambda micro: f"{micro / 1e6:,.2f}"  # noqa: E731 - display only
-    maker = eng.account(1)
-    if maker.positions:
-        p = maker.positions[0]
-        click.echo(f"maker     {p.lots} lots, equity {usd(maker.equity_micro)} USD, realised {usd(p.realized_pnl_micro)}, "
-                   f"fees {usd(p.fees_micro)}, funding {usd(p.funding_micro)}")
-    click.echo("takers    " + " ".join(f"{a}:{eng.position_lots(a, 0)}" for a in range(10, 20)) + " lots")
+    dec = msgspec.json.Decoder(Event)
+    liquidated: set[int] = set()
+    sweeps = steps = 0
+    funding_hours = paying_hours = 0
+    paid_by_longs = paid_by_shorts = 0
+    with open(events_path, "rb") as fh:
+        for line in fh:
+            ev = dec.decode(line)
+            if isinstance(ev, LiquidationStep):
+                if ev.phase == "sweep":
+                    sweeps += 1
+                else:
+                    steps += 1
+                    if ev.phase == "started":
+                        liquidated.add(ev.account)
+            elif isinstance(ev, FundingPaid):
+                funding_hours += 1
+                if ev.rate_ppb:
+                    paying_hours += 1
+                    if ev.rate_ppb > 0:
+                        paid_by_longs += ev.paid_micro
+                    else:
+                        paid_by_shorts += ev.paid_micro
+    who = ", ".join(str(a) for a in sorted(liquidated)) or "nobody"
+    click.echo(f"liquidated {len(liquidated)} accounts ({who}; {steps} waterfall steps) in {sweeps} sweeps")
+    click.echo(f"funding   {funding_hours} hours settled, {paying_hours} at a non-zero rate: longs paid shorts "
+               f"{usd(paid_by_longs)} USD, shorts paid longs {usd(paid_by_shorts)} USD")
+    m = eng.account(maker)
+    if m.positions:
+        p = m.positions[0]
+        click.echo(f"maker     {maker}: {p.lots} lots, equity {usd(m.equity_micro)} USD, realised "
+                   f"{usd(p.realized_pnl_micro)}, fees {usd(p.fees_micro)}, funding {usd(p.funding_micro)}")
+    click.echo("takers    " + " ".join(f"{a}:{eng.position_lots(a, 0)}" for a in takers) + " lots")
+    lev = eng.account(leveraged)
+    click.echo(f"leveraged {leveraged}: {eng.position_lots(leveraged, 0)} lots, equity {usd(lev.equity_micro)} USD")
     g = eng.ledger()
-    conserved = eng.money_conserved()
     click.echo(f"ledger    deposits {usd(g['deposits_micro'])} USD, fee ledger {usd(g['fee_ledger_micro'])}, "
-               f"insurance fund {usd(g['insurance_fund_micro'])}; money conserved to the micro-dollar: {conserved}")
-    _ = Command  # the session is made of documented commands only
+               f"insurance fund {usd(g['insurance_fund_micro'])}; money conserved to the micro-dollar: "
+               f"{eng.money_conserved()}")
 
 
 @main.group()
@@ -140,18 +187,19 @@ def config_show(markets_path: str | None) -> None:
         click.echo(json.dumps(d, indent=2))
 
 
-@main.group()
+@main.group(short_help="Reproducible benchmarks that print their figures.")
 def bench() -> None:
     """Reproducible benchmarks that print their figures."""
 
 
-@bench.command("matching")
+@bench.command("matching", short_help="Matching throughput end to end per batch, vs a Python book.")
 @click.option("--commands", "n", default=1_000_000, show_default=True)
-@click.option("--seed", default=42, show_default=True)
-@click.option("--batch", default=4096, show_default=True)
+@click.option("--seed", default=42, show_default=True, help="seed of the command stream")
+@click.option("--batch", default=4096, show_default=True, help="commands per batch")
 @click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
 def bench_matching(n: int, seed: int, batch: int, as_json: bool) -> None:
     """Matching throughput, end to end per batch: numba engine vs a plain-Python book."""
+    _announce_compile()
     from perp.bench import run
 
     r = run(n=n, seed=seed, batch=batch)
@@ -171,7 +219,7 @@ def bench_matching(n: int, seed: int, batch: int, as_json: bool) -> None:
         click.echo(json.dumps(r))
 
 
-@bench.command("replay")
+@bench.command("replay", short_help="Recovery speed: a binary journal into a fresh engine.")
 @click.option("--commands", "n", default=10_000_000, show_default=True, help="commands in the journal")
 @click.option("--seed", default=42, show_default=True, help="seed of the command stream")
 @click.option("--record-rows", default=4096, show_default=True, help="commands per journal record (batch size)")
@@ -183,29 +231,32 @@ def bench_matching(n: int, seed: int, batch: int, as_json: bool) -> None:
 def bench_replay(n: int, seed: int, record_rows: int, cold: bool, workdir: str | None, keep: bool,
                  as_json: bool) -> None:
     """Recovery: a binary journal of --commands replayed into a fresh engine."""
+    _announce_compile()
     from perp.bench_replay import main as replay_main
 
     replay_main(n, seed, record_rows, cold, workdir, keep, as_json)
 
 
-@bench.command("risk")
+@bench.command("risk", short_help="The risk sweep over 1M accounts, with funds and gates.")
 @click.option("--accounts", default=1_000_000, show_default=True, help="accounts in the sweep")
-@click.option("--seed", default=7, show_default=True)
+@click.option("--seed", default=7, show_default=True, help="seed of the accounts' positions")
 @click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
 def bench_risk(accounts: int, seed: int, as_json: bool) -> None:
     """Risk sweep over many accounts: equity + maintenance + funding payment."""
+    _announce_compile()
     from risk.bench import main as risk_bench_main
 
     risk_bench_main(accounts=accounts, seed=seed, as_json=as_json)
 
 
-@bench.command("liquidation")
-@click.option("--accounts", default=1_000_000, show_default=True)
-@click.option("--seed", default=11, show_default=True)
+@bench.command("liquidation", short_help="A price gap over 1M accounts: the whole waterfall.")
+@click.option("--accounts", default=1_000_000, show_default=True, help="accounts in the book")
+@click.option("--seed", default=11, show_default=True, help="seed of the accounts' positions")
 @click.option("--fund-usd", default=20_000, show_default=True, help="insurance fund before the gap")
 @click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
 def bench_liquidation(accounts: int, seed: int, fund_usd: int, as_json: bool) -> None:
     """A price gap over many accounts: detection plus the whole liquidation waterfall."""
+    _announce_compile()
     from liquidation.bench import main as liq_main
 
     liq_main(accounts=accounts, seed=seed, as_json=as_json, fund_usd=fund_usd)
