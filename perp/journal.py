@@ -153,6 +153,9 @@ def _read_header(fh: BinaryIO, path: Path) -> tuple[JournalHeader, int]:
         raise JournalEmpty(f"{path} is empty (0 bytes): not a journal; a venue's history cannot start from "
                            f"an emptied file -- restore it, or delete it to start a new venue")
     if head[: len(MAGIC)] != MAGIC:
+        if head.startswith(b"PERPJNL"):
+            raise JournalHeaderMismatch(f"{path}: a journal of schema {head[7:8].decode(errors='replace')} "
+                                        f"({head[:8]!r}); this engine reads schema {SCHEMA_VERSION}")
         raise JournalCorrupt(f"{path}: not a journal (bad magic)")
     if len(head) < len(MAGIC) + _FILE_HDR.size:
         raise JournalCorrupt(f"{path}: header cut short")

@@ -233,3 +233,10 @@ def test_a_record_header_crc_covers_magic_and_length(tmp_path, stream):
     path.write_bytes(bytes(data))
     with pytest.raises(JournalCorrupt, match="frame"):
         scan(path)
+
+
+def test_a_journal_of_the_previous_schema_is_refused_as_a_header_mismatch(tmp_path):
+    path = tmp_path / "old.bin"
+    path.write_bytes(b"PERPJNL1" + b"\x10\x00\x00\x00" + b"\0" * 20)
+    with pytest.raises(JournalHeaderMismatch, match="schema 1"):
+        recover(path, markets=MARKETS)

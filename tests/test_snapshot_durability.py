@@ -6,11 +6,12 @@ replay; a kill -9 in the middle of writing one leaves the previous one usable.""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,29 @@ from perp.sequencer import JournaledEngine, recover, recover_detailed, snapshot_
 
 MARKETS = load_markets()
 REPO = Path(__file__).resolve().parents[1]
+CHILD_TIMEOUT_S = 120  # a cold numba cache compiles in the child first (~40 s)
+
+
+class _Child:
+    """A real Python process whose stdout lines are read with a timeout (never a hung test)."""
+
+    def __init__(self, code: str, *args: str):
+        self.proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, stdout=subprocess.PIPE,
+                                     env=os.environ | {"PYTHONPATH": str(REPO)}, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+        self.lines.put("")  # EOF
+
+    def readline(self) -> str:
+        return self.lines.get(timeout=CHILD_TIMEOUT_S)
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -156,15 +180,13 @@ def test_kill_9_while_a_snapshot_is_written_leaves_the_old_snapshot_usable(tmp_p
     eng.submit_rows(stream[:700])
     snap = tmp_path / "s.snap"
     old_hash = S.save_snapshot(eng.state, snap, {"markets": "old"})
-    child = subprocess.Popen([sys.executable, "-c", _SNAPSHOT_CHILD, str(snap)], cwd=REPO, stdout=subprocess.PIPE,
-                             env=os.environ | {"PYTHONPATH": str(REPO)}, text=True)
+    child = _Child(_SNAPSHOT_CHILD, str(snap))
     try:
-        assert child.stdout.readline().strip() == "writing"
+        assert child.readline() == "writing"
         temps = list(tmp_path.glob(".s.snap.tmp-*"))
         assert temps and temps[0].stat().st_size > 1 << 20  # the new one is on disk, in the temp file
     finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
+        child.kill9()
     st, meta = S.load_snapshot(snap)
     assert meta["markets"] == "old" and S.state_hash(st) == old_hash
     S.save_snapshot(eng.state, snap, {"markets": "again"})  # the next save clears the dead writer's temp
@@ -194,22 +216,18 @@ def test_sigkill_under_load_loses_no_acknowledged_command_and_recovers_the_clean
     n, seed = 40_000, 3
     path = tmp_path / "j.bin"
     stream = make_stream(n, seed=seed, index_ticks=21432, accounts=200)
-    env = os.environ | {"PYTHONPATH": str(REPO)}
     acked = 0
     for kill_after in (25, 90, 160):  # three crashes at different depths, each resumed from the journal
-        child = subprocess.Popen([sys.executable, "-c", _LOAD_CHILD, str(path), str(seed), str(n)], cwd=REPO,
-                                 stdout=subprocess.PIPE, env=env, text=True)
-        deadline = time.monotonic() + 60
+        child = _Child(_LOAD_CHILD, str(path), str(seed), str(n))
         try:
             for _ in range(kill_after):
-                line = child.stdout.readline().split()
-                assert line and time.monotonic() < deadline, "child stopped early"
+                line = child.readline().split()
+                assert line, "child stopped early"
                 if line[0] == "done":
                     break
                 acked = int(line[1])
         finally:
-            os.kill(child.pid, signal.SIGKILL)
-            child.wait(timeout=30)
+            child.kill9()
         recovered = recover(path, markets=MARKETS)
         assert recovered.seq >= acked  # every acknowledged command survived
         clean = Engine(MARKETS)
