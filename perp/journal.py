@@ -419,9 +419,16 @@ def _create(path: Path, header: JournalHeader) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     try:
-        os.link(tmp, path)  # fails if someone created the journal meanwhile: never overwrite one
+        try:
+            os.link(tmp, path)  # fails if someone created the journal meanwhile: never overwrite one
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: rename, having checked there is none
+            if path.exists():
+                raise FileExistsError(path) from None
+            os.rename(tmp, path)
     finally:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
 
 
