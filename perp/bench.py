@@ -31,9 +31,9 @@ from collections import deque
 import numpy as np
 
 from perp import layout as L
+from perp.codes import ResultCode
 from perp.engine import Engine
 from perp.layout import BUY, CK_CANCEL, CK_PLACE, CK_SET_INDEX, GTC, SELL
-from perp.codes import ResultCode
 from perp.markets import load_markets, price_to_ticks
 
 T0 = 1_767_225_600_000_000_000

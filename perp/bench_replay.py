@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from perp import layout as L
 from perp import state as S
 from perp.bench import make_stream
