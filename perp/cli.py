@@ -208,10 +208,12 @@ def bench_matching(n: int, seed: int, batch: int, as_json: bool) -> None:
                f"{r['cancels']:,} cancels, {r['cancel_unknown']:,} of them unknown ({r['cancel_unknown_rate']:.1%})")
     click.echo(f"numba engine      {r['commands_per_s']:,.0f} commands/s end to end per batch, events handed to a "
                f"consumer (batch p50 {r['p50_batch_us']:.0f} us, p99 {r['p99_batch_us']:.0f} us)")
-    click.echo(f"  kernel only     {r['kernel_commands_per_s']:,.0f} commands/s (batch p50 {r['kernel_p50_batch_us']:.0f} us)")
+    click.echo(f"  kernel only     {r['kernel_commands_per_s']:,.0f} commands/s "
+               f"(batch p50 {r['kernel_p50_batch_us']:.0f} us)")
     click.echo(f"plain-Python book {r['python_commands_per_s']:,.0f} commands/s end to end per batch, "
                f"{r['python_events']:,} events handed to the same consumer")
-    click.echo(f"ratio             {r['ratio_vs_python']:.1f}x end to end ({r['kernel_ratio_vs_python']:.1f}x kernel only); "
+    click.echo(f"ratio             {r['ratio_vs_python']:.1f}x end to end "
+               f"({r['kernel_ratio_vs_python']:.1f}x kernel only); "
                f"targets >= {r['target_commands_per_s']:,} commands/s and >= {r['target_ratio']:.0f}x: "
                f"{'met' if r['meets_target'] else 'NOT met'}")
     click.echo(f"state_hash        {r['state_hash']}")

@@ -242,7 +242,8 @@ def save_snapshot(st: EngineState, path, meta: dict[str, str] | None = None) -> 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
-            for chunk in (SNAPSHOT_MAGIC, struct.pack("<I", len(head)), head, *(memoryview(a).cast("B") for a in arrays)):
+            chunks = (SNAPSHOT_MAGIC, struct.pack("<I", len(head)), head, *(memoryview(a).cast("B") for a in arrays))
+            for chunk in chunks:
                 digest.update(chunk)
                 fh.write(chunk)
             fh.write(digest.digest())
@@ -310,5 +311,6 @@ def load_snapshot(path) -> tuple[EngineState, dict[str, str]]:
     st = EngineState(*out)
     h = state_hash(st)
     if h != meta.state_hash:
-        raise SnapshotHashMismatch(f"{path}: the restored state hashes to {h}, the snapshot was saved at {meta.state_hash}")
+        raise SnapshotHashMismatch(f"{path}: the restored state hashes to {h}, "
+                                   f"the snapshot was saved at {meta.state_hash}")
     return st, dict(meta.extra) | {"seq": str(meta.seq), "state_hash": meta.state_hash}
