@@ -299,6 +299,44 @@ def journal_verify(path: str, as_json: bool) -> None:
         click.echo(json.dumps(info))
 
 
+@journal.command("recover")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--snapshot", "snapshot", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="a snapshot taken by the sequencer of this journal")
+@click.option("--snapshot-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="use the newest valid snapshot of this journal in this directory")
+@click.option("--markets", "markets_path", type=click.Path(exists=True, dir_okay=False),
+              help="markets TOML the journal was written under (default: the embedded markets.toml)")
+@click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
+def journal_recover(path: str, snapshot: str | None, snapshot_dir: str | None, markets_path: str | None,
+                    as_json: bool) -> None:
+    """Recover the engine from PATH (and a snapshot) without changing any file; print what it reached."""
+    from perp.journal import JournalError
+    from perp.sequencer import recover_detailed
+    from perp.state import SnapshotError
+
+    if not Path(path).exists():
+        click.echo(f"error: {path} does not exist", err=True)
+        sys.exit(2)
+    _announce_compile()
+    try:
+        rec = recover_detailed(path, snapshot=snapshot, snapshot_dir=snapshot_dir, markets=_markets(markets_path))
+    except (JournalError, SnapshotError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    eng = rec.engine
+    info = {"path": path, "snapshot": str(rec.snapshot) if rec.snapshot else None, "snapshot_seq": rec.snapshot_seq,
+            "replayed": rec.replayed, "seq": eng.seq, "seconds": round(rec.seconds, 3),
+            "torn_tail_bytes": rec.scan.torn.dropped_bytes if rec.scan and rec.scan.torn else 0,
+            "money_conserved": eng.money_conserved(), "state_hash": eng.state_hash()}
+    click.echo(f"recovered seq {eng.seq:,} in {rec.seconds:.3f} s: snapshot {info['snapshot'] or '-'} "
+               f"(seq {rec.snapshot_seq:,}) + {rec.replayed:,} commands replayed")
+    click.echo(f"money conserved to the micro-dollar: {info['money_conserved']}")
+    click.echo(f"state_hash {info['state_hash']}")
+    if as_json:
+        click.echo(json.dumps(info))
+
+
 @journal.command("repair")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="show what would be dropped; change nothing")

@@ -240,3 +240,25 @@ def test_a_journal_of_the_previous_schema_is_refused_as_a_header_mismatch(tmp_pa
     path.write_bytes(b"PERPJNL1" + b"\x10\x00\x00\x00" + b"\0" * 20)
     with pytest.raises(JournalHeaderMismatch, match="schema 1"):
         recover(path, markets=MARKETS)
+
+
+def test_journal_recover_reports_the_state_reached_and_refuses_with_the_code(tmp_path, stream):
+    path = tmp_path / "j.bin"
+    _journal(path, stream[:400])
+    result = CliRunner().invoke(main, ["journal", "recover", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    info = msgspec.json.decode(result.output.strip().splitlines()[-1])
+    assert info["seq"] == 400 and info["money_conserved"] and info["state_hash"] == _hash_of(stream[:400])
+    path.write_bytes(b"")
+    refused = CliRunner().invoke(main, ["journal", "recover", str(path)])
+    assert refused.exit_code == 1 and "JOURNAL_EMPTY (5010)" in refused.output
+
+
+def test_a_new_journal_fsyncs_its_directory(tmp_path, monkeypatch):
+    import perp.journal as J
+
+    synced: list[str] = []
+    real = J.fsync_dir
+    monkeypatch.setattr(J, "fsync_dir", lambda p: (synced.append(str(p)), real(p)))
+    Journal(tmp_path / "j.bin", config=CONFIG).close()
+    assert synced == [str(tmp_path)]
