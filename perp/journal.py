@@ -152,8 +152,10 @@ def _read_header(fh: BinaryIO, path: Path) -> tuple[JournalHeader, int]:
     if not head:
         raise JournalEmpty(f"{path} is empty (0 bytes): not a journal; a venue's history cannot start from "
                            f"an emptied file -- restore it, or delete it to start a new venue")
+    if len(head) < len(MAGIC):
+        raise JournalCorrupt(f"{path}: not a journal ({len(head)} bytes, cut inside the magic)")
     if head[: len(MAGIC)] != MAGIC:
-        if head.startswith(b"PERPJNL"):
+        if len(head) >= len(MAGIC) and head.startswith(b"PERPJNL"):
             raise JournalHeaderMismatch(f"{path}: a journal of schema {head[7:8].decode(errors='replace')} "
                                         f"({head[:8]!r}); this engine reads schema {SCHEMA_VERSION}")
         raise JournalCorrupt(f"{path}: not a journal (bad magic)")

@@ -262,3 +262,37 @@ def test_a_new_journal_fsyncs_its_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(J, "fsync_dir", lambda p: (synced.append(str(p)), real(p)))
     Journal(tmp_path / "j.bin", config=CONFIG).close()
     assert synced == [str(tmp_path)]
+
+
+def _small_journal(path, stream) -> bytes:
+    with Journal(path, config=CONFIG) as j:
+        for start in range(0, 15, 3):
+            j.append(stream[start:start + 3])
+    return path.read_bytes()
+
+
+def test_no_single_bit_flip_anywhere_yields_another_history(tmp_path, stream):
+    path = tmp_path / "j.bin"
+    whole = _small_journal(path, stream)
+    rng = np.random.default_rng(1)
+    first_record_ends = whole.index(b"PJR2", whole.index(b"PJR2") + 1)
+    everywhere = set(range(first_record_ends)) | set(rng.integers(0, len(whole), 150).tolist())
+    for pos in sorted(everywhere):  # every byte of the header and the first record, and a sample of the rest
+        damaged = bytearray(whole)
+        damaged[pos] ^= 1 << int(rng.integers(0, 8))
+        path.write_bytes(bytes(damaged))
+        with pytest.raises((JournalCorrupt, JournalHeaderMismatch)):
+            scan(path)
+
+
+def test_a_journal_cut_anywhere_keeps_a_prefix_of_whole_records_or_refuses(tmp_path, stream):
+    path = tmp_path / "j.bin"
+    whole = _small_journal(path, stream)
+    first_record_ends = whole.index(b"PJR2", whole.index(b"PJR2") + 1)
+    for size in sorted(set(range(1, first_record_ends + 1)) | set(range(first_record_ends, len(whole), 5))):
+        path.write_bytes(whole[:size])
+        try:
+            rows = read_rows(path)
+        except (JournalCorrupt, JournalEmpty):
+            continue  # a cut inside the file header: refused, never read as a different history
+        assert rows.shape[0] % 3 == 0 and np.array_equal(rows, stream[:rows.shape[0]])
