@@ -234,3 +234,18 @@ def test_sigkill_under_load_loses_no_acknowledged_command_and_recovers_the_clean
         clean.submit_rows(stream[:recovered.seq])
         assert recovered.state_hash() == clean.state_hash()
     assert acked > 0
+
+
+def test_no_single_bit_flip_in_a_snapshot_loads(tmp_path, stream):
+    eng = Engine(MARKETS, order_capacity=64, account_capacity=64)
+    eng.submit_rows(stream[:800])
+    snap = tmp_path / "s.snap"
+    S.save_snapshot(eng.state, snap, {"markets": "{}"})
+    whole = snap.read_bytes()
+    rng = np.random.default_rng(2)
+    for pos in sorted(set(range(0, 64, 3)) | set(rng.integers(0, len(whole), 20).tolist()) | {len(whole) - 1}):
+        damaged = bytearray(whole)
+        damaged[pos] ^= 1 << int(rng.integers(0, 8))
+        snap.write_bytes(bytes(damaged))
+        with pytest.raises(S.SnapshotCorrupt):
+            S.load_snapshot(snap)
