@@ -115,6 +115,17 @@ class JournaledEngine:
             self.snapshot()
         return events
 
+    @property
+    def durable_seq(self) -> int:
+        """The last sequence number on disk: what may be acknowledged. Equal to `engine.seq` after
+        every batch with fsync `always`; with `interval` it lags until the next fsync (or `sync()`)."""
+        return self.journal.synced_seq
+
+    def sync(self) -> int:
+        """Fsync the journal now; returns the durable sequence number."""
+        self.journal.sync()
+        return self.durable_seq
+
     def tick(self, ts_ns: int) -> np.ndarray:
         """The liquidation sweep as a journaled timer command at `ts_ns`."""
         row = self.engine.encode([Liquidate(ts_ns=ts_ns)])

@@ -296,3 +296,16 @@ def test_a_journal_cut_anywhere_keeps_a_prefix_of_whole_records_or_refuses(tmp_p
         except (JournalCorrupt, JournalEmpty):
             continue  # a cut inside the file header: refused, never read as a different history
         assert rows.shape[0] % 3 == 0 and np.array_equal(rows, stream[:rows.shape[0]])
+
+
+def test_with_interval_fsync_only_what_is_synced_may_be_acknowledged(tmp_path, stream):
+    live = JournaledEngine.open(tmp_path / "j.bin", markets=MARKETS, fsync="always")
+    live.submit_rows(stream[:100], auto_liquidate=False)
+    assert live.durable_seq == live.engine.seq == 100
+    live.close()
+    lagging = JournaledEngine.open(tmp_path / "j.bin", markets=MARKETS, fsync="interval")
+    lagging.journal.fsync_interval_ns = 3_600 * 10**9  # an hour: no fsync happens by itself here
+    lagging.submit_rows(stream[100:200], auto_liquidate=False)
+    assert lagging.engine.seq == 200 and lagging.durable_seq == 100
+    assert lagging.sync() == 200
+    lagging.close()
