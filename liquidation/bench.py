@@ -22,6 +22,7 @@ from perp.engine import Engine
 from perp.markets import load_markets
 
 T0 = 1_767_225_600_000_000_000
+FIRST_TRADER = 16  # accounts 0-15 are reserved for the insurance funds
 
 
 def build(accounts: int, seed: int, fund_usd: int) -> Engine:
@@ -29,14 +30,14 @@ def build(accounts: int, seed: int, fund_usd: int) -> Engine:
     # a million accounts of up to 2,000 lots is ~550M lots of open interest: lift the launch cap
     base = load_markets()
     markets = msgspec.structs.replace(base, market=[msgspec.structs.replace(base.market[0], open_interest_cap_lots=0)])
-    eng = Engine(markets, account_capacity=accounts + 2, order_capacity=1 << 12)
+    eng = Engine(markets, account_capacity=accounts + FIRST_TRADER + 2, order_capacity=1 << 12)
     index = 21_432
     eng.submit([SetIndex(ts_ns=T0, market="H100-PERP", price="2.1432")])
     st = eng.state
     k = int(st.spec[0, L.S_MICRO_PER_TICK_LOT])
     n = accounts - accounts % 2
     lots = rng.integers(200, 2001, n // 2)
-    longs = np.arange(1, n + 1, 2)
+    longs = np.arange(FIRST_TRADER, FIRST_TRADER + n, 2)
     shorts = longs + 1
     st.position_lots[longs, 0] = lots
     st.position_lots[shorts, 0] = -lots
@@ -53,13 +54,13 @@ def build(accounts: int, seed: int, fund_usd: int) -> Engine:
     st.collateral_micro[L.FUND_ACCOUNT] = fund_usd * 1_000_000
     st.mkt[0, L.M_INSURANCE_FLOOR_MICRO] = fund_usd * 1_000_000  # the fund may not lose: losses go to ADL
     st.mkt[0, L.M_OPEN_INTEREST] = int(lots.sum())
-    st.g[L.G_ACCOUNT_HWM] = n + 1
+    st.g[L.G_ACCOUNT_HWM] = FIRST_TRADER + n
     st.g[L.G_DEPOSITS_MICRO] = int(st.collateral_micro.sum())
     # the gap: the index drops 8%; a market maker (the last account) bids under it
-    maker = n + 1
+    maker = FIRST_TRADER + n
     st.collateral_micro[maker] = 10**13
     st.g[L.G_DEPOSITS_MICRO] += 10**13
-    st.g[L.G_ACCOUNT_HWM] = n + 2
+    st.g[L.G_ACCOUNT_HWM] = FIRST_TRADER + n + 1
     new_index = index * 85 // 100
     eng.submit([SetIndex(ts_ns=T0 + 1, market="H100-PERP", price=f"{new_index / 10_000:.4f}")])
     eng.submit([Place(ts_ns=T0 + 2, account=maker, market="H100-PERP", side="buy", size_lots=5_000,

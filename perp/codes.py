@@ -69,6 +69,11 @@ class ResultCode(IntEnum):
     JOURNAL_TORN_TAIL = 5002
     SNAPSHOT_MISMATCH = 5003
     BAD_COMMAND_FORMAT = 5004
+    # durable history (journal and snapshots, issue 11): 5010-5039
+    JOURNAL_EMPTY = 5010  # a zero-length journal, or none where one is expected (next to a snapshot)
+    JOURNAL_HEADER_MISMATCH = 5011  # another schema version or markets config than the engine's
+    SNAPSHOT_CORRUPT = 5012  # bad magic, framing or checksum
+    SNAPSHOT_HASH_MISMATCH = 5013  # the restored state does not hash to the hash stored with it
 
 
 def describe(code: int) -> str:

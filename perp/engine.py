@@ -11,7 +11,7 @@ the same `state_hash()`, whatever the batch sizes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -93,8 +93,18 @@ class Engine:
     def submit_rows(self, cmds: np.ndarray, batch: int = 4096, kernel_ns: list[int] | None = None) -> np.ndarray:
         """Process command rows; returns all event rows (a copy). With `kernel_ns`, the time spent in
         the kernel for each batch is appended to it (capacity growth and event copies excluded)."""
-        cmds = np.ascontiguousarray(cmds, dtype=np.int64)
         out: list[np.ndarray] = []
+        self.stream_rows(cmds, lambda ev: out.append(ev.copy()), batch, kernel_ns)
+        if not out:
+            return new_event_buffer(0)
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    def stream_rows(self, cmds: np.ndarray, on_events: Callable[[np.ndarray], object], batch: int = 4096,
+                    kernel_ns: list[int] | None = None) -> None:
+        """Process command rows, handing each kernel call's events to `on_events` as a view of the
+        engine's event buffer: valid only until `on_events` returns (copy what you keep). No copy
+        is made otherwise -- the publisher's path."""
+        cmds = np.ascontiguousarray(cmds, dtype=np.int64)
         for start in range(0, cmds.shape[0], batch):
             chunk = cmds[start:start + batch]
             self._ensure_capacity(chunk)
@@ -105,7 +115,7 @@ class Engine:
                 k, n = process_batch(self.state, chunk[done:], self._ev, 0)
                 spent += time.perf_counter_ns() - t0
                 if n:
-                    out.append(self._ev[:n].copy())
+                    on_events(self._ev[:n])
                 done += k
                 if k == 0:
                     need = int(self.state.g[L.G_NEED_EVENTS])
@@ -115,9 +125,6 @@ class Engine:
                     self._ev = new_event_buffer(rows)
             if kernel_ns is not None:
                 kernel_ns.append(spent)
-        if not out:
-            return new_event_buffer(0)
-        return np.concatenate(out)
 
     def submit(self, commands: Iterable[Command]) -> list[Event]:
         rows = self.encode(commands)

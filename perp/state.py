@@ -34,11 +34,16 @@ slot numbers, so a snapshot restored into other capacities hashes the same.
 from __future__ import annotations
 
 import hashlib
+import os
+import struct
 from collections import namedtuple
+from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from perp import layout as L
+from perp.codes import ResultCode
 
 STATE_FIELDS = ("orders", "levels", "accounts", "position_lots", "maps", "mkt", "spec", "g",
                 "collateral_micro", "cost_basis_micro", "acct_mkt", "tiers", "adl_scratch", "mkt_undo")
@@ -175,16 +180,140 @@ def state_hash(st: EngineState, include_clock: bool = True) -> str:
     return h.hexdigest()
 
 
-def save_snapshot(st: EngineState, path, meta: dict[str, str] | None = None) -> None:
-    """Write every array plus metadata (`.npz`); the snapshot's sequence number is `g[G_SEQ]`."""
-    arrays = {name: getattr(st, name) for name in STATE_FIELDS}
-    meta_arr = {f"meta_{k}": np.array(v) for k, v in (meta or {}).items()}
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays, **meta_arr)
+# ---- snapshots -----------------------------------------------------------------------------------
+#
+# File layout: b"PERPSNP2", [u32 meta length], meta (msgpack `SnapshotMeta`), every array's raw
+# little-endian bytes in `meta.arrays` order, then a 32-byte blake2b digest of everything before it.
+# Written to a temporary file in the same directory, fsynced, renamed over the target, and the
+# directory fsynced: a crash at any point leaves either the old snapshot or the new one, whole.
+# Loading verifies the digest (SNAPSHOT_CORRUPT, 5012) and then recomputes the state hash and
+# compares it with the one stored at save time (SNAPSHOT_HASH_MISMATCH, 5013).
+
+SNAPSHOT_MAGIC = b"PERPSNP2"
+SNAPSHOT_SCHEMA = 2
+_DIGEST_BYTES = 32
+
+
+class SnapshotArray(msgspec.Struct, frozen=True, array_like=True):
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class SnapshotMeta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    schema_version: int
+    seq: int  # g[G_SEQ]: the last command the state includes
+    state_hash: str  # state_hash(st) at save time
+    arrays: tuple[SnapshotArray, ...]
+    extra: dict[str, str]  # the caller's metadata: markets config, journal id, ...
+
+
+class SnapshotError(Exception):
+    """A snapshot that must not be used; `code` says why."""
+
+    code: ResultCode = ResultCode.SNAPSHOT_CORRUPT
+
+    def __init__(self, message: str):
+        super().__init__(f"{self.code.name} ({int(self.code)}): {message}")
+
+
+class SnapshotCorrupt(SnapshotError):
+    code = ResultCode.SNAPSHOT_CORRUPT
+
+
+class SnapshotHashMismatch(SnapshotError):
+    code = ResultCode.SNAPSHOT_HASH_MISMATCH
+
+
+class SnapshotMismatch(SnapshotError):
+    """A valid snapshot that does not belong to the journal it is recovered with (code 5003)."""
+
+    code = ResultCode.SNAPSHOT_MISMATCH
+
+
+def save_snapshot(st: EngineState, path, meta: dict[str, str] | None = None) -> str:
+    """Write every array plus `meta` atomically (temp file, fsync, rename, directory fsync); the
+    snapshot's sequence number is `g[G_SEQ]`. Returns the state hash stored with it."""
+    path = Path(path)
+    digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    arrays = [np.ascontiguousarray(getattr(st, name), dtype="<i8") for name in STATE_FIELDS]
+    h = state_hash(st)
+    head = msgspec.msgpack.encode(SnapshotMeta(
+        SNAPSHOT_SCHEMA, int(st.g[L.G_SEQ]), h,
+        tuple(SnapshotArray(n, "<i8", tuple(int(d) for d in a.shape)) for n, a in zip(STATE_FIELDS, arrays)),
+        dict(meta or {})))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            chunks = (SNAPSHOT_MAGIC, struct.pack("<I", len(head)), head, *(memoryview(a).cast("B") for a in arrays))
+            for chunk in chunks:
+                digest.update(chunk)
+                fh.write(chunk)
+            fh.write(digest.digest())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a writer killed mid-write (one writer per path)
+        stale.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return h
+
+
+def read_snapshot_meta(path) -> SnapshotMeta:
+    """The verified metadata of a snapshot (checksum checked over the whole file)."""
+    return _read_snapshot(Path(path))[0]
+
+
+def _read_snapshot(path: Path) -> tuple[SnapshotMeta, memoryview]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SnapshotCorrupt(f"{path}: no such snapshot") from None
+    view = memoryview(data)
+    if len(data) < len(SNAPSHOT_MAGIC) + 4 + _DIGEST_BYTES or data[: len(SNAPSHOT_MAGIC)] != SNAPSHOT_MAGIC:
+        raise SnapshotCorrupt(f"{path}: not a snapshot (bad magic or cut short, {len(data)} bytes)")
+    body = view[:-_DIGEST_BYTES]
+    if hashlib.blake2b(body, digest_size=_DIGEST_BYTES).digest() != data[-_DIGEST_BYTES:]:
+        raise SnapshotCorrupt(f"{path}: checksum mismatch (the file is damaged)")
+    (n_head,) = struct.unpack_from("<I", data, len(SNAPSHOT_MAGIC))
+    start = len(SNAPSHOT_MAGIC) + 4
+    try:
+        meta = msgspec.msgpack.decode(body[start:start + n_head], type=SnapshotMeta)
+    except msgspec.DecodeError as exc:
+        raise SnapshotCorrupt(f"{path}: undecodable metadata: {exc}") from None
+    if meta.schema_version != SNAPSHOT_SCHEMA:
+        raise SnapshotCorrupt(f"{path}: snapshot schema {meta.schema_version}, this engine reads {SNAPSHOT_SCHEMA}")
+    return meta, body[start + n_head:]
 
 
 def load_snapshot(path) -> tuple[EngineState, dict[str, str]]:
-    with np.load(path, allow_pickle=False) as data:
-        st = EngineState(*(np.array(data[name]) for name in STATE_FIELDS))
-        meta = {k[5:]: str(data[k]) for k in data.files if k.startswith("meta_")}
-    return st, meta
+    """The state and the caller's metadata (plus `seq` and `state_hash`), both verified: raises
+    `SnapshotCorrupt` (5012) or `SnapshotHashMismatch` (5013); never returns a state that differs
+    from the one saved."""
+    path = Path(path)
+    meta, blob = _read_snapshot(path)
+    if tuple(a.name for a in meta.arrays) != STATE_FIELDS:
+        raise SnapshotCorrupt(f"{path}: arrays {[a.name for a in meta.arrays]}, expected {list(STATE_FIELDS)}")
+    out = []
+    pos = 0
+    for a in meta.arrays:
+        n = 8 * int(np.prod(a.shape, dtype=np.int64))
+        if a.dtype != "<i8" or pos + n > len(blob):
+            raise SnapshotCorrupt(f"{path}: array {a.name} does not fit the file")
+        out.append(np.frombuffer(blob[pos:pos + n], dtype="<i8").reshape(a.shape).astype(np.int64, copy=True))
+        pos += n
+    if pos != len(blob):
+        raise SnapshotCorrupt(f"{path}: {len(blob) - pos} bytes after the last array")
+    st = EngineState(*out)
+    h = state_hash(st)
+    if h != meta.state_hash:
+        raise SnapshotHashMismatch(f"{path}: the restored state hashes to {h}, "
+                                   f"the snapshot was saved at {meta.state_hash}")
+    return st, dict(meta.extra) | {"seq": str(meta.seq), "state_hash": meta.state_hash}

@@ -1,9 +1,15 @@
 """A short, seeded trading session on the real H100 index path, as documented engine commands.
 
 The oracle turns the GPU Markets daily fixes (CC BY 4.0, gpumarkets.dev) into an hourly anchor; each
-hour the session sets the index, a market maker (account 1) requotes a ladder around it, and a few
-takers (accounts 10-19) trade against it with market and IOC orders. One trader also sends an order
-outside the price band, which the engine rejects. Deterministic for a given seed.
+hour the session sets the index, a market maker (account 100) requotes a ladder around its fair
+value -- the anchor plus a lean of up to 16 ticks (0.07%) that wanders from hour to hour; when it
+is deeper than the impact depth the book's premium over the index, and so funding, is not zero -- and a few takers (accounts 101-110) trade
+against it with market and IOC orders. A leveraged trader (account 111) opens a long at about 4.5x
+in the first hour and holds it: over a long enough stretch of the real path (the index fell about
+30% over the 180 days) it is liquidated; over the default week it is not. One trader also sends an
+order outside the price band, which the engine rejects. Deterministic for a given seed.
+
+Accounts below 16 are reserved for the insurance funds (docs/liquidation.md): the session uses none.
 
 This module only writes commands; it re-implements no engine rule.
 """
@@ -19,11 +25,15 @@ from oracle.anchor import AnchorConfig
 from oracle.readers import read_csv_fixes
 from oracle.replay import replay_records
 from perp.commands import Cancel, CancelAll, Command, Deposit, Liquidate, Place, SetIndex
-from perp.markets import MarketSpec, ticks_to_price
+from perp.markets import MarketSpec, micro_per_tick_lot, ticks_to_price
 
 HOUR_NS = 3_600_000_000_000
-MAKER = 1
-TAKERS = range(10, 20)
+MAKER = 100
+TAKERS = range(101, 111)
+LEVERAGED = 111
+LEVERAGED_DEPOSIT_MICRO = 1_200_000_000  # $1,200
+LEVERAGED_X10 = 45  # opens 4.5x its deposit of notional at the first hour's anchor
+MAX_LEAN_TICKS = 16  # beyond the impact depth (~10 ticks) the premium, and so funding, is not zero
 
 
 def anchor_path(csv_path: Path, spec: MarketSpec, days: int,
@@ -48,22 +58,31 @@ def build_session(spec: MarketSpec, path: list[tuple[int, int, bool]], seed: int
     start = path[0][0]
     out.append(Deposit(ts_ns=start, account=MAKER, amount_micro=2_000_000_000_000))  # $2M
     out.extend(Deposit(ts_ns=start, account=a, amount_micro=50_000_000_000) for a in TAKERS)  # $50k each
+    out.append(Deposit(ts_ns=start, account=LEVERAGED, amount_micro=LEVERAGED_DEPOSIT_MICRO))
+    lean = 0
     for hour, (ts, anchor, frozen) in enumerate(path):
         out.append(SetIndex(ts_ns=ts, market=sym, price=px(anchor), funding_frozen=frozen))
         out.append(Liquidate(ts_ns=ts))  # what the sequencer does after every index move
         t = ts + 1_000_000_000
         out.append(CancelAll(ts_ns=t, account=MAKER, market=sym))
-        # the maker leans its quotes against its inventory-free fair value: the anchor
+        # the maker quotes a ladder around its fair value: the anchor plus a lean that wanders
+        lean = max(-MAX_LEAN_TICKS, min(MAX_LEAN_TICKS, lean + rng.choice((-2, 0, 2))))
+        fair = anchor + lean
         for level in range(1, 6):
             spread = 5 * level
             t += 1_000_000
             clid += 1
-            out.append(Place(ts_ns=t, account=MAKER, market=sym, side="buy", price=px(anchor - spread),
+            out.append(Place(ts_ns=t, account=MAKER, market=sym, side="buy", price=px(fair - spread),
                              size_lots=200 * level, client_order_id=clid, tif="post_only"))
             t += 1_000_000
             clid += 1
-            out.append(Place(ts_ns=t, account=MAKER, market=sym, side="sell", price=px(anchor + spread),
+            out.append(Place(ts_ns=t, account=MAKER, market=sym, side="sell", price=px(fair + spread),
                              size_lots=200 * level, client_order_id=clid, tif="post_only"))
+        if hour == 0:
+            t += 1_000_000
+            lots = LEVERAGED_DEPOSIT_MICRO * LEVERAGED_X10 // (10 * anchor * micro_per_tick_lot(spec))
+            out.append(Place(ts_ns=t, account=LEVERAGED, market=sym, side="buy", order_type="market",
+                             size_lots=lots))
         for _ in range(rng.randint(3, 8)):
             t += rng.randint(1, 300) * 1_000_000_000
             taker = rng.choice(TAKERS)

@@ -69,8 +69,11 @@ def test_config_show_prints_the_effective_market_config():
     assert cfg["symbol"] == "H100-PERP" and cfg["micro_per_tick_lot"] == 100
 
 
-def test_demo_replays_the_shipped_session_when_the_index_data_is_absent(tmp_path):
-    result = CliRunner().invoke(main, ["demo", "--csv", str(tmp_path / "missing.csv"), "--out", str(tmp_path)])
+def test_demo_replays_the_shipped_session_when_the_index_data_is_absent(tmp_path, monkeypatch):
+    import oracle.readers
+
+    monkeypatch.setattr(oracle.readers, "default_csv_path", lambda: tmp_path / "missing.csv")
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "shipped example session" in result.output and "money conserved to the micro-dollar: True" in result.output
 

@@ -8,11 +8,12 @@ import pytest
 
 from perp.bench import make_stream
 from perp.engine import Engine
-from perp.journal import MAGIC, Journal, JournalCorrupt, read_journal
+from perp.journal import Journal, JournalCorrupt, read_rows, scan
 from perp.markets import load_markets
-from perp.sequencer import JournaledEngine, recover
+from perp.sequencer import JournaledEngine, engine_config_hash, recover
 
 MARKETS = load_markets()
+CONFIG = engine_config_hash(Engine(MARKETS))
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,10 @@ def test_snapshot_plus_journal_tail_recovers_the_same_state(tmp_path, stream):
     path = tmp_path / "j.bin"
     live = JournaledEngine.open(path, markets=MARKETS, fsync="never")
     live.submit_rows(stream[:2500])
-    live.engine.snapshot(tmp_path / "snap.npz")
+    live.snapshot(tmp_path / "snap.snap")
     live.submit_rows(stream[2500:])
     live.close()
-    restored = recover(path, snapshot=tmp_path / "snap.npz")
+    restored = recover(path, snapshot=tmp_path / "snap.snap")
     assert restored.seq == live.engine.seq >= len(stream)  # plus the sweeps the sequencer added
     assert restored.state_hash() == live.engine.state_hash()
 
@@ -58,53 +59,56 @@ def test_snapshot_restored_into_other_capacities_hashes_the_same(tmp_path, strea
 
 def test_a_torn_last_record_is_recovered_up_to_the_last_whole_record_and_reported(tmp_path, stream):
     path = tmp_path / "j.bin"
-    with Journal(path) as j:
+    with Journal(path, config=CONFIG) as j:
         j.append(stream[:1000])
         j.append(stream[1000:2000])
     whole = path.stat().st_size
     with open(path, "ab") as fh:  # a crash in the middle of writing the third record
-        fh.write(b"\x10\x27\x00\x00\xde\xad")
-    result = read_journal(path)
-    assert len(result.records) == 2
+        fh.write(b"PJR2\x10\x27")
+    result = scan(path)
+    assert result.records == 2
     assert result.torn is not None and result.torn.offset == whole and result.torn.dropped_bytes == 6
     assert recover(path, markets=MARKETS).state_hash() == _run(stream[:2000])
-    # reopening for append truncates the tail and continues the sequence
+    # reopening for append cuts the proven torn tail (kept aside, decision logged) and continues
     j = Journal(path)
     assert j.torn is not None and j.next_seq == 2001 and path.stat().st_size == whole
+    assert (tmp_path / f"j.bin.torn-{whole}").read_bytes() == b"PJR2\x10\x27"
+    assert "cut_torn_tail" in (tmp_path / "j.bin.repairs.jsonl").read_text()
     j.append(stream[2000:3000])
     j.close()
-    assert read_journal(path).torn is None
+    assert scan(path).torn is None
     assert recover(path, markets=MARKETS).state_hash() == _run(stream[:3000])
 
 
 def test_a_record_cut_inside_its_payload_counts_as_torn(tmp_path, stream):
     path = tmp_path / "j.bin"
-    with Journal(path) as j:
+    with Journal(path, config=CONFIG) as j:
         j.append(stream[:100])
         j.append(stream[100:200])
     data = path.read_bytes()
     path.write_bytes(data[:-5])
-    result = read_journal(path)
-    assert len(result.records) == 1 and result.torn is not None
+    result = scan(path)
+    assert result.records == 1 and result.torn is not None
 
 
 def test_damage_in_the_middle_of_the_journal_is_an_error(tmp_path, stream):
     path = tmp_path / "j.bin"
-    with Journal(path) as j:
+    with Journal(path, config=CONFIG) as j:
+        first_record_at = path.stat().st_size
         j.append(stream[:100])
         j.append(stream[100:200])
     data = bytearray(path.read_bytes())
-    data[len(MAGIC) + 20] ^= 0xFF  # flip a byte inside the first record's payload
+    data[first_record_at + 40] ^= 0xFF  # flip a byte inside the first record's payload
     path.write_bytes(bytes(data))
     with pytest.raises(JournalCorrupt, match="checksum"):
-        read_journal(path)
+        scan(path)
 
 
 def test_a_file_that_is_not_a_journal_is_refused(tmp_path):
     path = tmp_path / "x.bin"
     path.write_bytes(b"hello world, not a journal")
     with pytest.raises(JournalCorrupt, match="magic"):
-        read_journal(path)
+        scan(path)
 
 
 def test_every_acknowledged_batch_is_in_the_journal_before_the_engine_sees_it(tmp_path, stream):
@@ -112,7 +116,7 @@ def test_every_acknowledged_batch_is_in_the_journal_before_the_engine_sees_it(tm
     live = JournaledEngine.open(path, markets=MARKETS)
     live.submit_rows(stream[:300], auto_liquidate=False)
     # no close: a crash right after the acknowledgement still finds the batch on disk
-    assert sum(len(r.rows) // 96 for r in read_journal(path).records) == 300
+    assert read_rows(path).shape[0] == 300
     live.close()
 
 
