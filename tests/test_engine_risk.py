@@ -209,6 +209,25 @@ def test_hourly_funding_on_a_hand_computed_table():
     assert_money_conserved(e)
 
 
+def test_a_markets_first_partial_hour_pays_only_for_its_samples():
+    # issue 9, rule 4: the market's first command is at 00:58, so the hour ending at 01:00 has two
+    # premium samples (00:59, 01:00) of the 60 a full hour has: rate = 500,000 x 2 // 60 = 16,666 ppb
+    t = T0 + 58 * 60 * SECOND
+    e = Engine()
+    e.submit([SetIndex(ts_ns=t, market=M, price="2.1432"),
+              Deposit(ts_ns=t, account=101, amount_micro=10**11), Deposit(ts_ns=t, account=102, amount_micro=10**11)])
+    e.submit([Place(ts_ns=t + 1, account=101, market=M, side="buy", price="2.1500", size_lots=1000),
+              Place(ts_ns=t + 1, account=101, market=M, side="sell", price="2.1600", size_lots=1000),
+              Place(ts_ns=t + 2, account=102, market=M, side="buy", order_type="market", size_lots=7)])
+    c2 = e.account(102).collateral_micro
+    events = e.submit([Deposit(ts_ns=T0 + 3600 * SECOND, account=109, amount_micro=1)])
+    (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
+    assert (f.samples, f.rate_ppb) == (2, 500_000 * 2 // 60) == (2, 16_666)
+    # the long pays 7 x 21,432 x 100 x 16,666 / 1e9 = 250.03 -> 251 (ceiling), not a full hour's 7,502
+    assert f.paid_micro == 251 and e.account(102).collateral_micro == c2 - 251
+    assert_money_conserved(e)
+
+
 def test_funding_is_zero_while_the_oracle_freezes_it():
     e, events, (c1, c2, _) = _funding_setup(frozen=True)
     (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
