@@ -285,3 +285,34 @@ def test_funding_in_the_engine_pays_what_the_sweep_computes():
                               scratch.copy(), scratch.copy(), out, scratch.copy())
     np.testing.assert_array_equal(out, st.acct_mkt[:hwm, 0, L.AM_FUNDING_MICRO])
     assert remainder == f.remainder_micro
+
+
+def test_set_index_carries_the_oracles_gates_into_the_engine_and_its_event(ts):
+    # issue 9, rule 9: the gates ride on SetIndex, are stored per market and come back on IndexSet
+    import msgspec
+
+    from perp import layout as L
+    from perp.codes import ResultCode
+    from perp.commands import Command
+    from perp.events import IndexSet
+
+    cmd = msgspec.json.decode(
+        b'{"type":"set_index","ts_ns":%d,"market":"H100-PERP","price":"2.1432","reduce_only":true,'
+        b'"leverage_scale_ppm":500000,"order_band_frozen":true,"fix_price":"2.2000","validity":"stale",'
+        b'"margin_on_worse_of_anchor_and_fix":true,"liquidations_throttled":true}' % T0, type=Command)
+    e = Engine()
+    (ev, *_) = e.submit([cmd])
+    assert isinstance(ev, IndexSet)
+    bits = L.GATE_REDUCE_ONLY | L.GATE_BAND_FROZEN | L.GATE_MARGIN_WORSE_OF | L.GATE_LIQ_THROTTLED
+    assert (ev.gates, ev.leverage_scale_ppm, ev.fix_price_ticks, ev.validity, ev.funding_frozen) == (
+        bits, 500_000, 22_000, "stale", False)
+    mkt = e.state.mkt[0]
+    assert (mkt[L.M_ORACLE_GATES], mkt[L.M_LEVERAGE_SCALE_PPM], mkt[L.M_FIX_TICKS]) == (bits, 500_000, 22_000)
+    # the reduce-only gate applies to the next order
+    e.submit([Deposit(ts_ns=ts(), account=101, amount_micro=10**10)])
+    (r,) = e.submit([buy(ts, 101, 1, "2.1000")])
+    assert isinstance(r, Rejected) and r.code == ResultCode.ORACLE_REDUCE_ONLY
+    # a fresh anchor with no gates lifts them
+    e.submit([SetIndex(ts_ns=ts(), market=M, price="2.1432")])
+    assert e.state.mkt[0, L.M_ORACLE_GATES] == 0 and e.state.mkt[0, L.M_LEVERAGE_SCALE_PPM] == 1_000_000
+    assert not isinstance(e.submit([buy(ts, 101, 1, "2.1000")])[0], Rejected)
