@@ -316,3 +316,46 @@ def test_set_index_carries_the_oracles_gates_into_the_engine_and_its_event(ts):
     e.submit([SetIndex(ts_ns=ts(), market=M, price="2.1432")])
     assert e.state.mkt[0, L.M_ORACLE_GATES] == 0 and e.state.mkt[0, L.M_LEVERAGE_SCALE_PPM] == 1_000_000
     assert not isinstance(e.submit([buy(ts, 101, 1, "2.1000")])[0], Rejected)
+
+
+def test_a_command_far_ahead_is_rejected_and_a_clock_gap_pays_no_missed_hours():
+    # issue 9, rule 2: the clock may move at most max_clock_step_s (1 h) past the next funding hour
+    from perp.codes import ResultCode
+    from perp.commands import ClockGap
+    from perp.events import ClockGapCrossed
+
+    day = 24 * 3600 * SECOND
+    e, _, _ = _funding_setup()  # the clock is at 01:00; the next funding hour is 02:00
+    clock = int(e.state.g[2])  # G_LAST_TS
+    c2 = e.account(102).collateral_micro
+    before = e.state_hash(include_clock=False)
+    (r,) = e.submit([Deposit(ts_ns=T0 + 30 * day, account=102, amount_micro=1)])
+    assert isinstance(r, Rejected) and r.code == ResultCode.TIMESTAMP_TOO_FAR_AHEAD
+    assert int(e.state.g[2]) == clock and e.state_hash(include_clock=False) == before
+    # one nanosecond past 03:00 (= 02:00 + max_clock_step_s) is past the bound too
+    (r,) = e.submit([Deposit(ts_ns=T0 + 3 * 3600 * SECOND + 1, account=102, amount_micro=1)])
+    assert isinstance(r, Rejected) and r.code == ResultCode.TIMESTAMP_TOO_FAR_AHEAD
+    assert int(e.state.g[2]) == clock and e.state_hash(include_clock=False) == before
+    # a command inside the bound whose clock advance settles 02:00 but that is then rejected: the
+    # hour's funding is undone with the advance (only the sequence number moves)
+    (r,) = e.submit([Withdraw(ts_ns=T0 + 2 * 3600 * SECOND + 1, account=102, amount_micro=10**15)])
+    assert isinstance(r, Rejected) and r.code == RiskCode.WITHDRAWAL_BELOW_INITIAL_MARGIN
+    assert int(e.state.g[2]) == clock and e.state_hash(include_clock=False) == before
+    assert e.account(102).collateral_micro == c2
+    # the same advance under an accepted command pays the hour 01:00-02:00 (60 samples)
+    events = e.submit([Deposit(ts_ns=T0 + 2 * 3600 * SECOND + 1, account=109, amount_micro=1)])
+    (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
+    assert f.paid_micro == 7_502 and e.account(102).collateral_micro == c2 - 7_502
+    c2 -= 7_502
+    # the operator crosses the gap: the hour in progress (02:00-03:00) had no sample yet and pays
+    # nothing, nor do the 717 hours skipped
+    events = e.submit([ClockGap(ts_ns=T0 + 30 * day)])
+    (gap,) = [ev for ev in events if isinstance(ev, ClockGapCrossed)]
+    assert gap.skipped_funding_hours == (30 * day - 3 * 3600 * SECOND) // (3600 * SECOND) == 717
+    assert sum(f.paid_micro for f in events if isinstance(f, FundingPaid)) == 0
+    assert e.account(102).collateral_micro == c2
+    # the first hour after the gap is a full one again: 60 samples, 7 lots pay 7,502 as before
+    events = e.submit([Deposit(ts_ns=T0 + 30 * day + 3600 * SECOND, account=109, amount_micro=1)])
+    (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
+    assert (f.samples, f.rate_ppb, f.paid_micro) == (60, 500_000, 7_502)
+    assert_money_conserved(e)
