@@ -7,7 +7,14 @@ taker fee leaves $898). Account 0 is the insurance fund, topped up by the operat
 
 from __future__ import annotations
 
-from perp.commands import Deposit, FundDeposit, Liquidate, Place, SetIndex, SetInsuranceFloor
+from perp.commands import (
+    Deposit,
+    FundDeposit,
+    Liquidate,
+    Place,
+    SetIndex,
+    SetInsuranceFloor,
+)
 from perp.engine import Engine
 from perp.events import Fill, LiquidationStep
 from tests.helpers import SECOND, T0, assert_money_conserved
