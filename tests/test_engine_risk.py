@@ -359,3 +359,19 @@ def test_a_command_far_ahead_is_rejected_and_a_clock_gap_pays_no_missed_hours():
     (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
     assert (f.samples, f.rate_ppb, f.paid_micro) == (60, 500_000, 7_502)
     assert_money_conserved(e)
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug: an explicit SetIndex leverage_scale_ppm=0 is encoded as C_SIZE=0, "
+                   "which perp/kernel.py:_set_index reads as 'absent' and stores as 1x (fails open)")
+def test_an_explicit_zero_leverage_scale_is_not_read_as_1x():
+    from perp import layout as L
+    from perp.commands import CommandFormatError
+
+    e = Engine()
+    e.submit([SetIndex(ts_ns=T0, market=M, price="2.1432", leverage_scale_ppm=500_000)])
+    try:
+        events = e.submit([SetIndex(ts_ns=T0 + 1, market=M, price="2.1432", leverage_scale_ppm=0)])
+    except CommandFormatError:
+        return  # refused at the edge: fine
+    # a scale of 0 is not "no scale": the command is refused and the 0.5x scale stays
+    assert isinstance(events[0], Rejected) and e.state.mkt[0, L.M_LEVERAGE_SCALE_PPM] == 500_000
