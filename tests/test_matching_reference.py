@@ -141,6 +141,7 @@ def _check_book_invariants(eng: Engine) -> None:
                     o = st_.orders[slot]
                     assert o[L.O_LIVE] == 1 and o[L.O_PREV] == prev
                     assert o[L.O_PRICE] == lo + li and o[L.O_SIDE] == side and o[L.O_REM] > 0
+                    assert o[L.O_ACCOUNT] >= min(TRADERS)  # never a reserved venue account (issue 9)
                     total += int(o[L.O_REM])
                     count += 1
                     prev = slot
