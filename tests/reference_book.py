@@ -13,6 +13,7 @@ from perp import layout as L
 from perp.codes import ResultCode as R
 
 MICRO = 1_000_000
+RESERVED_ACCOUNTS = 16  # venue accounts (insurance funds): never a trader command's actor (issue 9)
 
 
 @dataclass
@@ -126,9 +127,7 @@ class ReferenceEngine:
         index = self.index[m]
         if index <= 0:
             new = 0
-        elif self.best(m, L.BUY) is None or self.best(m, L.SELL) is None:
-            new = index
-        else:
+        else:  # a one-sided book never snaps to the index: its samples are 0, the EMA decays (issue 9)
             basis = (self.ema[m] + MICRO // 2) // MICRO
             band = index * self.spec[m][L.S_MARK_BAND_BPS] // 10_000
             new = max(1, index + max(-band, min(band, basis)))
@@ -163,18 +162,30 @@ class ReferenceEngine:
         seq, ts = self.seq, c[L.C_TS]
         if ts < self.last_ts:
             return self.reject(c, seq, R.TIMESTAMP_REGRESSION)
+        # a rejected command never moves the clock (issue 9): its clock advance is undone
+        saved = (self.last_ts, list(self.next_sample), list(self.ema), list(self.mark))
+        n0 = len(self.events)
         self.last_ts = ts
         self.advance(ts, seq)
+        n1 = len(self.events)
         kind = c[L.C_KIND]
         handler = {L.CK_PLACE: self.place, L.CK_CANCEL: self.cancel, L.CK_CANCEL_ALL: self.cancel_all,
                    L.CK_AMEND: self.amend, L.CK_SET_INDEX: self.set_index,
                    L.CK_SET_STATUS: self.set_status, L.CK_DEPOSIT: self.deposit}.get(kind)
         if handler is None:
-            return self.reject(c, seq, R.UNKNOWN_COMMAND)
-        handler(c, seq, ts)
+            self.reject(c, seq, R.UNKNOWN_COMMAND)
+        else:
+            handler(c, seq, ts)
+        if len(self.events) == n1 + 1 and self.events[n1][0] == L.EV_REJECTED:
+            self.last_ts, self.next_sample, self.ema, self.mark = saved
+            del self.events[n0:n1]
 
     def valid_account(self, a):
         return 0 <= a <= L.MAX_ACCOUNT_ID
+
+    @staticmethod
+    def reserved(a):
+        return 0 <= a < RESERVED_ACCOUNTS
 
     def place(self, c, seq, ts):
         m, a, side, otype, tif = c[L.C_MARKET], c[L.C_ACCOUNT], c[L.C_SIDE], c[L.C_TYPE], c[L.C_TIF]
@@ -184,6 +195,8 @@ class ReferenceEngine:
         sp = self.spec[m]
         if not self.valid_account(a):
             return self.reject(c, seq, R.UNKNOWN_ACCOUNT)
+        if self.reserved(a):
+            return self.reject(c, seq, R.RESERVED_ACCOUNT)
         if side not in (L.BUY, L.SELL):
             return self.reject(c, seq, R.INVALID_SIDE)
         if otype not in (L.LIMIT, L.MARKET):
@@ -359,6 +372,8 @@ class ReferenceEngine:
     def cancel(self, c, seq, ts):
         if not self.valid_account(c[L.C_ACCOUNT]):
             return self.reject(c, seq, R.UNKNOWN_ACCOUNT)
+        if self.reserved(c[L.C_ACCOUNT]):
+            return self.reject(c, seq, R.RESERVED_ACCOUNT)
         o = self.find(c)
         if o == "missing":
             return self.reject(c, seq, R.MISSING_ORDER_REFERENCE)
@@ -374,6 +389,8 @@ class ReferenceEngine:
         a, only = c[L.C_ACCOUNT], c[L.C_MARKET]
         if not self.valid_account(a):
             return self.reject(c, seq, R.UNKNOWN_ACCOUNT)
+        if self.reserved(a):
+            return self.reject(c, seq, R.RESERVED_ACCOUNT)
         if not -1 <= only < len(self.spec):
             return self.reject(c, seq, R.UNKNOWN_MARKET)
         count = 0
@@ -392,6 +409,8 @@ class ReferenceEngine:
     def amend(self, c, seq, ts):
         if not self.valid_account(c[L.C_ACCOUNT]):
             return self.reject(c, seq, R.UNKNOWN_ACCOUNT)
+        if self.reserved(c[L.C_ACCOUNT]):
+            return self.reject(c, seq, R.RESERVED_ACCOUNT)
         o = self.find(c)
         if o == "missing":
             return self.reject(c, seq, R.MISSING_ORDER_REFERENCE)
@@ -405,8 +424,11 @@ class ReferenceEngine:
         new_price = c[L.C_PRICE] or o.price
         new_size = c[L.C_SIZE] or o.rem
         st = self.status[m]
-        if st in (L.ST_CANCEL_ONLY, L.ST_HALTED) or (
-                st == L.ST_REDUCE_ONLY and new_size > o.rem and not o.flags & L.FLAG_REDUCE_ONLY):
+        grows, reprices = new_size > o.rem, new_price != o.price
+        # perp/gate.py PERMIT, amend column: halted deny; cancel_only only a smaller size at the same
+        # price; reduce_only no larger size unless the order is reduce-only (issue 9)
+        if st == L.ST_HALTED or (st == L.ST_CANCEL_ONLY and (grows or reprices)) or (
+                st == L.ST_REDUCE_ONLY and grows and not o.flags & L.FLAG_REDUCE_ONLY):
             return self.reject(c, seq, R.MARKET_STATUS_FORBIDS)
         if new_price == o.price and new_size == o.rem:
             return self.reject(c, seq, R.AMEND_NO_CHANGE)
@@ -453,7 +475,9 @@ class ReferenceEngine:
         if not self.spec[m][L.S_MIN_TICK] <= price <= self.spec[m][L.S_MAX_TICK]:
             return self.reject(c, seq, R.PRICE_OUT_OF_RANGE)
         self.index[m] = price
-        self.emit(L.EV_INDEX, seq, ts, m, -1, 0, 0, 0, price, 0, 0, 0, 0, 0)
+        # the oracle's gates ride along (issue 9): validity in E_CLID, leverage scale in E_SIZE (the
+        # streams send none: 1x), the fix in E_REMAINING, gate bits in E_OTHER
+        self.emit(L.EV_INDEX, seq, ts, m, -1, 0, 0, 0, price, 1_000_000, 0, 0, 0, 0)
         self.refresh_mark(m, seq, ts)
 
     def set_status(self, c, seq, ts):
@@ -470,6 +494,10 @@ class ReferenceEngine:
 
     def deposit(self, c, seq, ts):
         # money is not modelled here: the property tests drop ledger events before comparing
+        if not self.valid_account(c[L.C_ACCOUNT]):
+            return self.reject(c, seq, R.UNKNOWN_ACCOUNT)
+        if self.reserved(c[L.C_ACCOUNT]):
+            return self.reject(c, seq, R.RESERVED_ACCOUNT)
         self.emit(L.EV_DEPOSIT, seq, ts, -1, c[L.C_ACCOUNT], 0, 0, 0, 0, c[L.C_SIZE], 0, 0, 0, 0)
 
     # ---- views for invariant checks ----------------------------------------------------------

@@ -13,21 +13,45 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from perp import layout as L
+from perp.codes import ResultCode
+from perp.gate import RESERVED_ACCOUNTS
 from tests.helpers import SECOND, T0, assert_money_conserved, row, small_engine
 
 HOUR = 3600 * SECOND
+TRADERS = (16, 17, 18, 19, 20)  # ids below 16 are venue accounts (issue 9, rule 1); 0 is the fund
+RICH = 21
+IDLE = 999  # never trades: its empty cancel-all only moves the clock
+
+
+def walk(out: list, prev_ts: int, ts: int) -> None:
+    """The clock is bounded (issue 9, rule 2): an empty cancel-all at every funding hour between
+    two commands keeps every command within max_clock_step_s of the next funding hour (as the
+    sequencer's timers do), so a long step still settles each hour it crosses."""
+    b = (prev_ts // HOUR + 1) * HOUR
+    while b < ts:
+        out.append(row(L.CK_CANCEL_ALL, b, account=IDLE, market=-1))
+        b += HOUR
 
 
 @st.composite
 def money_streams(draw):
     ts = T0
     out = [row(L.CK_SET_INDEX, ts, market=0, price=200), row(L.CK_SET_INDEX, ts, market=1, price=160)]
-    out += [row(L.CK_DEPOSIT, ts, account=a, size=draw(st.integers(10**7, 10**9))) for a in range(1, 6)]
+    out += [row(L.CK_DEPOSIT, ts, account=a, size=draw(st.integers(10**7, 10**9))) for a in TRADERS]
     for _ in range(draw(st.integers(5, 60))):
-        ts += draw(st.sampled_from([0, 1, SECOND, 30 * SECOND, 20 * 60 * SECOND, HOUR + 7, 3 * HOUR]))
+        step = draw(st.sampled_from([0, 1, SECOND, 30 * SECOND, 20 * 60 * SECOND, HOUR + 7, 3 * HOUR]))
         kind = draw(st.sampled_from(["dep", "wd", "place", "place", "place", "place", "mkt", "cancel", "lev",
-                                     "index", "frozen", "gap", "liq", "liq", "floor"]))
-        a = draw(st.integers(1, 5))  # account 0 is the insurance fund
+                                     "index", "frozen", "gap", "liq", "liq", "floor", "down", "ahead"]))
+        if kind == "ahead":  # stamped past the clock's bound: rejected (1028), the clock stays
+            out.append(row(L.CK_DEPOSIT, ts + 3 * HOUR, account=draw(st.sampled_from(TRADERS)), size=1))
+            continue
+        if kind == "down":  # the venue was down: the operator crosses the gap (missed hours pay nothing)
+            ts += step + 3 * HOUR
+            out.append(row(L.CK_CLOCK_GAP, ts, flags=L.GAP_NO_FUNDING))
+            continue
+        walk(out, ts, ts + step)
+        ts += step
+        a = draw(st.sampled_from(TRADERS))
         m = draw(st.sampled_from([0, 0, 1]))
         base = 200 if m == 0 else 160
         if kind == "dep":
@@ -63,20 +87,22 @@ def liquidation_streams(draw):
     trading: the waterfall's every step under random paths."""
     ts = T0
     out = [row(L.CK_SET_INDEX, ts, market=0, price=200), row(L.CK_SET_INDEX, ts, market=1, price=160),
-           row(L.CK_DEPOSIT, ts, account=6, size=10**12)]
+           row(L.CK_DEPOSIT, ts, account=RICH, size=10**12)]
     fund = draw(st.sampled_from([0, 10**6, 10**7, 10**9]))
-    if fund:
-        out.append(row(L.CK_DEPOSIT, ts, account=0, size=fund))
-    for a in range(1, 6):
+    if fund:  # the fund is topped up only by the operator (issue 9, rule 1)
+        out.append(row(L.CK_FUND_DEPOSIT, ts, account=0, size=fund))
+    for a in TRADERS:
         out.append(row(L.CK_DEPOSIT, ts, account=a, size=draw(st.integers(3 * 10**6, 3 * 10**7))))
         m = draw(st.sampled_from([0, 0, 1]))
         base = 200 if m == 0 else 160
         side = draw(st.integers(0, 1))
         lots = draw(st.integers(2, 40))
-        out.append(row(L.CK_PLACE, ts, account=6, market=m, side=1 - side, price=base, size=lots))
+        out.append(row(L.CK_PLACE, ts, account=RICH, market=m, side=1 - side, price=base, size=lots))
         out.append(row(L.CK_PLACE, ts, account=a, market=m, side=side, price=base, size=lots, tif=L.IOC))
     for _ in range(draw(st.integers(3, 25))):
-        ts += draw(st.sampled_from([1, SECOND, 31 * SECOND, HOUR]))
+        step = draw(st.sampled_from([1, SECOND, 31 * SECOND, HOUR]))
+        walk(out, ts, ts + step)
+        ts += step
         kind = draw(st.sampled_from(["gap", "gap", "liq", "liq", "liq", "floor", "place", "dep"]))
         m = draw(st.sampled_from([0, 0, 1]))
         base = 200 if m == 0 else 160
@@ -87,9 +113,12 @@ def liquidation_streams(draw):
         elif kind == "floor":
             out.append(row(L.CK_SET_INSURANCE_FLOOR, ts, size=draw(st.sampled_from([0, 10**6, 10**12]))))
         elif kind == "dep":
-            out.append(row(L.CK_DEPOSIT, ts, account=draw(st.integers(0, 5)), size=draw(st.integers(1, 10**7))))
+            a = draw(st.sampled_from((0,) + TRADERS))
+            out.append(row(L.CK_FUND_DEPOSIT if a == 0 else L.CK_DEPOSIT, ts, account=a,
+                           size=draw(st.integers(1, 10**7))))
         else:
-            out.append(row(L.CK_PLACE, ts, account=draw(st.integers(1, 6)), market=m, side=draw(st.integers(0, 1)),
+            out.append(row(L.CK_PLACE, ts, account=draw(st.sampled_from(TRADERS + (RICH,))), market=m,
+                           side=draw(st.integers(0, 1)),
                            price=base + draw(st.integers(-20, 20)), size=draw(st.integers(1, 30)),
                            tif=draw(st.sampled_from([L.GTC, L.IOC]))))
     return np.stack(out)
@@ -107,6 +136,7 @@ def check_ledger(eng) -> None:
         assert not s.cost_basis_micro[flat, m].any()  # a flat position carries no cost basis
     resting = np.zeros((s.accounts.shape[0], s.mkt.shape[0], 2), np.int64)
     for m_, side, _p, _oid, acct, _clid, rem, _flags in eng.open_orders().tolist():
+        assert acct >= RESERVED_ACCOUNTS  # no venue account ever has an order (issue 9)
         resting[acct, m_, side] += rem
     np.testing.assert_array_equal(resting[:, :, 0], s.acct_mkt[:, :, L.AM_OPEN_BUY_LOTS])
     np.testing.assert_array_equal(resting[:, :, 1], s.acct_mkt[:, :, L.AM_OPEN_SELL_LOTS])
@@ -121,7 +151,7 @@ def check_after_sweep(eng, ev) -> None:
     started = set(liq[liq[:, L.E_CODE] == L.LQ_STARTED, L.E_ACCOUNT].tolist())
     done = set(liq[liq[:, L.E_CODE] == L.LQ_DONE, L.E_ACCOUNT].tolist())
     assert started == done
-    for a in range(1, hwm):
+    for a in range(RESERVED_ACCOUNTS, hwm):
         if not s.position_lots[a].any():
             equity = int(s.collateral_micro[a])
             assert equity >= 0 or a not in started  # a liquidated flat account ends at >= 0
@@ -134,8 +164,16 @@ def run_checked(cmds, replay_batch: int) -> None:
     """Command by command with every check after each, then a replay in other batches: same hash."""
     eng = small_engine()
     for c in cmds:
+        clock = int(eng.state.g[L.G_LAST_TS])
+        far = clock > 0 and c[L.C_KIND] != L.CK_CLOCK_GAP and c[L.C_TS] > clock + 2 * HOUR
+        before = eng.state_hash(include_clock=False) if far else None
         ev = eng.submit_rows(c[None, :])
         check_ledger(eng)
+        if ev.shape[0] == 1 and ev[0, L.E_KIND] == L.EV_REJECTED:  # a rejected command never moves the clock
+            assert int(eng.state.g[L.G_LAST_TS]) == clock
+        if far:  # beyond the bound: rejected with its own code, nothing changed
+            assert ev.shape[0] == 1 and ev[0, L.E_CODE] == ResultCode.TIMESTAMP_TOO_FAR_AHEAD
+            assert eng.state_hash(include_clock=False) == before
         if c[L.C_KIND] == L.CK_LIQUIDATE:
             check_after_sweep(eng, ev)
     again = small_engine()
@@ -166,7 +204,7 @@ def test_the_liquidation_streams_reach_every_step_of_the_waterfall():
 
     for wanted in ({L.LQ_STARTED, L.LQ_ORDER, L.LQ_FEE}, {L.LQ_BACKSTOP}, {L.LQ_ADL_START, L.LQ_ADL}):
         find(liquidation_streams(), reaches(wanted),
-             settings=settings(max_examples=3000, database=None, phases=[Phase.generate]))
+             settings=settings(max_examples=3000, database=None, deadline=None, phases=[Phase.generate]))
 
 
 def test_the_streams_reach_fills_funding_and_withdrawals():
@@ -178,10 +216,12 @@ def test_the_streams_reach_fills_funding_and_withdrawals():
         ev = eng.submit_rows(cmds)
         kinds = set(int(k) for k in ev[:, L.E_KIND])
         paid = ev[(ev[:, L.E_KIND] == L.EV_FUNDING), L.E_SIZE]
-        return {L.EV_FILL, L.EV_WITHDRAWAL, L.EV_DEPOSIT} <= kinds and paid.size > 0 and paid.max() > 0
+        too_far = ev[(ev[:, L.E_KIND] == L.EV_REJECTED) & (ev[:, L.E_CODE] == ResultCode.TIMESTAMP_TOO_FAR_AHEAD)]
+        return ({L.EV_FILL, L.EV_WITHDRAWAL, L.EV_DEPOSIT, L.EV_CLOCK_GAP} <= kinds and paid.size > 0 and paid.max() > 0
+                and too_far.size > 0)
 
     cmds = find(money_streams(), rich,
-                settings=settings(max_examples=2000, database=None, phases=[Phase.generate]))  # no shrinking
+                settings=settings(max_examples=2000, database=None, deadline=None, phases=[Phase.generate]))  # no shrinking
     eng = small_engine()
     for c in cmds:
         eng.submit_rows(c[None, :])

@@ -2,12 +2,19 @@
 micro-USD, maintenance 10% up to $250k, liquidation fee 10% of the closed part's maintenance
 margin, positions above $100k in 20% chunks 30 s apart).
 
-Account 1 is long 2,000 lots bought at 2.0000 from account 2 with $900 of collateral (a $2.00
-taker fee leaves $898). Account 0 is the insurance fund."""
+Account 101 is long 2,000 lots bought at 2.0000 from account 102 with $900 of collateral (a $2.00
+taker fee leaves $898). Account 0 is the insurance fund, topped up by the operator (FundDeposit); trader ids start at 16."""
 
 from __future__ import annotations
 
-from perp.commands import Deposit, Liquidate, Place, SetIndex, SetInsuranceFloor
+from perp.commands import (
+    Deposit,
+    FundDeposit,
+    Liquidate,
+    Place,
+    SetIndex,
+    SetInsuranceFloor,
+)
 from perp.engine import Engine
 from perp.events import Fill, LiquidationStep
 from tests.helpers import SECOND, T0, assert_money_conserved
@@ -28,19 +35,19 @@ def assert_conserved(e: Engine) -> None:
 def long_2000(fund_usd: int = 10_000) -> Engine:
     e = Engine()
     e.submit([SetIndex(ts_ns=T0, market=M, price="2.0000"),
-              Deposit(ts_ns=T0, account=0, amount_micro=fund_usd * 10**6),
-              Deposit(ts_ns=T0, account=1, amount_micro=900 * 10**6),
-              Deposit(ts_ns=T0, account=2, amount_micro=10_000 * 10**6),
-              Deposit(ts_ns=T0, account=3, amount_micro=100_000 * 10**6),
-              Place(ts_ns=T0 + 1, account=2, market=M, side="sell", size_lots=2000, price="2.0000"),
-              Place(ts_ns=T0 + 2, account=1, market=M, side="buy", size_lots=2000, price="2.0000")])
-    assert e.position_lots(1, 0) == 2000 and e.account(1).collateral_micro == 898_000_000
+              FundDeposit(ts_ns=T0, account=0, amount_micro=fund_usd * 10**6),
+              Deposit(ts_ns=T0, account=101, amount_micro=900 * 10**6),
+              Deposit(ts_ns=T0, account=102, amount_micro=10_000 * 10**6),
+              Deposit(ts_ns=T0, account=103, amount_micro=100_000 * 10**6),
+              Place(ts_ns=T0 + 1, account=102, market=M, side="sell", size_lots=2000, price="2.0000"),
+              Place(ts_ns=T0 + 2, account=101, market=M, side="buy", size_lots=2000, price="2.0000")])
+    assert e.position_lots(101, 0) == 2000 and e.account(101).collateral_micro == 898_000_000
     return e
 
 
 def test_full_liquidation_through_the_book_with_its_fee():
     e = long_2000()
-    events = e.submit([Place(ts_ns=T0 + 3, account=3, market=M, side="buy", size_lots=3000, price="1.9000"),
+    events = e.submit([Place(ts_ns=T0 + 3, account=103, market=M, side="buy", size_lots=3000, price="1.9000"),
                        SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"),
                        Liquidate(ts_ns=T0 + 5)])
     assert not [ev for ev in events if type(ev).__name__ == "Rejected"]
@@ -50,11 +57,11 @@ def test_full_liquidation_through_the_book_with_its_fee():
     (order,) = steps(events, "order")
     # bankruptcy price: 17,000 - floor(298,000,000 / (2,000 x 100)) = 15,510 ticks
     assert (order.price_ticks, order.lots, order.filled) == (15_510, 2000, 2000)
-    assert [f.price for f in events if isinstance(f, Fill) and f.account == 1] == ["1.9000"]
+    assert [f.price for f in events if isinstance(f, Fill) and f.account == 101] == ["1.9000"]
     (fee,) = steps(events, "fee")
     assert fee.amount_micro == 34_000_000  # 10% of the $340 maintenance margin of the closed 2,000 lots
     # realised (19,000 - 20,000) x 2,000 x 100 = -$200; 898 - 200 - 34 = $664 left
-    assert e.position_lots(1, 0) == 0 and e.account(1).collateral_micro == 664_000_000
+    assert e.position_lots(101, 0) == 0 and e.account(101).collateral_micro == 664_000_000
     assert not steps(events, "backstop") and not steps(events, "adl")
     assert_conserved(e)
 
@@ -69,7 +76,7 @@ def test_a_gap_through_the_bankruptcy_price_is_paid_by_the_fund():
     # the empty book takes nothing; the fund buys 2,000 lots at the bankruptcy price
     # 15,000 - floor(-102,000,000 / 200,000) = 15,510, worth 15,000: a $102 loss at the mark
     assert (backstop.lots, backstop.price_ticks, backstop.amount_micro) == (2000, 15_510, 102_000_000)
-    assert e.account(1).equity_micro == 0 and e.position_lots(1, 0) == 0
+    assert e.account(101).equity_micro == 0 and e.position_lots(101, 0) == 0
     assert e.position_lots(0, 0) == 2000  # an ordinary position the fund can close through the book
     fund = e.account(0)
     assert fund.equity_micro == fund_before - 102_000_000
@@ -77,11 +84,11 @@ def test_a_gap_through_the_bankruptcy_price_is_paid_by_the_fund():
 
 
 def _shorts(e: Engine, accounts: dict[int, int]) -> None:
-    """Give each account a 1,000-lot short at 2.0000 against rich account 6, with its deposit ($)."""
-    cmds = [Deposit(ts_ns=T0 + 10, account=6, amount_micro=10**12)]
+    """Give each account a 1,000-lot short at 2.0000 against rich account 106, with its deposit ($)."""
+    cmds = [Deposit(ts_ns=T0 + 10, account=106, amount_micro=10**12)]
     for a, usd in accounts.items():
         cmds += [Deposit(ts_ns=T0 + 10, account=a, amount_micro=usd * 10**6),
-                 Place(ts_ns=T0 + 10, account=6, market=M, side="buy", size_lots=1000, price="2.0000"),
+                 Place(ts_ns=T0 + 10, account=106, market=M, side="buy", size_lots=1000, price="2.0000"),
                  Place(ts_ns=T0 + 10, account=a, market=M, side="sell", size_lots=1000, price="2.0000")]
     events = e.submit(cmds)
     assert not [ev for ev in events if type(ev).__name__ == "Rejected"]
@@ -89,7 +96,7 @@ def _shorts(e: Engine, accounts: dict[int, int]) -> None:
 
 def test_a_fund_at_its_floor_triggers_adl_by_rank_at_the_bankruptcy_price():
     e = long_2000(fund_usd=50)
-    _shorts(e, {4: 1_000})  # account 4: 1,000 lots short on $1,000 -- more leverage than account 2
+    _shorts(e, {104: 1_000})  # account 104: 1,000 lots short on $1,000 -- more leverage than account 102
     floor = e.ledger()["insurance_fund_micro"]  # the fund may lose nothing
     events = e.submit([SetInsuranceFloor(ts_ns=T0 + 20, amount_micro=floor),
                        SetIndex(ts_ns=T0 + 21, market=M, price="1.5000"), Liquidate(ts_ns=T0 + 22)])
@@ -100,32 +107,32 @@ def test_a_fund_at_its_floor_triggers_adl_by_rank_at_the_bankruptcy_price():
     assert all((s.bankrupt_equity_micro, s.fund_equity_micro, s.fund_floor_micro)
                == (start.filled, start.amount_micro, floor) for s in adl)
     assert adl[0].bankrupt_equity_micro < 0
-    # ranks: PnL% x leverage; both shorts gained 25%, account 4 is levered ~2x more than account 2
-    assert [(s.account, s.lots, s.price_ticks) for s in adl] == [(4, 1000, 15_510), (2, 1000, 15_510)]
+    # ranks: PnL% x leverage; both shorts gained 25%, account 104 is levered ~2x more than account 102
+    assert [(s.account, s.lots, s.price_ticks) for s in adl] == [(104, 1000, 15_510), (102, 1000, 15_510)]
     assert adl[0].amount_micro > adl[1].amount_micro
-    assert e.position_lots(4, 0) == 0 and e.position_lots(2, 0) == -1000 and e.position_lots(1, 0) == 0
+    assert e.position_lots(104, 0) == 0 and e.position_lots(102, 0) == -1000 and e.position_lots(101, 0) == 0
     # the October 2025 complaint, checked from our events: ranked ADL against a pro-rata split of
-    # the same 2,000 lots over the winners' sizes (account 2: 2,000 lots, account 4: 1,000 lots)
+    # the same 2,000 lots over the winners' sizes (account 102: 2,000 lots, account 104: 1,000 lots)
     ranked = {s.account: s.lots for s in adl}
-    pro_rata = {2: 2000 * 2000 // 3000, 4: 2000 - 2000 * 2000 // 3000}
+    pro_rata = {102: 2000 * 2000 // 3000, 104: 2000 - 2000 * 2000 // 3000}
     print(f"ADL ranked {ranked} vs pro-rata {pro_rata}; total {sum(ranked.values())} = {sum(pro_rata.values())}")
     assert sum(ranked.values()) == sum(pro_rata.values()) == 2000
-    assert ranked[4] > pro_rata[4]  # the most levered winner gives up more than its pro-rata share
+    assert ranked[104] > pro_rata[104]  # the most levered winner gives up more than its pro-rata share
     assert_conserved(e)
 
 
 def test_adl_ties_go_to_the_lowest_account_id():
     e = long_2000(fund_usd=50)
-    # account 2's short (2,000 lots) is closed first to leave two identical winners
-    e.submit([Deposit(ts_ns=T0 + 5, account=7, amount_micro=10**12),
-              Place(ts_ns=T0 + 6, account=7, market=M, side="sell", size_lots=2000, price="2.0000"),
-              Place(ts_ns=T0 + 7, account=2, market=M, side="buy", size_lots=2000, price="2.0000")])
-    _shorts(e, {5: 1_000, 4: 1_000})
+    # account 102's short (2,000 lots) is closed first to leave two identical winners
+    e.submit([Deposit(ts_ns=T0 + 5, account=107, amount_micro=10**12),
+              Place(ts_ns=T0 + 6, account=107, market=M, side="sell", size_lots=2000, price="2.0000"),
+              Place(ts_ns=T0 + 7, account=102, market=M, side="buy", size_lots=2000, price="2.0000")])
+    _shorts(e, {105: 1_000, 104: 1_000})
     e.submit([SetInsuranceFloor(ts_ns=T0 + 20, amount_micro=e.ledger()["insurance_fund_micro"])])
-    # account 7 (short 2,000 on $1M) ranks far below the two identical 1,000-lot shorts
+    # account 107 (short 2,000 on $1M) ranks far below the two identical 1,000-lot shorts
     events = e.submit([SetIndex(ts_ns=T0 + 21, market=M, price="1.5000"), Liquidate(ts_ns=T0 + 22)])
     adl = steps(events, "adl")
-    assert [(s.account, s.lots) for s in adl] == [(4, 1000), (5, 1000)]
+    assert [(s.account, s.lots) for s in adl] == [(104, 1000), (105, 1000)]
     assert adl[0].amount_micro == adl[1].amount_micro
     assert_conserved(e)
 
@@ -133,23 +140,23 @@ def test_adl_ties_go_to_the_lowest_account_id():
 def test_a_large_position_is_liquidated_in_a_chunk_that_restores_health_then_cools_down():
     e = Engine()
     e.submit([SetIndex(ts_ns=T0, market=M, price="2.0000"),
-              Deposit(ts_ns=T0, account=0, amount_micro=10**10),
-              Deposit(ts_ns=T0, account=1, amount_micro=26_000 * 10**6),
-              Deposit(ts_ns=T0, account=2, amount_micro=10**12), Deposit(ts_ns=T0, account=3, amount_micro=10**12),
-              Place(ts_ns=T0 + 1, account=2, market=M, side="sell", size_lots=60_000, price="2.0000"),
-              Place(ts_ns=T0 + 2, account=1, market=M, side="buy", size_lots=60_000, price="2.0000")])
+              FundDeposit(ts_ns=T0, account=0, amount_micro=10**10),
+              Deposit(ts_ns=T0, account=101, amount_micro=26_000 * 10**6),
+              Deposit(ts_ns=T0, account=102, amount_micro=10**12), Deposit(ts_ns=T0, account=103, amount_micro=10**12),
+              Place(ts_ns=T0 + 1, account=102, market=M, side="sell", size_lots=60_000, price="2.0000"),
+              Place(ts_ns=T0 + 2, account=101, market=M, side="buy", size_lots=60_000, price="2.0000")])
     events = e.submit([SetIndex(ts_ns=T0 + 3, market=M, price="1.7300"),
-                       Place(ts_ns=T0 + 4, account=3, market=M, side="buy", size_lots=40_000, price="1.7290"),
+                       Place(ts_ns=T0 + 4, account=103, market=M, side="buy", size_lots=40_000, price="1.7290"),
                        Liquidate(ts_ns=T0 + 5)])
     (started,) = steps(events, "started")
     assert started.amount_micro > 0 and started.amount_micro < started.other  # unhealthy, not bankrupt
     (order,) = steps(events, "order")
     assert (order.lots, order.filled) == (12_000, 12_000)  # the 20% chunk (more than the 14.7% needed)
-    view = e.account(1)
-    assert e.position_lots(1, 0) == 48_000 and view.equity_micro >= view.maintenance_margin_micro
+    view = e.account(101)
+    assert e.position_lots(101, 0) == 48_000 and view.equity_micro >= view.maintenance_margin_micro
     # the market keeps falling; within the 30 s cooldown no new chunk, after it one more
     e.submit([SetIndex(ts_ns=T0 + 6, market=M, price="1.7000")])
-    assert e.account(1).equity_micro < e.account(1).maintenance_margin_micro
+    assert e.account(101).equity_micro < e.account(101).maintenance_margin_micro
     assert not steps(e.submit([Liquidate(ts_ns=T0 + 7)]), "order")
     later = e.submit([Liquidate(ts_ns=T0 + 5 + 30 * SECOND)])
     # 48,000 lots x $1.70 = $81,600, under the $100k partial threshold: the rest goes in one order
@@ -159,10 +166,10 @@ def test_a_large_position_is_liquidated_in_a_chunk_that_restores_health_then_coo
 
 def test_accounts_without_positions_never_bear_a_loss():
     e = long_2000(fund_usd=50)
-    e.submit([Deposit(ts_ns=T0 + 5, account=9, amount_micro=5 * 10**6),
+    e.submit([Deposit(ts_ns=T0 + 5, account=109, amount_micro=5 * 10**6),
               SetInsuranceFloor(ts_ns=T0 + 6, amount_micro=e.ledger()["insurance_fund_micro"])])
     e.submit([SetIndex(ts_ns=T0 + 7, market=M, price="1.5000"), Liquidate(ts_ns=T0 + 8)])
-    assert e.account(9).collateral_micro == 5 * 10**6
+    assert e.account(109).collateral_micro == 5 * 10**6
     assert_conserved(e)
 
 
@@ -187,11 +194,11 @@ def test_the_sequencer_sweeps_after_a_mark_move_and_replay_reproduces_it(tmp_pat
     live = JournaledEngine.open(tmp_path / "j.bin")
     e = live.engine
     cmds = [SetIndex(ts_ns=T0, market=M, price="2.0000"),
-            Deposit(ts_ns=T0, account=0, amount_micro=10_000 * 10**6),
-            Deposit(ts_ns=T0, account=1, amount_micro=900 * 10**6),
-            Deposit(ts_ns=T0, account=2, amount_micro=10_000 * 10**6),
-            Place(ts_ns=T0 + 1, account=2, market=M, side="sell", size_lots=2000, price="2.0000"),
-            Place(ts_ns=T0 + 2, account=1, market=M, side="buy", size_lots=2000, price="2.0000")]
+            FundDeposit(ts_ns=T0, account=0, amount_micro=10_000 * 10**6),
+            Deposit(ts_ns=T0, account=101, amount_micro=900 * 10**6),
+            Deposit(ts_ns=T0, account=102, amount_micro=10_000 * 10**6),
+            Place(ts_ns=T0 + 1, account=102, market=M, side="sell", size_lots=2000, price="2.0000"),
+            Place(ts_ns=T0 + 2, account=101, market=M, side="buy", size_lots=2000, price="2.0000")]
     live.submit_rows(e.encode(cmds))
     rows = live.submit_rows(e.encode([SetIndex(ts_ns=T0 + 3, market=M, price="1.5000")]))
     phases = [s.phase for s in steps(e.decode(rows))]

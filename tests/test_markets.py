@@ -13,7 +13,7 @@ from perp.markets import (
     ticks_to_price,
 )
 
-GOOD = """
+MARKET = """
 [[market]]
 symbol = "X-PERP"
 series = "S"
@@ -21,10 +21,13 @@ tick_size_usd = "0.0001"
 lot_gpu_hours = "1"
 min_price_usd = "0.01"
 max_price_usd = "20"
-[[market.tier]]
+"""
+# every spec needs its leverage tiers (issue 9, rule 7), written after the market's own fields
+TIER = """[[market.tier]]
 max_leverage = 5
 maintenance_margin_ppm = 100_000
 """
+GOOD = MARKET + TIER
 
 
 def test_the_embedded_default_has_the_h100_market_on_the_gpu_markets_series():
@@ -46,12 +49,43 @@ def test_the_embedded_default_has_the_h100_market_on_the_gpu_markets_series():
     ("taker_fee_ppm", "200000", "taker_fee_ppm"),
     ("mark_ema_half_life_s", "0", "mark_ema_half_life_s"),
     ("symbol", '"bad symbol!"', "symbol"),
+    ("funding_cap_ppb", "1000000001", "funding_cap_ppb must be at most 1000000000"),
+    ("funding_clamp_ppb", "1000000001", "funding_clamp_ppb must be at most 1000000000"),
+    ("default_leverage", "6", "default_leverage 6 exceeds the first tier's max_leverage 5"),
+    ("max_clock_step_s", "0", "max_clock_step_s"),
 ])
 def test_a_bad_field_is_rejected_with_its_name(field, value, message):
-    lines = [ln for ln in GOOD.strip().splitlines() if not ln.startswith(f"{field} ")]
-    text = "\n".join(lines) + f"\n{field} = {value}\n"
-    with pytest.raises(MarketSpecError, match=message):
+    # the field goes into the market's own table, before its [[market.tier]] rows
+    lines = [ln for ln in MARKET.strip().splitlines() if not ln.startswith(f"{field} ")]
+    text = "\n".join(lines) + f"\n{field} = {value}\n" + TIER
+    with pytest.raises(MarketSpecError, match=message) as err:
         parse_markets(text)
+    assert "unknown field" not in str(err.value)
+
+
+def test_a_market_needs_its_leverage_tiers():
+    with pytest.raises(MarketSpecError, match="tier: a market needs its leverage tiers"):
+        parse_markets(MARKET)
+
+
+@pytest.mark.parametrize("share_ppm, ok", [(0, True), (1, False), (200_000, False)])
+def test_a_maker_rebate_may_not_make_the_fee_ledger_negative(share_ppm, ok):
+    # taker 500 ppm; the venue keeps 500 x (1 - share) and pays a 500 ppm rebate: only with no share
+    text = MARKET + f"maker_fee_ppm = -500\nfee_share_to_fund_ppm = {share_ppm}\n" + TIER
+    if ok:
+        parse_markets(text)
+    else:
+        with pytest.raises(MarketSpecError, match="maker_fee_ppm.*fee ledger"):
+            parse_markets(text)
+
+
+def test_a_tiers_stated_max_leverage_is_selectable_exactly():
+    from perp.engine import Engine
+    from risk.ledger import max_leverage
+
+    text = MARKET + "default_leverage = 3\n" + TIER.replace("max_leverage = 5", "max_leverage = 3")
+    e = Engine(parse_markets(text))
+    assert max_leverage(e.state, 0) == 3  # 1e6 // ceil(1e6 / 3) would say 2
 
 
 def test_unknown_fields_and_duplicate_markets_are_rejected():

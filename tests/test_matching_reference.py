@@ -14,6 +14,7 @@ from tests.helpers import RICH_MICRO, SECOND, SMALL_MARKETS, T0, row, small_engi
 from tests.reference_book import ReferenceEngine
 
 SPEC_ROWS = np.stack([spec_row(s) for s in SMALL_MARKETS.market])
+TRADERS = (16, 17, 18, 19)  # ids below 16 are venue accounts (issue 9)
 
 
 def _maybe_bad(draw, good, bad):
@@ -29,7 +30,7 @@ def command_streams(draw, max_commands: int = 80):
     ts = T0
     out = [row(L.CK_SET_INDEX, ts, market=0, price=draw(st.integers(180, 220))),
            row(L.CK_SET_INDEX, ts, market=1, price=draw(st.integers(150, 170)))]
-    out += [row(L.CK_DEPOSIT, ts, account=a, size=RICH_MICRO) for a in range(4)]
+    out += [row(L.CK_DEPOSIT, ts, account=a, size=RICH_MICRO) for a in TRADERS]
     places = 0
     for _ in range(n):
         ts += draw(st.sampled_from([0, 0, 1, SECOND // 2, SECOND, 3 * SECOND, 20 * SECOND]))
@@ -38,7 +39,8 @@ def command_streams(draw, max_commands: int = 80):
                                     + [L.CK_CANCEL_ALL, L.CK_SET_INDEX, L.CK_SET_STATUS]))
         if draw(st.integers(0, 60)) == 0:
             kind = 99
-        account = _maybe_bad(draw, st.integers(0, 3), [-1, L.MAX_ACCOUNT_ID + 1])
+        # traders are ids >= 16; a reserved venue id (the fund 0, or 15) is one more invalid value
+        account = _maybe_bad(draw, st.sampled_from(TRADERS), [-1, L.MAX_ACCOUNT_ID + 1, 0, 15])
         market = _maybe_bad(draw, st.sampled_from([0, 0, 0, 1]), [2, -1])
         base = 200 if market != 1 else 160
         price = base + draw(st.integers(-12, 12)) * draw(st.sampled_from([1, 1, 1, 1, 1, 3]))
@@ -139,6 +141,7 @@ def _check_book_invariants(eng: Engine) -> None:
                     o = st_.orders[slot]
                     assert o[L.O_LIVE] == 1 and o[L.O_PREV] == prev
                     assert o[L.O_PRICE] == lo + li and o[L.O_SIDE] == side and o[L.O_REM] > 0
+                    assert o[L.O_ACCOUNT] >= min(TRADERS)  # never a reserved venue account (issue 9)
                     total += int(o[L.O_REM])
                     count += 1
                     prev = slot
@@ -179,16 +182,21 @@ def test_invariants_hold_after_every_batch_and_hash_is_batching_independent(cmds
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cmds=command_streams(max_commands=40), probe=command_streams(max_commands=3))
-def test_a_rejected_command_changes_no_state(cmds, probe):
+@given(cmds=command_streams(max_commands=40), probe=command_streams(max_commands=3),
+       advance=st.sampled_from([0, 0, 1, SECOND, 20 * SECOND]))
+def test_a_rejected_command_changes_no_state(cmds, probe, advance):
     eng = small_engine()
     eng.submit_rows(cmds)
     last_ts = int(eng.state.g[L.G_LAST_TS])
     for c in probe[PREFIX:]:  # skip the probe's set-up rows
         c = c.copy()
-        c[L.C_TS] = last_ts  # no clock advance, so no mark sample may move the state
+        # with advance 0 no mark sample is due; with an advance the samples a rejected command's
+        # clock advance took are undone with it (issue 9: a rejected command never moves the clock)
+        c[L.C_TS] = last_ts + advance
+        clock = int(eng.state.g[L.G_LAST_TS])
         before = eng.state_hash(include_clock=False)
         events = eng.submit_rows(c[None, :])
         if np.all(events[:, L.E_KIND] == L.EV_REJECTED):
             assert events.shape[0] == 1
             assert eng.state_hash(include_clock=False) == before
+            assert int(eng.state.g[L.G_LAST_TS]) == clock
