@@ -25,7 +25,15 @@ from collections.abc import Iterable
 
 import msgspec
 
-from perp.events import Deposited, Event, Fill, FundingPaid, LiquidationStep, Withdrawn
+from perp.events import (
+    Deposited,
+    Event,
+    Fill,
+    FundDeposited,
+    FundingPaid,
+    LiquidationStep,
+    Withdrawn,
+)
 from perp.markets import MarketSpec, micro_per_tick_lot
 
 
@@ -57,8 +65,8 @@ def fund_history(events: Iterable[Event], specs: list[MarketSpec], fund: int | N
     entries: list[FundEntry] = []
     basis: dict[str, tuple[int, int]] = {}  # the fund's own position per market: (lots, cost basis)
     for ev in events:
-        if isinstance(ev, Deposited) and ev.account == FUND_ACCOUNT:
-            entries.append(FundEntry(ev.seq, ev.ts_ns, "top_up", ev.amount_micro))
+        if isinstance(ev, (Deposited, FundDeposited)) and ev.account == FUND_ACCOUNT:
+            entries.append(FundEntry(ev.seq, ev.ts_ns, "top_up", ev.amount_micro))  # an operator's fund_deposit
         elif isinstance(ev, Withdrawn) and ev.account == FUND_ACCOUNT:
             entries.append(FundEntry(ev.seq, ev.ts_ns, "withdrawal", -ev.amount_micro))
         elif isinstance(ev, Fill):

@@ -39,6 +39,7 @@ from perp.markets import load_markets, price_to_ticks
 T0 = 1_767_225_600_000_000_000
 CROSS_SIZE_MULT = 9
 DEPOSIT_MICRO = 1_000_000_000_000  # $1M per trader
+FIRST_TRADER = 16  # ids below are the venue's (perp/gate.py RESERVED_ACCOUNTS)
 TARGET_COMMANDS_PER_S = 5_000_000  # end to end per batch, every event handed to the consumer
 TARGET_RATIO = 6.0  # x the plain-Python book, timed the same way
 
@@ -98,18 +99,19 @@ def make_stream(n: int, seed: int, index_ticks: int, accounts: int = 10_000, chu
     n_dep = min(accounts, n - 1)
     cmds[1:1 + n_dep, L.C_KIND] = L.CK_DEPOSIT
     cmds[1:1 + n_dep, L.C_TS] = T0
-    cmds[1:1 + n_dep, L.C_ACCOUNT] = np.arange(n_dep)
+    cmds[1:1 + n_dep, L.C_ACCOUNT] = FIRST_TRADER + np.arange(n_dep)
     cmds[1:1 + n_dep, L.C_SIZE] = DEPOSIT_MICRO
     u = rng.random(n)
     sides = rng.integers(0, 2, n)
     offs = rng.integers(1, 51, n)
     sizes = rng.integers(1, 21, n)
-    accts = rng.integers(0, accounts, n)
+    accts = FIRST_TRADER + rng.integers(0, accounts, n)
     pick = rng.random(n)
     walk = rng.random(n)
-    next_clid = np.ones(accounts, np.int64)
+    next_clid = np.ones(FIRST_TRADER + accounts, np.int64)
     live = _LiveOrders(n)
-    scratch = Engine(load_markets(), order_capacity=1 << 17, account_capacity=accounts, event_rows=1 << 16)
+    scratch = Engine(load_markets(), order_capacity=1 << 17, account_capacity=FIRST_TRADER + accounts,
+                     event_rows=1 << 16)
     first = 1 + n_dep
     scratch.submit_rows(cmds[:first])
     mid = index_ticks

@@ -638,6 +638,37 @@ def _touch_bound(st, m, account, side, limit, need):
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def taker_loss_tick_lots(st, m, account, side, limit, size, may_rest):
+    """What an order would give away against the mark, in tick-lots (x micro_per_tick_lot = micro-USD),
+    walking the book as matching would: each fill costs (price - mark) x lots for a buy, (mark - price)
+    x lots for a sell (a fill better than the mark gains); the account's own orders are skipped (self-
+    trade prevention never fills them); what is left and may rest costs its distance beyond the mark
+    when it later fills at its limit. Never below 0."""
+    opp = 1 - side
+    lo = st.spec[m, S_MIN_TICK]
+    mark = st.mkt[m, M_MARK]
+    rem = size
+    loss = 0
+    p = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
+    while rem > 0 and _crosses(side, limit, p):
+        slot = st.levels[m, opp, p - lo, LV_HEAD]
+        while slot != -1 and rem > 0:
+            if st.orders[slot, O_ACCOUNT] != account:
+                q = st.orders[slot, O_REM]
+                if q > rem:
+                    q = rem
+                loss += (p - mark) * q if side == BUY else (mark - p) * q
+                rem -= q
+            slot = st.orders[slot, O_NEXT]
+        p = _next_level(st, m, opp, p)
+    if rem > 0 and may_rest:
+        away = limit - mark if side == BUY else mark - limit
+        if away > 0:
+            loss += away * rem
+    return loss if loss > 0 else 0
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _drop_cancelled(st, slot, reason, other, seq, ts, ev, n):
     """Emit a resting order's `cancelled` event and take it out of the book; the caller emits the
     level's `book` event (once per level when matching)."""

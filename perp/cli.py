@@ -90,7 +90,14 @@ def demo(days: int, seed: int, csv_path: str | None, out_dir: str) -> None:
     """A seeded session on the real H100 index path, through the engine; shows what happened."""
     from oracle.readers import default_csv_path
     from perp.replay import replay_file
-    from sims.demo_session import LEVERAGED, MAKER, TAKERS, anchor_path, build_session, utc
+    from sims.demo_session import (
+        LEVERAGED,
+        MAKER,
+        TAKERS,
+        anchor_path,
+        build_session,
+        utc,
+    )
 
     markets = _markets(None)
     spec = markets.market[0]

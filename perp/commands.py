@@ -85,7 +85,7 @@ class SetIndex(_Cmd, tag="set_index"):
     funding_frozen: bool = False  # no funding accrues while this anchor holds
     margin_on_worse_of_anchor_and_fix: bool = False
     reduce_only: bool = False
-    leverage_scale_ppm: I64 = 1_000_000
+    leverage_scale_ppm: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1_000_000  # 1x = no scale
     liquidations_throttled: bool = False
     order_band_frozen: bool = False
     fix_price: str | None = None  # the last usable fix (for margin on the worse of anchor and fix)
@@ -269,6 +269,8 @@ class CommandEncoder:
                             | (L.GATE_REDUCE_ONLY if cmd.reduce_only else 0)
                             | (L.GATE_LIQ_THROTTLED if cmd.liquidations_throttled else 0)
                             | (L.GATE_BAND_FROZEN if cmd.order_band_frozen else 0))
+            if not 1 <= cmd.leverage_scale_ppm <= 1_000_000:  # 0 would read as "no scale" in the row
+                raise CommandFormatError(f"leverage_scale_ppm {cmd.leverage_scale_ppm} must be 1 .. 1000000")
             r[L.C_SIZE] = cmd.leverage_scale_ppm
             r[L.C_ORDER_ID] = 0 if cmd.fix_price is None else self._ticks(m, cmd.fix_price, "fix_price")
             r[L.C_CLID] = VALIDITY_CODES[cmd.validity]

@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit
 
 from perp import layout as L
-from perp.book import _reducible
+from perp.book import _reducible, taker_loss_tick_lots
 from perp.kcodes import (
     R_INSUFFICIENT_MARGIN,
     R_MARKET_STATUS_FORBIDS,
@@ -47,7 +47,7 @@ from perp.kcodes import (
     R_ORACLE_REDUCE_ONLY,
     R_POSITION_LIMIT,
 )
-from risk.ledger import pretrade_ok, worst_case_lots
+from risk.ledger import pretrade_ok, raises_worst_case, worst_case_lots
 
 # permission values
 P_DENY = 0
@@ -190,10 +190,12 @@ def band_centre(st, m):
 
 
 @njit(**_K)
-def exposure_code(st, a, m, side, price, lots, fee_ppm):
+def exposure_code(st, a, m, side, price, lots, fee_ppm, may_rest):
     """What every exposure increase passes (place, an amend's added lots), in this order: the
     open-interest cap, the position bound (int64 headroom), the pre-trade margin rule under the
-    oracle's gates with the order's fee and immediate loss (risk.ledger.pretrade_ok). 0 = permitted."""
+    oracle's gates with the order's fee and immediate loss, walked on the book (risk.ledger.pretrade_ok).
+    `price` is the order's limit (a market order's protection limit); `may_rest`: a remainder rests.
+    0 = permitted."""
     cap = st.spec[m, L.S_OI_CAP_LOTS]
     if cap > 0:
         reducing = _reducible(st, a, m, side)
@@ -209,6 +211,9 @@ def exposure_code(st, a, m, side, price, lots, fee_ppm):
         sells += lots
     if worst_case_lots(pos, buys, sells) > st.spec[m, L.S_MAX_POSITION_LOTS]:
         return R_POSITION_LIMIT
-    if not pretrade_ok(st, a, m, side, price, lots, fee_ppm):
+    if not raises_worst_case(st, a, m, side, lots):
+        return 0  # closing is always possible
+    loss = taker_loss_tick_lots(st, m, a, side, price, lots, may_rest) * st.spec[m, L.S_MICRO_PER_TICK_LOT]
+    if not pretrade_ok(st, a, m, side, price, lots, fee_ppm, loss):
         return R_INSUFFICIENT_MARGIN
     return 0

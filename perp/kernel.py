@@ -342,7 +342,7 @@ def _place(st, c, seq, ev, n):
             return _reject(c, ev, n, seq, R_POST_ONLY_WOULD_TAKE)
     if not reduce_only:
         fee_ppm = st.spec[m, S_MAKER_FEE_PPM] if tif == POST_ONLY else st.spec[m, S_TAKER_FEE_PPM]
-        code = exposure_code(st, a, m, side, price, size, fee_ppm)
+        code = exposure_code(st, a, m, side, price, size, fee_ppm, may_rest)
         if code != 0:
             return _reject(c, ev, n, seq, code)
     if may_rest and st.g[G_FREE_TOP] == 0:
@@ -475,7 +475,7 @@ def _amend(st, c, seq, ev, n):
     if new_size > old_rem and not order_ro:
         if st.mkt[m, M_MARK] <= 0:
             return _reject(c, ev, n, seq, R_NO_REFERENCE_PRICE)
-        code = exposure_code(st, a, m, side, new_price, new_size - old_rem, st.spec[m, S_MAKER_FEE_PPM])
+        code = exposure_code(st, a, m, side, new_price, new_size - old_rem, st.spec[m, S_MAKER_FEE_PPM], True)
         if code != 0:
             return _reject(c, ev, n, seq, code)
     ts = c[C_TS]

@@ -246,7 +246,7 @@ def raises_worst_case(st, a, m, side, lots):
 
 
 @njit(**_K)
-def pretrade_ok(st, a, m, side, price, lots, fee_ppm):
+def pretrade_ok(st, a, m, side, price, lots, fee_ppm, loss_micro):
     """The pre-trade rule, for every order that adds exposure (a place, an amend's added lots).
 
     An order that does not raise its market's worst case passes (closing is always possible).
@@ -254,19 +254,17 @@ def pretrade_ok(st, a, m, side, price, lots, fee_ppm):
 
         equity - fee - immediate loss >= initial margin (resting orders and this order counted)
 
-    where fee = ceil(price x lots x micro_per_tick_lot x fee_ppm / 1e6) (0 for a rebate) and the
-    immediate loss is what filling at its own price costs against the mark: (price - mark) x lots x k
-    for a buy above the mark, (mark - price) x lots x k for a sell below it (else 0). At the boundary
-    it passes."""
+    where fee = ceil(price x lots x micro_per_tick_lot x fee_ppm / 1e6) (0 for a rebate; at the
+    order's limit, so at least what it pays) and the immediate loss `loss_micro` is what the order
+    gives away against the mark: the caller walks the book as matching would
+    (perp.book.taker_loss_tick_lots) -- fills at their own prices, a resting remainder at its limit.
+    At the boundary it passes."""
     if not raises_worst_case(st, a, m, side, lots):
         return True
     equity, im = gated_equity_and_im(st, a, m, side, lots)
     k = st.spec[m, S_MICRO_PER_TICK_LOT]
     fee = ppm_of_ceil(price * lots * k, fee_ppm) if fee_ppm > 0 else 0
-    mark = st.mkt[m, M_MARK]
-    away = price - mark if side == BUY else mark - price
-    loss = away * lots * k if away > 0 else 0
-    return equity - fee - loss >= im
+    return equity - fee - loss_micro >= im
 
 
 @njit(**_K)

@@ -21,10 +21,19 @@ import random
 from decimal import Decimal
 from pathlib import Path
 
-from oracle.anchor import AnchorConfig
+import msgspec
+
+from oracle.anchor import AnchorConfig, HourlyAnchor
 from oracle.readers import read_csv_fixes
-from oracle.replay import replay_records
-from perp.commands import Cancel, CancelAll, Command, Deposit, Liquidate, Place, SetIndex
+from perp.commands import (
+    Cancel,
+    CancelAll,
+    Command,
+    Deposit,
+    Liquidate,
+    Place,
+    SetIndex,
+)
 from perp.markets import MarketSpec, micro_per_tick_lot, ticks_to_price
 
 HOUR_NS = 3_600_000_000_000
@@ -37,16 +46,18 @@ MAX_LEAN_TICKS = 16  # beyond the impact depth (~10 ticks) the premium, and so f
 
 
 def anchor_path(csv_path: Path, spec: MarketSpec, days: int,
-                half_life_s: int = 21_600) -> list[tuple[int, int, bool]]:
-    """(ts_ns, anchor_price_ticks, funding_frozen) for each hour of the last `days` days of the series;
-    the freeze flag is the oracle's gate for that hour's validity."""
+                half_life_s: int = 21_600) -> list[tuple[int, int, SetIndex]]:
+    """(ts_ns, anchor_price_ticks, set_index command) for each hour of the last `days` days of the
+    series; the command is the oracle's own, with that hour's validity and every gate."""
     fixes = read_csv_fixes(csv_path, spec.series).records
     config = AnchorConfig(series_id=spec.series, tick_size_usd=spec.tick_size_usd, half_life_s=half_life_s)
-    points, _ = replay_records(fixes, config)
-    return [(p.ts_ns, p.anchor_price_ticks, p.gates.funding_frozen) for p in points[-24 * days:]]
+    anchor = HourlyAnchor(config)
+    points, _ = anchor.replay(fixes, max(f.strike_ts_ns for f in fixes) + 24 * HOUR_NS - 1)
+    return [(p.ts_ns, p.anchor_price_ticks, msgspec.convert(anchor.set_index_command(p, spec.symbol), SetIndex))
+            for p in points[-24 * days:]]
 
 
-def build_session(spec: MarketSpec, path: list[tuple[int, int, bool]], seed: int = 7) -> list[Command]:
+def build_session(spec: MarketSpec, path: list[tuple[int, int, SetIndex]], seed: int = 7) -> list[Command]:
     rng = random.Random(seed)
     out: list[Command] = []
     sym = spec.symbol
@@ -60,8 +71,8 @@ def build_session(spec: MarketSpec, path: list[tuple[int, int, bool]], seed: int
     out.extend(Deposit(ts_ns=start, account=a, amount_micro=50_000_000_000) for a in TAKERS)  # $50k each
     out.append(Deposit(ts_ns=start, account=LEVERAGED, amount_micro=LEVERAGED_DEPOSIT_MICRO))
     lean = 0
-    for hour, (ts, anchor, frozen) in enumerate(path):
-        out.append(SetIndex(ts_ns=ts, market=sym, price=px(anchor), funding_frozen=frozen))
+    for hour, (ts, anchor, set_index) in enumerate(path):
+        out.append(set_index)
         out.append(Liquidate(ts_ns=ts))  # what the sequencer does after every index move
         t = ts + 1_000_000_000
         out.append(CancelAll(ts_ns=t, account=MAKER, market=sym))

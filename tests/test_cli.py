@@ -65,8 +65,10 @@ def test_bench_matching_prints_its_figures_and_a_json_last_line():
 def test_config_show_prints_the_effective_market_config():
     result = CliRunner().invoke(main, ["config", "show"])
     assert result.exit_code == 0
-    cfg = json.loads(result.output)
-    assert cfg["symbol"] == "H100-PERP" and cfg["micro_per_tick_lot"] == 100
+    cfg = json.loads(result.output)  # one document for every market
+    (market,) = cfg["market"]
+    assert market["symbol"] == "H100-PERP" and market["derived"]["micro_per_tick_lot"] == 100
+    assert market["tier"][0]["max_leverage"] == 5
 
 
 def test_demo_replays_the_shipped_session_when_the_index_data_is_absent(tmp_path, monkeypatch):

@@ -361,8 +361,6 @@ def test_a_command_far_ahead_is_rejected_and_a_clock_gap_pays_no_missed_hours():
     assert_money_conserved(e)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: an explicit SetIndex leverage_scale_ppm=0 is encoded as C_SIZE=0, "
-                   "which perp/kernel.py:_set_index reads as 'absent' and stores as 1x (fails open)")
 def test_an_explicit_zero_leverage_scale_is_not_read_as_1x():
     from perp import layout as L
     from perp.commands import CommandFormatError

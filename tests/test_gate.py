@@ -27,7 +27,14 @@ from perp.commands import (
     Withdraw,
 )
 from perp.engine import Engine
-from perp.events import Accepted, Amended, ClockGapCrossed, FundingPaid, MarkChanged, Rejected
+from perp.events import (
+    Accepted,
+    Amended,
+    ClockGapCrossed,
+    FundingPaid,
+    MarkChanged,
+    Rejected,
+)
 from perp.markets import MarketSpecError, load_markets, parse_markets
 from risk.errors import RiskCode
 from tests.helpers import SECOND, T0
@@ -402,3 +409,14 @@ def test_a_stale_oracle_makes_the_engine_reduce_only_through_its_own_set_index_c
     assert isinstance(e.submit([sell(t + 1, A, 1, reduce_only=True)])[0], Accepted)  # ...closing still works
     assert int(e.state.mkt[0, L.M_LEVERAGE_SCALE_PPM]) == 250_000
     assert e.state.mkt[0, L.M_ORACLE_GATES] & L.GATE_FUNDING_FROZEN
+
+
+def test_a_market_order_counts_the_loss_of_the_fills_it_would_get_not_its_protection_limit(eng):
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=4_290_000), Deposit(ts_ns=T0, account=B, amount_micro=10**9)])
+    eng.submit([sell(T0 + 1, B, 9), sell(T0 + 2, B, 9, price="2.3000")])  # 9 lots at the mark, more 7% above
+    # 9 lots fill at the mark: no loss; the fee is counted at the protection limit (mark + 3% = 2.2086):
+    # ceil(9 x 22,086 x 100 x 500 / 1e6) = 9,939; IM 3,859,740 -> 3,869,679 <= 4,290,000
+    events = eng.submit([Place(ts_ns=T0 + 3, account=A, market=H, side="buy", size_lots=9, order_type="market")])
+    assert isinstance(events[0], Accepted) and eng.position_lots(A, 0) == 9
+    # had it been charged its protection limit (3% x 9 lots = 578,961 more) it would have been refused
+    assert 4_290_000 - 3_869_679 < 9 * (22_086 - 21_443) * 100

@@ -3,8 +3,6 @@ see their ADL standing."""
 
 from __future__ import annotations
 
-import pytest
-
 from insurance_fund.ledger import fund_history
 from perp.codes import ResultCode
 from perp.commands import Deposit, FundDeposit, Liquidate, Place, SetIndex
@@ -32,8 +30,6 @@ def test_the_fund_history_from_events_adds_up_to_its_cash():
     assert "backstop" in kinds and kinds["fee_share"] > 0 and kinds["liquidation_fee"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: insurance_fund.ledger.fund_history reads top-ups from Deposited "
-                   "events only; an operator FundDeposit emits FundDeposited and is missing from the history")
 def test_an_operator_top_up_is_in_the_fund_history():
     e = long_2000(fund_usd=10_000)
     start = e.ledger()["insurance_fund_micro"]

@@ -23,7 +23,13 @@ from perp.codes import ResultCode
 from perp.engine import Engine
 from perp.journal import plan_repair, repair
 from perp.markets import load_markets
-from perp.sequencer import JournaledEngine, recover, recover_detailed, snapshot_name, snapshots_of
+from perp.sequencer import (
+    JournaledEngine,
+    recover,
+    recover_detailed,
+    snapshot_name,
+    snapshots_of,
+)
 
 MARKETS = load_markets()
 REPO = Path(__file__).resolve().parents[1]
