@@ -49,7 +49,10 @@ def _markets(path: str | None):
 @click.option("--markets", "markets_path", type=click.Path(exists=True, dir_okay=False),
               help="markets TOML (default: the embedded markets.toml)")
 def replay(commands: str, events_path: str | None, markets_path: str | None) -> None:
-    """Run COMMANDS (JSON lines) through a fresh engine; print a summary and the final state hash."""
+    """Audit a command file through a fresh engine.
+
+    Runs COMMANDS (JSON lines, docs/commands.md) through a fresh engine and prints a summary, whether
+    money is conserved and the final state hash; a malformed line stops it with its number and 5004."""
     from perp.replay import ReplayFileError, ReplayInputError, replay_file
 
     try:
