@@ -1,7 +1,7 @@
 """One numba cache location for every entry point, and a word to the user before a cold compile.
 
 `configure()` (called when `perp` is imported, before any kernel module is) points numba's cache at
-`<checkout>/.numba_cache` when perp runs from a source checkout -- the directory `scripts/test`
+`<checkout>/.numba_cache/src-<digest of the kernel sources>` when perp runs from a source checkout -- the directory `scripts/test`
 uses -- and at `$XDG_CACHE_HOME/perp/numba` (default `~/.cache/perp/numba`) for an installed
 package. An explicit `NUMBA_CACHE_DIR` always wins. Without this the CLI cached into `__pycache__`
 while the tests cached into `.numba_cache`, so each compiled everything again (~40 s).
@@ -28,11 +28,43 @@ def default_cache_dir() -> Path:
     return base / "perp" / "numba"
 
 
+KERNEL_PACKAGES = ("perp", "risk", "liquidation")  # every module whose njit code is inlined into the kernels
+SOURCE_TAG_PREFIX = "src-"
+
+
+def source_tag(root: Path | None = None) -> str:
+    """A digest of every kernel package's Python sources. numba keys a cache entry on its own
+    function's file only, but the command kernel inlines functions from a dozen modules: without this a
+    change to, say, liquidation/kernel.py would silently keep running the old compiled kernel."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1] if root is None else root
+    h = hashlib.blake2b(digest_size=8)
+    for pkg in KERNEL_PACKAGES:
+        for f in sorted((root / pkg).glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return SOURCE_TAG_PREFIX + h.hexdigest()
+
+
 def configure() -> Path:
-    """Set the cache directory unless the environment already names one; returns the one in use."""
-    if not os.environ.get(ENV):
-        os.environ[ENV] = str(default_cache_dir())
-    path = Path(os.environ[ENV])
+    """Point numba's cache at `<base>/src-<digest of the kernel sources>`, where the base is the
+    environment's NUMBA_CACHE_DIR or the default; returns the directory in use. Entries of other
+    source versions are removed (best effort), so the cache holds one version."""
+    base = Path(os.environ.get(ENV) or default_cache_dir())
+    if base.name.startswith(SOURCE_TAG_PREFIX):  # configured already (a parent process, or twice)
+        base = base.parent
+    tag = source_tag()
+    path = base / tag
+    os.environ[ENV] = str(path)
+    try:
+        for old in base.glob(SOURCE_TAG_PREFIX + "*"):
+            if old.name != tag and old.is_dir():
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        pass
     numba = sys.modules.get("numba")
     if numba is not None:  # numba read its config at import: tell it too (kernels not decorated yet)
         numba.config.CACHE_DIR = str(path)

@@ -89,17 +89,20 @@ def test_a_cold_cache_is_announced_before_compiling(monkeypatch):
 
 
 def test_every_entry_point_shares_the_checkouts_numba_cache(tmp_path):
+    from perp.numba_cache import source_tag
+
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"} | {"PYTHONPATH": str(REPO)}
     probe = "import os, perp, numba; print(os.environ['NUMBA_CACHE_DIR'], numba.config.CACHE_DIR)"
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
-    assert out == [str(REPO / ".numba_cache")] * 2  # where scripts/test caches too
+    tag = source_tag()  # one directory per version of the kernel sources (perp/numba_cache.py)
+    assert out == [str(REPO / ".numba_cache" / tag)] * 2  # where scripts/test caches too
     late = "import numba, perp; print(numba.config.CACHE_DIR)"  # numba imported first: still told
     out = subprocess.run([sys.executable, "-c", late], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
-    assert out == [str(REPO / ".numba_cache")]
+    assert out == [str(REPO / ".numba_cache" / tag)]
     explicit = env | {"NUMBA_CACHE_DIR": str(tmp_path / "mine")}
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=explicit, capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
-    assert out == [str(tmp_path / "mine")] * 2
+    assert out == [str(tmp_path / "mine" / tag)] * 2
     assert 'NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/.numba_cache}"' in (REPO / "scripts" / "test").read_text()
