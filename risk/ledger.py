@@ -36,7 +36,6 @@ from perp.layout import (
     AM_OPEN_SELL_LOTS,
     AM_REALIZED_PNL_MICRO,
     BUY,
-    G_ACCOUNT_HWM,
     G_FEE_LEDGER_MICRO,
     GATE_MARGIN_WORSE_OF,
     M_FIX_TICKS,
@@ -318,7 +317,9 @@ def settle_funding(st, m):
     received = 0
     if rate != 0:
         per_lot = st.mkt[m, M_INDEX] * st.spec[m, S_MICRO_PER_TICK_LOT]
-        for a in range(st.g[G_ACCOUNT_HWM]):
+        # every account holding a position is on the active list: O(positions), not O(highest id)
+        for i in range(1, st.active[0, 0] + 1):
+            a = st.active[i, 0]
             lots = st.position_lots[a, m]
             if lots != 0:
                 d = funding_delta_micro(lots, per_lot, rate)
@@ -351,7 +352,8 @@ def unsettle_funding(st, m, index_ticks, rate, remainder):
     command whose clock advance paid it is rejected (a rejected command never moves the clock)."""
     if rate != 0:
         per_lot = index_ticks * st.spec[m, S_MICRO_PER_TICK_LOT]
-        for a in range(st.g[G_ACCOUNT_HWM]):
+        for i in range(1, st.active[0, 0] + 1):
+            a = st.active[i, 0]
             lots = st.position_lots[a, m]
             if lots != 0:
                 d = funding_delta_micro(lots, per_lot, rate)
