@@ -420,3 +420,13 @@ def test_a_market_order_counts_the_loss_of_the_fills_it_would_get_not_its_protec
     assert isinstance(events[0], Accepted) and eng.position_lots(A, 0) == 9
     # had it been charged its protection limit (3% x 9 lots = 578,961 more) it would have been refused
     assert 4_290_000 - 3_869_679 < 9 * (22_086 - 21_443) * 100
+
+
+def test_the_oracle_throttle_gate_reaches_the_liquidation_sweep_through_set_index(eng):
+    from perp.gate import liquidation_throttled
+
+    assert not liquidation_throttled(eng.state, 0)
+    eng.submit([SetIndex(ts_ns=T0 + 1, market=H, price="2.1443", liquidations_throttled=True, validity="diverged")])
+    assert liquidation_throttled(eng.state, 0)
+    eng.submit([SetIndex(ts_ns=T0 + 2, market=H, price="2.1443")])
+    assert not liquidation_throttled(eng.state, 0)
