@@ -71,11 +71,22 @@ class KeyStore:
         self.reload()
 
     def reload(self) -> None:
+        self.generation = getattr(self, "generation", 0) + 1  # bumped on every (re)load
         if self.path.exists():
+            self._mtime_ns = self.path.stat().st_mtime_ns
             data = msgspec.json.decode(self.path.read_bytes(), type=KeyFile)
             self.keys = {k.key: k for k in data.keys}
         else:
+            self._mtime_ns = 0
             self.keys = {}
+
+    def reload_if_changed(self) -> bool:
+        """Pick up `perp keys create|revoke` run against the file of a running server."""
+        mtime = self.path.stat().st_mtime_ns if self.path.exists() else 0
+        if mtime == self._mtime_ns:
+            return False
+        self.reload()
+        return True
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +153,7 @@ class Authenticator:
         self._verifiers: dict[str, object] = {}
 
     def check(self, key: str, ts_ns: int, nonce: str, signature_hex: str, now_ns: int) -> ApiKey:
+        self.store.reload_if_changed()
         k = self.store.keys.get(key)
         if k is None:
             raise KeyError_(GatewayCode.UNKNOWN_KEY, "unknown key")

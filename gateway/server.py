@@ -231,6 +231,7 @@ class Gateway:
         self._committer: asyncio.Task | None = None
         self._stopped: asyncio.Event | None = None
         self._index_step: int | None = None
+        self._keys_generation = self.keys.generation
         self.port = config.port
 
     # ---- start-up views --------------------------------------------------------------------
@@ -1009,6 +1010,7 @@ class Gateway:
                                                            funding_frozen=frozen))
                     self._enqueue(Pending(row, "system", -1, None))
                     log.info("index", market=self.feed.spec.symbol, price=price, funding_frozen=frozen)
+            self._check_revocations()
             mono = time.monotonic_ns()
             if liq_ns and mono >= next_liq and not self.draining and not self.broken:
                 next_liq = mono + liq_ns
@@ -1018,9 +1020,20 @@ class Gateway:
                 waits.append(max(0, next_liq - time.monotonic_ns()))
             if self.feed is not None:
                 waits.append(max(0, self.feed.next_step_ns(now) - self.clock.now_ns()))
-            if not waits:
-                return
+            waits.append(1_000_000_000)  # key file changes are noticed within a second
             await asyncio.sleep(min(waits) / 1e9 + 0.0005)
+
+    def _check_revocations(self) -> None:
+        """A key revoked in the key file ends the sessions logged on with it."""
+        self.keys.reload_if_changed()
+        if self.keys.generation == self._keys_generation:
+            return
+        self._keys_generation = self.keys.generation
+        for conn in list(self.conns.values()):
+            if conn.key is not None:
+                k = self.keys.keys.get(conn.key.key)
+                if k is None or k.revoked:
+                    self._close(conn, G.KEY_REVOKED, "key revoked")
 
 
 async def run_gateway(config: ServerConfig, **kw: Any) -> None:
