@@ -56,6 +56,15 @@ class Credentials:
     def __repr__(self) -> str:
         return f"Credentials(kind={self.kind!r}, key={self.key!r})"
 
+    @classmethod
+    def load(cls, path: str) -> Credentials:
+        """A credential file written by `perp keys create --out`."""
+        import json
+
+        with open(path) as fh:
+            d = json.load(fh)
+        return cls(d["kind"], d["key"], d["secret_hex"])
+
 
 class LocalBook:
     """One market's L2 book from a snapshot and the deltas after it (absolute level sizes)."""

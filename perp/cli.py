@@ -196,3 +196,14 @@ def _register_oracle() -> None:
 
 
 _register_oracle()
+
+
+def _register_gateway() -> None:
+    """`perp serve` and `perp keys` live with the gateway (gateway/cli.py)."""
+    from gateway.cli import keys_group, serve_command
+
+    main.add_command(serve_command, "serve")
+    main.add_command(keys_group, "keys")
+
+
+_register_gateway()

@@ -1,0 +1,126 @@
+"""`perp serve` and `perp keys create|list|revoke` (registered on the `perp` group by perp/cli.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import click
+
+DEFAULT_DATA = "data"
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, help="0: an ephemeral port (printed)")
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, type=click.Path(file_okay=False),
+              help="journal and snapshots (recovered on start)")
+@click.option("--keys", "keys_path", default=None, type=click.Path(dir_okay=False),
+              help="API key file (default: DATA/keys.json)")
+@click.option("--markets", "markets_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--fsync", default="always", show_default=True, type=click.Choice(["always", "interval", "never"]))
+@click.option("--group-commit-us", default=1000, show_default=True, help="gather commands this long per journal fsync")
+@click.option("--max-batch", default=4096, show_default=True, help="...or until this many are queued")
+@click.option("--liquidation-interval-ms", default=1000, show_default=True)
+@click.option("--index-step-s", default=3600, show_default=True, help="the index feed moves once per step")
+@click.option("--index-csv", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="daily fixes CSV (default: ../shared/data/gpumarkets/daily_fixings.csv)")
+@click.option("--no-index-feed", is_flag=True, help="no index feed (the index stays as the journal left it)")
+def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, markets_path: str | None, fsync: str,
+                  group_commit_us: int, max_batch: int, liquidation_interval_ms: int, index_step_s: int,
+                  index_csv: str | None, no_index_feed: bool) -> None:
+    """The venue in one process: WebSocket gateway, journal, engine and timers on loopback.
+
+    Recovers from DATA/snapshot.bin + DATA/journal.bin on start; on SIGTERM stops taking orders,
+    drains, snapshots and exits. Connect with gateway.client.GatewayClient (docs/protocol.md)."""
+    from gateway.server import Gateway, ServerConfig
+
+    config = ServerConfig(host=host, port=port, data_dir=data_dir, keys_path=keys_path, markets_path=markets_path,
+                          fsync=fsync, group_commit_us=group_commit_us, max_batch=max_batch,
+                          liquidation_interval_ms=liquidation_interval_ms, index_step_s=index_step_s,
+                          index_csv=index_csv, index_feed=not no_index_feed)
+
+    async def main() -> None:
+        gw = Gateway(config)
+        await gw.start()
+        url = f"ws://{host}:{gw.port}"
+        click.echo(f"perp serve  {url}  (seq {gw.engine.seq}, journal {gw.journal_path})")
+        click.echo(f"health      http://{host}:{gw.port}/healthz   metrics http://{host}:{gw.port}/metrics")
+        click.echo(f"keys        perp keys create --keys {gw.keys.path} --account 20 --perm read,trade --out my.key")
+        click.echo("index       GPU Markets daily fixes (gpumarkets.dev, CC BY 4.0) through the oracle's hourly anchor")
+        click.echo("stop        SIGTERM or Ctrl-C (drains, snapshots, exits)", nl=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await gw.stop()
+        click.echo(f"stopped     seq {gw.engine.seq}, state_hash {gw.engine.state_hash()}")
+
+    asyncio.run(main())
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """API keys: one account each, with permissions read, trade, admin."""
+
+
+def _store(path: str):
+    from gateway.keys import KeyStore
+
+    return KeyStore(path)
+
+
+_KEYS_OPTION = click.option("--keys", "keys_path", default=str(Path(DEFAULT_DATA) / "keys.json"), show_default=True,
+                            type=click.Path(dir_okay=False), help="the server's key file (created 0600)")
+
+
+@keys_group.command("create")
+@_KEYS_OPTION
+@click.option("--account", type=click.IntRange(0, (1 << 22) - 1), required=True)
+@click.option("--perm", "perms", default="read,trade", show_default=True, help="comma-separated: read,trade,admin")
+@click.option("--kind", default="ed25519", show_default=True, type=click.Choice(["ed25519", "hmac"]))
+@click.option("--label", default="")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="write the client's credential here (0600) instead of printing it")
+def keys_create(keys_path: str, account: int, perms: str, kind: str, label: str, out_path: str | None) -> None:
+    """Create a key. Ed25519: the server keeps only the public key; the private key is shown once."""
+    store = _store(keys_path)
+    try:
+        k, credential = store.create(account, tuple(p.strip() for p in perms.split(",") if p.strip()), kind, label)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    doc = {"kind": k.kind, "key": k.key, "secret_hex": credential, "account": k.account}
+    if out_path:
+        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh)
+        click.echo(f"key {k.key} ({k.kind}) for account {k.account}, permissions {','.join(k.permissions)}; "
+                   f"credential written to {out_path}")
+    else:
+        click.echo(json.dumps(doc))
+
+
+@keys_group.command("list")
+@_KEYS_OPTION
+def keys_list(keys_path: str) -> None:
+    """Keys in the file (never their secrets)."""
+    for k in _store(keys_path).keys.values():
+        click.echo(f"{k.key}  {k.kind:<7}  account {k.account:<8}  {','.join(k.permissions):<16}  "
+                   f"{'REVOKED' if k.revoked else 'active'}  {k.label}")
+
+
+@keys_group.command("revoke")
+@_KEYS_OPTION
+@click.argument("key")
+def keys_revoke(keys_path: str, key: str) -> None:
+    """Revoke KEY: a running server refuses it within a second and ends its sessions (4103)."""
+    store = _store(keys_path)
+    if key not in store.keys:
+        raise click.ClickException(f"no key {key!r} in {keys_path}")
+    store.revoke(key)
+    click.echo(f"revoked {key}")
