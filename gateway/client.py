@@ -226,7 +226,7 @@ class GatewayClient:
                 backoff = min(self.max_backoff_s, backoff * 2)
                 try:
                     await self._open()
-                except (OSError, asyncio.TimeoutError, Exception):
+                except Exception:  # noqa: BLE001 - refused, reset, handshake timeout: try again later
                     continue
                 backoff = 0.05
                 asyncio.create_task(self._resume())

@@ -109,8 +109,15 @@ class KeyStore:
             raise ValueError(f"permissions must be a non-empty subset of {PERMISSIONS}, got {permissions}")
         key_id = "k" + secrets.token_hex(8)
         if kind == "ed25519":
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-            from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+                Ed25519PrivateKey,
+            )
+            from cryptography.hazmat.primitives.serialization import (
+                Encoding,
+                NoEncryption,
+                PrivateFormat,
+                PublicFormat,
+            )
 
             priv = Ed25519PrivateKey.generate()
             pub_hex = priv.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()

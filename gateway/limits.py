@@ -15,7 +15,7 @@ import time
 
 
 class TokenBucket:
-    __slots__ = ("rate_per_ns", "burst", "tokens", "last_ns")
+    __slots__ = ("burst", "last_ns", "rate_per_ns", "tokens")
 
     def __init__(self, rate_per_s: float, burst: float, now_ns: int):
         self.rate_per_ns = rate_per_s / 1e9  # a float at the edge: tokens are not money
@@ -40,6 +40,5 @@ class WallClock:
 
     def now_ns(self) -> int:
         t = self._source()
-        if t > self._last:
-            self._last = t
+        self._last = max(self._last, t)
         return self._last

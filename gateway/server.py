@@ -36,10 +36,11 @@ import collections
 import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -52,7 +53,16 @@ from gateway.keys import ApiKey, Authenticator, KeyError_, KeyStore
 from gateway.limits import TokenBucket, WallClock
 from perp import events as E
 from perp import layout as L
-from perp.commands import Amend, Cancel, CancelAll, CommandFormatError, Deposit, Liquidate, Place, SetIndex
+from perp.commands import (
+    Amend,
+    Cancel,
+    CancelAll,
+    CommandFormatError,
+    Deposit,
+    Liquidate,
+    Place,
+    SetIndex,
+)
 from perp.journal import iter_rows_after
 from perp.markets import load_markets, price_to_ticks, ticks_to_price
 from perp.sequencer import JournaledEngine
@@ -95,8 +105,21 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
 # ---- connections -----------------------------------------------------------------------------
 class Conn:
-    __slots__ = ("id", "ws", "ip", "key", "subs", "out", "wake", "book_resync", "bucket", "close_code",
-                 "close_reason", "logon_failures", "log")
+    __slots__ = (
+        "book_resync",
+        "bucket",
+        "close_code",
+        "close_reason",
+        "id",
+        "ip",
+        "key",
+        "log",
+        "logon_failures",
+        "out",
+        "subs",
+        "wake",
+        "ws",
+    )
 
     def __init__(self, conn_id: int, ws: Any, ip: str, bucket: TokenBucket):
         self.id = conn_id
@@ -121,7 +144,7 @@ class Pending:
     row: np.ndarray
     kind: str  # place | cancel | cancel_all | amend | deposit | system
     account: int
-    done: Callable[[int, list, "ErrorOrNone"], None] | None  # (seq, events of that seq, error)
+    done: Callable[[int, list, ErrorOrNone], None] | None  # (seq, events of that seq, error)
     received_ns: int = 0
     clid: int = 0
 
@@ -931,7 +954,7 @@ class Gateway:
         eng = self.engine
         row = eng.state.mkt[m]
         bid, ask = eng.best_bid_ask(m)
-        px = lambda t: None if not t else ticks_to_price(spec, t)  # noqa: E731
+        px = lambda t: None if not t else ticks_to_price(spec, t)
         return P.Ticker(px(eng.mark_ticks(m)), px(eng.index_ticks(m)), px(bid), px(ask),
                         int(row[L.M_OPEN_INTEREST]), eng.predicted_funding_rate_ppb(m), int(row[L.M_LAST_RATE_PPB]),
                         int(row[L.M_NEXT_FUNDING_TS]), bool(row[L.M_FUNDING_FROZEN]), int(row[L.M_VALIDITY]))

@@ -50,7 +50,7 @@ def test_bad_logons_and_forbidden_orders_change_nothing(tmp_path):
                 own = await alice.place(MARKET, "buy", 1, price="1.9000")
             h0 = v.gw.engine.state_hash()
             seq0 = v.gw.engine.seq
-            alice_c, bob_c, reader_c = v.creds["alice"], v.creds["bob"], v.creds["reader"]
+            alice_c, bob_c = v.creds["alice"], v.creds["bob"]
             place = {"market": MARKET, "side": "buy", "size_lots": 1, "price": "1.9500"}
             async with v.client(None) as anon:
                 await refused(anon, "order.place", place, G.NOT_LOGGED_IN)

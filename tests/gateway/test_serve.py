@@ -117,7 +117,7 @@ def test_sigkill_under_load_loses_no_acknowledged_order(tmp_path):
                     ack = await alice.place(MARKET, "buy", 1, price=ticks_to_price(SPEC, idx - 100 - i % 1000),
                                             client_order_id=worker * 1_000_000 + i)
                     acked.add(ack.order_id)
-                except (ConnectionLost, GatewayError, asyncio.TimeoutError):
+                except (TimeoutError, ConnectionLost, GatewayError):
                     await asyncio.sleep(0.01)
 
         workers = [asyncio.create_task(load(w)) for w in range(1, 5)]
