@@ -85,6 +85,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_frame_bytes: int = 65536
     send_queue_frames: int = 4096  # per connection; beyond: book conflated, anything else disconnects
     send_timeout_s: float = 10.0  # a frame the socket cannot take for this long: the connection is cut
+    write_limit_bytes: int = 32768  # the WebSocket layer's write buffer per connection
+    so_sndbuf_bytes: int = 0  # kernel send buffer per connection (0: the OS default)
     order_rate_per_s: float = 500.0  # per key: places and amends...
     order_burst: int = 1000
     cancel_rate_per_s: float = 2000.0  # ...cancels get more room
@@ -286,7 +288,7 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._timer_loop(), name="timers"))
         self._server = await serve(self._handler, self.cfg.host, self.cfg.port, max_size=self.cfg.max_frame_bytes,
                                    process_request=self._http, ping_interval=20, ping_timeout=20,
-                                   close_timeout=2, max_queue=64)
+                                   close_timeout=2, max_queue=64, write_limit=self.cfg.write_limit_bytes)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("serving", host=self.cfg.host, port=self.port, seq=self.engine.seq,
                  journal=str(self.journal_path))
@@ -358,6 +360,12 @@ class Gateway:
         if self.conns_per_ip[ip] >= self.cfg.max_conns_per_ip:
             await ws.close(int(G.TOO_MANY_CONNECTIONS), "too many connections from this address")
             return
+        if self.cfg.so_sndbuf_bytes:
+            import socket
+
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.cfg.so_sndbuf_bytes)
         now = time.monotonic_ns()
         conn = Conn(self._next_conn_id, ws, ip, TokenBucket(self.cfg.conn_rate_per_s, self.cfg.conn_burst, now))
         self._next_conn_id += 1
