@@ -28,9 +28,10 @@ DEFAULT_DATA = "data"
 @click.option("--index-csv", default=None, type=click.Path(exists=True, dir_okay=False),
               help="daily fixes CSV (default: ../shared/data/gpumarkets/daily_fixings.csv)")
 @click.option("--no-index-feed", is_flag=True, help="no index feed (the index stays as the journal left it)")
+@click.option("--demo", is_flag=True, help="also run seeded market makers and takers through the client")
 def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, markets_path: str | None, fsync: str,
                   group_commit_us: int, max_batch: int, liquidation_interval_ms: int, index_step_s: int,
-                  index_csv: str | None, no_index_feed: bool) -> None:
+                  index_csv: str | None, no_index_feed: bool, demo: bool) -> None:
     """The venue in one process: WebSocket gateway, journal, engine and timers on loopback.
 
     Recovers from DATA/snapshot.bin + DATA/journal.bin on start; on SIGTERM stops taking orders,
@@ -50,6 +51,15 @@ def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, ma
         click.echo(f"health      http://{host}:{gw.port}/healthz   metrics http://{host}:{gw.port}/metrics")
         click.echo(f"keys        perp keys create --keys {gw.keys.path} --account 20 --perm read,trade --out my.key")
         click.echo("index       GPU Markets daily fixes (gpumarkets.dev, CC BY 4.0) through the oracle's hourly anchor")
+        demo_run = None
+        if demo:
+            from gateway.demo import MAKERS, TAKERS, Demo
+
+            demo_run = Demo(url, gw.keys, gw.specs[0].symbol)
+            await demo_run.start()
+            click.echo(f"demo        makers {', '.join(map(str, MAKERS))} and takers {TAKERS[0]}-{TAKERS[-1]} "
+                       "trading through the client")
+            click.echo(f"watch       python3 -m gateway.watch --url {url}")
         click.echo("stop        SIGTERM or Ctrl-C (drains, snapshots, exits)", nl=True)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -58,6 +68,8 @@ def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, ma
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if demo_run is not None:
+            await demo_run.close()
         await gw.stop()
         click.echo(f"stopped     seq {gw.engine.seq}, state_hash {gw.engine.state_hash()}")
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway.client import ConnectionLost, GatewayClient, GatewayError
 from perp.markets import load_markets, price_to_ticks, ticks_to_price
 from perp.sequencer import recover
@@ -31,6 +33,20 @@ async def index_ticks(client: GatewayClient) -> int:
         await asyncio.sleep(0.05)
 
 
+_LIVE: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_server_left_behind():
+    """Whatever a test does, the servers it started are gone after it."""
+    yield
+    while _LIVE:
+        proc = _LIVE.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 class Served:
     def __init__(self, data: Path, keys: Path, port: int = 0, *extra: str):
         env = dict(os.environ)
@@ -40,6 +56,7 @@ class Served:
              "--data", str(data), "--keys", str(keys), "--liquidation-interval-ms", "0", "--group-commit-us", "500",
              *extra],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        _LIVE.append(self.proc)
         self.lines: list[str] = []
 
     async def url(self) -> str:
