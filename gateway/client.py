@@ -113,7 +113,9 @@ class LocalBook:
 
 _incoming = msgspec.json.Decoder(P.Incoming)
 _book_data = msgspec.json.Decoder(P.BookData)
-_user_events = msgspec.json.Decoder(list[E.Event])
+_user_events = msgspec.json.Decoder(list[E.Event | P.FundingPayment])
+_liquidations = msgspec.json.Decoder(list[P.PublicLiquidation])
+_funding = msgspec.json.Decoder(list[P.PublicFunding])
 _trades = msgspec.json.Decoder(list[P.Trade])
 _ticker = msgspec.json.Decoder(P.Ticker)
 
@@ -268,6 +270,10 @@ class GatewayClient:
             data = _trades.decode(msg.data)
         elif ch == "ticker":
             data = _ticker.decode(msg.data)
+        elif ch == "liquidations":
+            data = _liquidations.decode(msg.data)
+        elif ch == "funding":
+            data = _funding.decode(msg.data)
         else:
             data = msgspec.json.decode(msg.data)
         q = self._pushes[ch]

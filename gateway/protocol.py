@@ -38,7 +38,7 @@ Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market"]
 TimeInForce = Literal["gtc", "ioc", "fok", "post_only"]
 StpMode = Literal["cancel_newest", "cancel_oldest", "cancel_both"]
-Channel = Literal["book", "trades", "ticker", "user"]
+Channel = Literal["book", "trades", "ticker", "liquidations", "funding", "user"]
 Permission = Literal["read", "trade", "admin"]
 
 
@@ -330,6 +330,43 @@ class Ticker(msgspec.Struct, frozen=True):
     next_funding_ts_ns: int
     funding_frozen: bool
     oracle_validity: int  # oracle.validity order: 0 = fresh
+
+
+class FundingPayment(msgspec.Struct, frozen=True, tag_field="type", tag="funding_payment"):
+    """One position's hourly funding on the user channel, derived exactly from the engine: the
+    change of the position's cumulative funding (`funding_micro` of the account view) across the
+    batch that carried the market's `funding` event. Every command of a batch has one timestamp,
+    so the hour is crossed before the batch's first command and `lots` (the position before the
+    batch) is the position that was charged: amount = floor(-lots x index_ticks x micro_per_tick_lot
+    x rate_ppb / 1e9), positive when received."""
+
+    seq: int
+    ts_ns: int
+    market: str
+    account: int
+    lots: int
+    rate_ppb: int
+    index_ticks: int
+    amount_micro: int
+
+
+class PublicLiquidation(msgspec.Struct, frozen=True):
+    """A liquidation step on the public `liquidations` channel: no account ids."""
+
+    seq: int
+    phase: str
+    side: str
+    price_ticks: int
+    lots: int
+    filled: int
+
+
+class PublicFunding(msgspec.Struct, frozen=True):
+    seq: int
+    rate_ppb: int
+    index_ticks: int
+    paid_micro: int
+    frozen: bool
 
 
 class Incoming(msgspec.Struct, frozen=True):

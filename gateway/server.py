@@ -856,6 +856,7 @@ class Gateway:
         ts = self.clock.now_ns()
         rows[:, L.C_TS] = ts
         seq0 = self.engine.seq + 1
+        funding_before = self._funding_watch(ts)
         self._in_batch = True
         t0 = time.perf_counter()
         try:
@@ -888,7 +889,51 @@ class Gateway:
                 p.done(seq0 + i, per[i], error, result, p.received_ns)
         if self.metrics.acks is not None:
             self.metrics.acks.inc(len(batch))
+        if funding_before is not None:
+            events = events + self._funding_payments(funding_before, events)
         self._fan_out(events, ts)
+
+    def _funding_watch(self, ts: int) -> tuple | None:
+        """Before a batch that will cross a funding hour: the cumulative funding and the positions
+        of every account with a user-channel subscriber (see protocol.FundingPayment)."""
+        mkt = self.engine.state.mkt
+        due = [m for m in range(len(self.specs)) if 0 < int(mkt[m, L.M_NEXT_FUNDING_TS]) <= ts]
+        accts = [a for a, conns in self.user_conns.items() if conns and a < self.engine.state.acct_mkt.shape[0]]
+        if not due or not accts:
+            return None
+        st = self.engine.state
+        idx = np.array(accts, np.int64)
+        return idx, st.acct_mkt[idx, :, L.AM_FUNDING_MICRO].copy(), st.position_lots[idx, :].copy()
+
+    def _funding_payments(self, before: tuple, events: list) -> list:
+        idx, funding0, lots0 = before
+        paid = {self.market_index[e.market]: e for e in events if type(e) is E.FundingPaid}
+        if not paid:
+            return []
+        delta = self.engine.state.acct_mkt[idx, :, L.AM_FUNDING_MICRO] - funding0
+        out = []
+        for i, acct in enumerate(idx.tolist()):
+            for m, ev in paid.items():
+                if lots0[i, m]:
+                    out.append(P.FundingPayment(ev.seq, ev.ts_ns, ev.market, acct, int(lots0[i, m]), ev.rate_ppb,
+                                                ev.index_ticks, int(delta[i, m])))
+        return out
+
+    async def submit_system(self, commands: list) -> list:
+        """Sequence operator or simulator commands (perp.commands structs) like a timer's; returns
+        their events once journaled and processed. For embedding and tests, not on the wire."""
+        loop = asyncio.get_running_loop()
+        futs = []
+        for cmd in commands:
+            fut = loop.create_future()
+
+            def done(seq, evs, error, result=None, received_ns=0, fut=fut):
+                if not fut.done():
+                    fut.set_exception(RuntimeError(error.msg)) if error is not None else fut.set_result(evs)
+
+            self._enqueue(Pending(self.engine.encoder.row(cmd), "system", -1, done))
+            futs.append(fut)
+        return [e for evs in await asyncio.gather(*futs) for e in evs]
 
     def _apply_views(self, events: list) -> None:
         for e in events:
@@ -980,6 +1025,8 @@ class Gateway:
         book: list[dict[tuple[int, int], int]] = [{} for _ in range(n)]
         trades: list[list[P.Trade]] = [[] for _ in range(n)]
         touched = [False] * n
+        liqs: list[list[P.PublicLiquidation]] = [[] for _ in range(n)]
+        funding: list[list[P.PublicFunding]] = [[] for _ in range(n)]
         users: dict[int, list] = collections.defaultdict(list)
         for e in events:
             t = type(e)
@@ -991,8 +1038,12 @@ class Gateway:
                 book[m][(0 if e.side == "buy" else 1, e.price_ticks)] = e.size_lots
             elif t is E.Fill and e.liquidity == "taker":
                 trades[m].append(P.Trade(e.price, e.size_lots, e.side, e.seq))
+            elif t is E.LiquidationStep and m is not None:
+                liqs[m].append(P.PublicLiquidation(e.seq, e.phase, e.side, e.price_ticks, e.lots, e.filled))
+            elif t is E.FundingPaid:
+                funding[m].append(P.PublicFunding(e.seq, e.rate_ppb, e.index_ticks, e.paid_micro, e.frozen))
             acct = getattr(e, "account", None)
-            if acct is not None and acct in self.user_conns and t is not E.LiquidationStep:
+            if acct is not None and acct in self.user_conns:
                 users[acct].append(e)
         for m in range(n):
             sym = self.specs[m].symbol
@@ -1009,6 +1060,12 @@ class Gateway:
                 self.trade_seq[m] = seq
                 for c in tuple(self.subscribers.get(("trades", m), ())):
                     self._send(c, frame)
+            for channel, items in (("liquidations", liqs[m]), ("funding", funding[m])):
+                subs = self.subscribers.get((channel, m))
+                if items and subs:
+                    frame = self._push(channel, sym, "update", seq, 0, items)
+                    for c in tuple(subs):
+                        self._send(c, frame)
             if touched[m] and self.subscribers.get(("ticker", m)):
                 tk = self._ticker(m)
                 if tk != self.last_ticker[m]:

@@ -64,7 +64,7 @@ def pinned_feed(price_ticks: int = INDEX_TICKS) -> IndexFeed:
 
 
 @contextlib.asynccontextmanager
-async def venue(tmp_path: Path, *, deposits: bool = True, keys=None, **cfg) -> AsyncIterator[Venue]:
+async def venue(tmp_path: Path, *, deposits: bool = True, keys=None, clock=None, **cfg) -> AsyncIterator[Venue]:
     data = tmp_path / "data"
     if keys is None:
         keys, creds = make_keys(tmp_path / "keys.json")
@@ -72,7 +72,7 @@ async def venue(tmp_path: Path, *, deposits: bool = True, keys=None, **cfg) -> A
         keys, creds = keys
     config = ServerConfig(**({"port": 0, "data_dir": str(data), "keys_path": str(keys.path),
                               "group_commit_us": 300, "liquidation_interval_ms": 0} | cfg))
-    gw = Gateway(config, feed=pinned_feed())
+    gw = Gateway(config, feed=pinned_feed(), clock=clock)
     await gw.start()
     v = Venue(gw, f"ws://127.0.0.1:{gw.port}", creds, keys, data)
     try:
