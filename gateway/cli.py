@@ -28,10 +28,15 @@ DEFAULT_DATA = "data"
 @click.option("--index-csv", default=None, type=click.Path(exists=True, dir_okay=False),
               help="daily fixes CSV (default: ../shared/data/gpumarkets/daily_fixings.csv)")
 @click.option("--no-index-feed", is_flag=True, help="no index feed (the index stays as the journal left it)")
+@click.option("--order-rate-per-s", default=500.0, show_default=True, help="per key: places and amends (burst 2x)")
+@click.option("--cancel-rate-per-s", default=2000.0, show_default=True, help="per key: cancels (burst 2x)")
+@click.option("--conn-rate-per-s", default=2000.0, show_default=True, help="per connection: frames (burst 2x)")
+@click.option("--max-conns-per-ip", default=256, show_default=True)
 @click.option("--demo", is_flag=True, help="also run seeded market makers and takers through the client")
 def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, markets_path: str | None, fsync: str,
                   group_commit_us: int, max_batch: int, liquidation_interval_ms: int, index_step_s: int,
-                  index_csv: str | None, no_index_feed: bool, demo: bool) -> None:
+                  index_csv: str | None, no_index_feed: bool, order_rate_per_s: float, cancel_rate_per_s: float,
+                  conn_rate_per_s: float, max_conns_per_ip: int, demo: bool) -> None:
     """The venue in one process: WebSocket gateway, journal, engine and timers on loopback.
 
     Recovers from DATA/snapshot.bin + DATA/journal.bin on start; on SIGTERM stops taking orders,
@@ -41,7 +46,10 @@ def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, ma
     config = ServerConfig(host=host, port=port, data_dir=data_dir, keys_path=keys_path, markets_path=markets_path,
                           fsync=fsync, group_commit_us=group_commit_us, max_batch=max_batch,
                           liquidation_interval_ms=liquidation_interval_ms, index_step_s=index_step_s,
-                          index_csv=index_csv, index_feed=not no_index_feed)
+                          index_csv=index_csv, index_feed=not no_index_feed, order_rate_per_s=order_rate_per_s,
+                          order_burst=int(2 * order_rate_per_s), cancel_rate_per_s=cancel_rate_per_s,
+                          cancel_burst=int(2 * cancel_rate_per_s), conn_rate_per_s=conn_rate_per_s,
+                          conn_burst=int(2 * conn_rate_per_s), max_conns_per_ip=max_conns_per_ip)
 
     async def main() -> None:
         gw = Gateway(config)
@@ -136,3 +144,30 @@ def keys_revoke(keys_path: str, key: str) -> None:
         raise click.ClickException(f"no key {key!r} in {keys_path}")
     store.revoke(key)
     click.echo(f"revoked {key}")
+
+
+@click.command("gateway")
+@click.option("--procs", default=2, show_default=True, help="client processes")
+@click.option("--accounts-per-proc", default=2, show_default=True)
+@click.option("--seconds", default=5.0, show_default=True, help="length of the throughput phase")
+@click.option("--rate", default=10_000, show_default=True, help="orders/s of the latency phase")
+@click.option("--window", default=64, show_default=True, help="frames in flight per account")
+@click.option("--subscribers", default=1000, show_default=True, help="book subscribers connected during the run")
+@click.option("--group-commit-us", default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
+def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, rate: int, window: int, subscribers: int,
+                          group_commit_us: int, as_json: bool) -> None:
+    """The whole path over loopback from client processes: logon, validation, journal + fsync, engine, ack."""
+    from gateway.bench import run
+
+    r = run(procs=procs, accounts_per_proc=accounts_per_proc, seconds=seconds, rate=rate, window=window,
+            subscribers=subscribers, group_commit_us=group_commit_us)
+    click.echo(f"throughput   {r['orders_per_s']:,} order frames/s acked (one order per frame, fsync per group "
+               f"commit; {r['procs']} client processes, {r['accounts']} accounts, window {r['window']})")
+    click.echo(f"latency      p50 {r['p50_ack_ms_at_10k']} ms, p99 {r['p99_ack_ms_at_10k']} ms at {rate:,} orders/s "
+               f"({r['paced_acks']:,} acks)")
+    click.echo(f"batch frames {r['batch_frame_orders_per_s']:,} orders/s in order.batch frames of 20")
+    click.echo(f"fan-out      {r['subscribers']} book subscribers: p50 {r['p50_fanout_ms']} ms, "
+               f"p99 {r['p99_fanout_ms']} ms ({r['fanout_samples']:,} deltas received)")
+    if as_json:
+        click.echo(json.dumps(r))

@@ -139,6 +139,11 @@ class PushMsg:
     data: Any  # typed: list[perp.events.Event] | UserSnapshot | list[Trade] | Ticker | Hello
 
 
+def _retrieve(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class GatewayClient:
     def __init__(self, url: str, credentials: Credentials | None = None, *, reconnect: bool = True,
                  request_timeout_s: float = 10.0, max_backoff_s: float = 2.0, push_queue: int = 100_000):
@@ -307,6 +312,7 @@ class GatewayClient:
     async def _call(self, method: str, params: Any = None) -> msgspec.Raw:
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_retrieve)  # an outcome nobody awaits any more is not an error
         self._waiting[rid] = fut
         body = {"id": rid, "method": method, "params": params if params is not None else {}}
         try:

@@ -115,6 +115,7 @@ class Conn:
         "id",
         "ip",
         "key",
+        "last_rx_ns",
         "log",
         "logon_failures",
         "out",
@@ -137,6 +138,7 @@ class Conn:
         self.close_reason = ""
         self.logon_failures = 0
         self.log = log.bind(conn_id=conn_id)
+        self.last_rx_ns = time.monotonic_ns()
 
 
 @dataclass(slots=True)
@@ -244,7 +246,7 @@ class Gateway:
         # the sequencer
         self._queue: list[Pending] = []
         self._wake: asyncio.Event | None = None
-        self._full: asyncio.Event | None = None
+        self._gather: asyncio.Future | None = None
         self._in_batch = False
         self._deferred: list[Callable[[], None]] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
@@ -282,7 +284,6 @@ class Gateway:
         from websockets.asyncio.server import serve
 
         self._wake = asyncio.Event()
-        self._full = asyncio.Event()
         self._stopped = asyncio.Event()
         self._committer = asyncio.create_task(self._commit_loop(), name="committer")
         self._tasks.append(asyncio.create_task(self._timer_loop(), name="timers"))
@@ -377,13 +378,11 @@ class Gateway:
                                             self.cfg.max_frame_bytes)))
         conn.log.info("connected", ip=ip)
         try:
-            while not conn.close_code:
-                try:
-                    frame = await asyncio.wait_for(ws.recv(), timeout=self.cfg.idle_timeout_s)
-                except TimeoutError:
-                    self._close(conn, G.IDLE_TIMEOUT, "idle")
-                    break
+            async for frame in ws:  # idle connections are swept by the timer loop (_sweep_idle)
+                conn.last_rx_ns = time.monotonic_ns()
                 self._on_frame(conn, frame)
+                if conn.close_code:
+                    break
         except ConnectionClosed as exc:
             if exc.rcvd is not None and exc.rcvd.code == 1009:
                 conn.log.info("frame_too_large")
@@ -433,14 +432,25 @@ class Gateway:
         conn.wake.set()
 
     async def _sender(self, conn: Conn) -> None:
+        """Writes the connection's queue. Frames queued together (the replies and pushes of one
+        batch) go out in one socket write: each is framed by the websockets protocol object
+        (`protocol.send_text`, its sans-I/O API) and the bytes are joined; flow control waits on
+        the connection's drain when the transport's buffer is above the write limit."""
         ws = conn.ws
         try:
             while True:
                 await conn.wake.wait()
                 conn.wake.clear()
                 while conn.out:
-                    frame = conn.out.popleft()
-                    await asyncio.wait_for(ws.send(frame, text=True), timeout=self.cfg.send_timeout_s)
+                    if len(conn.out) == 1:
+                        await asyncio.wait_for(ws.send(conn.out.popleft(), text=True), self.cfg.send_timeout_s)
+                    else:
+                        proto = ws.protocol
+                        for _ in range(min(len(conn.out), 512)):
+                            proto.send_text(conn.out.popleft())
+                        ws.transport.write(b"".join(proto.data_to_send()))
+                        if ws.transport.get_write_buffer_size() > self.cfg.write_limit_bytes:
+                            await asyncio.wait_for(ws.drain(), self.cfg.send_timeout_s)
                     if not conn.out and conn.book_resync and not conn.close_code:
                         for m in sorted(conn.book_resync):
                             conn.book_resync.discard(m)
@@ -818,8 +828,8 @@ class Gateway:
     def _enqueue(self, p: Pending) -> None:
         self._queue.append(p)
         self._wake.set()
-        if len(self._queue) >= self.cfg.max_batch:
-            self._full.set()
+        if self._gather is not None and len(self._queue) >= self.cfg.max_batch:
+            _wake_future(self._gather)
 
     def _when_idle(self, fn: Callable[[], None]) -> None:
         if self._in_batch:
@@ -837,15 +847,14 @@ class Gateway:
                     return
                 continue
             if len(self._queue) < self.cfg.max_batch and self.cfg.group_commit_us > 0 and not self.draining:
-                self._full.clear()
-                try:
-                    await asyncio.wait_for(self._full.wait(), self.cfg.group_commit_us / 1e6)
-                except TimeoutError:
-                    pass
+                # gather: until the window closes or the queue reaches max_batch (_enqueue wakes us)
+                self._gather = loop.create_future()
+                timer = loop.call_later(self.cfg.group_commit_us / 1e6, _wake_future, self._gather)
+                await self._gather
+                timer.cancel()
+                self._gather = None
             batch = self._queue[: self.cfg.max_batch]
             del self._queue[: self.cfg.max_batch]
-            if len(self._queue) < self.cfg.max_batch:
-                self._full.clear()
             await self._run_batch(loop, batch)
             deferred, self._deferred = self._deferred, []
             for fn in deferred:
@@ -1099,6 +1108,7 @@ class Gateway:
                     self._enqueue(Pending(row, "system", -1, None))
                     log.info("index", market=self.feed.spec.symbol, price=price, funding_frozen=frozen)
             self._check_revocations()
+            self._sweep_idle()
             mono = time.monotonic_ns()
             if liq_ns and mono >= next_liq and not self.draining and not self.broken:
                 next_liq = mono + liq_ns
@@ -1108,8 +1118,14 @@ class Gateway:
                 waits.append(max(0, next_liq - time.monotonic_ns()))
             if self.feed is not None:
                 waits.append(max(0, self.feed.next_step_ns(now) - self.clock.now_ns()))
-            waits.append(1_000_000_000)  # key file changes are noticed within a second
+            waits.append(min(1_000_000_000, int(self.cfg.idle_timeout_s * 1e9 / 4)))  # key changes, idle sweep
             await asyncio.sleep(min(waits) / 1e9 + 0.0005)
+
+    def _sweep_idle(self) -> None:
+        cutoff = time.monotonic_ns() - int(self.cfg.idle_timeout_s * 1e9)
+        for conn in list(self.conns.values()):
+            if conn.last_rx_ns < cutoff:
+                self._close(conn, G.IDLE_TIMEOUT, "idle")
 
     def _check_revocations(self) -> None:
         """A key revoked in the key file ends the sessions logged on with it."""
@@ -1122,6 +1138,11 @@ class Gateway:
                 k = self.keys.keys.get(conn.key.key)
                 if k is None or k.revoked:
                     self._close(conn, G.KEY_REVOKED, "key revoked")
+
+
+def _wake_future(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 async def run_gateway(config: ServerConfig, **kw: Any) -> None:

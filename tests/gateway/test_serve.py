@@ -161,3 +161,42 @@ def test_sigkill_under_load_loses_no_acknowledged_order(tmp_path):
         assert recover(data / "journal.bin").state_hash() == re.search(r"state_hash (\w+)", out).group(1)
 
     run(body(), 150)
+
+
+def test_the_gateway_commands_are_wired_into_perp():
+    from click.testing import CliRunner
+
+    from perp.cli import main
+
+    runner = CliRunner()
+    for args in (["serve", "--help"], ["keys", "--help"], ["bench", "gateway", "--help"]):
+        res = runner.invoke(main, args)
+        assert res.exit_code == 0, res.output
+
+
+def test_keys_create_list_revoke(tmp_path):
+    import json
+    import stat
+
+    from click.testing import CliRunner
+
+    from gateway.keys import KeyStore
+    from perp.cli import main
+
+    runner = CliRunner()
+    keys = tmp_path / "keys.json"
+    out = tmp_path / "mm.key"
+    res = runner.invoke(main, ["keys", "create", "--keys", str(keys), "--account", "100", "--perm", "read,trade",
+                               "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert stat.S_IMODE(os.stat(keys).st_mode) == stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    cred = json.loads(out.read_text())
+    assert cred["secret_hex"] not in keys.read_text()  # ed25519: the server keeps the public key only
+    res = runner.invoke(main, ["keys", "create", "--keys", str(keys), "--account", "101", "--kind", "hmac"])
+    hmac_key = json.loads(res.output)["key"]
+    listing = runner.invoke(main, ["keys", "list", "--keys", str(keys)]).output
+    assert cred["key"] in listing and hmac_key in listing and json.loads(res.output)["secret_hex"] not in listing
+    assert runner.invoke(main, ["keys", "revoke", "--keys", str(keys), hmac_key]).exit_code == 0
+    assert KeyStore(keys).keys[hmac_key].revoked
+    bad = runner.invoke(main, ["keys", "create", "--keys", str(keys), "--account", "5", "--perm", "root"])
+    assert bad.exit_code != 0
