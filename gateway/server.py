@@ -259,6 +259,7 @@ class Gateway:
         self._stopped: asyncio.Event | None = None
         self._index_step: int | None = None
         self._keys_generation = self.keys.generation
+        self._tiers = self._tier_table()
         self.port = config.port
 
     # ---- start-up views --------------------------------------------------------------------
@@ -589,7 +590,25 @@ class Gateway:
         self._when_idle(go)
 
     def _m_query_markets(self, conn: Conn, rid: int, p: P.Empty, now: int) -> None:
-        self._reply(conn, rid, {"version": P.PROTOCOL_VERSION, "markets": self.specs})
+        self._reply(conn, rid, {"version": P.PROTOCOL_VERSION, "markets": self.specs, "tiers": self._tiers})
+
+    def _tier_table(self) -> dict[str, list[dict]]:
+        """The engine's leverage tiers per market (from its state, so a snapshot's tiers are shown):
+        positions up to `bound_micro` of notional margined at `imr_ppm` / `mmr_ppm`."""
+        t = self.engine.state.tiers
+        out = {}
+        for m, spec in enumerate(self.specs):
+            rows = []
+            for i in range(t.shape[1]):
+                imr = int(t[m, i, L.T_IMR_PPM])
+                if imr == 0:
+                    break
+                bound = int(t[m, i, L.T_BOUND_MICRO])
+                rows.append({"bound_micro": None if bound == (1 << 63) - 1 else bound, "imr_ppm": imr,
+                             "max_leverage": 1_000_000 // imr, "mmr_ppm": int(t[m, i, L.T_MMR_PPM]),
+                             "mm_deduction_micro": int(t[m, i, L.T_MM_DEDUCTION_MICRO])})
+            out[spec.symbol] = rows
+        return out
 
     def _m_query_open_orders(self, conn: Conn, rid: int, p: P.Empty, now: int) -> None:
         acct = conn.key.account
@@ -881,8 +900,11 @@ class Gateway:
             return
         finally:
             self._in_batch = False
+        spent = time.perf_counter() - t0
+        if spent > 0.1:
+            log.warning("slow_batch", seq=seq0, commands=len(batch), seconds=round(spent, 4))
         if self.metrics.batch_seconds is not None:
-            self.metrics.batch_seconds.observe(time.perf_counter() - t0)
+            self.metrics.batch_seconds.observe(spent)
             self.metrics.batch_commands.observe(len(batch))
         events = self.engine.decode(ev_rows)
         per: list[list] = [[] for _ in batch]
@@ -894,7 +916,11 @@ class Gateway:
         self._apply_views(events)
         for i, p in enumerate(batch):
             if p.done is not None:
-                result, error = self._outcome(p, seq0 + i, per[i])
+                try:
+                    result, error = self._outcome(p, seq0 + i, per[i])
+                except Exception as exc:  # noqa: BLE001 - a bug here must not stop the sequencer
+                    log.error("outcome_failed", seq=seq0 + i, error=repr(exc))
+                    result, error = None, _err(G.STATUS_UNKNOWN_ENGINE, "the outcome could not be read; query")
                 p.done(seq0 + i, per[i], error, result, p.received_ns)
         if self.metrics.acks is not None:
             self.metrics.acks.inc(len(batch))
@@ -1094,6 +1120,17 @@ class Gateway:
 
     # ---- timers ----------------------------------------------------------------------------
     async def _timer_loop(self) -> None:
+        while True:
+            try:
+                await self._timers()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - log and keep the clock running
+                log.error("timer_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    async def _timers(self) -> None:
         liq_ns = self.cfg.liquidation_interval_ms * 1_000_000
         next_liq = time.monotonic_ns() + liq_ns
         while True:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway.client import GatewayError
@@ -118,5 +120,49 @@ def test_cancel_after_fires(tmp_path):
                 push = await alice.next_push("user", timeout_s=10)
                 cancelled += sum(type(e).__name__ == "Cancelled" for e in push.data)
             assert await alice.open_orders() == []
+
+    run(body())
+
+
+def test_a_failed_journal_write_answers_status_unknown_then_stops_taking_commands(tmp_path):
+    async def body():
+        import urllib.error
+        import urllib.request
+
+        async with venue(tmp_path) as v, v.client("alice") as alice:
+            journal = v.gw.jeng.journal
+
+            def broken(rows):
+                raise OSError(28, "No space left on device")
+
+            journal.append = broken
+            with pytest.raises(GatewayError) as exc:
+                await alice.place(MARKET, "buy", 1, price="1.9500", client_order_id=5)
+            assert exc.value.code == G.STATUS_UNKNOWN_JOURNAL and 4900 <= exc.value.code < 5000
+            with pytest.raises(GatewayError) as exc:
+                await alice.place(MARKET, "buy", 1, price="1.9500", client_order_id=6)
+            assert exc.value.code == G.SHUTTING_DOWN
+            loop = asyncio.get_running_loop()
+
+            def health():
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{v.gw.port}/healthz", timeout=10)
+                except urllib.error.HTTPError as err:
+                    return err.code
+                return 200
+
+            assert await loop.run_in_executor(None, health) == 503
+            assert await alice.ping() > 0  # reads still answer
+
+    run(body())
+
+
+def test_markets_query_shows_specs_and_tiers(tmp_path):
+    async def body():
+        async with venue(tmp_path, deposits=False) as v, v.client(None) as anon:
+            res = await anon.markets()
+            assert res["version"] == 1 and res["markets"][0]["symbol"] == MARKET
+            tiers = res["tiers"][MARKET]
+            assert tiers and tiers[0]["imr_ppm"] > 0 and tiers[-1]["bound_micro"] is None
 
     run(body())
