@@ -166,3 +166,34 @@ def test_markets_query_shows_specs_and_tiers(tmp_path):
             assert tiers and tiers[0]["imr_ppm"] > 0 and tiers[-1]["bound_micro"] is None
 
     run(body())
+
+
+def test_a_cancel_by_client_order_id_of_a_place_still_queued_is_sequenced(tmp_path):
+    async def body():
+        import threading
+
+        async with venue(tmp_path, group_commit_us=300_000) as v, v.client("alice") as alice:
+            jeng = v.gw.jeng
+            real = jeng.submit_rows
+            gate = threading.Event()
+            calls = [0]
+
+            def held(rows, *a, **kw):
+                calls[0] += 1
+                if calls[0] == 1:
+                    gate.wait(10)  # batch N is in the engine thread until released
+                return real(rows, *a, **kw)
+
+            jeng.submit_rows = held
+            first = asyncio.create_task(alice.place(MARKET, "buy", 1, price="1.9000", client_order_id=1))
+            while calls[0] == 0:
+                await asyncio.sleep(0.005)
+            second = asyncio.create_task(alice.place(MARKET, "buy", 1, price="1.9100", client_order_id=2))
+            await asyncio.sleep(0.05)  # the second place is queued behind batch N
+            gate.set()
+            await first  # batch N is done; the second place waits in the next gather window
+            c = await alice.cancel(client_order_id=2)
+            assert (await second).status == "resting" and c.cancelled_lots == 1
+            assert [o.client_order_id for o in await alice.open_orders()] == [1]
+
+    run(body())
