@@ -123,6 +123,7 @@ _ticker = msgspec.json.Decoder(P.Ticker)
 class UserSnapshot(msgspec.Struct, frozen=True):
     open_orders: list[P.OpenOrder]
     account: dict
+    adl: list[dict] = []
 
 
 _user_snapshot = msgspec.json.Decoder(UserSnapshot)

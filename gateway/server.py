@@ -607,7 +607,7 @@ class Gateway:
                 acct = conn.key.account
                 self._send(conn, self._push("user", None, "snapshot", self.user_seq.get(acct, 0), 0,
                                             {"open_orders": self._open_orders(acct),
-                                             "account": self.engine.account(acct)}))
+                                             "account": self.engine.account(acct), "adl": self._adl(acct)}))
 
         self._when_idle(go)
 
@@ -653,11 +653,13 @@ class Gateway:
         acct = conn.key.account
 
         def go() -> None:
-            adl = [self.engine.adl_standing(acct, m) for m in range(len(self.specs))
-                   if self.engine.position_lots(acct, m)]
-            self._reply(conn, rid, {"account": self.engine.account(acct), "adl": adl})
+            self._reply(conn, rid, {"account": self.engine.account(acct), "adl": self._adl(acct)})
 
         self._when_idle(go)
+
+    def _adl(self, acct: int) -> list:
+        """ADL standing (rank, quintile) of each open position of the account."""
+        return [self.engine.adl_standing(acct, m) for m in range(len(self.specs)) if self.engine.position_lots(acct, m)]
 
     def _m_cancel_after(self, conn: Conn, rid: int, p: P.CancelAfter, now: int) -> None:
         acct = conn.key.account

@@ -133,3 +133,32 @@ def test_trades_and_ticker(tmp_path):
             assert tk.prev_seq < tk.seq
 
     run(body())
+
+
+def test_subscription_limit_unsubscribe_and_the_user_snapshot(tmp_path):
+    async def body():
+        from gateway.errors import GatewayCode as G
+
+        async with venue(tmp_path, max_subscriptions=2) as v, v.client("alice") as alice, v.client("bob") as bob:
+            await bob.place(MARKET, "sell", 5, price="2.0000")
+            await alice.place(MARKET, "buy", 5, price="2.0000")  # alice long 5
+            await alice.place(MARKET, "buy", 3, price="1.9000")
+            await alice.subscribe("user")
+            snap = await alice.next_push("user")
+            assert [o.remaining_lots for o in snap.data.open_orders] == [3]
+            assert snap.data.account["positions"][0]["lots"] == 5
+            assert snap.data.adl[0]["side"] == "long" and {"rank", "place", "quintile"} <= set(snap.data.adl[0])
+            await alice.subscribe("trades", MARKET)
+            try:
+                await alice.subscribe("ticker", MARKET)
+                raise AssertionError("a third subscription was accepted")
+            except GatewayError as exc:
+                assert exc.code == G.TOO_MANY_SUBSCRIPTIONS
+            await alice.unsubscribe("trades", MARKET)
+            await alice.subscribe("ticker", MARKET)  # room again
+            await bob.place(MARKET, "sell", 3, price="1.9000")
+            push = await alice.next_push("user")
+            assert any(type(e).__name__ == "Fill" for e in push.data)
+            assert alice.pending_pushes("trades") == []  # unsubscribed: no trades pushed
+
+    run(body())
