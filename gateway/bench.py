@@ -35,6 +35,12 @@ import msgspec
 MARKET = "H100-PERP"
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -269,8 +275,9 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
             res.append({"wall_s": time.perf_counter() - t0})
             return res
 
-        t0 = time.perf_counter()
+        cpu0 = _cpu_s(server.pid)
         res_max = phase("max", seconds)
+        cpu_max = _cpu_s(server.pid) - cpu0
         wall = res_max[-1]["wall_s"]
         acks = sum(r.get("acks", 0) for r in res_max[:-1])
         res_paced = phase("paced", rate / procs)
@@ -281,11 +288,12 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
         stop.set()
         subres = q.get(timeout=60)
         sub.join(30)
-        del t0
         lags = subres["lags_ms"]
         return {
             "orders_per_s": round(acks / (wall - 1.0 if wall > 2 else wall)),  # process start-up excluded
             "order_frames_acked": acks,
+            "server_cpu_us_per_order": round(cpu_max / max(1, acks) * 1e6, 1),  # robust on a shared machine
+            "load_average_1m": os.getloadavg()[0],
             "p50_ack_ms_at_10k": round(_pct(lat, 0.50) * 1e3, 3),
             "p99_ack_ms_at_10k": round(_pct(lat, 0.99) * 1e3, 3),
             "paced_rate_target": rate,

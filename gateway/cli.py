@@ -164,6 +164,8 @@ def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, ra
             subscribers=subscribers, group_commit_us=group_commit_us)
     click.echo(f"throughput   {r['orders_per_s']:,} order frames/s acked (one order per frame, fsync per group "
                f"commit; {r['procs']} client processes, {r['accounts']} accounts, window {r['window']})")
+    click.echo(f"server CPU   {r['server_cpu_us_per_order']} us per order frame (load average {r['load_average_1m']:.1f} "
+               "on this machine during the run)")
     click.echo(f"latency      p50 {r['p50_ack_ms_at_10k']} ms, p99 {r['p99_ack_ms_at_10k']} ms at {rate:,} orders/s "
                f"({r['paced_acks']:,} acks)")
     click.echo(f"batch frames {r['batch_frame_orders_per_s']:,} orders/s in order.batch frames of 20")

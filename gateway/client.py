@@ -147,7 +147,8 @@ def _retrieve(fut: asyncio.Future) -> None:
 
 class GatewayClient:
     def __init__(self, url: str, credentials: Credentials | None = None, *, reconnect: bool = True,
-                 request_timeout_s: float = 10.0, max_backoff_s: float = 2.0, push_queue: int = 100_000):
+                 request_timeout_s: float = 10.0, max_backoff_s: float = 2.0, push_queue: int = 100_000,
+                 heartbeat_s: float | None = 30.0):
         self.url = url
         self.credentials = credentials
         self.reconnect = reconnect
@@ -169,6 +170,8 @@ class GatewayClient:
         self._closing = False
         self._connected = asyncio.Event()
         self._enc = msgspec.json.Encoder()
+        self.heartbeat_s = heartbeat_s  # an application ping this often keeps the session out of the idle sweep
+        self._heartbeat: asyncio.Task | None = None
 
     async def __aenter__(self) -> GatewayClient:
         await self.connect()
@@ -181,7 +184,16 @@ class GatewayClient:
     async def connect(self) -> None:
         await self._open()
         self._reader = asyncio.create_task(self._read_loop())
+        if self.heartbeat_s:
+            self._heartbeat = asyncio.create_task(self._beat())
         await self._session()
+
+    async def _beat(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.heartbeat_s)
+            if self._connected.is_set():
+                with contextlib.suppress(ConnectionLost, GatewayError, TimeoutError):
+                    await self._call("ping")
 
     async def _open(self) -> None:
         from websockets.asyncio.client import connect
@@ -201,6 +213,8 @@ class GatewayClient:
 
     async def close(self) -> None:
         self._closing = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:

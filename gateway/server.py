@@ -1204,9 +1204,12 @@ class Gateway:
             await asyncio.sleep(min(waits) / 1e9 + 0.0005)
 
     def _sweep_idle(self) -> None:
+        """Close connections that sent no frame for idle_timeout_s and hold no subscription
+        (subscribers are kept honest by the WebSocket keepalive: a peer that stops answering pings
+        is dropped by the protocol layer)."""
         cutoff = time.monotonic_ns() - int(self.cfg.idle_timeout_s * 1e9)
         for conn in list(self.conns.values()):
-            if conn.last_rx_ns < cutoff:
+            if conn.last_rx_ns < cutoff and not conn.subs:
                 self._close(conn, G.IDLE_TIMEOUT, "idle")
 
     def _check_revocations(self) -> None:

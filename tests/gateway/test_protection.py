@@ -60,8 +60,10 @@ def test_connections_per_address_and_idle_timeout(tmp_path):
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed
 
-        async with venue(tmp_path, deposits=False, max_conns_per_ip=2, idle_timeout_s=0.5) as v:
-            async with connect(v.url) as a, connect(v.url) as b:
+        async with venue(tmp_path, deposits=False, max_conns_per_ip=3, idle_timeout_s=0.5) as v:
+            async with connect(v.url) as a, connect(v.url) as b, connect(v.url) as subscriber:
+                await subscriber.send(json.dumps({"id": 1, "method": "subscribe",
+                                                  "params": {"channel": "book", "market": MARKET}}))
                 async with connect(v.url) as c:
                     with pytest.raises(ConnectionClosed) as exc:
                         while True:
@@ -72,6 +74,13 @@ def test_connections_per_address_and_idle_timeout(tmp_path):
                         while True:
                             await asyncio.wait_for(ws.recv(), 10)
                     assert exc.value.rcvd.code == G.IDLE_TIMEOUT
+                # a silent subscriber is kept (the WebSocket keepalive watches it)
+                await subscriber.send(json.dumps({"id": 2, "method": "ping"}))
+                while True:
+                    msg = json.loads(await asyncio.wait_for(subscriber.recv(), 10))
+                    if msg.get("id") == 2:
+                        assert msg["ok"]
+                        break
 
     run(body())
 
