@@ -92,7 +92,10 @@ def keys_group() -> None:
 def _store(path: str):
     from gateway.keys import KeyStore
 
-    return KeyStore(path)
+    try:
+        return KeyStore(path)
+    except PermissionError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 _KEYS_OPTION = click.option("--keys", "keys_path", default=str(Path(DEFAULT_DATA) / "keys.json"), show_default=True,

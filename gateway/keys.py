@@ -73,7 +73,11 @@ class KeyStore:
     def reload(self) -> None:
         self.generation = getattr(self, "generation", 0) + 1  # bumped on every (re)load
         if self.path.exists():
-            self._mtime_ns = self.path.stat().st_mtime_ns
+            st = self.path.stat()
+            if st.st_mode & 0o077:
+                raise PermissionError(f"{self.path} is readable by others (mode {st.st_mode & 0o777:o}); "
+                                      "key files must be owner-only: chmod 600")
+            self._mtime_ns = st.st_mtime_ns
             data = msgspec.json.decode(self.path.read_bytes(), type=KeyFile)
             self.keys = {k.key: k for k in data.keys}
         else:

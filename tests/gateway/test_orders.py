@@ -197,3 +197,23 @@ def test_a_cancel_by_client_order_id_of_a_place_still_queued_is_sequenced(tmp_pa
             assert [o.client_order_id for o in await alice.open_orders()] == [1]
 
     run(body())
+
+
+def test_self_trade_prevention_modes(tmp_path):
+    async def body():
+        async with venue(tmp_path) as v, v.client("alice") as alice:
+            rest = await alice.place(MARKET, "sell", 5, price="2.0000")
+            # cancel_newest (the default): the incoming order is cancelled, the resting one stays
+            a = await alice.place(MARKET, "buy", 5, price="2.0000")
+            assert (a.status, a.filled_lots) == ("cancelled", 0)
+            assert [o.order_id for o in await alice.open_orders()] == [rest.order_id]
+            # cancel_oldest: the resting order goes, the incoming one rests
+            b = await alice.place(MARKET, "buy", 5, price="2.0000", stp="cancel_oldest")
+            assert (b.status, b.filled_lots) == ("resting", 0)
+            assert [o.order_id for o in await alice.open_orders()] == [b.order_id]
+            # cancel_both
+            await alice.place(MARKET, "sell", 5, price="2.0000", stp="cancel_both")
+            assert await alice.open_orders() == []
+            assert v.gw.engine.position_lots(ALICE, 0) == 0
+
+    run(body())

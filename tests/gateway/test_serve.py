@@ -200,3 +200,6 @@ def test_keys_create_list_revoke(tmp_path):
     assert KeyStore(keys).keys[hmac_key].revoked
     bad = runner.invoke(main, ["keys", "create", "--keys", str(keys), "--account", "5", "--perm", "root"])
     assert bad.exit_code != 0
+    os.chmod(keys, 0o644)  # a key file others can read is refused, never used
+    res = runner.invoke(main, ["keys", "list", "--keys", str(keys)])
+    assert res.exit_code != 0 and "owner-only" in res.output
