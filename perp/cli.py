@@ -409,5 +409,17 @@ def _register_oracle() -> None:
 _register_oracle()
 
 
+def _register_gateway() -> None:
+    """`perp serve`, `perp keys` and `perp bench gateway` live with the gateway (gateway/cli.py)."""
+    from gateway.cli import bench_gateway_command, keys_group, serve_command
+
+    main.add_command(serve_command, "serve")
+    main.add_command(keys_group, "keys")
+    bench.add_command(bench_gateway_command, "gateway")
+
+
+_register_gateway()
+
+
 if __name__ == "__main__":
     main()

@@ -82,6 +82,8 @@ def describe(code: int) -> str:
         from risk.errors import RiskCode as enum
     elif 3000 <= code < 4000:
         from oracle.errors import OracleCode as enum
+    elif 4000 <= code < 5000:
+        from gateway.errors import GatewayCode as enum
     else:
         enum = ResultCode
     try:

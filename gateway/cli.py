@@ -1,0 +1,178 @@
+"""`perp serve` and `perp keys create|list|revoke` (registered on the `perp` group by perp/cli.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import click
+
+DEFAULT_DATA = "data"
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, help="0: an ephemeral port (printed)")
+@click.option("--data", "data_dir", default=DEFAULT_DATA, show_default=True, type=click.Path(file_okay=False),
+              help="journal and snapshots (recovered on start)")
+@click.option("--keys", "keys_path", default=None, type=click.Path(dir_okay=False),
+              help="API key file (default: DATA/keys.json)")
+@click.option("--markets", "markets_path", default=None, type=click.Path(exists=True, dir_okay=False))
+@click.option("--fsync", default="always", show_default=True, type=click.Choice(["always", "interval", "never"]))
+@click.option("--group-commit-us", default=1000, show_default=True, help="gather commands this long per journal fsync")
+@click.option("--max-batch", default=4096, show_default=True, help="...or until this many are queued")
+@click.option("--liquidation-interval-ms", default=1000, show_default=True)
+@click.option("--index-step-s", default=3600, show_default=True, help="the index feed moves once per step")
+@click.option("--index-csv", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="daily fixes CSV (default: ../shared/data/gpumarkets/daily_fixings.csv)")
+@click.option("--no-index-feed", is_flag=True, help="no index feed (the index stays as the journal left it)")
+@click.option("--order-rate-per-s", default=500.0, show_default=True, help="per key: places and amends (burst 2x)")
+@click.option("--cancel-rate-per-s", default=2000.0, show_default=True, help="per key: cancels (burst 2x)")
+@click.option("--conn-rate-per-s", default=2000.0, show_default=True, help="per connection: frames (burst 2x)")
+@click.option("--max-conns-per-ip", default=256, show_default=True)
+@click.option("--demo", is_flag=True, help="also run seeded market makers and takers through the client")
+def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, markets_path: str | None, fsync: str,
+                  group_commit_us: int, max_batch: int, liquidation_interval_ms: int, index_step_s: int,
+                  index_csv: str | None, no_index_feed: bool, order_rate_per_s: float, cancel_rate_per_s: float,
+                  conn_rate_per_s: float, max_conns_per_ip: int, demo: bool) -> None:
+    """The venue in one process: WebSocket gateway, journal, engine and timers on loopback.
+
+    Recovers from DATA/snapshot.bin + DATA/journal.bin on start; on SIGTERM stops taking orders,
+    drains, snapshots and exits. Connect with gateway.client.GatewayClient (docs/protocol.md)."""
+    from gateway.server import Gateway, ServerConfig
+
+    config = ServerConfig(host=host, port=port, data_dir=data_dir, keys_path=keys_path, markets_path=markets_path,
+                          fsync=fsync, group_commit_us=group_commit_us, max_batch=max_batch,
+                          liquidation_interval_ms=liquidation_interval_ms, index_step_s=index_step_s,
+                          index_csv=index_csv, index_feed=not no_index_feed, order_rate_per_s=order_rate_per_s,
+                          order_burst=int(2 * order_rate_per_s), cancel_rate_per_s=cancel_rate_per_s,
+                          cancel_burst=int(2 * cancel_rate_per_s), conn_rate_per_s=conn_rate_per_s,
+                          conn_burst=int(2 * conn_rate_per_s), max_conns_per_ip=max_conns_per_ip)
+
+    async def main() -> None:
+        gw = Gateway(config)
+        await gw.start()
+        url = f"ws://{host}:{gw.port}"
+        click.echo(f"perp serve  {url}  (seq {gw.engine.seq}, journal {gw.journal_path})")
+        click.echo(f"health      http://{host}:{gw.port}/healthz   metrics http://{host}:{gw.port}/metrics")
+        click.echo(f"keys        perp keys create --keys {gw.keys.path} --account 20 --perm read,trade --out my.key")
+        click.echo("index       GPU Markets daily fixes (gpumarkets.dev, CC BY 4.0) through the oracle's hourly anchor")
+        demo_run = None
+        if demo:
+            from gateway.demo import MAKERS, TAKERS, Demo
+
+            demo_run = Demo(url, gw.keys, gw.specs[0].symbol)
+            await demo_run.start()
+            click.echo(f"demo        makers {', '.join(map(str, MAKERS))} and takers {TAKERS[0]}-{TAKERS[-1]} "
+                       "trading through the client")
+            click.echo(f"watch       python3 -m gateway.watch --url {url}")
+        click.echo("stop        SIGTERM or Ctrl-C (drains, snapshots, exits)", nl=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        if demo_run is not None:
+            await demo_run.close()
+        await gw.stop()
+        click.echo(f"stopped     seq {gw.engine.seq}, state_hash {gw.engine.state_hash()}")
+
+    asyncio.run(main())
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """API keys: one account each, with permissions read, trade, admin."""
+
+
+def _store(path: str):
+    from gateway.keys import KeyStore
+
+    try:
+        return KeyStore(path)
+    except PermissionError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+_KEYS_OPTION = click.option("--keys", "keys_path", default=str(Path(DEFAULT_DATA) / "keys.json"), show_default=True,
+                            type=click.Path(dir_okay=False), help="the server's key file (created 0600)")
+
+
+@keys_group.command("create")
+@_KEYS_OPTION
+@click.option("--account", type=click.IntRange(0, (1 << 22) - 1), required=True)
+@click.option("--perm", "perms", default="read,trade", show_default=True, help="comma-separated: read,trade,admin")
+@click.option("--kind", default="ed25519", show_default=True, type=click.Choice(["ed25519", "hmac"]))
+@click.option("--label", default="")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="write the client's credential here (0600) instead of printing it")
+def keys_create(keys_path: str, account: int, perms: str, kind: str, label: str, out_path: str | None) -> None:
+    """Create a key. Ed25519: the server keeps only the public key; the private key is shown once."""
+    store = _store(keys_path)
+    try:
+        k, credential = store.create(account, tuple(p.strip() for p in perms.split(",") if p.strip()), kind, label)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    doc = {"kind": k.kind, "key": k.key, "secret_hex": credential, "account": k.account}
+    if out_path:
+        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh)
+        click.echo(f"key {k.key} ({k.kind}) for account {k.account}, permissions {','.join(k.permissions)}; "
+                   f"credential written to {out_path}")
+    else:
+        click.echo(json.dumps(doc))
+
+
+@keys_group.command("list")
+@_KEYS_OPTION
+def keys_list(keys_path: str) -> None:
+    """Keys in the file (never their secrets)."""
+    for k in _store(keys_path).keys.values():
+        click.echo(f"{k.key}  {k.kind:<7}  account {k.account:<8}  {','.join(k.permissions):<16}  "
+                   f"{'REVOKED' if k.revoked else 'active'}  {k.label}")
+
+
+@keys_group.command("revoke")
+@_KEYS_OPTION
+@click.argument("key")
+def keys_revoke(keys_path: str, key: str) -> None:
+    """Revoke KEY: a running server refuses it within a second and ends its sessions (4103)."""
+    store = _store(keys_path)
+    if key not in store.keys:
+        raise click.ClickException(f"no key {key!r} in {keys_path}")
+    store.revoke(key)
+    click.echo(f"revoked {key}")
+
+
+@click.command("gateway")
+@click.option("--procs", default=2, show_default=True, help="client processes")
+@click.option("--accounts-per-proc", default=2, show_default=True)
+@click.option("--seconds", default=5.0, show_default=True, help="length of the throughput phase")
+@click.option("--rate", default=10_000, show_default=True, help="orders/s of the latency phase")
+@click.option("--window", default=64, show_default=True, help="frames in flight per account")
+@click.option("--subscribers", default=1000, show_default=True, help="book subscribers connected during the run")
+@click.option("--group-commit-us", default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
+def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, rate: int, window: int, subscribers: int,
+                          group_commit_us: int, as_json: bool) -> None:
+    """The whole path over loopback from client processes: logon, validation, journal + fsync, engine, ack."""
+    from gateway.bench import run
+
+    r = run(procs=procs, accounts_per_proc=accounts_per_proc, seconds=seconds, rate=rate, window=window,
+            subscribers=subscribers, group_commit_us=group_commit_us)
+    click.echo(f"throughput   {r['orders_per_s']:,} order frames/s acked (one order per frame, fsync per group "
+               f"commit; {r['procs']} client processes, {r['accounts']} accounts, window {r['window']})")
+    click.echo(f"server CPU   {r['server_cpu_us_per_order']} us per order frame (load average {r['load_average_1m']:.1f} "
+               "on this machine during the run)")
+    click.echo(f"latency      p50 {r['p50_ack_ms_at_10k']} ms, p99 {r['p99_ack_ms_at_10k']} ms at {rate:,} orders/s "
+               f"({r['paced_acks']:,} acks)")
+    click.echo(f"batch frames {r['batch_frame_orders_per_s']:,} orders/s in order.batch frames of 20")
+    click.echo(f"fan-out      {r['subscribers']} book subscribers: p50 {r['p50_fanout_ms']} ms, "
+               f"p99 {r['p99_fanout_ms']} ms ({r['fanout_samples']:,} deltas received)")
+    if as_json:
+        click.echo(json.dumps(r))

@@ -1,0 +1,46 @@
+"""The index feed of `perp serve`: the oracle's hourly anchor over the shipped CSV of real fixes.
+
+The oracle (`oracle.replay.replay_records`) turns the GPU Markets daily fixes (CC BY 4.0,
+gpumarkets.dev) into an hourly anchor with its validity and gates, exactly as `perp demo` does
+(`sims.demo_session.anchor_path`). The shipped series ends on its last fix, while the venue runs on
+today's clock, so the feed *replays* the anchor path: wall-clock step k (k = ts_ns // step_ns) uses
+point k mod len(path). With the default step of one hour the index moves once an hour on the real
+path; a smaller step (tests, demos) walks the path faster. Each step becomes one journaled
+`set_index` command stamped by the server's clock, carrying the point's funding gate.
+
+Limits: the replay is a demo feed; a live venue reads new fixes (the oracle's Redis reader) instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perp.markets import MarketSpec, ticks_to_price
+
+
+class IndexFeed:
+    def __init__(self, spec: MarketSpec, path: list[tuple[int, int, bool]], step_ns: int):
+        if not path:
+            raise ValueError("the anchor path is empty")
+        self.spec = spec
+        self.path = path
+        self.step_ns = step_ns
+
+    @classmethod
+    def from_csv(cls, spec: MarketSpec, csv_path: Path | None = None, step_ns: int = 3_600_000_000_000,
+                 days: int = 180) -> IndexFeed:
+        from oracle.readers import default_csv_path
+        from sims.demo_session import anchor_path
+
+        return cls(spec, anchor_path(csv_path or default_csv_path(), spec, days), step_ns)
+
+    def step_of(self, ts_ns: int) -> int:
+        return ts_ns // self.step_ns
+
+    def point(self, step: int) -> tuple[str, bool]:
+        """(index price as a decimal string, funding frozen) for a wall-clock step."""
+        _, ticks, frozen = self.path[step % len(self.path)]
+        return ticks_to_price(self.spec, ticks), frozen
+
+    def next_step_ns(self, ts_ns: int) -> int:
+        return (self.step_of(ts_ns) + 1) * self.step_ns

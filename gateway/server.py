@@ -1,0 +1,1235 @@
+"""`perp serve`: the venue in one asyncio process -- WebSocket gateway, sequencer, engine, timers.
+
+The flow of one order (../shared/DESIGN.md):
+
+1. a frame is parsed into its msgspec struct (gateway.protocol), the connection's rate limit, the
+   logon and the key's permission are checked, and the order is validated against the market spec
+   (tick grid, size range, own orders only, client order id not used before). Anything refused here
+   gets its 4000-4899 code and never reaches the journal or the engine.
+2. valid commands join the sequencer's queue. **Group commit**: the committer waits for up to
+   `group_commit_us` after the first command (or until `max_batch` are queued), stamps them all with
+   one wall-clock reading (never decreasing), and hands the batch to `JournaledEngine.submit_rows`:
+   one journal append with one fsync, then one engine batch (in a worker thread, so sockets keep
+   being read during the fsync).
+3. only then are the batch's acks sent, followed by its market data (one book delta per changed
+   market with absolute level sizes, trades, ticker) and each account's private events.
+
+Reads that touch engine state (queries, snapshots on subscribe) run between batches, never during
+one, so every snapshot is consistent with the stream of deltas that follows it (`seq`/`prev_seq`).
+
+This module is the only wall-clock reader of the venue (gateway.limits.WallClock); timers (the
+liquidation sweep tick, which also carries the clock over funding hours, the index feed and the
+dead-man's switches) enter the same queue as journaled commands.
+
+If a journal append or an engine batch raises, the gateway cannot tell what is durable: every
+command of that batch is answered with a 4900-range "status unknown" code and the gateway stops
+taking commands (fail-stop); a restart recovers from snapshot + journal.
+
+Known limits (see docs/protocol.md): one process, one engine thread; the per-event decoding is Python
+(fine for thousands of orders a second, not the issue's 50k/s target).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+import structlog
+
+from gateway import protocol as P
+from gateway.errors import GatewayCode as G
+from gateway.feed import IndexFeed
+from gateway.keys import ApiKey, Authenticator, KeyError_, KeyStore
+from gateway.limits import TokenBucket, WallClock
+from perp import events as E
+from perp import layout as L
+from perp.commands import (
+    Amend,
+    Cancel,
+    CancelAll,
+    CommandFormatError,
+    Deposit,
+    Liquidate,
+    Place,
+    SetIndex,
+)
+from perp.journal import JournalReader
+from perp.markets import load_markets, price_to_ticks, ticks_to_price
+from perp.sequencer import JournaledEngine
+
+log = structlog.get_logger("gateway")
+
+RESERVED_ACCOUNTS = 16  # venue accounts (insurance funds); never trade through the gateway
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8765  # 0: an ephemeral port (see Gateway.port)
+    data_dir: str = "data"
+    keys_path: str | None = None  # default: DATA_DIR/keys.json
+    markets_path: str | None = None  # default: the embedded markets.toml (ignored when a snapshot exists)
+    fsync: Literal["always", "interval", "never"] = "always"
+    group_commit_us: int = 1000  # gather commands for up to this long after the first one...
+    max_batch: int = 4096  # ...or until this many are queued
+    max_queue: int = 65536  # commands waiting for the sequencer; beyond: OVERLOADED
+    max_frame_bytes: int = 65536
+    send_queue_frames: int = 4096  # per connection; beyond: book conflated, anything else disconnects
+    send_timeout_s: float = 10.0  # a frame the socket cannot take for this long: the connection is cut
+    write_limit_bytes: int = 32768  # the WebSocket layer's write buffer per connection
+    so_sndbuf_bytes: int = 0  # kernel send buffer per connection (0: the OS default)
+    order_rate_per_s: float = 500.0  # per key: places and amends...
+    order_burst: int = 1000
+    cancel_rate_per_s: float = 2000.0  # ...cancels get more room
+    cancel_burst: int = 4000
+    conn_rate_per_s: float = 2000.0  # per connection: every frame
+    conn_burst: int = 4000
+    max_subscriptions: int = 64
+    max_conns_per_ip: int = 256
+    idle_timeout_s: float = 300.0
+    recv_window_ms: int = 5000
+    max_logon_failures: int = 5
+    liquidation_interval_ms: int = 1000  # 0: no timer (the sequencer still sweeps after index moves)
+    index_step_s: int = 3600  # the feed moves the index once per step (gateway.feed)
+    index_csv: str | None = None  # default: ../shared/data/gpumarkets/daily_fixings.csv
+    index_feed: bool = True
+    snapshot_on_exit: bool = True
+
+
+# ---- connections -----------------------------------------------------------------------------
+class Conn:
+    __slots__ = (
+        "book_resync",
+        "bucket",
+        "close_code",
+        "close_reason",
+        "id",
+        "ip",
+        "key",
+        "last_rx_ns",
+        "log",
+        "logon_failures",
+        "out",
+        "subs",
+        "wake",
+        "ws",
+    )
+
+    def __init__(self, conn_id: int, ws: Any, ip: str, bucket: TokenBucket):
+        self.id = conn_id
+        self.ws = ws
+        self.ip = ip
+        self.key: ApiKey | None = None
+        self.subs: set[tuple[str, int]] = set()  # (channel, market index; -1 for user)
+        self.out: collections.deque[bytes] = collections.deque()
+        self.wake = asyncio.Event()
+        self.book_resync: set[int] = set()
+        self.bucket = bucket
+        self.close_code = 0
+        self.close_reason = ""
+        self.logon_failures = 0
+        self.log = log.bind(conn_id=conn_id)
+        self.last_rx_ns = time.monotonic_ns()
+
+
+@dataclass(slots=True)
+class Pending:
+    """One command waiting for the sequencer, and who to tell."""
+
+    row: np.ndarray
+    kind: str  # place | cancel | cancel_all | amend | deposit | system
+    account: int
+    done: Callable[[int, list, ErrorOrNone], None] | None  # (seq, events of that seq, error)
+    received_ns: int = 0
+    clid: int = 0
+
+
+ErrorOrNone = Any
+
+
+@dataclass
+class _Metrics:
+    registry: Any = None
+    acks: Any = None
+    rejects: Any = None
+    ack_latency: Any = None
+    batch_seconds: Any = None
+    batch_commands: Any = None
+    queue_depth: Any = None
+    connections: Any = None
+    engine_seq: Any = None
+    book_conflations: Any = None
+
+
+class _BulkHistogram:
+    """A Prometheus histogram fed per batch: `observe` only appends, `flush` buckets the batch's
+    values with numpy (a per-observation lock costs more than the rest of an ack)."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]):
+        self.name = name
+        self.doc = doc
+        self.bounds = np.array(buckets, np.float64)
+        self.counts = np.zeros(len(buckets) + 1, np.int64)
+        self.total = 0.0
+        self.pending: list[float] = []
+
+    def observe(self, value: float) -> None:
+        self.pending.append(value)
+
+    def flush(self) -> None:
+        if self.pending:
+            a = np.array(self.pending, np.float64)
+            np.add.at(self.counts, np.searchsorted(self.bounds, a, side="left"), 1)  # bucket i: le bounds[i]
+            self.total += float(a.sum())
+            self.pending.clear()
+
+    def collect(self):
+        from prometheus_client.core import HistogramMetricFamily
+
+        self.flush()
+        cum = np.cumsum(self.counts)
+        buckets = [(repr(float(b)), int(c)) for b, c in zip(self.bounds, cum[:-1], strict=True)]
+        yield HistogramMetricFamily(self.name, self.doc, buckets=buckets + [("+Inf", int(cum[-1]))],
+                                    sum_value=self.total)
+
+
+def _make_metrics() -> _Metrics:
+    try:
+        import prometheus_client as pc
+    except ImportError:  # pragma: no cover - a declared dependency
+        return _Metrics()
+    reg = pc.CollectorRegistry()
+    m = _Metrics(
+        registry=reg,
+        acks=pc.Counter("perp_gateway_acks", "commands acknowledged after the journal had them", registry=reg),
+        rejects=pc.Counter("perp_gateway_rejects", "requests refused, by code", ["code"], registry=reg),
+        ack_latency=_BulkHistogram("perp_gateway_ack_latency_seconds", "frame received to ack queued",
+                                   (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)),
+        batch_seconds=pc.Histogram("perp_gateway_batch_seconds", "journal append + fsync + engine batch",
+                                   registry=reg, buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 1.0)),
+        batch_commands=pc.Histogram("perp_gateway_batch_commands", "commands per group commit", registry=reg,
+                                    buckets=(1, 2, 4, 16, 64, 256, 1024, 4096)),
+        queue_depth=pc.Gauge("perp_gateway_queue_depth_commands", "commands waiting for the sequencer",
+                             registry=reg),
+        connections=pc.Gauge("perp_gateway_connections", "open WebSocket connections", registry=reg),
+        engine_seq=pc.Gauge("perp_engine_seq", "sequence number of the last command processed", registry=reg),
+        book_conflations=pc.Counter("perp_gateway_book_conflations", "book streams conflated for a slow consumer",
+                                    registry=reg),
+    )
+    reg.register(m.ack_latency)
+    return m
+
+
+def _err(code: G, msg: str, engine_code: int | None = None) -> P.ErrorBody:
+    return P.ErrorBody(int(code), msg, engine_code)
+
+
+# ---- the gateway -----------------------------------------------------------------------------
+class Gateway:
+    def __init__(self, config: ServerConfig, *, feed: IndexFeed | None = None, clock: WallClock | None = None):
+        self.cfg = config
+        data = Path(config.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        self.journal_path = data / "journal.bin"
+        self.snapshot_dir = data / "snapshots"  # bound to the journal (id + seq), verified on load
+        markets = load_markets(config.markets_path) if config.markets_path else None
+        self.jeng = JournaledEngine.open(self.journal_path, snapshot_dir=self.snapshot_dir, markets=markets,
+                                         fsync=config.fsync)
+        self.engine = self.jeng.engine
+        self.specs = self.engine.specs
+        self.market_index = {s.symbol: i for i, s in enumerate(self.specs)}
+        self._tick_cache: list[dict[str, int]] = [{} for _ in self.specs]
+        self.tick_range = [(price_to_ticks(s, s.min_price_usd), price_to_ticks(s, s.max_price_usd)) for s in self.specs]
+        self.keys = KeyStore(config.keys_path or data / "keys.json")
+        self.auth = Authenticator(self.keys, recv_window_ns=config.recv_window_ms * 1_000_000)
+        self.clock = clock or WallClock(int(self.engine.state.g[L.G_LAST_TS]))
+        self.feed = feed
+        if self.feed is None and config.index_feed:
+            self.feed = IndexFeed.from_csv(self.specs[0], Path(config.index_csv) if config.index_csv else None,
+                                           step_ns=config.index_step_s * 1_000_000_000)
+        self.metrics = _make_metrics()
+        self._enc = msgspec.json.Encoder()
+        # gateway-side views kept exactly from the event stream (rebuilt from the engine on start)
+        self.owner: dict[int, tuple[int, int]] = {}  # live order id -> (account, client order id)
+        self.live_clid: dict[tuple[int, int], int] = {}  # (account, client order id) -> live order id
+        self.books: list[tuple[dict[int, int], dict[int, int]]] = [({}, {}) for _ in self.specs]
+        self._rebuild_views()
+        self.used_clids: set[tuple[int, int]] = self._clids_in_journal()
+        self._pending_clids: set[tuple[int, int]] = set()
+        seq = self.engine.seq
+        self.book_seq = [seq] * len(self.specs)
+        self.trade_seq = [0] * len(self.specs)
+        self.ticker_seq = [0] * len(self.specs)
+        self.last_ticker: list[P.Ticker | None] = [None] * len(self.specs)
+        self.user_seq: dict[int, int] = {}
+        # connections and subscriptions
+        self.conns: dict[int, Conn] = {}
+        self.subscribers: dict[tuple[str, int], set[Conn]] = collections.defaultdict(set)
+        self.user_conns: dict[int, set[Conn]] = collections.defaultdict(set)
+        self.conns_per_ip: collections.Counter[str] = collections.Counter()
+        self.key_buckets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
+        self._next_conn_id = 1
+        # the sequencer
+        self._queue: list[Pending] = []
+        self._wake: asyncio.Event | None = None
+        self._gather: asyncio.Future | None = None
+        self._in_batch = False
+        self._deferred: list[Callable[[], None]] = []
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self.deadman: dict[int, asyncio.TimerHandle] = {}
+        self.draining = False
+        self.broken = False
+        self._tasks: list[asyncio.Task] = []
+        self._server: Any = None
+        self._committer: asyncio.Task | None = None
+        self._stopped: asyncio.Event | None = None
+        self._index_step: int | None = None
+        self._keys_generation = self.keys.generation
+        self._tiers = self._tier_table()
+        self.port = config.port
+
+    # ---- start-up views --------------------------------------------------------------------
+    def _rebuild_views(self) -> None:
+        for m, side, price, oid, acct, clid, rem, _flags in self.engine.open_orders().tolist():
+            self.owner[oid] = (acct, clid)
+            if clid:
+                self.live_clid[(acct, clid)] = oid
+            lv = self.books[m][side]
+            lv[price] = lv.get(price, 0) + rem
+
+    def _clids_in_journal(self) -> set[tuple[int, int]]:
+        """Every (account, client order id) ever placed: a retry with a used id gets its own code.
+        Streams the journal record by record (never the whole file in memory)."""
+        used: set[tuple[int, int]] = set()
+        if not self.journal_path.exists():
+            return used
+        with JournalReader(self.journal_path) as reader:
+            for _, rows in reader.records():
+                sel = (rows[:, L.C_KIND] == L.CK_PLACE) & (rows[:, L.C_CLID] > 0)
+                used.update(zip(rows[sel, L.C_ACCOUNT].tolist(), rows[sel, L.C_CLID].tolist()))
+        return used
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        from websockets.asyncio.server import serve
+
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._committer = asyncio.create_task(self._commit_loop(), name="committer")
+        self._tasks.append(asyncio.create_task(self._timer_loop(), name="timers"))
+        self._server = await serve(self._handler, self.cfg.host, self.cfg.port, max_size=self.cfg.max_frame_bytes,
+                                   process_request=self._http, ping_interval=20, ping_timeout=20,
+                                   close_timeout=2, max_queue=64, write_limit=self.cfg.write_limit_bytes)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("serving", host=self.cfg.host, port=self.port, seq=self.engine.seq,
+                 journal=str(self.journal_path))
+
+    async def stop(self) -> None:
+        """Stop taking commands, drain the queue, snapshot, close the journal and the server."""
+        if self._stopped is None or self._stopped.is_set():
+            return
+        self.draining = True
+        for t in self._tasks:
+            t.cancel()
+        for h in self.deadman.values():
+            h.cancel()
+        self.deadman.clear()
+        self._wake.set()
+        if self._committer is not None:
+            await self._committer
+        if self.cfg.snapshot_on_exit and not self.broken:
+            path = self.jeng.snapshot()  # atomic, fsynced, bound to the journal (perp/sequencer.py)
+            log.info("snapshot", path=str(path), seq=self.engine.seq)
+        self.jeng.close()
+        self._server.close()
+        await self._server.wait_closed()
+        self._executor.shutdown(wait=True)
+        self._stopped.set()
+        log.info("stopped", seq=self.engine.seq)
+
+    async def serve_forever(self) -> None:
+        """Start, run until SIGTERM/SIGINT, then stop (drain + snapshot)."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("draining")
+        await self.stop()
+
+    # ---- HTTP: /healthz and /metrics on the same port --------------------------------------
+    def _http(self, connection: Any, request: Any) -> Any:
+        if request.path == "/healthz":
+            ok = not self.broken and not self.draining
+            body = self._enc.encode({"ok": ok, "seq": self.engine.seq, "connections": len(self.conns),
+                                     "queue": len(self._queue)}).decode()
+            resp = connection.respond(200 if ok else 503, body + "\n")
+            resp.headers["Content-Type"] = "application/json"
+            return resp
+        if request.path == "/metrics":
+            if self.metrics.registry is None:
+                return connection.respond(501, "prometheus-client is not installed\n")
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            self.metrics.queue_depth.set(len(self._queue))
+            self.metrics.connections.set(len(self.conns))
+            self.metrics.engine_seq.set(self.engine.seq)
+            resp = connection.respond(200, generate_latest(self.metrics.registry).decode())
+            del resp.headers["Content-Type"]
+            resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+            return resp
+        return None
+
+    # ---- connections -----------------------------------------------------------------------
+    async def _handler(self, ws: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        ip = ws.remote_address[0] if ws.remote_address else "?"
+        if self.conns_per_ip[ip] >= self.cfg.max_conns_per_ip:
+            await ws.close(int(G.TOO_MANY_CONNECTIONS), "too many connections from this address")
+            return
+        if self.cfg.so_sndbuf_bytes:
+            import socket
+
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.cfg.so_sndbuf_bytes)
+        now = time.monotonic_ns()
+        conn = Conn(self._next_conn_id, ws, ip, TokenBucket(self.cfg.conn_rate_per_s, self.cfg.conn_burst, now))
+        self._next_conn_id += 1
+        self.conns[conn.id] = conn
+        self.conns_per_ip[ip] += 1
+        sender = asyncio.create_task(self._sender(conn))
+        self._send(conn, self._push("hello", None, "update", self.engine.seq, 0,
+                                    P.Hello(P.PROTOCOL_VERSION, self.clock.now_ns(), conn.id, P.MAX_BATCH,
+                                            self.cfg.max_frame_bytes)))
+        conn.log.info("connected", ip=ip)
+        try:
+            async for frame in ws:  # idle connections are swept by the timer loop (_sweep_idle)
+                conn.last_rx_ns = time.monotonic_ns()
+                self._on_frame(conn, frame)
+                if conn.close_code:
+                    break
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code == 1009:
+                conn.log.info("frame_too_large")
+        finally:
+            self._drop(conn)
+            if not conn.close_code:
+                sender.cancel()
+            try:
+                await asyncio.wait_for(sender, timeout=self.cfg.send_timeout_s + 3)
+            except (asyncio.CancelledError, TimeoutError, Exception):
+                pass
+            conn.log.info("disconnected", code=conn.close_code)
+
+    def _drop(self, conn: Conn) -> None:
+        if self.conns.pop(conn.id, None) is None:
+            return
+        self.conns_per_ip[conn.ip] -= 1
+        if self.conns_per_ip[conn.ip] <= 0:
+            del self.conns_per_ip[conn.ip]
+        for sub in conn.subs:
+            self.subscribers[sub].discard(conn)
+        if conn.key is not None:
+            self.user_conns[conn.key.account].discard(conn)
+
+    def _close(self, conn: Conn, code: G, reason: str) -> None:
+        if not conn.close_code:
+            conn.close_code = int(code)
+            conn.close_reason = reason
+            conn.log.info("closing", code=int(code), reason=reason)
+            conn.wake.set()
+
+    def _send(self, conn: Conn, frame: bytes, book_market: int | None = None) -> None:
+        if conn.close_code:
+            return
+        if book_market is not None and book_market in conn.book_resync:
+            return  # conflated: a fresh snapshot follows once the queue drains
+        if len(conn.out) >= self.cfg.send_queue_frames:
+            if book_market is not None:
+                conn.book_resync.add(book_market)
+                if self.metrics.book_conflations is not None:
+                    self.metrics.book_conflations.inc()
+                conn.wake.set()
+                return
+            self._close(conn, G.SLOW_CONSUMER, "send queue full")
+            return
+        conn.out.append(frame)
+        conn.wake.set()
+
+    async def _sender(self, conn: Conn) -> None:
+        """Writes the connection's queue. Frames queued together (the replies and pushes of one
+        batch) go out in one socket write: each is framed by the websockets protocol object
+        (`protocol.send_text`, its sans-I/O API) and the bytes are joined; flow control waits on
+        the connection's drain when the transport's buffer is above the write limit."""
+        ws = conn.ws
+        try:
+            while True:
+                await conn.wake.wait()
+                conn.wake.clear()
+                while conn.out:
+                    if len(conn.out) == 1:
+                        await asyncio.wait_for(ws.send(conn.out.popleft(), text=True), self.cfg.send_timeout_s)
+                    else:
+                        proto = ws.protocol
+                        for _ in range(min(len(conn.out), 512)):
+                            proto.send_text(conn.out.popleft())
+                        ws.transport.write(b"".join(proto.data_to_send()))
+                        if ws.transport.get_write_buffer_size() > self.cfg.write_limit_bytes:
+                            await asyncio.wait_for(ws.drain(), self.cfg.send_timeout_s)
+                    if not conn.out and conn.book_resync and not conn.close_code:
+                        for m in sorted(conn.book_resync):
+                            conn.book_resync.discard(m)
+                            if ("book", m) in conn.subs:
+                                conn.out.append(self._book_snapshot(m))
+                if conn.close_code:
+                    await ws.close(conn.close_code, conn.close_reason)
+                    return
+        except TimeoutError:
+            conn.log.warning("send_timeout", code=int(G.SLOW_CONSUMER))
+            conn.close_code = conn.close_code or int(G.SLOW_CONSUMER)
+            ws.transport.abort()
+        except Exception:  # the connection went away
+            return
+
+    # ---- frames ----------------------------------------------------------------------------
+    def _reply(self, conn: Conn, rid: int | None, result: Any = None, error: P.ErrorBody | None = None,
+               received_ns: int = 0) -> None:
+        if error is not None:
+            if self.metrics.rejects is not None:
+                self.metrics.rejects.labels(str(error.code)).inc()
+            self._send(conn, self._enc.encode(P.Reply(rid, False, None, error)))
+        else:
+            self._send(conn, self._enc.encode(P.Reply(rid, True, result)))
+        if received_ns and self.metrics.ack_latency is not None:
+            self.metrics.ack_latency.observe((time.monotonic_ns() - received_ns) / 1e9)
+
+    def _on_frame(self, conn: Conn, frame: str | bytes) -> None:
+        now = time.monotonic_ns()
+        if not conn.bucket.take(now):
+            self._reply(conn, P._peek_id(frame), error=_err(G.RATE_LIMITED, "too many frames on this connection"))
+            return
+        try:
+            req, params = P.parse_request(frame)
+        except P.ProtocolError as exc:
+            self._reply(conn, exc.request_id, error=_err(exc.code, exc.msg))
+            return
+        _, perm = P.METHODS[req.method]
+        if perm is not None:
+            if conn.key is None:
+                self._reply(conn, req.id, error=_err(G.NOT_LOGGED_IN, "log on first"))
+                return
+            if perm not in conn.key.permissions:
+                self._reply(conn, req.id, error=_err(G.PERMISSION_DENIED, f"{req.method} needs the {perm!r} permission"))
+                return
+        handler = getattr(self, "_m_" + req.method.replace(".", "_"))
+        handler(conn, req.id, params, now)
+
+    # ---- methods ---------------------------------------------------------------------------
+    def _m_ping(self, conn: Conn, rid: int, p: P.Empty, now: int) -> None:
+        self._reply(conn, rid, {"server_ts_ns": self.clock.now_ns()})
+
+    def _m_logon(self, conn: Conn, rid: int, p: P.Logon, now: int) -> None:
+        if conn.key is not None:
+            self._reply(conn, rid, error=_err(G.ALREADY_LOGGED_IN, "this connection is logged on"))
+            return
+        if p.version != P.PROTOCOL_VERSION:
+            self._reply(conn, rid, error=_err(G.UNSUPPORTED_VERSION, f"protocol version {P.PROTOCOL_VERSION} only"))
+            return
+        try:
+            key = self.auth.check(p.key, p.ts_ns, p.nonce, p.signature, self.clock.now_ns())
+        except KeyError_ as exc:
+            conn.logon_failures += 1
+            conn.log.info("logon_refused", code=int(exc.code))
+            self._reply(conn, rid, error=_err(exc.code, exc.msg))
+            if conn.logon_failures >= self.cfg.max_logon_failures:
+                self._close(conn, G.LOGON_FAILED_TOO_OFTEN, "too many failed logons")
+            return
+        conn.key = key
+        conn.log = conn.log.bind(account=key.account)
+        self.user_conns[key.account].add(conn)
+        if key.key not in self.key_buckets:
+            self.key_buckets[key.key] = (TokenBucket(self.cfg.order_rate_per_s, self.cfg.order_burst, now),
+                                         TokenBucket(self.cfg.cancel_rate_per_s, self.cfg.cancel_burst, now))
+        conn.log.info("logon", key=key.key, permissions=list(key.permissions))
+        self._reply(conn, rid, P.LogonResult(key.key, key.account, list(key.permissions), self.clock.now_ns()))
+
+    def _market(self, symbol: str | None) -> int | P.ErrorBody:
+        if symbol is None:
+            return _err(G.BAD_PARAMS, "this channel needs a market")
+        m = self.market_index.get(symbol)
+        if m is None:
+            return _err(G.UNKNOWN_MARKET, f"unknown market {symbol!r}")
+        return m
+
+    def _m_subscribe(self, conn: Conn, rid: int, p: P.Subscribe, now: int) -> None:
+        if p.channel == "user":
+            if conn.key is None:
+                self._reply(conn, rid, error=_err(G.NOT_LOGGED_IN, "the user channel needs a logon"))
+                return
+            if "read" not in conn.key.permissions:
+                self._reply(conn, rid, error=_err(G.PERMISSION_DENIED, "the user channel needs the 'read' permission"))
+                return
+            m = -1
+        else:
+            m = self._market(p.market)
+            if isinstance(m, P.ErrorBody):
+                self._reply(conn, rid, error=m)
+                return
+        sub = (p.channel, m)
+        if sub not in conn.subs and len(conn.subs) >= self.cfg.max_subscriptions:
+            self._reply(conn, rid, error=_err(G.TOO_MANY_SUBSCRIPTIONS, f"at most {self.cfg.max_subscriptions}"))
+            return
+
+        def go() -> None:  # between batches: the snapshot and the deltas after it are one stream
+            if conn.close_code or conn.id not in self.conns:
+                return
+            conn.subs.add(sub)
+            self.subscribers[sub].add(conn)
+            self._reply(conn, rid, {"channel": p.channel, "market": p.market if m >= 0 else None})
+            if p.channel == "book":
+                conn.book_resync.discard(m)
+                self._send(conn, self._book_snapshot(m))
+            elif p.channel == "ticker":
+                t = self._ticker(m)
+                self._send(conn, self._push("ticker", self.specs[m].symbol, "snapshot", self.ticker_seq[m], 0, t))
+            elif p.channel == "user":
+                acct = conn.key.account
+                self._send(conn, self._push("user", None, "snapshot", self.user_seq.get(acct, 0), 0,
+                                            {"open_orders": self._open_orders(acct),
+                                             "account": self.engine.account(acct), "adl": self._adl(acct)}))
+
+        self._when_idle(go)
+
+    def _m_unsubscribe(self, conn: Conn, rid: int, p: P.Unsubscribe, now: int) -> None:
+        m = -1 if p.channel == "user" else self._market(p.market)
+        if isinstance(m, P.ErrorBody):
+            self._reply(conn, rid, error=m)
+            return
+
+        def go() -> None:
+            conn.subs.discard((p.channel, m))
+            self.subscribers[(p.channel, m)].discard(conn)
+            self._reply(conn, rid, {"channel": p.channel, "market": p.market if m >= 0 else None})
+
+        self._when_idle(go)
+
+    def _m_query_markets(self, conn: Conn, rid: int, p: P.Empty, now: int) -> None:
+        self._reply(conn, rid, {"version": P.PROTOCOL_VERSION, "markets": self.specs, "tiers": self._tiers})
+
+    def _tier_table(self) -> dict[str, list[dict]]:
+        """The engine's leverage tiers per market (from its state, so a snapshot's tiers are shown):
+        positions up to `bound_micro` of notional margined at `imr_ppm` / `mmr_ppm`."""
+        t = self.engine.state.tiers
+        out = {}
+        for m, spec in enumerate(self.specs):
+            rows = []
+            for i in range(t.shape[1]):
+                imr = int(t[m, i, L.T_IMR_PPM])
+                if imr == 0:
+                    break
+                bound = int(t[m, i, L.T_BOUND_MICRO])
+                rows.append({"bound_micro": None if bound == (1 << 63) - 1 else bound, "imr_ppm": imr,
+                             "max_leverage": 1_000_000 // imr, "mmr_ppm": int(t[m, i, L.T_MMR_PPM]),
+                             "mm_deduction_micro": int(t[m, i, L.T_MM_DEDUCTION_MICRO])})
+            out[spec.symbol] = rows
+        return out
+
+    def _m_query_open_orders(self, conn: Conn, rid: int, p: P.Empty, now: int) -> None:
+        acct = conn.key.account
+        self._when_idle(lambda: self._reply(conn, rid, self._open_orders(acct)))
+
+    def _m_query_account(self, conn: Conn, rid: int, p: P.Empty, now: int) -> None:
+        acct = conn.key.account
+
+        def go() -> None:
+            self._reply(conn, rid, {"account": self.engine.account(acct), "adl": self._adl(acct)})
+
+        self._when_idle(go)
+
+    def _adl(self, acct: int) -> list:
+        """ADL standing (rank, quintile) of each open position of the account."""
+        return [self.engine.adl_standing(acct, m) for m in range(len(self.specs)) if self.engine.position_lots(acct, m)]
+
+    def _m_cancel_after(self, conn: Conn, rid: int, p: P.CancelAfter, now: int) -> None:
+        acct = conn.key.account
+        old = self.deadman.pop(acct, None)
+        if old is not None:
+            old.cancel()
+        deadline = 0
+        if p.timeout_ms:
+            loop = asyncio.get_running_loop()
+            self.deadman[acct] = loop.call_later(p.timeout_ms / 1000, self._deadman_fire, acct)
+            deadline = self.clock.now_ns() + p.timeout_ms * 1_000_000
+        self._reply(conn, rid, P.CancelAfterAck(p.timeout_ms, deadline))
+
+    def _deadman_fire(self, acct: int) -> None:
+        self.deadman.pop(acct, None)
+        if self.draining or self.broken:
+            return
+        log.info("cancel_after_fired", account=acct)
+        row = self.engine.encoder.row(CancelAll(ts_ns=0, account=acct))
+        self._enqueue(Pending(row, "system", acct, None))
+
+    def _m_admin_deposit(self, conn: Conn, rid: int, p: P.AdminDeposit, now: int) -> None:
+        if (e := self._refuse_commands()) is not None:
+            self._reply(conn, rid, error=e)
+            return
+        row = self.engine.encoder.row(Deposit(ts_ns=0, account=p.account, amount_micro=p.amount_micro))
+        self._enqueue(Pending(row, "deposit", p.account, self._single(conn, rid), now))
+
+    def _refuse_commands(self) -> P.ErrorBody | None:
+        if self.draining or self.broken:
+            return _err(G.SHUTTING_DOWN, "the gateway is not taking commands; nothing was done")
+        if len(self._queue) >= self.cfg.max_queue:
+            return _err(G.OVERLOADED, "the sequencer queue is full; nothing was done")
+        return None
+
+    def _single(self, conn: Conn, rid: int) -> Callable:
+        def done(seq: int, evs: list, error: P.ErrorBody | None, result: Any = None, received_ns: int = 0) -> None:
+            self._reply(conn, rid, result, error, received_ns)
+        return done
+
+    def _trade_checks(self, conn: Conn, places: int, cancels: int, now: int) -> P.ErrorBody | None:
+        if (e := self._refuse_commands()) is not None:
+            return e
+        acct = conn.key.account
+        if acct < RESERVED_ACCOUNTS:
+            return _err(G.ACCOUNT_NOT_TRADABLE, f"account {acct} is a reserved venue account")
+        orders, cancel = self.key_buckets[conn.key.key]
+        if places and not orders.take(now, places):
+            return _err(G.RATE_LIMITED, "order rate limit of this key")
+        if cancels and not cancel.take(now, cancels):
+            return _err(G.RATE_LIMITED, "cancel rate limit of this key")
+        return None
+
+    def _place_row(self, acct: int, p: P.PlaceOrder) -> tuple[np.ndarray, int] | P.ErrorBody:
+        m = self._market(p.market)
+        if isinstance(m, P.ErrorBody):
+            return m
+        spec = self.specs[m]
+        if p.order_type == "limit":
+            if p.price is None:
+                return _err(G.BAD_PARAMS, "a limit order needs a price")
+            cache = self._tick_cache[m]
+            ticks = cache.get(p.price)
+            if ticks is None:
+                try:
+                    ticks = price_to_ticks(spec, p.price)
+                except ValueError as exc:
+                    return _err(G.PRICE_NOT_ON_TICK_GRID, str(exc))
+                if len(cache) < 100_000:  # prices repeat: parse each decimal string once
+                    cache[p.price] = ticks
+            lo, hi = self.tick_range[m]
+            if not lo <= ticks <= hi:
+                return _err(G.BAD_PRICE, f"price {p.price} is outside {spec.min_price_usd}..{spec.max_price_usd}")
+        elif p.price is not None:
+            return _err(G.BAD_PARAMS, "a market order takes no price (the protection band bounds it)")
+        if not spec.min_order_lots <= p.size_lots <= spec.max_order_lots:
+            return _err(G.SIZE_OUT_OF_RANGE, f"size_lots must be {spec.min_order_lots}..{spec.max_order_lots}")
+        if p.client_order_id and (acct, p.client_order_id) in self.used_clids:
+            return _err(G.DUPLICATE_CLIENT_ORDER_ID, f"client_order_id {p.client_order_id} was already used")
+        try:
+            row = self.engine.encoder.row(Place(ts_ns=0, account=acct, market=p.market, side=p.side,
+                                                size_lots=p.size_lots, order_type=p.order_type, tif=p.tif,
+                                                price=p.price, client_order_id=p.client_order_id,
+                                                reduce_only=p.reduce_only, stp=p.stp))
+        except CommandFormatError as exc:
+            return _err(G.BAD_PARAMS, str(exc))
+        return row, m
+
+    def _own_order(self, acct: int, order_id: int, clid: int) -> P.ErrorBody | None:
+        if (order_id == 0) == (clid == 0):
+            return _err(G.BAD_ORDER_REFERENCE, "give exactly one of order_id and client_order_id")
+        if order_id:
+            owner = self.owner.get(order_id)
+            if owner is None:
+                return _err(G.ORDER_NOT_OPEN, f"no open order {order_id}")
+            if owner[0] != acct:
+                return _err(G.NOT_YOUR_ORDER, f"order {order_id} belongs to another account")
+        elif (acct, clid) not in self.live_clid and (acct, clid) not in self._pending_clids:
+            return _err(G.ORDER_NOT_OPEN, f"no open order with client_order_id {clid}")
+        return None
+
+    def _cancel_row(self, acct: int, p: P.CancelOrder) -> np.ndarray | P.ErrorBody:
+        if (e := self._own_order(acct, p.order_id, p.client_order_id)) is not None:
+            return e
+        return self.engine.encoder.row(Cancel(ts_ns=0, account=acct, order_id=p.order_id,
+                                              client_order_id=p.client_order_id))
+
+    def _m_order_place(self, conn: Conn, rid: int, p: P.PlaceOrder, now: int) -> None:
+        if (e := self._trade_checks(conn, 1, 0, now)) is not None:
+            self._reply(conn, rid, error=e)
+            return
+        acct = conn.key.account
+        built = self._place_row(acct, p)
+        if isinstance(built, P.ErrorBody):
+            self._reply(conn, rid, error=built)
+            return
+        self._enqueue_place(built[0], acct, p.client_order_id, self._single(conn, rid), now)
+
+    def _enqueue_place(self, row: np.ndarray, acct: int, clid: int, done: Callable, now: int) -> None:
+        if clid:
+            self.used_clids.add((acct, clid))
+            self._pending_clids.add((acct, clid))
+        self._enqueue(Pending(row, "place", acct, done, now, clid))
+
+    def _m_order_cancel(self, conn: Conn, rid: int, p: P.CancelOrder, now: int) -> None:
+        if (e := self._trade_checks(conn, 0, 1, now)) is not None:
+            self._reply(conn, rid, error=e)
+            return
+        acct = conn.key.account
+        row = self._cancel_row(acct, p)
+        if isinstance(row, P.ErrorBody):
+            self._reply(conn, rid, error=row)
+            return
+        self._enqueue(Pending(row, "cancel", acct, self._single(conn, rid), now))
+
+    def _m_order_cancel_all(self, conn: Conn, rid: int, p: P.CancelAll, now: int) -> None:
+        if (e := self._trade_checks(conn, 0, 1, now)) is not None:
+            self._reply(conn, rid, error=e)
+            return
+        if p.market is not None and isinstance(m := self._market(p.market), P.ErrorBody):
+            self._reply(conn, rid, error=m)
+            return
+        acct = conn.key.account
+        row = self.engine.encoder.row(CancelAll(ts_ns=0, account=acct, market=p.market))
+        self._enqueue(Pending(row, "cancel_all", acct, self._single(conn, rid), now))
+
+    def _m_order_amend(self, conn: Conn, rid: int, p: P.AmendOrder, now: int) -> None:
+        if (e := self._trade_checks(conn, 1, 0, now)) is not None:
+            self._reply(conn, rid, error=e)
+            return
+        acct = conn.key.account
+        m = self._market(p.market)
+        if isinstance(m, P.ErrorBody):
+            self._reply(conn, rid, error=m)
+            return
+        if (e := self._own_order(acct, p.order_id, p.client_order_id)) is not None:
+            self._reply(conn, rid, error=e)
+            return
+        spec = self.specs[m]
+        if p.price is not msgspec.UNSET:
+            try:
+                ticks = price_to_ticks(spec, p.price)
+            except ValueError as exc:
+                self._reply(conn, rid, error=_err(G.PRICE_NOT_ON_TICK_GRID, str(exc)))
+                return
+            lo, hi = self.tick_range[m]
+            if not lo <= ticks <= hi:
+                self._reply(conn, rid, error=_err(G.BAD_PRICE, f"price {p.price} is outside the ladder"))
+                return
+        if p.size_lots is not msgspec.UNSET and p.size_lots > spec.max_order_lots:
+            self._reply(conn, rid, error=_err(G.SIZE_OUT_OF_RANGE, f"size_lots must be <= {spec.max_order_lots}"))
+            return
+        row = self.engine.encoder.row(Amend(ts_ns=0, account=acct, market=p.market, order_id=p.order_id,
+                                            client_order_id=p.client_order_id, price=p.price,
+                                            size_lots=p.size_lots))
+        self._enqueue(Pending(row, "amend", acct, self._single(conn, rid), now))
+
+    def _m_order_batch(self, conn: Conn, rid: int, p: P.Batch, now: int) -> None:
+        if len(p.orders) > P.MAX_BATCH:
+            self._reply(conn, rid, error=_err(G.BATCH_TOO_LARGE, f"at most {P.MAX_BATCH} operations per batch"))
+            return
+        places = sum(isinstance(o, P.PlaceOrder) for o in p.orders)
+        if (e := self._trade_checks(conn, places, len(p.orders) - places, now)) is not None:
+            self._reply(conn, rid, error=e)
+            return
+        acct = conn.key.account
+        items: list[P.BatchItem | None] = [None] * len(p.orders)
+        waiting = [0]
+
+        def finish() -> None:
+            self._reply(conn, rid, {"results": items}, received_ns=now)
+
+        def slot(i: int) -> Callable:
+            def done(seq: int, evs: list, error: P.ErrorBody | None, result: Any = None, received_ns: int = 0) -> None:
+                items[i] = P.BatchItem(error is None, result, error)
+                waiting[0] -= 1
+                if waiting[0] == 0:
+                    finish()
+            return done
+
+        todo: list[tuple[int, Pending]] = []
+        for i, op in enumerate(p.orders):
+            if isinstance(op, P.PlaceOrder):
+                built = self._place_row(acct, op)
+                if isinstance(built, P.ErrorBody):
+                    items[i] = P.BatchItem(False, None, built)
+                    continue
+                if op.client_order_id:
+                    self.used_clids.add((acct, op.client_order_id))
+                    self._pending_clids.add((acct, op.client_order_id))
+                todo.append((i, Pending(built[0], "place", acct, None, now, op.client_order_id)))
+            else:
+                row = self._cancel_row(acct, op)
+                if isinstance(row, P.ErrorBody):
+                    items[i] = P.BatchItem(False, None, row)
+                    continue
+                todo.append((i, Pending(row, "cancel", acct, None, now)))
+        if not todo:
+            finish()
+            return
+        waiting[0] = len(todo)
+        for i, pend in todo:
+            pend.done = slot(i)
+            self._enqueue(pend)
+
+    # ---- the sequencer ---------------------------------------------------------------------
+    def _enqueue(self, p: Pending) -> None:
+        self._queue.append(p)
+        self._wake.set()
+        if self._gather is not None and len(self._queue) >= self.cfg.max_batch:
+            _wake_future(self._gather)
+
+    def _when_idle(self, fn: Callable[[], None]) -> None:
+        if self._in_batch:
+            self._deferred.append(fn)
+        else:
+            fn()
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            if not self._queue:
+                self._wake.clear()
+                if self.draining:
+                    return
+                continue
+            if len(self._queue) < self.cfg.max_batch and self.cfg.group_commit_us > 0 and not self.draining:
+                # gather: until the window closes or the queue reaches max_batch (_enqueue wakes us)
+                self._gather = loop.create_future()
+                timer = loop.call_later(self.cfg.group_commit_us / 1e6, _wake_future, self._gather)
+                await self._gather
+                timer.cancel()
+                self._gather = None
+            batch = self._queue[: self.cfg.max_batch]
+            del self._queue[: self.cfg.max_batch]
+            await self._run_batch(loop, batch)
+            deferred, self._deferred = self._deferred, []
+            for fn in deferred:
+                fn()
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Pending]) -> None:
+        rows = np.stack([p.row for p in batch])
+        ts = self.clock.now_ns()
+        rows[:, L.C_TS] = ts
+        seq0 = self.engine.seq + 1
+        funding_before = self._funding_watch(ts)
+        self._in_batch = True
+        t0 = time.perf_counter()
+        try:
+            ev_rows = await loop.run_in_executor(self._executor, self.jeng.submit_rows, rows)
+        except Exception as exc:
+            durable = self.jeng.journal.next_seq >= seq0 + len(batch)
+            code = G.STATUS_UNKNOWN_ENGINE if durable else G.STATUS_UNKNOWN_JOURNAL
+            self.broken = True
+            log.error("batch_failed", seq=seq0, commands=len(batch), code=int(code), error=repr(exc))
+            for p in batch:
+                if p.done is not None:
+                    p.done(0, [], _err(code, "status unknown: query before retrying"), None, p.received_ns)
+            return
+        finally:
+            self._in_batch = False
+        spent = time.perf_counter() - t0
+        if spent > 0.1:
+            log.warning("slow_batch", seq=seq0, commands=len(batch), seconds=round(spent, 4))
+        if self.metrics.batch_seconds is not None:
+            self.metrics.batch_seconds.observe(spent)
+            self.metrics.batch_commands.observe(len(batch))
+        events = self.engine.decode(ev_rows)
+        per: list[list] = [[] for _ in batch]
+        for e in events:
+            i = e.seq - seq0
+            if 0 <= i < len(batch):
+                per[i].append(e)
+        for p in batch:  # these places are now live or gone: the views below say which
+            if p.clid:
+                self._pending_clids.discard((p.account, p.clid))
+        self._apply_views(events)
+        for i, p in enumerate(batch):
+            if p.done is not None:
+                try:
+                    result, error = self._outcome(p, seq0 + i, per[i])
+                except Exception as exc:  # noqa: BLE001 - a bug here must not stop the sequencer
+                    log.error("outcome_failed", seq=seq0 + i, error=repr(exc))
+                    result, error = None, _err(G.STATUS_UNKNOWN_ENGINE, "the outcome could not be read; query")
+                p.done(seq0 + i, per[i], error, result, p.received_ns)
+        if self.metrics.acks is not None:
+            self.metrics.acks.inc(len(batch))
+            self.metrics.ack_latency.flush()
+        if funding_before is not None:
+            events = events + self._funding_payments(funding_before, events)
+        self._fan_out(events, ts)
+
+    def _funding_watch(self, ts: int) -> tuple | None:
+        """Before a batch that will cross a funding hour: the cumulative funding and the positions
+        of every account with a user-channel subscriber (see protocol.FundingPayment)."""
+        mkt = self.engine.state.mkt
+        due = [m for m in range(len(self.specs)) if 0 < int(mkt[m, L.M_NEXT_FUNDING_TS]) <= ts]
+        accts = [a for a, conns in self.user_conns.items() if conns and a < self.engine.state.acct_mkt.shape[0]]
+        if not due or not accts:
+            return None
+        st = self.engine.state
+        idx = np.array(accts, np.int64)
+        return idx, st.acct_mkt[idx, :, L.AM_FUNDING_MICRO].copy(), st.position_lots[idx, :].copy()
+
+    def _funding_payments(self, before: tuple, events: list) -> list:
+        idx, funding0, lots0 = before
+        paid = {self.market_index[e.market]: e for e in events if type(e) is E.FundingPaid}
+        if not paid:
+            return []
+        delta = self.engine.state.acct_mkt[idx, :, L.AM_FUNDING_MICRO] - funding0
+        out = []
+        for i, acct in enumerate(idx.tolist()):
+            for m, ev in paid.items():
+                if lots0[i, m]:
+                    out.append(P.FundingPayment(ev.seq, ev.ts_ns, ev.market, acct, int(lots0[i, m]), ev.rate_ppb,
+                                                ev.index_ticks, int(delta[i, m])))
+        return out
+
+    async def submit_system(self, commands: list) -> list:
+        """Sequence operator or simulator commands (perp.commands structs) like a timer's; returns
+        their events once journaled and processed. For embedding and tests, not on the wire."""
+        loop = asyncio.get_running_loop()
+        futs = []
+        for cmd in commands:
+            fut = loop.create_future()
+
+            def done(seq, evs, error, result=None, received_ns=0, fut=fut):
+                if not fut.done():
+                    fut.set_exception(RuntimeError(error.msg)) if error is not None else fut.set_result(evs)
+
+            self._enqueue(Pending(self.engine.encoder.row(cmd), "system", -1, done))
+            futs.append(fut)
+        return [e for evs in await asyncio.gather(*futs) for e in evs]
+
+    def _apply_views(self, events: list) -> None:
+        for e in events:
+            t = type(e)
+            if t is E.Accepted:
+                if e.size_lots > 0:
+                    self.owner[e.order_id] = (e.account, e.client_order_id)
+                    if e.client_order_id:
+                        self.live_clid[(e.account, e.client_order_id)] = e.order_id
+            elif (t is E.Fill and e.remaining_lots == 0) or t is E.Cancelled:
+                gone = self.owner.pop(e.order_id, None)
+                if gone is not None and gone[1]:
+                    self.live_clid.pop(gone, None)
+            elif t is E.BookLevel:
+                lv = self.books[self.market_index[e.market]][0 if e.side == "buy" else 1]
+                if e.size_lots:
+                    lv[e.price_ticks] = e.size_lots
+                else:
+                    lv.pop(e.price_ticks, None)
+
+    def _outcome(self, p: Pending, seq: int, evs: list) -> tuple[Any, P.ErrorBody | None]:
+        for e in evs:
+            if type(e) is E.Rejected:
+                return None, _err(G.ENGINE_REJECTED, e.reason, e.code)
+        if p.kind == "place":
+            acc = next((e for e in evs if type(e) is E.Accepted and e.account == p.account), None)
+            if acc is None:
+                return None, _err(G.STATUS_UNKNOWN_ENGINE, "the engine reported no outcome")
+            fills = [e for e in evs if type(e) is E.Fill and e.order_id == acc.order_id]
+            cancelled = any(type(e) is E.Cancelled and e.order_id == acc.order_id for e in evs)
+            filled = sum(f.size_lots for f in fills)
+            remaining = 0 if cancelled else acc.size_lots - filled
+            status = "cancelled" if cancelled else ("filled" if remaining == 0 else "resting")
+            return P.OrderAck(seq, acc.order_id, acc.client_order_id, status, filled, remaining,
+                              [P.FillInfo(f.price, f.size_lots, f.fee_micro, f.liquidity) for f in fills]), None
+        if p.kind == "cancel":
+            c = next((e for e in evs if type(e) is E.Cancelled), None)
+            if c is None:
+                return None, _err(G.STATUS_UNKNOWN_ENGINE, "the engine reported no outcome")
+            return P.CancelAck(seq, c.order_id, c.client_order_id, c.size_lots), None
+        if p.kind == "cancel_all":
+            d = next((e for e in evs if type(e) is E.CancelAllDone), None)
+            return P.CancelAllAck(seq, d.cancelled if d is not None else 0), None
+        if p.kind == "amend":
+            a = next((e for e in evs if type(e) is E.Amended), None)
+            if a is None:
+                return None, _err(G.STATUS_UNKNOWN_ENGINE, "the engine reported no outcome")
+            return P.AmendAck(seq, a.order_id, a.client_order_id, a.price, a.size_lots, a.kept_priority), None
+        if p.kind == "deposit":
+            d = next((e for e in evs if type(e) is E.Deposited), None)
+            if d is None:
+                return None, _err(G.STATUS_UNKNOWN_ENGINE, "the engine reported no outcome")
+            return P.DepositAck(seq, d.account, d.collateral_micro), None
+        return None, None
+
+    # ---- market data and private events ----------------------------------------------------
+    def _push(self, channel: str, market: str | None, kind: str, seq: int, prev_seq: int, data: Any) -> bytes:
+        return self._enc.encode(P.Push(channel, market, kind, seq, prev_seq, self.clock.now_ns(), data))
+
+    def _book_levels(self, m: int) -> P.BookData:
+        spec = self.specs[m]
+        bids, asks = self.books[m]
+        return P.BookData([(ticks_to_price(spec, t), bids[t]) for t in sorted(bids, reverse=True)],
+                          [(ticks_to_price(spec, t), asks[t]) for t in sorted(asks)])
+
+    def _book_snapshot(self, m: int) -> bytes:
+        return self._push("book", self.specs[m].symbol, "snapshot", self.book_seq[m], 0, self._book_levels(m))
+
+    def _ticker(self, m: int) -> P.Ticker:
+        spec = self.specs[m]
+        eng = self.engine
+        row = eng.state.mkt[m]
+        bid, ask = eng.best_bid_ask(m)
+        px = lambda t: None if not t else ticks_to_price(spec, t)
+        return P.Ticker(px(eng.mark_ticks(m)), px(eng.index_ticks(m)), px(bid), px(ask),
+                        int(row[L.M_OPEN_INTEREST]), eng.predicted_funding_rate_ppb(m), int(row[L.M_LAST_RATE_PPB]),
+                        int(row[L.M_NEXT_FUNDING_TS]), bool(row[L.M_FUNDING_FROZEN]), int(row[L.M_VALIDITY]))
+
+    def _open_orders(self, acct: int) -> list[P.OpenOrder]:
+        rows = self.engine.open_orders()
+        rows = rows[rows[:, 4] == acct]
+        return [P.OpenOrder(self.specs[m].symbol, oid, clid, "buy" if side == L.BUY else "sell",
+                            ticks_to_price(self.specs[m], price), rem)
+                for m, side, price, oid, _a, clid, rem, _f in rows.tolist()]
+
+    def _fan_out(self, events: list, ts: int) -> None:
+        seq = self.engine.seq
+        n = len(self.specs)
+        book: list[dict[tuple[int, int], int]] = [{} for _ in range(n)]
+        trades: list[list[P.Trade]] = [[] for _ in range(n)]
+        touched = [False] * n
+        liqs: list[list[P.PublicLiquidation]] = [[] for _ in range(n)]
+        funding: list[list[P.PublicFunding]] = [[] for _ in range(n)]
+        users: dict[int, list] = collections.defaultdict(list)
+        for e in events:
+            t = type(e)
+            mk = getattr(e, "market", None)
+            m = self.market_index.get(mk) if mk is not None else None
+            if m is not None:
+                touched[m] = True
+            if t is E.BookLevel:
+                book[m][(0 if e.side == "buy" else 1, e.price_ticks)] = e.size_lots
+            elif t is E.Fill and e.liquidity == "taker":
+                trades[m].append(P.Trade(e.price, e.size_lots, e.side, e.seq))
+            elif t is E.LiquidationStep and m is not None:
+                liqs[m].append(P.PublicLiquidation(e.seq, e.phase, e.side, e.price_ticks, e.lots, e.filled))
+            elif t is E.FundingPaid:
+                funding[m].append(P.PublicFunding(e.seq, e.rate_ppb, e.index_ticks, e.paid_micro, e.frozen))
+            acct = getattr(e, "account", None)
+            if acct is not None and acct in self.user_conns:
+                users[acct].append(e)
+        for m in range(n):
+            sym = self.specs[m].symbol
+            if book[m]:
+                spec = self.specs[m]
+                bids = [(ticks_to_price(spec, p), s) for (side, p), s in sorted(book[m].items()) if side == 0]
+                asks = [(ticks_to_price(spec, p), s) for (side, p), s in sorted(book[m].items()) if side == 1]
+                frame = self._push("book", sym, "delta", seq, self.book_seq[m], P.BookData(bids[::-1], asks))
+                self.book_seq[m] = seq
+                for c in tuple(self.subscribers.get(("book", m), ())):
+                    self._send(c, frame, book_market=m)
+            if trades[m]:
+                frame = self._push("trades", sym, "update", seq, self.trade_seq[m], trades[m])
+                self.trade_seq[m] = seq
+                for c in tuple(self.subscribers.get(("trades", m), ())):
+                    self._send(c, frame)
+            for channel, items in (("liquidations", liqs[m]), ("funding", funding[m])):
+                subs = self.subscribers.get((channel, m))
+                if items and subs:
+                    frame = self._push(channel, sym, "update", seq, 0, items)
+                    for c in tuple(subs):
+                        self._send(c, frame)
+            if touched[m] and self.subscribers.get(("ticker", m)):
+                tk = self._ticker(m)
+                if tk != self.last_ticker[m]:
+                    self.last_ticker[m] = tk
+                    frame = self._push("ticker", sym, "update", seq, self.ticker_seq[m], tk)
+                    self.ticker_seq[m] = seq
+                    for c in tuple(self.subscribers[("ticker", m)]):
+                        self._send(c, frame)
+        for acct, evs in users.items():
+            subs = [c for c in self.user_conns[acct] if ("user", -1) in c.subs]
+            if not subs:
+                continue
+            frame = self._push("user", None, "update", seq, self.user_seq.get(acct, 0), evs)
+            self.user_seq[acct] = seq
+            for c in subs:
+                self._send(c, frame)
+
+    # ---- timers ----------------------------------------------------------------------------
+    async def _timer_loop(self) -> None:
+        while True:
+            try:
+                await self._timers()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - log and keep the clock running
+                log.error("timer_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    async def _timers(self) -> None:
+        liq_ns = self.cfg.liquidation_interval_ms * 1_000_000
+        next_liq = time.monotonic_ns() + liq_ns
+        while True:
+            now = self.clock.now_ns()
+            if self.feed is not None and not self.draining and not self.broken:
+                step = self.feed.step_of(now)
+                if step != self._index_step:
+                    self._index_step = step
+                    price, frozen = self.feed.point(step)
+                    row = self.engine.encoder.row(SetIndex(ts_ns=0, market=self.feed.spec.symbol, price=price,
+                                                           funding_frozen=frozen))
+                    self._enqueue(Pending(row, "system", -1, None))
+                    log.info("index", market=self.feed.spec.symbol, price=price, funding_frozen=frozen)
+            self._check_revocations()
+            self._sweep_idle()
+            mono = time.monotonic_ns()
+            if liq_ns and mono >= next_liq and not self.draining and not self.broken:
+                next_liq = mono + liq_ns
+                self._enqueue(Pending(self.engine.encoder.row(Liquidate(ts_ns=0)), "system", -1, None))
+            waits = []
+            if liq_ns:
+                waits.append(max(0, next_liq - time.monotonic_ns()))
+            if self.feed is not None:
+                waits.append(max(0, self.feed.next_step_ns(now) - self.clock.now_ns()))
+            waits.append(min(1_000_000_000, int(self.cfg.idle_timeout_s * 1e9 / 4)))  # key changes, idle sweep
+            await asyncio.sleep(min(waits) / 1e9 + 0.0005)
+
+    def _sweep_idle(self) -> None:
+        """Close connections that sent no frame for idle_timeout_s and hold no subscription
+        (subscribers are kept honest by the WebSocket keepalive: a peer that stops answering pings
+        is dropped by the protocol layer)."""
+        cutoff = time.monotonic_ns() - int(self.cfg.idle_timeout_s * 1e9)
+        for conn in list(self.conns.values()):
+            if conn.last_rx_ns < cutoff and not conn.subs:
+                self._close(conn, G.IDLE_TIMEOUT, "idle")
+
+    def _check_revocations(self) -> None:
+        """A key revoked in the key file ends the sessions logged on with it."""
+        self.keys.reload_if_changed()
+        if self.keys.generation == self._keys_generation:
+            return
+        self._keys_generation = self.keys.generation
+        for conn in list(self.conns.values()):
+            if conn.key is not None:
+                k = self.keys.keys.get(conn.key.key)
+                if k is None or k.revoked:
+                    self._close(conn, G.KEY_REVOKED, "key revoked")
+
+
+def _wake_future(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def run_gateway(config: ServerConfig, **kw: Any) -> None:
+    """`perp serve`'s body: run until SIGTERM/SIGINT."""
+    await Gateway(config, **kw).serve_forever()

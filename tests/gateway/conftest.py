@@ -1,0 +1,85 @@
+"""Gateway test fixtures: a real `Gateway` on an ephemeral loopback port, real clients, real keys.
+
+Tests drive asyncio with `asyncio.run` inside plain test functions (no plugin); every await that
+could hang is bounded by `asyncio.wait_for`. The index feed is pinned to one price ($2.0000) so
+orders are deterministic; the liquidation timer is off unless a test turns it on.
+
+Accounts (>= 16: ids below are reserved venue accounts):
+- ALICE 20: ed25519 key, read + trade;  BOB 21: hmac key, read + trade;
+- READER 22: ed25519 key, read only;     ADMIN 30: ed25519 key, admin (deposits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.client import Credentials, GatewayClient
+from gateway.feed import IndexFeed
+from gateway.keys import KeyStore
+from gateway.server import Gateway, ServerConfig
+from perp.markets import load_markets
+
+ALICE, BOB, READER, ADMIN = 20, 21, 22, 30
+MARKET = "H100-PERP"
+INDEX_TICKS = 20_000  # $2.0000
+TIMEOUT_S = 20.0
+
+
+def run(coro, timeout_s: float = 45.0):
+    """Run one async test body with a hard bound."""
+    return asyncio.run(asyncio.wait_for(coro, timeout_s))
+
+
+@dataclass
+class Venue:
+    gw: Gateway
+    url: str
+    creds: dict[str, Credentials]
+    keys: KeyStore
+    data_dir: Path
+
+    def client(self, who: str | None, **kw) -> GatewayClient:
+        return GatewayClient(self.url, self.creds[who] if who else None, **kw)
+
+
+def make_keys(path: Path) -> tuple[KeyStore, dict[str, Credentials]]:
+    keys = KeyStore(path)
+    creds = {}
+    for name, acct, perms, kind in (("alice", ALICE, ("read", "trade"), "ed25519"),
+                                    ("bob", BOB, ("read", "trade"), "hmac"),
+                                    ("reader", READER, ("read",), "ed25519"),
+                                    ("admin", ADMIN, ("admin", "read"), "ed25519")):
+        k, secret = keys.create(acct, perms, kind, label=name)
+        creds[name] = Credentials(kind, k.key, secret)
+    return keys, creds
+
+
+def pinned_feed(price_ticks: int = INDEX_TICKS) -> IndexFeed:
+    spec = load_markets().market[0]
+    return IndexFeed(spec, [(0, price_ticks, False)], step_ns=1 << 62)
+
+
+@contextlib.asynccontextmanager
+async def venue(tmp_path: Path, *, deposits: bool = True, keys=None, clock=None, **cfg) -> AsyncIterator[Venue]:
+    data = tmp_path / "data"
+    if keys is None:
+        keys, creds = make_keys(tmp_path / "keys.json")
+    else:
+        keys, creds = keys
+    config = ServerConfig(**({"port": 0, "data_dir": str(data), "keys_path": str(keys.path),
+                              "group_commit_us": 300, "liquidation_interval_ms": 0} | cfg))
+    gw = Gateway(config, feed=pinned_feed(), clock=clock)
+    await gw.start()
+    v = Venue(gw, f"ws://127.0.0.1:{gw.port}", creds, keys, data)
+    try:
+        if deposits:
+            async with v.client("admin") as admin:
+                for acct in (ALICE, BOB, READER):
+                    await admin.deposit(acct, 1_000_000_000_000)  # $1M each
+        yield v
+    finally:
+        await asyncio.wait_for(gw.stop(), TIMEOUT_S)
