@@ -6,7 +6,8 @@ gpumarkets.dev) into an hourly anchor with its validity and gates, exactly as `p
 today's clock, so the feed *replays* the anchor path: wall-clock step k (k = ts_ns // step_ns) uses
 point k mod len(path). With the default step of one hour the index moves once an hour on the real
 path; a smaller step (tests, demos) walks the path faster. Each step becomes one journaled
-`set_index` command stamped by the server's clock, carrying the point's funding gate.
+`set_index` command stamped by the server's clock, carrying the point's validity and every gate
+(the oracle's own `HourlyAnchor.set_index_command`).
 
 Limits: the replay is a demo feed; a live venue reads new fixes (the oracle's Redis reader) instead.
 """
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from perp.markets import MarketSpec, ticks_to_price
+import msgspec
+
+from perp.commands import SetIndex
+from perp.markets import MarketSpec
 
 
 class IndexFeed:
-    def __init__(self, spec: MarketSpec, path: list[tuple[int, int, bool]], step_ns: int):
+    def __init__(self, spec: MarketSpec, path: list[tuple[int, int, SetIndex]], step_ns: int):
         if not path:
             raise ValueError("the anchor path is empty")
         self.spec = spec
@@ -37,10 +41,11 @@ class IndexFeed:
     def step_of(self, ts_ns: int) -> int:
         return ts_ns // self.step_ns
 
-    def point(self, step: int) -> tuple[str, bool]:
-        """(index price as a decimal string, funding frozen) for a wall-clock step."""
-        _, ticks, frozen = self.path[step % len(self.path)]
-        return ticks_to_price(self.spec, ticks), frozen
+    def point(self, step: int) -> SetIndex:
+        """The oracle's set_index command (anchor, validity, gates) for a wall-clock step; the server
+        stamps its time."""
+        _, _, command = self.path[step % len(self.path)]
+        return msgspec.structs.replace(command, ts_ns=0)
 
     def next_step_ns(self, ts_ns: int) -> int:
         return (self.step_of(ts_ns) + 1) * self.step_ns

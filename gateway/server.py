@@ -60,7 +60,6 @@ from perp.commands import (
     Deposit,
     Liquidate,
     Place,
-    SetIndex,
 )
 from perp.journal import JournalReader
 from perp.markets import load_markets, price_to_ticks, ticks_to_price
@@ -1184,11 +1183,11 @@ class Gateway:
                 step = self.feed.step_of(now)
                 if step != self._index_step:
                     self._index_step = step
-                    price, frozen = self.feed.point(step)
-                    row = self.engine.encoder.row(SetIndex(ts_ns=0, market=self.feed.spec.symbol, price=price,
-                                                           funding_frozen=frozen))
+                    cmd = self.feed.point(step)
+                    row = self.engine.encoder.row(cmd)
                     self._enqueue(Pending(row, "system", -1, None))
-                    log.info("index", market=self.feed.spec.symbol, price=price, funding_frozen=frozen)
+                    log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity,
+                             funding_frozen=cmd.funding_frozen)
             self._check_revocations()
             self._sweep_idle()
             mono = time.monotonic_ns()
