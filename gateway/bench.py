@@ -41,6 +41,14 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _merge_codes(results: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in results:
+        for k, v in r.get("codes", {}).items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -64,10 +72,19 @@ async def _logon(ws, cred: dict) -> None:
             return
 
 
+async def _cancel_all(ws) -> None:
+    await ws.send(json.dumps({"id": 1 << 50, "method": "order.cancel_all", "params": {}}))
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        if msg.get("id") == 1 << 50:
+            return
+
+
 class _Reply(msgspec.Struct):
     id: int | None = None
     ok: bool | None = None
     result: dict | None = None
+    error: dict | None = None
     channel: str | None = None
 
 
@@ -103,6 +120,10 @@ async def _trader(url: str, cred: dict, prices: list[str], mode: str, amount: fl
                     acks += 1
                     if r.result and r.result.get("status") == "resting":
                         to_cancel.append(r.result["order_id"])
+                else:
+                    out["errors"] = out.get("errors", 0) + 1
+                    code = f"{r.error['code']}/{r.error.get('engine_code', '')}"
+                    out.setdefault("codes", {})[code] = out.get("codes", {}).get(code, 0) + 1
                 free.release()
                 if done.is_set() and not sent:
                     return
@@ -134,6 +155,7 @@ async def _trader(url: str, cred: dict, prices: list[str], mode: str, amount: fl
             await asyncio.wait_for(rt, 10)
         except TimeoutError:
             rt.cancel()
+        await _cancel_all(ws)  # the next phase starts from an empty book
         out["acks"] = out.get("acks", 0) + acks
         out.setdefault("lat", []).extend(lat)
 
@@ -154,10 +176,13 @@ async def _batch_trader(url: str, cred: dict, prices: list[str], seconds: float,
             while True:
                 msg = json.loads(await ws.recv())
                 if msg.get("id") == rid:
+                    assert msg["ok"], msg
                     ids = [it["result"]["order_id"] for it in msg["result"]["results"] if it["ok"]]
                     orders += len(msg["result"]["results"])
                     break
             rid += 1
+            if not ids:
+                continue
             await ws.send(json.dumps({"id": rid, "method": "order.batch", "params": {
                 "orders": [{"op": "cancel", "order_id": o} for o in ids]}}))
             while True:
@@ -180,7 +205,14 @@ def _client_proc(url: str, creds: list[dict], prices: list[str], phase: str, amo
             await asyncio.gather(*(_trader(url, c, prices, phase, per, window, out) for c in creds))
         return out
 
-    q.put(asyncio.run(main()))
+    q.put(_run(main()))
+
+
+def _run(coro):
+    from gateway.cli import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
+        return runner.run(coro)
 
 
 def _subscriber_proc(url: str, n: int, ready: mp.Event, stop: mp.Event, q: mp.Queue) -> None:
@@ -218,7 +250,7 @@ def _subscriber_proc(url: str, n: int, ready: mp.Event, stop: mp.Event, q: mp.Qu
             t.cancel()
         return {"lags_ms": lags, "connected": len(socks)}
 
-    q.put(asyncio.run(main()))
+    q.put(_run(main()))
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -243,7 +275,9 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
     server = subprocess.Popen(
         [sys.executable, "-c", "from perp.cli import main; main()", "serve", "--port", "0", "--data", str(tmp / "data"),
          "--keys", str(store.path), "--liquidation-interval-ms", "0", "--group-commit-us", str(group_commit_us),
-         "--max-conns-per-ip", str(subscribers + 64), "--index-step-s", "86400"],
+         "--max-conns-per-ip", str(subscribers + 64), "--index-step-s", "86400",
+         # the bench measures the path, not the protection: limits far above what it sends
+         "--order-rate-per-s", "1e7", "--cancel-rate-per-s", "1e7", "--conn-rate-per-s", "1e7"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         url = None
@@ -292,6 +326,8 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
         return {
             "orders_per_s": round(acks / (wall - 1.0 if wall > 2 else wall)),  # process start-up excluded
             "order_frames_acked": acks,
+            "order_frames_refused": sum(r.get("errors", 0) for r in res_max[:-1]),
+            "refusal_codes": _merge_codes(res_max[:-1] + res_paced[:-1]),
             "server_cpu_us_per_order": round(cpu_max / max(1, acks) * 1e6, 1),  # robust on a shared machine
             "load_average_1m": os.getloadavg()[0],
             "p50_ack_ms_at_10k": round(_pct(lat, 0.50) * 1e3, 3),
