@@ -77,3 +77,21 @@ def shared_data_dir() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kernels_compiled() -> None:
+    """Compile (or load from the cache) the engine's kernels once, before any test: a cold compile
+    takes about a minute on 2 cores, and must not land inside a test's own time-out (the gateway's
+    end-to-end tests wait a bounded time for each reply)."""
+    from perp.commands import Deposit, Liquidate, Place, SetIndex
+    from perp.engine import Engine
+
+    e = Engine()
+    t = 1_767_225_600_000_000_000
+    e.submit([SetIndex(ts_ns=t, market="H100-PERP", price="2.0000"),
+              Deposit(ts_ns=t, account=16, amount_micro=10**9), Deposit(ts_ns=t, account=17, amount_micro=10**9),
+              Place(ts_ns=t + 1, account=16, market="H100-PERP", side="buy", size_lots=5, price="2.0000"),
+              Place(ts_ns=t + 2, account=17, market="H100-PERP", side="sell", size_lots=5, price="2.0000"),
+              Liquidate(ts_ns=t + 3)])
+    e.risk_sweep()
