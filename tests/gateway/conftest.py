@@ -59,8 +59,12 @@ def make_keys(path: Path) -> tuple[KeyStore, dict[str, Credentials]]:
 
 
 def pinned_feed(price_ticks: int = INDEX_TICKS) -> IndexFeed:
+    from perp.commands import SetIndex
+    from perp.markets import ticks_to_price
+
     spec = load_markets().market[0]
-    return IndexFeed(spec, [(0, price_ticks, False)], step_ns=1 << 62)
+    fresh = SetIndex(ts_ns=0, market=spec.symbol, price=ticks_to_price(spec, price_ticks))  # a fresh anchor, no gate
+    return IndexFeed(spec, [(0, price_ticks, fresh)], step_ns=1 << 62)
 
 
 @contextlib.asynccontextmanager
