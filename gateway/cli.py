@@ -39,7 +39,9 @@ def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, ma
                   group_commit_us: int, max_batch: int, liquidation_interval_ms: int, index_step_s: int,
                   index_csv: str | None, no_index_feed: bool, order_rate_per_s: float, cancel_rate_per_s: float,
                   conn_rate_per_s: float, max_conns_per_ip: int, event_loop: str, demo: bool) -> None:
-    """The venue in one process: WebSocket gateway, journal, engine and timers on loopback.
+    """The venue in one process on loopback.
+
+    WebSocket gateway, journal, engine and timers in one process.
 
     Recovers from DATA/snapshot.bin + DATA/journal.bin on start; on SIGTERM stops taking orders,
     drains, snapshots and exits. Connect with gateway.client.GatewayClient (docs/protocol.md)."""
@@ -158,7 +160,9 @@ def keys_list(keys_path: str) -> None:
 @_KEYS_OPTION
 @click.argument("key")
 def keys_revoke(keys_path: str, key: str) -> None:
-    """Revoke KEY: a running server refuses it within a second and ends its sessions (4103)."""
+    """Revoke KEY; its sessions end.
+
+    A running server refuses it within a second and ends its sessions (4103)."""
     store = _store(keys_path)
     if key not in store.keys:
         raise click.ClickException(f"no key {key!r} in {keys_path}")
@@ -177,7 +181,9 @@ def keys_revoke(keys_path: str, key: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
 def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, rate: int, window: int, subscribers: int,
                           group_commit_us: int, as_json: bool) -> None:
-    """The whole path over loopback from client processes: logon, validation, journal + fsync, engine, ack."""
+    """The whole order path over loopback.
+
+    Client processes: logon, validation, journal + fsync, engine, ack."""
     from gateway.bench import run
 
     r = run(procs=procs, accounts_per_proc=accounts_per_proc, seconds=seconds, rate=rate, window=window,

@@ -102,7 +102,9 @@ def oracle_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per hour, then a summary line")
 def replay_command(series: str, half_life: str, csv_path: Path | None, tick_size: str,
                    max_hourly_move_pct: str | None, plot_path: Path | None, as_json: bool) -> None:
-    """Print the hourly anchor path over the real daily fixes (GPU Markets, CC BY 4.0)."""
+    """The hourly anchor over the real daily fixes.
+
+    Prints the anchor path over the GPU Markets daily fixes (CC BY 4.0)."""
     _configure_logging()
     path = csv_path or default_csv_path()
     try:

@@ -189,7 +189,9 @@ def config() -> None:
 @click.option("--markets", "markets_path", type=click.Path(exists=True, dir_okay=False),
               help="a markets TOML file (default: the embedded markets.toml)")
 def config_show(markets_path: str | None) -> None:
-    """Print the effective config as one JSON document: every market with its leverage tiers and
+    """The effective config as one JSON document.
+
+    Every market with its leverage tiers and
     derived integers, and the gate's permission table."""
     from perp.gate import RESERVED_ACCOUNTS, permit_table
     from perp.markets import max_position_lots, micro_per_tick_lot, tier_schedule
@@ -296,7 +298,9 @@ def journal() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
 def journal_verify(path: str, as_json: bool) -> None:
-    """Check every record of PATH (streaming); exit 1 if it is damaged, 2 if it is empty."""
+    """Check every record of PATH.
+
+    Streams the file; exit 1 if it is damaged, 2 if it is empty."""
     from perp.journal import JournalCorrupt, JournalError, scan
 
     try:
@@ -333,7 +337,9 @@ def journal_verify(path: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
 def journal_recover(path: str, snapshot: str | None, snapshot_dir: str | None, markets_path: str | None,
                     as_json: bool) -> None:
-    """Recover the engine from PATH (and a snapshot) without changing any file; print what it reached."""
+    """Recover from PATH, changing no file.
+
+    Recovers the engine from PATH (and a snapshot) without changing any file; prints what it reached."""
     from perp.journal import JournalError
     from perp.sequencer import recover_detailed
     from perp.state import SnapshotError
@@ -366,7 +372,9 @@ def journal_recover(path: str, snapshot: str | None, snapshot_dir: str | None, m
 @click.option("--yes", is_flag=True, help="cut the journal at the last valid record (the dropped bytes are kept)")
 @click.option("--json", "as_json", is_flag=True, help="last line is the plan as one JSON object")
 def journal_repair(path: str, dry_run: bool, yes: bool, as_json: bool) -> None:
-    """Cut a damaged journal at its last valid record, after an operator's decision.
+    """Cut a damaged journal (dry run first).
+
+    Cuts a damaged journal at its last valid record, after an operator's decision.
 
     Every acknowledged command after the cut is lost to the venue (the dry run counts them);
     restore the journal from a replica instead whenever one exists. The dropped bytes go to
