@@ -82,6 +82,7 @@ def test_a_flat_debt_past_the_floor_is_socialised_over_the_winners():
     floor = e.ledger()["insurance_fund_micro"]
     two_before = e.account(102).collateral_micro
     events = e.submit([SetInsuranceFloor(ts_ns=T0 + 6, amount_micro=floor), Liquidate(ts_ns=T0 + 7)])
+    no_rejects(events)
     # the only winner is account 102 (short 2,000 from 2.0000: +$1,000 at 1.5000; equity ~$11,000,
     # maintenance $300): its weight min($1,000, equity - MM) covers the whole $103.50
     (soc,) = steps(events, "socialised")
@@ -99,6 +100,7 @@ def test_a_fund_at_its_floor_refuses_a_takeover_and_sends_it_to_adl():
     floor = e.ledger()["insurance_fund_micro"]
     events = e.submit([SetInsuranceFloor(ts_ns=T0 + 3, amount_micro=floor),
                        SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), Liquidate(ts_ns=T0 + 5)])
+    no_rejects(events)
     # equity 898 - 2,000 x 0.30 = $298 < maintenance $340: not bankrupt; the empty book takes nothing.
     # Taking 2,000 lots at the mark would cost the fund nothing but add $340 of maintenance margin:
     # equity - margin would fall below the floor, so it takes none (before: all of it, at 1.5510)
@@ -136,7 +138,7 @@ def test_an_insolvent_counterparty_is_skipped_by_adl():
     _flipped_short(e, 401)
     assert e.position_lots(104, 0) == -500 and e.account(104).collateral_micro == -101_125_000
     floor = e.ledger()["insurance_fund_micro"]
-    e.submit([SetInsuranceFloor(ts_ns=T0 + 8, amount_micro=floor), SetIndex(ts_ns=T0 + 9, market=M, price="1.4000")])
+    no_rejects(e.submit([SetInsuranceFloor(ts_ns=T0 + 8, amount_micro=floor), SetIndex(ts_ns=T0 + 9, market=M, price="1.4000")]))
     # at 1.4000 account 104's short is profitable (+$50) but its equity is -$51.125: before, its rank hit
     # the cap and it was deleveraged first
     assert e.account(104).equity_micro == -51_125_000
@@ -155,7 +157,7 @@ def test_adl_stops_where_the_counterparty_would_become_insolvent():
     # as above, but account 104 deposits $501: at 1.4000 its short 500 is +$50 and its equity +$48.875
     _flipped_short(e, 501)
     floor = e.ledger()["insurance_fund_micro"]
-    e.submit([SetInsuranceFloor(ts_ns=T0 + 8, amount_micro=floor), SetIndex(ts_ns=T0 + 9, market=M, price="1.4000")])
+    no_rejects(e.submit([SetInsuranceFloor(ts_ns=T0 + 8, amount_micro=floor), SetIndex(ts_ns=T0 + 9, market=M, price="1.4000")]))
     assert e.account(104).equity_micro == 48_875_000
     events = e.submit([Liquidate(ts_ns=T0 + 10)])
     # account 104 ranks first (PnL 6.7% x leverage 14.6x, against account 102's 30% x 0.25x); at a haircut of
@@ -238,6 +240,7 @@ def test_the_fund_takes_over_at_the_mark_and_a_capped_fee_when_the_account_is_so
     e = long_2000()
     fund_cash = e.ledger()["insurance_fund_micro"]
     events = e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), Liquidate(ts_ns=T0 + 5)])
+    no_rejects(events)
     # an empty book, equity $298 of $340 maintenance (88%): before, the fund took the 2,000 lots at the
     # bankruptcy price 1.5510 and with them all $298; now it takes them at the mark
     (take,) = steps(events, "backstop")
@@ -347,6 +350,7 @@ def test_the_insurance_loss_budget_sends_the_rest_to_adl():
     # $100 of fund losses a minute; account 101 is bankrupt by $102 at 1.5000
     e = long_2000_on(engine_with(insurance_max_loss_per_minute_usd=100))
     events = e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.5000"), Liquidate(ts_ns=T0 + 5)])
+    no_rejects(events)
     # bankruptcy price 15,510: $0.051 a lot for the fund -> 1,960 lots ($99.96) within the budget
     (take,) = steps(events, "backstop")
     assert (take.lots, take.amount_micro) == (1960, 99_960_000)
@@ -360,8 +364,8 @@ def test_the_insurance_loss_budget_sends_the_rest_to_adl():
 @pytest.mark.parametrize("status", ["halted", "post_only", "cancel_only"])
 def test_a_halted_market_defers_its_liquidations_and_says_so(status):
     e = long_2000()
-    e.submit([Place(ts_ns=T0 + 3, account=103, market=M, side="buy", size_lots=3000, price="1.9000"),
-              SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), SetStatus(ts_ns=T0 + 5, market=M, status=status)])
+    no_rejects(e.submit([Place(ts_ns=T0 + 3, account=103, market=M, side="buy", size_lots=3000, price="1.9000"),
+                         SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), SetStatus(ts_ns=T0 + 5, market=M, status=status)]))
     before = e.state_hash(include_clock=False)
     orders_before = e.open_orders().copy()
     events = e.submit([Liquidate(ts_ns=T0 + 6)])
@@ -374,6 +378,7 @@ def test_a_halted_market_defers_its_liquidations_and_says_so(status):
     mkt = e.state.mkt
     assert int(mkt[0, L.M_LIQ_WAITING]) == 1
     events = e.submit([SetStatus(ts_ns=T0 + 7, market=M, status="active"), Liquidate(ts_ns=T0 + 8)])
+    no_rejects(events)
     assert [s.filled for s in steps(events, "order")] == [2000]
     assert before != e.state_hash(include_clock=False)
     assert_conserved(e)
@@ -383,6 +388,7 @@ def test_a_reduce_only_market_still_liquidates_and_the_fund_still_takes_over():
     e = long_2000()
     events = e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"),
                        SetStatus(ts_ns=T0 + 5, market=M, status="reduce_only"), Liquidate(ts_ns=T0 + 6)])
+    no_rejects(events)
     assert not steps(events, "deferred") and [s.lots for s in steps(events, "fund_takeover")] == [2000]
     assert not steps(events, "fund_unwind")  # but it does not unwind there
     assert_conserved(e)
@@ -391,7 +397,7 @@ def test_a_reduce_only_market_still_liquidates_and_the_fund_still_takes_over():
 # ---- the fund is watched: unwound through the book, deleveraged below its floor ------------------
 def _fund_holds_2000_long() -> Engine:
     e = long_2000()
-    e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), Liquidate(ts_ns=T0 + 5)])
+    no_rejects(e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), Liquidate(ts_ns=T0 + 5)]))
     assert e.position_lots(0, 0) == 2000
     return e
 
@@ -401,7 +407,7 @@ def test_the_fund_unwinds_its_backstop_positions_through_the_book_in_paced_chunk
     # at most $1,700 a minute: 1,000 lots at 1.7000 per minute
     row = e.state.spec[0]
     row[L.S_FUND_UNWIND_MINUTE_MICRO] = 1_700 * USD
-    e.submit([Place(ts_ns=T0 + 6, account=103, market=M, side="buy", size_lots=5000, price="1.6900")])
+    no_rejects(e.submit([Place(ts_ns=T0 + 6, account=103, market=M, side="buy", size_lots=5000, price="1.6900")]))
     events = e.submit([Liquidate(ts_ns=T0 + 7)])
     (unwind,) = steps(events, "fund_unwind")
     # limited at the mark - 1%: 17,000 - 170 = 16,830; the 1.6900 bid takes 1,000 lots
@@ -427,6 +433,7 @@ def test_the_fund_does_not_unwind_in_reduce_only_or_halted_markets():
         assert not steps(events, "fund_unwind") and e.position_lots(0, 0) == 2000
     # and back to active it does unwind into the 1.6900 bid (limit 1.7000 - 1% = 1.6830)
     events = e.submit([SetStatus(ts_ns=T0 + 11, market=M, status="active"), Liquidate(ts_ns=T0 + 12)])
+    no_rejects(events)
     assert [s.filled for s in steps(events, "fund_unwind")] == [2000] and e.position_lots(0, 0) == 0
     assert_conserved(e)
 
@@ -435,6 +442,7 @@ def test_a_fund_below_its_floor_has_its_positions_deleveraged():
     e = _fund_holds_2000_long()
     equity = e.account(0).equity_micro
     events = e.submit([SetInsuranceFloor(ts_ns=T0 + 6, amount_micro=equity + 1), Liquidate(ts_ns=T0 + 7)])
+    no_rejects(events)
     (below,) = steps(events, "fund_below_floor")
     assert (below.account, below.lots, below.other, below.filled) == (0, 2000, equity, equity + 1)
     # at the mark against account 102's profitable short (2,000 from 2.0000)
@@ -449,6 +457,7 @@ def test_the_fund_history_reports_its_equity_over_time():
 
     e = long_2000()
     events = e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), Liquidate(ts_ns=T0 + 5)])
+    no_rejects(events)
     history = fund_history(events, e.specs)
     series = history.equity_series()
     assert series and series[-1][2] == e.account(0).equity_micro
@@ -458,7 +467,7 @@ def test_the_fund_history_reports_its_equity_over_time():
 def test_a_deposit_to_a_high_account_id_does_not_enter_the_sweep():
     e = long_2000()
     far = 262_143
-    e.submit([Deposit(ts_ns=T0 + 3, account=far, amount_micro=1)])
+    no_rejects(e.submit([Deposit(ts_ns=T0 + 3, account=far, amount_micro=1)]))
     assert int(e.state.g[L.G_ACCOUNT_HWM]) == far + 1
     listed = sorted(int(a) for a in e.state.active[1:int(e.state.active[0, 0]) + 1, 0])
     assert listed == [101, 102]  # the accounts holding positions; the deposit is not listed
