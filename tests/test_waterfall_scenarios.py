@@ -9,7 +9,7 @@ account 0 the fund, topped up by FundDeposit.
 Adapted to issue 9's gate: traders are ids >= 16 (first version: 1, 2, 3, 4 -> 101, 102, 103, 104,
 relative order kept for ADL ties); the fund is funded only by FundDeposit; the pre-trade rule counts
 the order's fee (the 60,000-lot set-up of row 4 is re-sized for it); orders are placed inside the
-price band of the mark they meet (two bids used to be refused 1010 and the scenario silently ran on an
+price band of the mark they meet (two bids used to be refused 1009 PRICE_OUTSIDE_BAND and the scenario silently ran on an
 empty book); every set-up is checked for refusals."""
 
 from __future__ import annotations
