@@ -10,13 +10,16 @@ of its cash is an event, so its history is derived, never kept twice:
 | fee_share | `fill` (a share `fee_share_to_fund_ppm` of each positive fee, floor) | + |
 | funding_remainder | `funding` (rounding remainder) | + |
 | liquidation_fee | `liquidation` phase `fee` | + |
-| bad_debt | `liquidation` phase `bad_debt` | - |
+| bad_debt | `liquidation` phase `bad_debt` (the part the fund paid, within and below its floor) | - |
+| deleveraged | `liquidation` phase `adl` against the fund's own position (below its floor): realised PnL | +/- |
 | trading | `fill` of account 0 (closing backstop positions: realised PnL and fees) | +/- |
 
 Backstop takeovers (`liquidation` phase `backstop`) move positions, not cash: they show in the
 fund's equity at the mark (`Engine.account(0)`), and in the history as a zero-cash entry with the
 loss at the mark for reference. `FundHistory.cash_micro` equals the fund account's collateral
 (tested), and the floor below which losses go to ADL is `Engine.ledger()["insurance_floor_micro"]`.
+`FundHistory.equity_series()` is the fund's equity (cash + positions at the marks) as the waterfall's
+events report it (takeover, unwind, ADL start, bad debt, deferral, below floor).
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ class FundEntry(msgspec.Struct, frozen=True):
 class FundHistory(msgspec.Struct):
     entries: list[FundEntry]
     cash_micro: int
+    equity: list[tuple[int, int, int]] = []  # (seq, ts_ns, the fund's equity at the marks) from the events
+
+    def equity_series(self) -> list[tuple[int, int, int]]:
+        """The fund's equity over time (cash + its positions at the marks), as the waterfall's events
+        report it: after each takeover, unwind, ADL start, bad debt, deferral and below-floor step."""
+        return list(self.equity)
 
     def totals(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -55,6 +64,7 @@ def fund_history(events: Iterable[Event], specs: list[MarketSpec], fund: int | N
     share = {s.symbol: (s.fee_share_to_fund_ppm if s.symbol in mine else 0) for s in specs}
     k = {s.symbol: micro_per_tick_lot(s) for s in specs}
     entries: list[FundEntry] = []
+    equity: list[tuple[int, int, int]] = []
     basis: dict[str, tuple[int, int]] = {}  # the fund's own position per market: (lots, cost basis)
     for ev in events:
         if isinstance(ev, Deposited) and ev.account == FUND_ACCOUNT:
@@ -75,17 +85,43 @@ def fund_history(events: Iterable[Event], specs: list[MarketSpec], fund: int | N
         elif isinstance(ev, FundingPaid) and ev.remainder_micro and ev.market in mine:
             entries.append(FundEntry(ev.seq, ev.ts_ns, "funding_remainder", ev.remainder_micro, ev.market))
         elif isinstance(ev, LiquidationStep) and (ev.market in mine or ev.market is None):
+            reported = _fund_equity_reported(ev, FUND_ACCOUNT)
+            if reported is not None:
+                equity.append((ev.seq, ev.ts_ns, reported))
             if ev.phase == "fee":
                 entries.append(FundEntry(ev.seq, ev.ts_ns, "liquidation_fee", ev.amount_micro, f"account {ev.account}"))
             elif ev.phase == "bad_debt":
-                entries.append(FundEntry(ev.seq, ev.ts_ns, "bad_debt", -ev.amount_micro, f"account {ev.account}"))
-            elif ev.phase in ("backstop", "fund_below_floor"):
+                if ev.amount_micro:
+                    entries.append(FundEntry(ev.seq, ev.ts_ns, "bad_debt", -ev.amount_micro,
+                                             f"account {ev.account}; debt {ev.filled}, socialised {ev.other}"))
+            elif ev.phase == "adl" and ev.other == FUND_ACCOUNT:  # the fund's own position deleveraged
+                signed = -ev.lots if ev.side == "buy" else ev.lots
+                cash = _fund_fill_cash(basis, ev.market, signed, ev.price_ticks, k[ev.market])
+                entries.append(FundEntry(ev.seq, ev.ts_ns, "deleveraged", cash,
+                                         f"{ev.lots} lots against account {ev.account} at {ev.price_ticks} ticks"))
+            elif ev.phase == "backstop" or (ev.phase == "fund_below_floor" and ev.lots and ev.account != FUND_ACCOUNT):
                 signed = ev.lots if ev.side == "buy" else -ev.lots
                 _fund_fill_cash(basis, ev.market, signed, ev.price_ticks, k[ev.market])
                 entries.append(FundEntry(ev.seq, ev.ts_ns, ev.phase, 0,
                                          f"{ev.lots} lots of account {ev.account} at {ev.price_ticks} ticks; "
                                          f"loss at the mark {ev.amount_micro} micro-USD"))
-    return FundHistory(entries, sum(e.amount_micro for e in entries))
+            elif ev.phase == "fund_below_floor":  # a debt past the floor (in bad_debt) or the fund's watch
+                entries.append(FundEntry(ev.seq, ev.ts_ns, ev.phase, 0,
+                                         f"equity {ev.other} below the floor {ev.filled}"))
+    return FundHistory(entries, sum(e.amount_micro for e in entries), equity)
+
+
+def _fund_equity_reported(ev: LiquidationStep, fund: int) -> int | None:
+    """The fund's equity where a waterfall event reports it (docs/liquidation.md, Events)."""
+    if ev.phase in ("fund_takeover", "fund_unwind") and ev.account == fund:
+        return ev.amount_micro
+    if ev.phase in ("backstop", "fund_below_floor"):
+        return ev.other
+    if ev.phase in ("adl_start", "deferred"):
+        return ev.amount_micro
+    if ev.phase == "bad_debt":
+        return ev.extra
+    return None
 
 
 def _fund_fill_cash(basis: dict, market: str, signed: int, price: int, k: int) -> int:

@@ -20,6 +20,7 @@ from perp import layout as L
 from perp.commands import Liquidate, Place, SetIndex
 from perp.engine import Engine
 from perp.markets import load_markets
+from perp.state import rebuild_active
 
 T0 = 1_767_225_600_000_000_000
 
@@ -60,6 +61,7 @@ def build(accounts: int, seed: int, fund_usd: int) -> Engine:
     st.collateral_micro[maker] = 10**13
     st.g[L.G_DEPOSITS_MICRO] += 10**13
     st.g[L.G_ACCOUNT_HWM] = n + 2
+    rebuild_active(st)  # built in the arrays, not by commands: list the accounts the sweep visits
     new_index = index * 85 // 100
     eng.submit([SetIndex(ts_ns=T0 + 1, market="H100-PERP", price=f"{new_index / 10_000:.4f}")])
     eng.submit([Place(ts_ns=T0 + 2, account=maker, market="H100-PERP", side="buy", size_lots=5_000,

@@ -26,7 +26,11 @@ _CMD = {L.CK_PLACE: "place", L.CK_CANCEL: "cancel", L.CK_CANCEL_ALL: "cancel_all
         L.CK_SET_INSURANCE_FLOOR: "set_insurance_floor"}
 _PHASE = {L.LQ_STARTED: "started", L.LQ_ORDER: "order", L.LQ_FEE: "fee", L.LQ_BACKSTOP: "backstop",
           L.LQ_ADL: "adl", L.LQ_BAD_DEBT: "bad_debt", L.LQ_DONE: "done", L.LQ_SWEEP: "sweep",
-          L.LQ_FUND_BELOW_FLOOR: "fund_below_floor", L.LQ_ADL_START: "adl_start"}
+          L.LQ_FUND_BELOW_FLOOR: "fund_below_floor", L.LQ_ADL_START: "adl_start",
+          L.LQ_FUND_TAKEOVER: "fund_takeover", L.LQ_FUND_UNWIND: "fund_unwind", L.LQ_DEFERRED: "deferred",
+          L.LQ_RATE_LIMITED: "rate_limited", L.LQ_SOCIALISED: "socialised"}
+RATE_LIMITS = {L.RL_SWEEP_NOTIONAL: "notional_per_sweep", L.RL_MINUTE_NOTIONAL: "notional_per_minute",
+               L.RL_INSURANCE_LOSS: "insurance_loss_per_minute", L.RL_UNWIND_PACE: "fund_unwind_per_minute"}
 
 
 class _Ev(msgspec.Struct, frozen=True, tag_field="type"):
@@ -171,8 +175,22 @@ class LiquidationStep(_Ev, tag="liquidation"):
     price, amount = its loss at the mark, other = its equity after; adl_start: lots to deleverage,
     amount = fund equity, other = floor, filled = bankrupt equity; adl: account = the counterparty,
     lots at price, amount = its rank, other = the bankrupt account, filled = lots still to absorb;
-    bad_debt: amount paid by the fund; done: amount = equity, other = maintenance margin;
-    sweep: lots = accounts liquidated, filled = accounts checked."""
+    bad_debt: amount paid by the fund (within and below its floor), filled = the whole debt, other = the
+    part socialised over winners, extra = the fund's equity after; done: amount = equity, other =
+    maintenance margin; sweep: lots = accounts liquidated, filled = accounts checked, amount = flat
+    debts settled, other = accounts selected, extra = positions left waiting.
+    Issue 10 phases: fund_takeover (account = the fund; lots at price; amount = the fund's equity
+    after, filled = its maintenance margin after, other = the liquidated account, extra = the floor);
+    fund_unwind (account = the fund; lots asked, filled at most at price; amount = the fund's equity
+    after, other = its position after, extra = the floor); fund_below_floor (lots taken at price with
+    no solvent counterparty left, or the fund's whole position when a sweep finds its equity below
+    the floor; amount = the loss at the mark, other = the fund's equity, filled = the floor);
+    deferred (market; lots = unhealthy positions waiting, amount = the fund's equity, other = the
+    market status); rate_limited (account, -1 for the fund's unwind; lots that wait or, for the
+    insurance loss budget, go on to ADL; amount = the budget left; `limit` names it; filled = 1 while
+    the oracle's throttle gate is on); socialised (account = the winner charged amount; filled = its
+    unrealised profit before); adl: extra = `haircut_micro`, what the counterparty gave up against
+    the mark."""
 
     phase: str
     market: str | None
@@ -188,6 +206,9 @@ class LiquidationStep(_Ev, tag="liquidation"):
     bankrupt_equity_micro: int | None = None  # the bankrupt account's equity (its loss when negative)
     fund_equity_micro: int | None = None  # the fund's equity when ADL started
     fund_floor_micro: int | None = None  # the floor it could not go below
+    extra: int = 0  # one more number, by phase (see above)
+    haircut_micro: int | None = None  # adl: what the counterparty gave up against the mark
+    limit: str | None = None  # rate_limited: which limit bound
 
 class InsuranceFloorSet(_Ev, tag="insurance_floor"):
     market: str | None  # None: every market
@@ -259,7 +280,9 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
                 why = adl_context.get((seq, r[L.E_OTHER]), why)
             yield LiquidationStep(seq, ts, _PHASE.get(phase, str(phase)), sym, r[L.E_ACCOUNT], r[L.E_ORDER_ID],
                                   _SIDE[r[L.E_SIDE]], r[L.E_PRICE], r[L.E_SIZE], r[L.E_REMAINING], r[L.E_FEE],
-                                  r[L.E_OTHER], *why)
+                                  r[L.E_OTHER], *why, extra=r[L.E_CLID],
+                                  haircut_micro=r[L.E_CLID] if phase == L.LQ_ADL else None,
+                                  limit=RATE_LIMITS.get(r[L.E_OTHER]) if phase == L.LQ_RATE_LIMITED else None)
         elif kind == L.EV_INSURANCE_FLOOR:
             yield InsuranceFloorSet(seq, ts, sym, r[L.E_SIZE])
         else:  # pragma: no cover - the kernel emits only the kinds above

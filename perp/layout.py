@@ -98,18 +98,45 @@ EV_INSURANCE_FLOOR = 16  # E_SIZE = the new floor
 
 LQ_STARTED = 1  # E_FEE = equity, E_OTHER = maintenance margin
 LQ_ORDER = 2  # a liquidation order through the book: E_SIZE = lots asked, E_REMAINING = lots filled,
-#               E_PRICE = its limit (the bankruptcy price), E_ORDER_ID = its order id
-LQ_FEE = 3  # E_FEE = liquidation fee paid to the insurance fund
-LQ_BACKSTOP = 4  # E_SIZE = lots the fund took over at E_PRICE (bankruptcy price), E_FEE = the fund's
+#               E_PRICE = its limit (the bankruptcy price, or a chunk's restoring price), E_ORDER_ID = its
+#               order id, E_CLID = the mark it was sized at
+LQ_FEE = 3  # E_FEE = liquidation fee paid to the insurance fund, E_SIZE = the lots it was charged on
+LQ_BACKSTOP = 4  # E_SIZE = lots the fund took over at E_PRICE (the mark, or the bankruptcy price of an insolvent account), E_FEE = the fund's
 #                  loss at the mark (negative: a gain), E_OTHER = the fund's equity after
 LQ_ADL = 5  # E_ACCOUNT = the deleveraged counterparty, E_SIZE lots at E_PRICE, E_FEE = its ADL rank,
-#             E_OTHER = the bankrupt account, E_REMAINING = lots still to absorb after this one
-LQ_BAD_DEBT = 6  # E_FEE = the bankrupt account's negative equity, paid by the fund
+#             E_OTHER = the bankrupt account, E_REMAINING = lots still to absorb after this one,
+#             E_CLID = its haircut: what it gave up against the mark (issue 10)
+LQ_BAD_DEBT = 6  # a flat account's debt settled: E_FEE = paid by the fund, E_REMAINING = the whole debt,
+#                  E_OTHER = the part socialised over winners (LQ_SOCIALISED), E_CLID = the fund's equity after
 LQ_DONE = 7  # E_FEE = equity after, E_OTHER = maintenance margin after
-LQ_SWEEP = 8  # per sweep: E_SIZE = accounts liquidated, E_REMAINING = accounts checked
-LQ_FUND_BELOW_FLOOR = 9  # no profitable counterparty left: the fund took E_SIZE lots below its floor
+LQ_SWEEP = 8  # per sweep: E_SIZE = accounts liquidated, E_REMAINING = accounts checked, E_OTHER = accounts
+#               selected, E_FEE = flat debts settled, E_CLID = positions left waiting (deferred, rate-limited)
+LQ_FUND_BELOW_FLOOR = 9  # the fund below its floor, always with its equity in E_OTHER and the floor in
+#                          E_REMAINING: it took E_SIZE lots at E_PRICE with no solvent counterparty left
+#                          (E_FEE = the loss at the mark), paid a debt nobody else could (E_SIZE = 0,
+#                          E_FEE = the amount), or a sweep found it below its floor (E_ACCOUNT = the
+#                          fund, E_SIZE = its position, deleveraged next)
 LQ_ADL_START = 10  # E_SIZE = lots to deleverage at E_PRICE, E_FEE = the fund's equity, E_OTHER = its floor,
 #                    E_REMAINING = the bankrupt account's equity before
+# issue 10 (a solvent waterfall; docs/liquidation.md "Events"). E_CLID carries one more number where said.
+LQ_FUND_TAKEOVER = 11  # the fund's side of a takeover: E_ACCOUNT = the fund, E_SIZE lots at E_PRICE, E_FEE = the
+#                        fund's equity after (at the marks), E_REMAINING = its maintenance margin after,
+#                        E_OTHER = the liquidated account, E_CLID = the market's floor
+LQ_FUND_UNWIND = 12  # the fund closes backstop positions through the book: E_ACCOUNT = the fund, E_ORDER_ID,
+#                      E_SIDE, E_PRICE = the order's limit, E_SIZE = lots asked, E_REMAINING = lots filled,
+#                      E_FEE = the fund's equity after, E_OTHER = its position after, E_CLID = the floor
+LQ_DEFERRED = 13  # the market's status defers liquidation: E_SIZE = unhealthy positions waiting in it,
+#                   E_OTHER = the market status, E_FEE = the fund's equity
+LQ_RATE_LIMITED = 14  # a limit bound: E_ACCOUNT = the account (-1: the fund's unwind), E_SIZE = lots that wait
+#                       (or go on down the waterfall, E_OTHER = 3), E_FEE = the budget left, micro-USD,
+#                       E_OTHER = which limit (RL_*), E_REMAINING = 1 if the oracle's throttle gate is on
+LQ_SOCIALISED = 15  # flat accounts' debts (pooled per market and sweep) charged to a winner: E_ACCOUNT = the
+#                     winner, E_FEE = its charge, E_OTHER = -1 (pooled), E_REMAINING = its unrealised profit before
+# which limit a LQ_RATE_LIMITED event names (E_OTHER)
+RL_SWEEP_NOTIONAL = 1
+RL_MINUTE_NOTIONAL = 2
+RL_INSURANCE_LOSS = 3
+RL_UNWIND_PACE = 4
 
 E_KIND = 0
 E_SEQ = 1
@@ -157,7 +184,14 @@ M_FIX_TICKS = 21  # ticks: the last usable fix (margin on the worse of anchor an
 M_VALIDITY = 22  # the oracle's validity code (oracle.validity order: 0 = fresh)
 M_RESERVED_23 = 23
 # 24-31: the liquidation waterfall's per-market state (rate-limit windows, fund unwind)
-M_LIQ_RESERVED_24 = 24
+M_LIQ_WINDOW_START_NS = 24  # start of the current one-minute rate-limit window (UTC minute grid; 0 = none)
+M_LIQ_WINDOW_NOTIONAL_MICRO = 25  # notional liquidated in the window (at the mark)
+M_LIQ_WINDOW_FUND_LOSS_MICRO = 26  # the fund's losses in the window (takeovers at the mark, bad debt)
+M_LIQ_SWEEP_NOTIONAL_MICRO = 27  # notional liquidated by the last sweep (reset at each sweep's start)
+M_FUND_UNWIND_WINDOW_START_NS = 28  # start of the fund-unwind pace window (UTC minute grid)
+M_FUND_UNWIND_WINDOW_MICRO = 29  # notional the fund unwound in that window
+M_LIQ_WAITING = 30  # unhealthy positions the last sweep left waiting (deferred or rate-limited)
+M_LIQ_RESERVED_31 = 31
 N_MKT_COLS = 32
 
 NO_PRICE = -1
@@ -192,8 +226,17 @@ S_LIQ_CHUNK_PPM = 25  # the smallest chunk, as a share of the position
 S_LIQ_COOLDOWN_NS = 26  # between chunks of one account's position
 S_LIQ_BUFFER_PPM = 27  # a chunk restores equity >= MM x (1 + buffer)
 S_FUND_ACCOUNT = 28  # the account that is this market's insurance fund (shared when equal)
-# 29-38: the liquidation waterfall's limits (fee cap, rate limits, fund unwind policy)
-S_LIQ_RESERVED_29 = 29
+# 29-38: the liquidation waterfall's limits (fee cap, rate limits, fund unwind policy); a limit of 0 = none
+S_LIQ_MAX_FEE_PPM = 29  # the liquidation fee is at most this share of the closed notional (at the mark)
+S_LIQ_MAX_SWEEP_MICRO = 30  # notional liquidated per sweep and market
+S_LIQ_MAX_MINUTE_MICRO = 31  # notional liquidated per UTC minute and market
+S_LIQ_MAX_FUND_LOSS_MINUTE_MICRO = 32  # the fund's losses per UTC minute and market (beyond: ADL)
+S_LIQ_THROTTLE_PPM = 33  # the limits above are scaled by this while the oracle's throttle gate is on
+S_FUND_UNWIND_CHUNK_MICRO = 34  # the fund's unwind order: at most this notional (0: no unwind)
+S_FUND_UNWIND_LIMIT_BPS = 35  # ...limited at mark -+ this many bps
+S_FUND_UNWIND_MINUTE_MICRO = 36  # ...and at most this notional per UTC minute
+S_LIQ_RESERVED_37 = 37
+S_LIQ_RESERVED_38 = 38
 # 39-44: the gate's limits
 S_MAX_CLOCK_STEP_NS = 39  # a command more than this beyond the next funding hour is rejected
 S_RESERVED_40 = 40

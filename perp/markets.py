@@ -66,6 +66,15 @@ class MarketSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     liquidation_cooldown_s: int = 30  # ...30 s apart (unless the account is bankrupt)
     liquidation_buffer_ppm: int = 100_000  # a chunk aims at equity >= MM x 1.1
     insurance_fund_account: int = 0  # markets naming the same account share a fund
+    # the waterfall's caps and limits (issue 10, docs/liquidation.md); a limit of 0 means none
+    liquidation_max_fee_ppm: int = 10_000  # the liquidation fee is at most 1% of the closed notional at the mark
+    liquidation_max_per_sweep_usd: int = 2_000_000  # notional liquidated per sweep (the rest waits)
+    liquidation_max_per_minute_usd: int = 10_000_000  # notional liquidated per UTC minute (the rest waits)
+    insurance_max_loss_per_minute_usd: int = 100_000  # the fund's losses per UTC minute (beyond: ADL)
+    liquidation_throttle_ppm: int = 250_000  # the oracle's throttle gate scales the three limits to 25%
+    fund_unwind_chunk_usd: int = 50_000  # the fund unwinds backstop positions in IOC orders of at most $50k...
+    fund_unwind_limit_bps: int = 100  # ...limited at mark -+ 1%...
+    fund_unwind_per_minute_usd: int = 200_000  # ...at most $200k a minute (0 chunk: the fund never unwinds)
 
 
 class MarketsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -155,13 +164,20 @@ def validate_spec(spec: MarketSpec) -> None:
     positive("default_leverage", 100)
     if spec.funding_interval_s % spec.premium_sample_interval_s:
         raise MarketSpecError(f"market {sym!r}: premium_sample_interval_s must divide funding_interval_s")
-    for field in ("fee_share_to_fund_ppm", "liquidation_fee_share_ppm", "liquidation_chunk_ppm"):
+    for field in ("fee_share_to_fund_ppm", "liquidation_fee_share_ppm", "liquidation_chunk_ppm",
+                  "liquidation_max_fee_ppm", "liquidation_throttle_ppm"):
         if not 0 <= getattr(spec, field) <= 1_000_000:
             raise MarketSpecError(f"market {sym!r}: {field} must be between 0 and 1000000 ppm")
     for field in ("open_interest_cap_lots", "funding_clamp_ppb", "funding_cap_ppb", "withdraw_floor_ppm",
                   "liquidation_partial_above_usd", "liquidation_cooldown_s", "liquidation_buffer_ppm"):
         if getattr(spec, field) < 0:
             raise MarketSpecError(f"market {sym!r}: {field} must not be negative")
+    for field in ("liquidation_max_per_sweep_usd", "liquidation_max_per_minute_usd",
+                  "insurance_max_loss_per_minute_usd", "fund_unwind_chunk_usd", "fund_unwind_per_minute_usd"):
+        if not 0 <= getattr(spec, field) <= 10**12:
+            raise MarketSpecError(f"market {sym!r}: {field} must be between 0 and 1000000000000 USD")
+    if not 1 <= spec.fund_unwind_limit_bps <= 10_000:
+        raise MarketSpecError(f"market {sym!r}: fund_unwind_limit_bps must be between 1 and 10000")
     if not -spec.funding_cap_ppb <= spec.funding_interest_ppb <= spec.funding_cap_ppb:
         raise MarketSpecError(f"market {sym!r}: funding_interest_ppb must lie within +- funding_cap_ppb")
     if not 0 <= spec.insurance_fund_account < MAX_FUND_ACCOUNTS:
@@ -214,6 +230,14 @@ def spec_row(spec: MarketSpec) -> np.ndarray:
     row[L.S_LIQ_COOLDOWN_NS] = spec.liquidation_cooldown_s * 1_000_000_000
     row[L.S_LIQ_BUFFER_PPM] = spec.liquidation_buffer_ppm
     row[L.S_FUND_ACCOUNT] = spec.insurance_fund_account
+    row[L.S_LIQ_MAX_FEE_PPM] = spec.liquidation_max_fee_ppm
+    row[L.S_LIQ_MAX_SWEEP_MICRO] = spec.liquidation_max_per_sweep_usd * MICRO
+    row[L.S_LIQ_MAX_MINUTE_MICRO] = spec.liquidation_max_per_minute_usd * MICRO
+    row[L.S_LIQ_MAX_FUND_LOSS_MINUTE_MICRO] = spec.insurance_max_loss_per_minute_usd * MICRO
+    row[L.S_LIQ_THROTTLE_PPM] = spec.liquidation_throttle_ppm
+    row[L.S_FUND_UNWIND_CHUNK_MICRO] = spec.fund_unwind_chunk_usd * MICRO
+    row[L.S_FUND_UNWIND_LIMIT_BPS] = spec.fund_unwind_limit_bps
+    row[L.S_FUND_UNWIND_MINUTE_MICRO] = spec.fund_unwind_per_minute_usd * MICRO
     return row
 
 

@@ -20,6 +20,13 @@ array at every call that is not inlined, so a state of ~30 arrays costs ~250 ns 
 - `tiers[market, tier, T_*]`: leverage tiers (bound, initial and maintenance rates, deduction).
 - `adl_scratch[i, (rank, account)]`: the liquidation sweep's ADL queue (scratch, not state: left
   out of the hash).
+- `active`: the accounts the liquidation sweep visits (kept by `risk.ledger.apply_fill`): row 0,
+  column 0 holds the count n, rows 1..n of column 0 the account ids (in the order they were listed),
+  `active[a, 1]` is account a's row (0: not listed), column 2 is the sweep's scratch. Every account
+  holding a position is listed; one that goes flat stays listed until a sweep finds it flat with
+  collateral >= 0, so a flat account with a negative balance is always listed too. The sweep costs
+  O(listed accounts), not O(highest account id). Not in the hash: the sweep processes the accounts
+  it selects in ascending id, so the list's order never changes an outcome.
 - `maps[MAP_ORDER_ID | MAP_CLID, cell, key/value]`: engine order id -> slot, and
   (account << 40 | client order id) -> slot.
 - `mkt` (market state, `M_*`), `spec` (market config, `S_*`), `g` (globals, `G_*`).
@@ -39,7 +46,7 @@ import numpy as np
 from perp import layout as L
 
 STATE_FIELDS = ("orders", "levels", "accounts", "position_lots", "maps", "mkt", "spec", "g",
-                "collateral_micro", "cost_basis_micro", "acct_mkt", "tiers", "adl_scratch")
+                "collateral_micro", "cost_basis_micro", "acct_mkt", "tiers", "adl_scratch", "active")
 
 EngineState = namedtuple("EngineState", STATE_FIELDS)
 
@@ -91,7 +98,8 @@ def new_state(spec_rows: np.ndarray, tiers: np.ndarray, order_capacity: int = 1 
                        cost_basis_micro=np.zeros((account_capacity, n_markets), np.int64),
                        acct_mkt=np.zeros((account_capacity, n_markets, L.N_AM_COLS), np.int64),
                        tiers=np.ascontiguousarray(tiers, dtype=np.int64),
-                       adl_scratch=np.zeros((account_capacity, 2), np.int64))
+                       adl_scratch=np.zeros((account_capacity, 2), np.int64),
+                       active=np.zeros((account_capacity + 1, 3), np.int64))
 
 
 def order_capacity(st: EngineState) -> int:
@@ -139,7 +147,19 @@ def grow_accounts(st: EngineState, new_capacity: int) -> EngineState:
 
     return st._replace(accounts=accounts, position_lots=grown(st.position_lots),
                        collateral_micro=grown(st.collateral_micro), cost_basis_micro=grown(st.cost_basis_micro),
-                       acct_mkt=grown(st.acct_mkt), adl_scratch=np.zeros((new_capacity, 2), np.int64))
+                       acct_mkt=grown(st.acct_mkt), adl_scratch=np.zeros((new_capacity, 2), np.int64),
+                       active=np.concatenate([st.active, np.zeros((new_capacity - old, 3), np.int64)]))
+
+
+def rebuild_active(st: EngineState) -> None:
+    """List (in `st.active`) every account holding a position or a negative balance, in id order:
+    for states built directly in the arrays (benchmarks, tools), never needed after commands."""
+    hwm = int(st.g[L.G_ACCOUNT_HWM])
+    ids = np.nonzero((st.position_lots[:hwm] != 0).any(axis=1) | (st.collateral_micro[:hwm] < 0))[0]
+    st.active[:, :2] = 0
+    st.active[0, 0] = ids.size
+    st.active[1:ids.size + 1, 0] = ids
+    st.active[ids, 1] = np.arange(1, ids.size + 1)
 
 
 def state_hash(st: EngineState, include_clock: bool = True) -> str:

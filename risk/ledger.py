@@ -110,6 +110,11 @@ def apply_fill(st, a, m, signed_lots, price, fee):
             basis = new_pos * price * k
     st.position_lots[a, m] = new_pos
     st.cost_basis_micro[a, m] = basis
+    if new_pos != 0 and st.active[a, 1] == 0:  # the liquidation sweep's list (perp/state.py `active`)
+        row = st.active[0, 0] + 1
+        st.active[0, 0] = row
+        st.active[row, 0] = a
+        st.active[a, 1] = row
     st.collateral_micro[a] -= fee
     st.acct_mkt[a, m, AM_FEES_MICRO] += fee
     to_fund = (fee * st.spec[m, S_FEE_SHARE_TO_FUND_PPM]) // 1_000_000 if fee > 0 else 0

@@ -25,8 +25,8 @@ def assert_conserved(e: Engine) -> None:
     assert int(e.state.position_lots[:, 0].sum()) == 0
 
 
-def long_2000(fund_usd: int = 10_000) -> Engine:
-    e = Engine()
+def long_2000(fund_usd: int = 10_000, engine: Engine | None = None) -> Engine:
+    e = Engine() if engine is None else engine
     e.submit([SetIndex(ts_ns=T0, market=M, price="2.0000"),
               Deposit(ts_ns=T0, account=0, amount_micro=fund_usd * 10**6),
               Deposit(ts_ns=T0, account=1, amount_micro=900 * 10**6),

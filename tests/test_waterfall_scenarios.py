@@ -1,0 +1,402 @@
+"""Issue 10, a solvent waterfall: one hand-computed scenario per row of the issue's table (each fails
+on the waterfall before it), plus the gate's deferral, the fund's unwind and watch, and the sweep's
+cost (default H100-PERP: 1 tick x 1 lot = 100 micro-USD, maintenance 10% up to $250k).
+
+Fixture (tests.test_liquidation.long_2000): account 1 long 2,000 lots bought at 2.0000 from account 2
+on $900 ($898 after a $2.00 taker fee); account 2 short 2,000 on $10,000; account 3 rich; account 0
+the fund."""
+
+from __future__ import annotations
+
+import msgspec
+
+from perp import layout as L
+from perp.commands import Deposit, Liquidate, Place, SetIndex, SetInsuranceFloor, SetStatus
+from perp.engine import Engine
+from perp.markets import load_markets
+from tests.helpers import SECOND, T0
+from tests.test_liquidation import M, assert_conserved, long_2000, steps
+
+USD = 1_000_000
+
+
+def no_rejects(events):
+    assert not [ev for ev in events if type(ev).__name__ == "Rejected"], events
+
+
+def engine_with(**fields) -> Engine:
+    base = load_markets()
+    return Engine(msgspec.structs.replace(base, market=[msgspec.structs.replace(base.market[0], **fields)]))
+
+
+def long_2000_on(e: Engine, fund_usd: int = 10_000) -> Engine:
+    """long_2000 on an engine with another spec."""
+    return long_2000(fund_usd, engine=e)
+
+
+# ---- row 2: a loss hidden in a negative balance --------------------------------------------------
+def test_a_self_closed_negative_balance_is_settled_by_the_fund():
+    e = long_2000()
+    fund_cash = e.ledger()["insurance_fund_micro"]
+    # the fix gaps to 1.5000; before any sweep the trader closes the long into a 1.5000 bid
+    no_rejects(e.submit([SetIndex(ts_ns=T0 + 3, market=M, price="1.5000"),
+                         Place(ts_ns=T0 + 4, account=3, market=M, side="buy", size_lots=2000, price="1.5000"),
+                         Place(ts_ns=T0 + 5, account=1, market=M, side="sell", size_lots=2000, price="1.5000",
+                               tif="ioc", reduce_only=True)]))
+    # 898 - (2.0 - 1.5) x 2,000 - 5 bp x $3,000 taker fee = 898 - 1,000 - 1.50 = -$103.50, flat
+    assert e.position_lots(1, 0) == 0 and e.account(1).collateral_micro == -103_500_000
+    fund_cash += 360_000  # 20% of the $1.50 taker fee and of the $0.30 maker fee
+    assert e.ledger()["insurance_fund_micro"] == fund_cash
+    events = e.submit([Liquidate(ts_ns=T0 + 6)])
+    (bad,) = steps(events, "bad_debt")
+    # the whole debt, all of it paid by the fund (above its floor of 0), nothing socialised
+    assert (bad.account, bad.filled, bad.amount_micro, bad.other) == (1, 103_500_000, 103_500_000, 0)
+    assert bad.extra == fund_cash - 103_500_000  # the fund's equity after (it holds no position)
+    assert e.account(1).collateral_micro == 0
+    assert e.ledger()["insurance_fund_micro"] == fund_cash - 103_500_000
+    assert_conserved(e)
+
+
+def test_a_flat_debt_past_the_floor_is_socialised_over_the_winners():
+    e = long_2000(fund_usd=50)
+    no_rejects(e.submit([SetIndex(ts_ns=T0 + 3, market=M, price="1.5000"),
+                         Place(ts_ns=T0 + 4, account=3, market=M, side="buy", size_lots=2000, price="1.5000"),
+                         Place(ts_ns=T0 + 5, account=1, market=M, side="sell", size_lots=2000, price="1.5000",
+                               tif="ioc", reduce_only=True)]))
+    floor = e.ledger()["insurance_fund_micro"]
+    two_before = e.account(2).collateral_micro
+    events = e.submit([SetInsuranceFloor(ts_ns=T0 + 6, amount_micro=floor), Liquidate(ts_ns=T0 + 7)])
+    # the only winner is account 2 (short 2,000 from 2.0000: +$1,000 at 1.5000; equity ~$11,000,
+    # maintenance $300): its weight min($1,000, equity - MM) covers the whole $103.50
+    (soc,) = steps(events, "socialised")
+    assert (soc.account, soc.amount_micro, soc.filled) == (2, 103_500_000, 1_000 * USD)
+    (bad,) = steps(events, "bad_debt")
+    assert (bad.filled, bad.amount_micro, bad.other) == (103_500_000, 0, 103_500_000)
+    assert e.account(2).collateral_micro == two_before - 103_500_000 and e.account(1).collateral_micro == 0
+    assert e.ledger()["insurance_fund_micro"] == floor and not steps(events, "fund_below_floor")
+    assert_conserved(e)
+
+
+# ---- row 1: the fund's floor is respected on every takeover -------------------------------------
+def test_a_fund_at_its_floor_refuses_a_takeover_and_sends_it_to_adl():
+    e = long_2000(fund_usd=50)
+    floor = e.ledger()["insurance_fund_micro"]
+    events = e.submit([SetInsuranceFloor(ts_ns=T0 + 3, amount_micro=floor),
+                       SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), Liquidate(ts_ns=T0 + 5)])
+    # equity 898 - 2,000 x 0.30 = $298 < maintenance $340: not bankrupt; the empty book takes nothing.
+    # Taking 2,000 lots at the mark would cost the fund nothing but add $340 of maintenance margin:
+    # equity - margin would fall below the floor, so it takes none (before: all of it, at 1.5510)
+    assert not steps(events, "backstop") and not steps(events, "fund_takeover")
+    (start,) = steps(events, "adl_start")
+    assert (start.lots, start.price_ticks, start.amount_micro, start.other) == (2000, 17_000, floor, floor)
+    (adl,) = steps(events, "adl")
+    # at the mark: account 2 gives up nothing against it
+    assert (adl.account, adl.lots, adl.price_ticks, adl.haircut_micro) == (2, 2000, 17_000, 0)
+    (fee,) = steps(events, "fee")
+    assert fee.amount_micro == 34 * USD  # min(10% of $340, 1% of $3,400)
+    # the account keeps what it had above bankruptcy, less the fee: 898 - 600 - 34 = $264
+    assert e.account(1).collateral_micro == 264 * USD and e.position_lots(1, 0) == 0
+    assert e.position_lots(0, 0) == 0 and e.position_lots(2, 0) == 0
+    assert_conserved(e)
+
+
+# ---- row 3: ADL only against solvent winners ----------------------------------------------------
+def _flipped_short(e: Engine, deposit_usd: int) -> None:
+    """Account 4 buys 1,000 at 2.0000 ($1.00 fee), then at 1.5000 sells 1,500 ($1.125 fee, -$500
+    realised): short 500 at 1.5000 with deposit - $502.125 of collateral."""
+    no_rejects(e.submit([Deposit(ts_ns=T0 + 3, account=4, amount_micro=deposit_usd * USD),
+                         Place(ts_ns=T0 + 3, account=3, market=M, side="sell", size_lots=1000, price="2.0000"),
+                         Place(ts_ns=T0 + 4, account=4, market=M, side="buy", size_lots=1000, price="2.0000"),
+                         SetIndex(ts_ns=T0 + 5, market=M, price="1.5000"),
+                         Place(ts_ns=T0 + 6, account=3, market=M, side="buy", size_lots=1500, price="1.5000"),
+                         Place(ts_ns=T0 + 7, account=4, market=M, side="sell", size_lots=1500, price="1.5000",
+                               tif="ioc")]))
+
+
+def test_an_insolvent_counterparty_is_skipped_by_adl():
+    e = long_2000(fund_usd=50)
+    _flipped_short(e, 401)
+    assert e.position_lots(4, 0) == -500 and e.account(4).collateral_micro == -101_125_000
+    floor = e.ledger()["insurance_fund_micro"]
+    e.submit([SetInsuranceFloor(ts_ns=T0 + 8, amount_micro=floor), SetIndex(ts_ns=T0 + 9, market=M, price="1.4000")])
+    # at 1.4000 account 4's short is profitable (+$50) but its equity is -$51.125: before, its rank hit
+    # the cap and it was deleveraged first
+    assert e.account(4).equity_micro == -51_125_000
+    events = e.submit([Liquidate(ts_ns=T0 + 10)])
+    # account 1: 898 - 2,000 x 0.60 = -$302; bankruptcy price 14,000 + 302e6 / 200,000 = 15,510
+    adl_for_1 = [s for s in steps(events, "adl") if s.other == 1]
+    assert [(s.account, s.lots, s.price_ticks) for s in adl_for_1] == [(2, 2000, 15_510)]
+    # account 2 gives up (1.5510 - 1.4000) x 2,000 = $302 against the mark, and stays solvent
+    assert adl_for_1[0].haircut_micro == 302 * USD and e.account(2).equity_micro > 0
+    assert e.position_lots(1, 0) == 0 and e.account(1).equity_micro == 0
+    assert_conserved(e)
+
+
+def test_adl_stops_where_the_counterparty_would_become_insolvent():
+    e = long_2000(fund_usd=50)
+    # as above, but account 4 deposits $501: at 1.4000 its short 500 is +$50 and its equity +$48.875
+    _flipped_short(e, 501)
+    floor = e.ledger()["insurance_fund_micro"]
+    e.submit([SetInsuranceFloor(ts_ns=T0 + 8, amount_micro=floor), SetIndex(ts_ns=T0 + 9, market=M, price="1.4000")])
+    assert e.account(4).equity_micro == 48_875_000
+    events = e.submit([Liquidate(ts_ns=T0 + 10)])
+    # account 4 ranks first (PnL 6.7% x leverage 14.6x, against account 2's 30% x 0.25x); at a haircut of
+    # $0.151 a lot it can give up 48.875 // 0.151 = 323 lots and stay solvent; account 2 takes the rest
+    adl_for_1 = [s for s in steps(events, "adl") if s.other == 1]
+    assert [(s.account, s.lots, s.haircut_micro) for s in adl_for_1] == [(4, 323, 48_773_000), (2, 1677, 253_227_000)]
+    assert adl_for_1[0].amount_micro > adl_for_1[1].amount_micro
+    assert e.account(4).equity_micro >= 0 and e.account(1).equity_micro == 0
+    assert_conserved(e)
+
+
+# ---- row 4: a chunk sized with its own fee ------------------------------------------------------
+def _long_60000_at_1_7776(e: Engine) -> None:
+    """Account 1 long 60,000 lots bought at 2.0000 on $24,059.60; the index then at 1.7776."""
+    no_rejects(e.submit([SetIndex(ts_ns=T0, market=M, price="2.0000"),
+                         Deposit(ts_ns=T0, account=0, amount_micro=10**10),
+                         Deposit(ts_ns=T0, account=1, amount_micro=24_059_600_000),
+                         Deposit(ts_ns=T0, account=2, amount_micro=10**12), Deposit(ts_ns=T0, account=3, amount_micro=10**12),
+                         Place(ts_ns=T0 + 1, account=2, market=M, side="sell", size_lots=60_000, price="2.0000"),
+                         Place(ts_ns=T0 + 2, account=1, market=M, side="buy", size_lots=60_000, price="2.0000"),
+                         SetIndex(ts_ns=T0 + 3, market=M, price="1.7776")]))
+
+
+def test_a_chunk_with_its_fee_restores_maintenance_x_1_plus_buffer():
+    # buffer 0 and no minimum chunk, so that the sizing rule alone decides (the Drift vector: a $10
+    # shortage at 10% maintenance and a 1% fee needs $10 / (10% - 1%) = $111.11 of notional, not $100)
+    e = engine_with(liquidation_buffer_ppm=0, liquidation_chunk_ppm=0)
+    _long_60000_at_1_7776(e)
+    no_rejects(e.submit([Place(ts_ns=T0 + 4, account=3, market=M, side="buy", size_lots=1000, price="1.7770")]))
+    view = e.account(1)
+    # collateral 24,059.60 - $60 fee = 23,999.60; equity 23,999.60 - 60,000 x 0.2224 = $10,655.60;
+    # maintenance 10% x 60,000 x 1.7776 = $10,665.60: $10 short
+    assert (view.equity_micro, view.maintenance_margin_micro) == (10_655_600_000, 10_665_600_000)
+    events = e.submit([Liquidate(ts_ns=T0 + 5)])
+    (order,) = steps(events, "order")
+    # each lot closed at the mark frees $0.17776 of margin and costs $0.017776 of fee: 10 / 0.159984 =
+    # 62.5 -> 63 lots (62 leave it $0.0176 short); the fee-blind rule closed 57. The limit is the worst
+    # price that still restores: room $0.078992 / (63 x $0.0001) = 12 ticks under the mark
+    assert (order.lots, order.price_ticks, order.filled) == (63, 17_764, 63)
+    (fee,) = steps(events, "fee")
+    assert fee.amount_micro == 1_119_888  # min(10% of 63/60,000 of $10,665.60, 1% of 63 x $1.7776)
+    view = e.account(1)
+    # filled at 1.7770: 6 ticks x 63 lots = $0.0378 below the mark
+    assert view.equity_micro == 10_655_600_000 - 37_800 - 1_119_888
+    assert view.maintenance_margin_micro == 10_654_401_120 and view.equity_micro >= view.maintenance_margin_micro
+    assert_conserved(e)
+
+
+def test_a_chunk_with_the_default_buffer_ends_above_maintenance_x_1_1():
+    e = Engine()
+    _long_60000_at_1_7776(e)
+    # an empty book: the chunk is backstopped at the mark, and still restores health
+    events = e.submit([Liquidate(ts_ns=T0 + 5)])
+    (order,) = steps(events, "order")
+    assert order.filled == 0 and order.lots == 12_000  # the 20% minimum chunk binds
+    (take,) = steps(events, "backstop")
+    assert (take.lots, take.price_ticks, take.amount_micro) == (12_000, 17_776, 0)
+    view = e.account(1)
+    assert view.equity_micro * 10 >= view.maintenance_margin_micro * 11
+    assert_conserved(e)
+
+
+# ---- row 5: a cap on what the waterfall takes ---------------------------------------------------
+def test_the_fund_takes_over_at_the_mark_and_a_capped_fee_when_the_account_is_solvent():
+    e = long_2000()
+    fund_cash = e.ledger()["insurance_fund_micro"]
+    events = e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), Liquidate(ts_ns=T0 + 5)])
+    # an empty book, equity $298 of $340 maintenance (88%): before, the fund took the 2,000 lots at the
+    # bankruptcy price 1.5510 and with them all $298; now it takes them at the mark
+    (take,) = steps(events, "backstop")
+    assert (take.lots, take.price_ticks, take.amount_micro) == (2000, 17_000, 0)
+    (fund_side,) = steps(events, "fund_takeover")
+    fund_view = e.account(0)
+    # its equity after the takeover, before the fee it then receives
+    assert fund_side.account == 0 and fund_side.other == 1 and fund_side.amount_micro == fund_view.equity_micro - 34 * USD
+    assert fund_side.filled == 340 * USD  # the fund's maintenance margin after: 10% of $3,400
+    (fee,) = steps(events, "fee")
+    assert fee.amount_micro == 34 * USD
+    assert e.account(1).collateral_micro == 264 * USD  # 298 - 34: it keeps what is above the fee
+    assert e.ledger()["insurance_fund_micro"] == fund_cash + 34 * USD
+    assert_conserved(e)
+
+
+def test_the_fee_is_capped_at_a_share_of_the_closed_notional():
+    # a 50% share of maintenance margin would be $170 (5% of notional); the cap is 1% of $3,400
+    e = long_2000_on(engine_with(liquidation_fee_share_ppm=500_000))
+    events = e.submit([Place(ts_ns=T0 + 3, account=3, market=M, side="buy", size_lots=3000, price="1.7000"),
+                       SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), Liquidate(ts_ns=T0 + 5)])
+    (fee,) = steps(events, "fee")
+    assert (fee.amount_micro, fee.lots) == (34 * USD, 2000)
+    assert e.account(1).collateral_micro == (898 - 600 - 34) * USD
+    assert_conserved(e)
+
+
+def test_the_fee_never_takes_what_is_below_the_bankruptcy_level():
+    e = long_2000()
+    # 1.5500: equity 898 - 900 = -$2; the fee would be $31 but the account has nothing above bankruptcy
+    events = e.submit([Place(ts_ns=T0 + 3, account=3, market=M, side="buy", size_lots=3000, price="1.5000"),
+                       SetIndex(ts_ns=T0 + 4, market=M, price="1.5500"), Liquidate(ts_ns=T0 + 5)])
+    assert not steps(events, "fee")
+    assert e.account(1).equity_micro >= 0
+    assert_conserved(e)
+
+
+# ---- row 6: rate limits for a cascade ----------------------------------------------------------
+def _two_longs(e: Engine) -> None:
+    """Accounts 1 and 4 each long 2,000 at 2.0000 ($898 after fees), against account 2."""
+    no_rejects(e.submit([Deposit(ts_ns=T0 + 3, account=4, amount_micro=900 * USD),
+                         Deposit(ts_ns=T0 + 3, account=2, amount_micro=10_000 * USD),
+                         Place(ts_ns=T0 + 3, account=2, market=M, side="sell", size_lots=2000, price="2.0000"),
+                         Place(ts_ns=T0 + 3, account=4, market=M, side="buy", size_lots=2000, price="2.0000"),
+                         SetIndex(ts_ns=T0 + 5, market=M, price="1.7000"),
+                         Place(ts_ns=T0 + 5, account=3, market=M, side="buy", size_lots=5000, price="1.7000")]))
+
+
+def test_the_per_sweep_limit_defers_part_of_a_cascade_to_the_next_sweep():
+    # $3,400 a sweep: one 2,000-lot position at 1.7000
+    e = long_2000_on(engine_with(liquidation_max_per_sweep_usd=3_400))
+    _two_longs(e)
+    first = e.submit([Liquidate(ts_ns=T0 + 6)])
+    (order,) = steps(first, "order")
+    assert (order.account, order.filled) == (1, 2000)
+    (limited,) = steps(first, "rate_limited")
+    assert (limited.account, limited.lots, limited.amount_micro, limited.limit) == (4, 2000, 0, "notional_per_sweep")
+    assert e.position_lots(4, 0) == 2000 and e.position_lots(1, 0) == 0
+    (sweep,) = steps(first, "sweep")
+    assert sweep.extra == 1  # one position waits
+    second = e.submit([Liquidate(ts_ns=T0 + 7)])
+    assert [(s.account, s.filled) for s in steps(second, "order")] == [(4, 2000)]
+    assert not steps(second, "rate_limited")
+    assert_conserved(e)
+
+
+def test_the_oracle_throttle_cuts_the_limits_to_a_quarter():
+    # $13,600 a sweep, a quarter of it while throttled: again one position per sweep
+    e = long_2000_on(engine_with(liquidation_max_per_sweep_usd=13_600))
+    _two_longs(e)
+    e.state.mkt[0, L.M_ORACLE_GATES] |= L.GATE_LIQ_THROTTLED  # what set_index sets from the oracle's gates
+    first = e.submit([Liquidate(ts_ns=T0 + 6)])
+    assert [s.account for s in steps(first, "order")] == [1]
+    (limited,) = steps(first, "rate_limited")
+    assert (limited.account, limited.filled) == (4, 1)  # filled = 1: the throttle was on
+    e.state.mkt[0, L.M_ORACLE_GATES] &= ~L.GATE_LIQ_THROTTLED
+    assert [s.account for s in steps(e.submit([Liquidate(ts_ns=T0 + 7)]), "order")] == [4]
+    assert_conserved(e)
+
+
+def test_the_per_minute_limit_waits_for_the_next_minute():
+    e = long_2000_on(engine_with(liquidation_max_per_minute_usd=3_400))
+    _two_longs(e)
+    first = e.submit([Liquidate(ts_ns=T0 + 6)])
+    assert [s.account for s in steps(first, "order")] == [1]
+    assert steps(e.submit([Liquidate(ts_ns=T0 + 7)]), "rate_limited")[0].limit == "notional_per_minute"
+    assert [s.account for s in steps(e.submit([Liquidate(ts_ns=T0 + 60 * SECOND)]), "order")] == [4]
+    assert_conserved(e)
+
+
+def test_the_insurance_loss_budget_sends_the_rest_to_adl():
+    # $100 of fund losses a minute; account 1 is bankrupt by $102 at 1.5000
+    e = long_2000_on(engine_with(insurance_max_loss_per_minute_usd=100))
+    events = e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.5000"), Liquidate(ts_ns=T0 + 5)])
+    # bankruptcy price 15,510: $0.051 a lot for the fund -> 1,960 lots ($99.96) within the budget
+    (take,) = steps(events, "backstop")
+    assert (take.lots, take.amount_micro) == (1960, 99_960_000)
+    (limited,) = steps(events, "rate_limited")
+    assert (limited.lots, limited.limit) == (40, "insurance_loss_per_minute")
+    assert [(s.account, s.lots) for s in steps(events, "adl")] == [(2, 40)]
+    assert_conserved(e)
+
+
+# ---- issue 9 (a): the gate defers liquidation ----------------------------------------------------
+def test_a_halted_market_defers_its_liquidations_and_says_so():
+    e = long_2000()
+    e.submit([Place(ts_ns=T0 + 3, account=3, market=M, side="buy", size_lots=3000, price="1.9000"),
+              SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), SetStatus(ts_ns=T0 + 5, market=M, status="halted")])
+    before = e.state_hash(include_clock=False)
+    orders_before = e.open_orders().copy()
+    events = e.submit([Liquidate(ts_ns=T0 + 6)])
+    (deferred,) = steps(events, "deferred")
+    assert (deferred.market, deferred.lots, deferred.other) == (M, 1, L.ST_HALTED)
+    for phase in ("started", "order", "backstop", "adl", "fund_takeover", "fund_unwind"):
+        assert not steps(events, phase)
+    assert e.position_lots(1, 0) == 2000 and (e.open_orders() == orders_before).all()
+    # only the rate-limit windows moved
+    mkt = e.state.mkt
+    assert int(mkt[0, L.M_LIQ_WAITING]) == 1
+    events = e.submit([SetStatus(ts_ns=T0 + 7, market=M, status="active"), Liquidate(ts_ns=T0 + 8)])
+    assert [s.filled for s in steps(events, "order")] == [2000]
+    assert before != e.state_hash(include_clock=False)
+    assert_conserved(e)
+
+
+# ---- the fund is watched: unwound through the book, deleveraged below its floor ------------------
+def _fund_holds_2000_long() -> Engine:
+    e = long_2000()
+    e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), Liquidate(ts_ns=T0 + 5)])
+    assert e.position_lots(0, 0) == 2000
+    return e
+
+
+def test_the_fund_unwinds_its_backstop_positions_through_the_book_in_paced_chunks():
+    e = _fund_holds_2000_long()
+    # at most $1,700 a minute: 1,000 lots at 1.7000 per minute
+    row = e.state.spec[0]
+    row[L.S_FUND_UNWIND_MINUTE_MICRO] = 1_700 * USD
+    e.submit([Place(ts_ns=T0 + 6, account=3, market=M, side="buy", size_lots=5000, price="1.6900")])
+    events = e.submit([Liquidate(ts_ns=T0 + 7)])
+    (unwind,) = steps(events, "fund_unwind")
+    # limited at the mark - 1%: 17,000 - 170 = 16,830; the 1.6900 bid takes 1,000 lots
+    assert (unwind.account, unwind.lots, unwind.filled, unwind.price_ticks) == (0, 1000, 1000, 16_830)
+    assert unwind.amount_micro == e.account(0).equity_micro and unwind.other == 1000
+    (paced,) = steps(events, "rate_limited")
+    assert (paced.account, paced.limit, paced.lots) == (-1, "fund_unwind_per_minute", 1000)
+    assert not steps(e.submit([Liquidate(ts_ns=T0 + 8)]), "fund_unwind")  # the minute's pace is used
+    later = e.submit([Liquidate(ts_ns=T0 + 60 * SECOND)])
+    assert [s.filled for s in steps(later, "fund_unwind")] == [1000] and e.position_lots(0, 0) == 0
+    assert_conserved(e)
+
+
+def test_the_fund_does_not_unwind_in_reduce_only_or_halted_markets():
+    e = _fund_holds_2000_long()
+    e.submit([Place(ts_ns=T0 + 6, account=3, market=M, side="buy", size_lots=5000, price="1.6900")])
+    for status in ("reduce_only", "halted"):
+        events = e.submit([SetStatus(ts_ns=T0 + 7, market=M, status=status), Liquidate(ts_ns=T0 + 8)])
+        assert not steps(events, "fund_unwind") and e.position_lots(0, 0) == 2000
+    assert_conserved(e)
+
+
+def test_a_fund_below_its_floor_has_its_positions_deleveraged():
+    e = _fund_holds_2000_long()
+    equity = e.account(0).equity_micro
+    events = e.submit([SetInsuranceFloor(ts_ns=T0 + 6, amount_micro=equity + 1), Liquidate(ts_ns=T0 + 7)])
+    (below,) = steps(events, "fund_below_floor")
+    assert (below.account, below.lots, below.other, below.filled) == (0, 2000, equity, equity + 1)
+    # at the mark against account 2's profitable short (2,000 from 2.0000)
+    assert [(s.account, s.lots, s.price_ticks, s.other) for s in steps(events, "adl")] == [(2, 2000, 17_000, 0)]
+    assert e.position_lots(0, 0) == 0 and e.position_lots(2, 0) == 0
+    assert e.account(0).equity_micro == equity  # closing at the mark: the fund's equity is what it was
+    assert_conserved(e)
+
+
+def test_the_fund_history_reports_its_equity_over_time():
+    from insurance_fund.ledger import fund_history
+
+    e = long_2000()
+    events = e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), Liquidate(ts_ns=T0 + 5)])
+    history = fund_history(events, e.specs)
+    series = history.equity_series()
+    assert series and series[-1][2] == e.account(0).equity_micro
+
+
+# ---- issue 9 (c): the sweep visits the accounts that exist ---------------------------------------
+def test_a_deposit_to_a_high_account_id_does_not_enter_the_sweep():
+    e = long_2000()
+    far = 262_143
+    e.submit([Deposit(ts_ns=T0 + 3, account=far, amount_micro=1)])
+    assert int(e.state.g[L.G_ACCOUNT_HWM]) == far + 1
+    listed = sorted(int(a) for a in e.state.active[1:int(e.state.active[0, 0]) + 1, 0])
+    assert listed == [1, 2]  # the accounts holding positions; the deposit is not listed
+    events = e.submit([Liquidate(ts_ns=T0 + 4)])
+    (sweep,) = steps(events, "sweep")
+    assert sweep.filled == 2  # checked: the two accounts with positions, not 262,144
