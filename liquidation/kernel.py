@@ -728,6 +728,8 @@ def _settle_debts(st, nd, seq, ts, ev, n):
         if room > budget:
             room = budget
         pay = debt if debt < room else room
+        if pay < 0:
+            pay = 0  # the fund is at or below its floor already
         if pay > 0:
             _move_cash(st, fund, a, pay)
             st.mkt[m, M_LIQ_WINDOW_FUND_LOSS_MICRO] += pay
