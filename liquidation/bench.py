@@ -6,6 +6,11 @@ The book and accounts are built directly in the engine's arrays (seeded): accoun
 long and short 200-2,000 lots at the index, most at 1-3x leverage, 1% of all accounts at 4.5-5x and 0.1% at 8-10x; a
 market maker rests bids 1-40 ticks under the new index. The index then drops 15%: the levered longs
 fall below maintenance (the few at 8-10x past bankruptcy), everyone else stays healthy.
+
+The timed sweep runs with the waterfall's rate limits off (`limits=False`), so that the whole cascade
+goes through one sweep; a second build then runs the same gap under the market's default limits and
+reports what they let through and what waits (not timed against the target). The fund's takeovers
+are unwound through the maker's bids in both (one paced chunk per sweep).
 """
 
 from __future__ import annotations
@@ -25,11 +30,15 @@ from perp.state import rebuild_active
 T0 = 1_767_225_600_000_000_000
 
 
-def build(accounts: int, seed: int, fund_usd: int) -> Engine:
+NO_LIMITS = dict(liquidation_max_per_sweep_usd=0, liquidation_max_per_minute_usd=0, insurance_max_loss_per_minute_usd=0)
+
+
+def build(accounts: int, seed: int, fund_usd: int, limits: bool = False) -> Engine:
     rng = np.random.default_rng(seed)
     # a million accounts of up to 2,000 lots is ~550M lots of open interest: lift the launch cap
     base = load_markets()
-    markets = msgspec.structs.replace(base, market=[msgspec.structs.replace(base.market[0], open_interest_cap_lots=0)])
+    overrides = dict(open_interest_cap_lots=0, **({} if limits else NO_LIMITS))
+    markets = msgspec.structs.replace(base, market=[msgspec.structs.replace(base.market[0], **overrides)])
     eng = Engine(markets, account_capacity=accounts + 2, order_capacity=1 << 12)
     index = 21_432
     eng.submit([SetIndex(ts_ns=T0, market="H100-PERP", price="2.1432")])
@@ -69,30 +78,14 @@ def build(accounts: int, seed: int, fund_usd: int) -> Engine:
     return eng
 
 
-def run(accounts: int = 1_000_000, seed: int = 11, fund_usd: int = 20_000) -> dict[str, int | float | bool]:
-    """The fund starts at `fund_usd` with its floor there too: it takes over what it can buy at or
-    below the mark (accounts merely below maintenance), and the bankrupt accounts' positions, which
-    it could only take at a loss, go to ADL."""
-    warm = build(2_000, seed, fund_usd)  # compile (or load) the sweep before timing it
-    warm.submit_rows(warm.encode([Liquidate(ts_ns=T0 + 3)]))
-    eng = build(accounts, seed, fund_usd)
-    before = eng.risk_sweep()
-    rows = eng.encode([Liquidate(ts_ns=T0 + 3)])
-    t0 = time.perf_counter()
-    ev = eng.submit_rows(rows)
-    cascade_s = time.perf_counter() - t0
+def _outcomes(eng: Engine, ev: np.ndarray) -> dict[str, int | float | bool]:
     liq = ev[ev[:, L.E_KIND] == L.EV_LIQUIDATION]
     phase = liq[:, L.E_CODE]
-    after = eng.risk_sweep()
-    g = eng.ledger()
-    conserved = eng.money_conserved()
     orders = liq[phase == L.LQ_ORDER]
+    unwinds = liq[phase == L.LQ_FUND_UNWIND]
+    g = eng.ledger()
     return {
-        "accounts": accounts,
-        "fund_usd_before": fund_usd,
-        "unhealthy_before": int(before.unhealthy.size),
         "liquidations": int((phase == L.LQ_STARTED).sum()),
-        "cascade_s": round(cascade_s, 4),
         "events": int(ev.shape[0]),
         "through_book": int((orders[:, L.E_REMAINING] > 0).sum()),
         "lots_through_book": int(orders[:, L.E_REMAINING].sum()),
@@ -101,28 +94,61 @@ def run(accounts: int = 1_000_000, seed: int = 11, fund_usd: int = 20_000) -> di
         "adl": int((phase == L.LQ_ADL).sum()),
         "adl_accounts": int((phase == L.LQ_ADL_START).sum()),
         "lots_deleveraged": int(liq[phase == L.LQ_ADL, L.E_SIZE].sum()),
+        "fund_below_floor": int((phase == L.LQ_FUND_BELOW_FLOOR).sum()),
         "bad_debt": int((phase == L.LQ_BAD_DEBT).sum()),
+        "socialised": int((phase == L.LQ_SOCIALISED).sum()),
+        "rate_limited": int((phase == L.LQ_RATE_LIMITED).sum()),
+        "fund_unwinds": int(unwinds.shape[0]),
+        "lots_unwound": int(unwinds[:, L.E_REMAINING].sum()),
         "liquidation_fees_usd": round(int(liq[phase == L.LQ_FEE, L.E_FEE].sum()) / 1e6, 2),
-        "unhealthy_after": int(after.unhealthy.size),
+        "unhealthy_after": int(eng.risk_sweep().unhealthy.size),
         "insurance_fund_usd": round(g["insurance_fund_micro"] / 1e6, 2),
         "insurance_fund_equity_usd": round(eng.account(L.FUND_ACCOUNT).equity_micro / 1e6, 2),
-        "money_conserved": bool(conserved),
-        "meets_target": cascade_s < 1.0,
+        "money_conserved": bool(eng.money_conserved()),
     }
+
+
+def run(accounts: int = 1_000_000, seed: int = 11, fund_usd: int = 20_000,
+        with_limits: bool = True) -> dict[str, int | float | bool]:
+    """The fund starts at `fund_usd` with its floor there too, so it takes over only what its fees
+    let it margin; the rest goes to ADL. Timed: one sweep without rate limits."""
+    warm = build(2_000, seed, fund_usd)  # compile (or load) the sweep before timing it
+    warm.submit_rows(warm.encode([Liquidate(ts_ns=T0 + 3)]))
+    eng = build(accounts, seed, fund_usd)
+    before = eng.risk_sweep()
+    rows = eng.encode([Liquidate(ts_ns=T0 + 3)])
+    t0 = time.perf_counter()
+    ev = eng.submit_rows(rows)
+    cascade_s = time.perf_counter() - t0
+    out: dict = {"accounts": accounts, "fund_usd_before": fund_usd, "unhealthy_before": int(before.unhealthy.size),
+                 "cascade_s": round(cascade_s, 4), **_outcomes(eng, ev), "meets_target": cascade_s < 1.0}
+    if with_limits:  # the same gap under the market's default rate limits: what one sweep lets through
+        del eng
+        limited = build(accounts, seed, fund_usd, limits=True)
+        t0 = time.perf_counter()
+        ev = limited.submit_rows(limited.encode([Liquidate(ts_ns=T0 + 3)]))
+        first_s = time.perf_counter() - t0
+        out["with_default_limits"] = {"sweep_s": round(first_s, 4), **_outcomes(limited, ev)}
+    return out
 
 
 def main(accounts: int, seed: int, as_json: bool, fund_usd: int = 20_000) -> None:
     r = run(accounts, seed, fund_usd)
     print(f"accounts        {r['accounts']:,}; unhealthy after a 15% gap: {r['unhealthy_before']:,}")
     print(f"cascade         {r['cascade_s'] * 1000:.1f} ms for {r['liquidations']:,} liquidations "
-          f"(detection over every account + the waterfall), {r['events']:,} events")
+          f"(detection over the listed accounts + the whole waterfall, no rate limits), {r['events']:,} events")
     print(f"outcomes        through the book {r['through_book']:,} ({r['lots_through_book']:,} lots), "
           f"backstop {r['backstop']:,} ({r['lots_backstopped']:,} lots), "
-          f"ADL {r['adl_accounts']:,} bankrupt accounts -> {r['adl']:,} counterparties ({r['lots_deleveraged']:,} lots), "
-          f"bad debt {r['bad_debt']:,}")
+          f"ADL {r['adl_accounts']:,} accounts -> {r['adl']:,} counterparties ({r['lots_deleveraged']:,} lots), "
+          f"fund below floor {r['fund_below_floor']:,}, bad debt {r['bad_debt']:,}, "
+          f"fund unwinds {r['fund_unwinds']:,} ({r['lots_unwound']:,} lots)")
     print(f"fund            cash {r['insurance_fund_usd']:,} USD (incl. {r['liquidation_fees_usd']:,} USD of liquidation fees), "
           f"equity at the mark {r['insurance_fund_equity_usd']:,} USD; "
           f"unhealthy after: {r['unhealthy_after']}; money conserved: {r['money_conserved']}")
+    lim = r.get("with_default_limits")
+    if lim:
+        print(f"default limits  one sweep in {lim['sweep_s'] * 1000:.1f} ms: {lim['liquidations']:,} started, "
+              f"{lim['rate_limited']:,} rate-limited (wait for the next sweep), unhealthy after {lim['unhealthy_after']:,}")
     print(f"target < 1 s    {'met' if r['meets_target'] else 'NOT met'}")
     if as_json:
         print(json.dumps(r))

@@ -127,6 +127,7 @@ _KE = dict(cache=True, _nrt=False, error_model="numpy")  # the two entry points:
 _RANK_CAP = 1_000_000_000
 MINUTE_NS = 60_000_000_000
 NO_LIMIT = 1 << 62  # a budget that never binds (limit 0 in the spec)
+_EV_RESERVE = 64  # event rows kept free by the ADL and socialisation loops' guard
 _SPLIT_MAX = 3_000_000_000  # below risk.intmath.SPLIT_DIVISOR_MAX: pro-rata weights are scaled under it
 
 
@@ -317,39 +318,6 @@ def _before(q, i, j):
 
 
 @njit(**_K)
-def _sift_down(q, start, end):
-    root = start
-    while True:
-        child = 2 * root + 1
-        if child > end:
-            return
-        # a max-heap on "goes after", so that popping the maximum to the end sorts the queue
-        if child + 1 <= end and _before(q, child, child + 1):
-            child += 1
-        if _before(q, root, child):
-            for col in range(2):
-                tmp = q[root, col]
-                q[root, col] = q[child, col]
-                q[child, col] = tmp
-            root = child
-        else:
-            return
-
-
-@njit(**_K)
-def _sort_queue(q, n):
-    """In-place heapsort of the first n rows into ADL order (no allocation)."""
-    for start in range((n - 2) // 2, -1, -1):
-        _sift_down(q, start, n - 1)
-    for end in range(n - 1, 0, -1):
-        for col in range(2):
-            tmp = q[0, col]
-            q[0, col] = q[end, col]
-            q[end, col] = tmp
-        _sift_down(q, 0, end - 1)
-
-
-@njit(**_K)
 def _sort_ids(v, lo, n):
     """In-place heapsort of v[lo:lo+n] ascending (account ids selected by the sweep)."""
     for start in range((n - 2) // 2, -1, -1):
@@ -380,10 +348,45 @@ def _sift_ids(v, lo, start, end):
 
 
 @njit(**_K)
+def _swap_rows(q, i, j):
+    for col in range(2):
+        tmp = q[i, col]
+        q[i, col] = q[j, col]
+        q[j, col] = tmp
+
+
+@njit(**_K)
+def _heap_down(q, root, size):
+    """Restore the heap below `root` (the row that goes first on top)."""
+    while True:
+        child = 2 * root + 1
+        if child >= size:
+            return
+        if child + 1 < size and _before(q, child + 1, child):
+            child += 1
+        if _before(q, child, root):
+            _swap_rows(q, root, child)
+            root = child
+        else:
+            return
+
+
+@njit(**_K)
+def _adl_pop(st):
+    """Drop the top of the ADL queue (a heap in st.adl_scratch of G_ADL_LEN rows)."""
+    size = st.g[G_ADL_LEN] - 1
+    _swap_rows(st.adl_scratch, 0, size)
+    st.g[G_ADL_LEN] = size
+    _heap_down(st.adl_scratch, 0, size)
+
+
+@njit(**_K)
 def _adl_queue(st, m, sign):
     """Build (in st.adl_scratch) the ADL queue of market m against positions of `sign`: every opposing
-    profitable position of an account with positive equity, ranked once per sweep (PnL% x leverage,
-    highest first; ties: lowest account id). Visits the listed accounts only."""
+    profitable position of an account with positive equity, in rank order (PnL% x leverage, highest
+    first; ties: lowest account id). Ranked once per sweep and market side, as a heap: O(P) to
+    build, O(log P) per counterparty used, so a cascade pays for the counterparties it reaches, not
+    for sorting every winner. Visits the listed accounts only."""
     key = m * 2 + (1 if sign > 0 else 0) + 1
     if st.g[G_ADL_KEY] != key:
         q = st.adl_scratch
@@ -399,7 +402,8 @@ def _adl_queue(st, m, sign):
             q[k, 0] = r
             q[k, 1] = c
             k += 1
-        _sort_queue(q, k)
+        for root in range((k - 2) // 2, -1, -1):
+            _heap_down(q, root, k)
         st.g[G_ADL_KEY] = key
         st.g[G_ADL_LEN] = k
         st.g[G_ADL_HEAD] = 0
@@ -414,17 +418,19 @@ def _adl(st, a, m, sign, lots, price, seq, ts, ev, n):
     taker_side = BUY if sign > 0 else SELL
     _adl_queue(st, m, sign)
     queue = st.adl_scratch
-    head = st.g[G_ADL_HEAD]
-    while lots > 0 and head < st.g[G_ADL_LEN]:
-        rank = queue[head, 0]
-        c = queue[head, 1]
+    stamp = seq  # AM_LIQ_FLAG == this command's seq: brought to its solvency limit in this sweep
+    while lots > 0 and st.g[G_ADL_LEN] > 0:
+        if n + _EV_RESERVE > ev.shape[0]:
+            break  # never reached when liquidation_event_bound holds; a guard, not a rule
+        rank = queue[0, 0]
+        c = queue[0, 1]
         pos_c = st.position_lots[c, m]
         if c == a or pos_c == 0 or (pos_c > 0) == (sign > 0):
-            head += 1  # closed (or flipped) since the queue was ranked
+            _adl_pop(st)  # closed (or flipped) since the queue was ranked
             continue
         equity_c = _equity(st, c)
-        if equity_c <= 0 or st.acct_mkt[c, m, AM_LIQ_FLAG] != 0:
-            head += 1  # insolvent now, or brought to its limit earlier in this sweep: never deleveraged
+        if equity_c <= 0 or st.acct_mkt[c, m, AM_LIQ_FLAG] == stamp:
+            _adl_pop(st)  # insolvent now, or brought to its limit earlier in this sweep: never deleveraged
             continue
         q = pos_c if pos_c > 0 else -pos_c
         used_up = q <= lots
@@ -433,16 +439,15 @@ def _adl(st, a, m, sign, lots, price, seq, ts, ev, n):
         if loss_per_lot > 0 and q * loss_per_lot > equity_c:
             q = equity_c // loss_per_lot  # only as far as it stays solvent
             used_up = True
-            st.acct_mkt[c, m, AM_LIQ_FLAG] = 1  # scratch, cleared at the sweep's end
+            st.acct_mkt[c, m, AM_LIQ_FLAG] = stamp
         if used_up:
-            head += 1
+            _adl_pop(st)
         if q <= 0:
             continue
         _transfer(st, a, c, m, -sign * q, price)
         lots -= q
         n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, c, 0, q * loss_per_lot, taker_side, price, q, lots, rank,
                   LQ_ADL, a)
-    st.g[G_ADL_HEAD] = head
     return n, lots
 
 
@@ -693,6 +698,8 @@ def _socialise(st, m, total, seq, ts, ev, n):
         w = _winner_weight(st, c, m)
         if w == 0:
             continue
+        if n + _EV_RESERVE > ev.shape[0]:
+            break  # never reached when liquidation_event_bound holds; a guard, not a rule
         if total >= w_sum:
             charge = w
         else:
@@ -844,13 +851,14 @@ def _unlist(st, i):
 def flag_unhealthy(st, ts, prune):
     """Select the accounts to liquidate now, ascending, into st.active[1:, 2]. Visits the listed
     accounts only (with `prune`, drops those flat with collateral >= 0 from the list). Returns
-    (selected, checked, their open orders, positions held by listed accounts, flat accounts with a
-    negative balance)."""
+    (selected, checked, their open orders, flat accounts with a negative balance, profitable
+    positions of accounts with positive equity: the most counterparties ADL or socialisation can
+    use up)."""
     flagged = 0
     checked = 0
     open_orders = 0
-    positions = 0
     debtors = 0
+    winners = 0
     n_mkt = st.mkt.shape[0]
     i = 1
     while i <= st.active[0, 0]:
@@ -859,7 +867,6 @@ def flag_unhealthy(st, ts, prune):
         for m in range(n_mkt):
             if st.position_lots[a, m] != 0:
                 held += 1
-        positions += held
         if held == 0:
             if st.collateral_micro[a] < 0 and not is_fund(st, a):
                 debtors += 1
@@ -873,27 +880,35 @@ def flag_unhealthy(st, ts, prune):
             continue
         checked += 1
         equity, _, mm, _ = account_margin(st, a, -1, 0, 0)
+        if equity > 0:
+            for m in range(n_mkt):
+                pos = st.position_lots[a, m]
+                if pos != 0 and pos * st.mkt[m, M_MARK] * st.spec[m, S_MICRO_PER_TICK_LOT] > st.cost_basis_micro[a, m]:
+                    winners += 1
         if equity < mm and _eligible(st, a, equity, ts):
             flagged += 1
             st.active[flagged, 2] = a
             for m in range(n_mkt):
                 open_orders += st.accounts[a, 1 + m]
     _sort_ids(st.active[:, 2], 1, flagged)
-    return flagged, checked, open_orders, positions, debtors
+    return flagged, checked, open_orders, debtors, winners
 
 
 @njit(**_KE)
 def liquidation_event_bound(st, ts):
-    """Most events the sweep can emit from this state."""
-    flagged, _, open_orders, positions, debtors = flag_unhealthy(st, ts, False)
+    """Most events the sweep can emit from this state. Every ADL event uses up a counterparty (it
+    is closed, or brought to its solvency limit and skipped for the rest of the sweep) or ends its
+    call; every socialised charge is one winner's; makers filled during the sweep may become new
+    counterparties (the book term)."""
+    flagged, _, open_orders, debtors, winners = flag_unhealthy(st, ts, False)
     n_mkt = st.mkt.shape[0]
     book = 0
     for m in range(n_mkt):
         book += st.mkt[m, M_N_BID_ORDERS] + st.mkt[m, M_N_ASK_ORDERS]
     steps = flagged * n_mkt
     trades = 3 * (book + steps + n_mkt)  # every resting order fully consumed once, one partial per order
-    adl = 2 * (steps + n_mkt + positions)  # each ADL either uses up a counterparty or ends its order
-    owners = 3 * (debtors + flagged) + positions  # bad debt per debtor, socialised per winner
+    adl = 2 * (steps + n_mkt) + winners + book
+    owners = 3 * (debtors + flagged) + (winners + book if debtors + flagged > 0 else 0)
     return 16 + 6 * n_mkt + flagged * 4 + steps * 12 + 2 * open_orders + trades + adl + owners
 
 
@@ -930,9 +945,6 @@ def liquidate_sweep(st, ts, seq, ev, n):
         else:
             n = _watch_fund(st, m, seq, ts, ev, n)
         waiting += st.mkt[m, M_LIQ_WAITING]
-    for i in range(1, st.active[0, 0] + 1):  # clear the ADL scratch flags
-        for m in range(n_mkt):
-            st.acct_mkt[st.active[i, 0], m, AM_LIQ_FLAG] = 0
     n = _emit(ev, n, EV_LIQUIDATION, seq, ts, -1, -1, 0, waiting, 0, 0, done, checked, nd, LQ_SWEEP, flagged)
     for m in range(n_mkt):
         n = _refresh_mark(st, m, seq, ts, ev, n)

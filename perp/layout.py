@@ -250,7 +250,8 @@ AM_REALIZED_PNL_MICRO = 3  # cumulative
 AM_FEES_MICRO = 4  # cumulative, paid (+) / rebated (-)
 AM_FUNDING_MICRO = 5  # cumulative, received (+) / paid (-)
 AM_LIQ_COOLDOWN_TS = 6  # no new liquidation chunk before this time (unless bankrupt)
-AM_LIQ_FLAG = 7  # scratch of the liquidation sweep (market 0's row): 1 = unhealthy at the sweep's start
+AM_LIQ_FLAG = 7  # the sweep's mark: its seq when ADL took this position to its solvency limit (skipped for the
+#                 rest of that sweep); market 0's row holds a flat debtor's fund payment during a sweep (0 after)
 N_AM_COLS = 8
 
 # ---- leverage tiers: tiers[market, tier, T_*] ------------------------------------------------------
