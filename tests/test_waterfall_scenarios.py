@@ -400,3 +400,26 @@ def test_a_deposit_to_a_high_account_id_does_not_enter_the_sweep():
     events = e.submit([Liquidate(ts_ns=T0 + 4)])
     (sweep,) = steps(events, "sweep")
     assert sweep.filled == 2  # checked: the two accounts with positions, not 262,144
+
+
+# ---- the waterfall's spec fields ----------------------------------------------------------------
+def test_the_waterfall_limits_are_spec_fields_with_defaults_and_bounds():
+    import pytest
+
+    from perp.markets import MarketSpec, MarketSpecError, spec_row, validate_spec
+
+    shipped = load_markets().market[0]
+    defaults = MarketSpec(symbol="X", series="S", tick_size_usd="0.0001", lot_gpu_hours="1",
+                          min_price_usd="0.0100", max_price_usd="20.0000")
+    for field in ("liquidation_max_fee_ppm", "liquidation_max_per_sweep_usd", "liquidation_max_per_minute_usd",
+                  "insurance_max_loss_per_minute_usd", "liquidation_throttle_ppm", "fund_unwind_chunk_usd",
+                  "fund_unwind_limit_bps", "fund_unwind_per_minute_usd"):
+        assert getattr(shipped, field) == getattr(defaults, field), field  # markets.toml states the defaults
+    r = spec_row(shipped)
+    assert (r[L.S_LIQ_MAX_FEE_PPM], r[L.S_LIQ_MAX_SWEEP_MICRO], r[L.S_LIQ_THROTTLE_PPM]) == (10_000, 2 * 10**12, 250_000)
+    assert (r[L.S_FUND_UNWIND_CHUNK_MICRO], r[L.S_FUND_UNWIND_LIMIT_BPS]) == (50_000 * USD, 100)
+    for bad in (dict(liquidation_max_fee_ppm=-1), dict(liquidation_throttle_ppm=1_000_001),
+                dict(liquidation_max_per_sweep_usd=-5), dict(fund_unwind_limit_bps=0),
+                dict(insurance_max_loss_per_minute_usd=10**13)):
+        with pytest.raises(MarketSpecError, match=next(iter(bad))):
+            validate_spec(msgspec.structs.replace(shipped, **bad))
