@@ -2,7 +2,9 @@
 
 The queue of a market side holds the profitable positions on that side, ordered by the kernel's own
 rank (`liquidation.kernel.adl_rank`: PnL% x effective leverage; ties: lowest account id), which is
-the order ADL would take them in if an opposing bankrupt position had to be absorbed now. A trader
+the order ADL would take them in if an opposing bankrupt position had to be absorbed now (a
+position of an account whose equity is not positive is never in the queue: ADL only takes from
+solvent winners). A trader
 sees their rank value, their place (1 = first to be deleveraged), the queue's length and their
 quintile (1 = the first fifth, 5 = the last); a flat or losing position is not in the queue.
 """
@@ -33,7 +35,8 @@ def adl_standing(st, account: int, market: int, symbol: str) -> AdlStanding:
     mine = int(adl_rank(st, account, market))
     queue = []
     funds = {int(f) for f in st.spec[:, L.S_FUND_ACCOUNT]}
-    for c in range(int(st.g[L.G_ACCOUNT_HWM])):
+    listed = st.active[1:int(st.active[0, 0]) + 1, 0].tolist()  # every account with a position is listed
+    for c in listed:
         if c in funds:
             continue
         p = int(st.position_lots[c, market])

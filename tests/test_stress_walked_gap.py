@@ -16,6 +16,7 @@ same command rows reproduces the state hash.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from oracle.anchor import AnchorConfig
 from oracle.units import MICRO_TICKS_PER_TICK, PPB, PPM, alpha_ppb_for_half_life, div_toward_target, \
@@ -52,11 +53,11 @@ def _quotes(ts: int, index: int, rng) -> list[np.ndarray]:
     return out
 
 
-def _stream(seed: int, traders: int) -> list[np.ndarray]:
+def _stream(seed: int, traders: int, fund_usd: int = 100_000, walked: bool = True) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     index = 21_432  # $2.1432 per GPU-hour
     ts = T0
-    cmds = [row(L.CK_SET_INDEX, ts, market=0, price=index), row(L.CK_DEPOSIT, ts, account=0, size=100_000 * USD),
+    cmds = [row(L.CK_SET_INDEX, ts, market=0, price=index), row(L.CK_DEPOSIT, ts, account=0, size=fund_usd * USD),
             row(L.CK_SET_INSURANCE_FLOOR, ts, market=-1, size=25_000 * USD)]
     cmds += [row(L.CK_DEPOSIT, ts, account=mk, size=50_000_000 * USD) for mk in MAKERS]
     ts += SECOND
@@ -79,7 +80,7 @@ def _stream(seed: int, traders: int) -> list[np.ndarray]:
         ts = (ts // HOUR + 1) * HOUR  # the fix lands on the hour
         cmds += [row(L.CK_CANCEL_ALL, ts, account=mk, market=-1) for mk in MAKERS]  # makers pull their quotes
         for hour in range(24):
-            anchor = _walk(anchor, target, alpha, config.max_hourly_move_ppm)
+            anchor = _walk(anchor, target, alpha, config.max_hourly_move_ppm) if walked else target
             index = micro_to_ticks_half_up(anchor)
             cmds.append(row(L.CK_SET_INDEX, ts, market=0, price=index))
             cmds.append(row(L.CK_LIQUIDATE, ts))
@@ -101,8 +102,10 @@ def _run(cmds: list[np.ndarray]) -> tuple[Engine, list]:
     return e, e.decode(rows[rows[:, L.E_KIND] == L.EV_LIQUIDATION])
 
 
-def test_a_walked_gap_leaves_no_loss_without_an_owner_and_replays_exactly():
-    cmds = _stream(seed=7, traders=3_000)
+@pytest.mark.parametrize(("walked", "fund_usd"), [(True, 100_000), (False, 26_000)], ids=["walked", "instant-small-fund"])
+def test_a_walked_gap_leaves_no_loss_without_an_owner_and_replays_exactly(walked, fund_usd):
+    """Also with the fix applied at once and a fund $1k above its floor: the harder case for it."""
+    cmds = _stream(seed=7, traders=3_000, fund_usd=fund_usd, walked=walked)
     e, events = _run(cmds)
     s = e.state
     steps = [ev for ev in events if isinstance(ev, LiquidationStep)]
