@@ -202,6 +202,12 @@ def save_snapshot(st: EngineState, path, meta: dict[str, str] | None = None) -> 
 
 def load_snapshot(path) -> tuple[EngineState, dict[str, str]]:
     with np.load(path, allow_pickle=False) as data:
-        st = EngineState(*(np.array(data[name]) for name in STATE_FIELDS))
+        arrays = {name: np.array(data[name]) for name in STATE_FIELDS if name in data.files}
         meta = {k[5:]: str(data[k]) for k in data.files if k.startswith("meta_")}
+    rebuild = "active" not in arrays  # a snapshot from before the active list: derive it
+    if rebuild:
+        arrays["active"] = np.zeros((arrays["accounts"].shape[0] + 1, 3), np.int64)
+    st = EngineState(**arrays)
+    if rebuild:
+        rebuild_active(st)
     return st, meta

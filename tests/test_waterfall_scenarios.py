@@ -423,3 +423,17 @@ def test_the_waterfall_limits_are_spec_fields_with_defaults_and_bounds():
                 dict(insurance_max_loss_per_minute_usd=10**13)):
         with pytest.raises(MarketSpecError, match=next(iter(bad))):
             validate_spec(msgspec.structs.replace(shipped, **bad))
+
+
+def test_a_snapshot_without_the_active_list_restores_it(tmp_path):
+    import numpy as np
+
+    from perp import state as S
+
+    e = long_2000()
+    S.save_snapshot(e.state, tmp_path / "s.npz", {})
+    with np.load(tmp_path / "s.npz") as data:  # as written before the list existed
+        np.savez(tmp_path / "old.npz", **{k: data[k] for k in data.files if k != "active"})
+    st, _ = S.load_snapshot(tmp_path / "old.npz")
+    assert sorted(st.active[1:int(st.active[0, 0]) + 1, 0].tolist()) == [1, 2]
+    assert S.state_hash(st) == e.state_hash()
