@@ -108,6 +108,27 @@ def _outcomes(eng: Engine, ev: np.ndarray) -> dict[str, int | float | bool]:
     }
 
 
+def _unwind(eng: Engine, minutes: int = 5) -> dict[str, int]:
+    """After the cascade: the maker bids again each minute and the sweeps unwind the fund's
+    takeovers through the book at the policy's pace (chunk, price limit, per-minute cap)."""
+    st = eng.state
+    maker = int(st.g[L.G_ACCOUNT_HWM]) - 1
+    mark = int(st.mkt[0, L.M_MARK])
+    held = abs(int(st.position_lots[L.FUND_ACCOUNT, 0]))
+    side = "buy" if st.position_lots[L.FUND_ACCOUNT, 0] > 0 else "sell"
+    unwinds = lots = 0
+    for k in range(1, minutes + 1):
+        ts = T0 + 3 + k * 60 * 1_000_000_000
+        quotes = [Place(ts_ns=ts, account=maker, market="H100-PERP", side=side, size_lots=5_000,
+                        price=f"{(mark - d if side == 'buy' else mark + d) / 10_000:.4f}") for d in range(1, 21)]
+        ev = eng.submit_rows(eng.encode([*quotes, Liquidate(ts_ns=ts)]))
+        liq = ev[(ev[:, L.E_KIND] == L.EV_LIQUIDATION) & (ev[:, L.E_CODE] == L.LQ_FUND_UNWIND)]
+        unwinds += int(liq.shape[0])
+        lots += int(liq[:, L.E_REMAINING].sum())
+    return {"minutes": minutes, "fund_lots_before": held, "fund_unwinds": unwinds, "lots_unwound": lots,
+            "fund_lots_after": abs(int(st.position_lots[L.FUND_ACCOUNT, 0]))}
+
+
 def run(accounts: int = 1_000_000, seed: int = 11, fund_usd: int = 20_000,
         with_limits: bool = True) -> dict[str, int | float | bool]:
     """The fund starts at `fund_usd` with its floor there too, so it takes over only what its fees
@@ -122,6 +143,7 @@ def run(accounts: int = 1_000_000, seed: int = 11, fund_usd: int = 20_000,
     cascade_s = time.perf_counter() - t0
     out: dict = {"accounts": accounts, "fund_usd_before": fund_usd, "unhealthy_before": int(before.unhealthy.size),
                  "cascade_s": round(cascade_s, 4), **_outcomes(eng, ev), "meets_target": cascade_s < 1.0}
+    out["unwind_after"] = _unwind(eng)
     if with_limits:  # the same gap under the market's default rate limits: what one sweep lets through
         del eng
         limited = build(accounts, seed, fund_usd, limits=True)
@@ -145,6 +167,10 @@ def main(accounts: int, seed: int, as_json: bool, fund_usd: int = 20_000) -> Non
     print(f"fund            cash {r['insurance_fund_usd']:,} USD (incl. {r['liquidation_fees_usd']:,} USD of liquidation fees), "
           f"equity at the mark {r['insurance_fund_equity_usd']:,} USD; "
           f"unhealthy after: {r['unhealthy_after']}; money conserved: {r['money_conserved']}")
+    u = r["unwind_after"]
+    print(f"fund unwind     {u['minutes']} minutes of sweeps after it (the maker bidding again): {u['fund_unwinds']} "
+          f"unwind orders, {u['lots_unwound']:,} of the fund's {u['fund_lots_before']:,} lots "
+          f"(at most $200k a minute), {u['fund_lots_after']:,} left")
     lim = r.get("with_default_limits")
     if lim:
         print(f"default limits  one sweep in {lim['sweep_s'] * 1000:.1f} ms: {lim['liquidations']:,} started, "
