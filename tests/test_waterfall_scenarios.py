@@ -9,6 +9,7 @@ the fund."""
 from __future__ import annotations
 
 import msgspec
+import pytest
 
 from perp import layout as L
 from perp.commands import Deposit, Liquidate, Place, SetIndex, SetInsuranceFloor, SetStatus
@@ -309,15 +310,16 @@ def test_the_insurance_loss_budget_sends_the_rest_to_adl():
 
 
 # ---- issue 9 (a): the gate defers liquidation ----------------------------------------------------
-def test_a_halted_market_defers_its_liquidations_and_says_so():
+@pytest.mark.parametrize("status", ["halted", "post_only", "cancel_only"])
+def test_a_halted_market_defers_its_liquidations_and_says_so(status):
     e = long_2000()
     e.submit([Place(ts_ns=T0 + 3, account=3, market=M, side="buy", size_lots=3000, price="1.9000"),
-              SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), SetStatus(ts_ns=T0 + 5, market=M, status="halted")])
+              SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), SetStatus(ts_ns=T0 + 5, market=M, status=status)])
     before = e.state_hash(include_clock=False)
     orders_before = e.open_orders().copy()
     events = e.submit([Liquidate(ts_ns=T0 + 6)])
     (deferred,) = steps(events, "deferred")
-    assert (deferred.market, deferred.lots, deferred.other) == (M, 1, L.ST_HALTED)
+    assert (deferred.market, deferred.lots, deferred.other) == (M, 1, L.__dict__[f"ST_{status.upper()}"])
     for phase in ("started", "order", "backstop", "adl", "fund_takeover", "fund_unwind"):
         assert not steps(events, phase)
     assert e.position_lots(1, 0) == 2000 and (e.open_orders() == orders_before).all()
@@ -327,6 +329,15 @@ def test_a_halted_market_defers_its_liquidations_and_says_so():
     events = e.submit([SetStatus(ts_ns=T0 + 7, market=M, status="active"), Liquidate(ts_ns=T0 + 8)])
     assert [s.filled for s in steps(events, "order")] == [2000]
     assert before != e.state_hash(include_clock=False)
+    assert_conserved(e)
+
+
+def test_a_reduce_only_market_still_liquidates_and_the_fund_still_takes_over():
+    e = long_2000()
+    events = e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"),
+                       SetStatus(ts_ns=T0 + 5, market=M, status="reduce_only"), Liquidate(ts_ns=T0 + 6)])
+    assert not steps(events, "deferred") and [s.lots for s in steps(events, "fund_takeover")] == [2000]
+    assert not steps(events, "fund_unwind")  # but it does not unwind there
     assert_conserved(e)
 
 
@@ -404,8 +415,6 @@ def test_a_deposit_to_a_high_account_id_does_not_enter_the_sweep():
 
 # ---- the waterfall's spec fields ----------------------------------------------------------------
 def test_the_waterfall_limits_are_spec_fields_with_defaults_and_bounds():
-    import pytest
-
     from perp.markets import MarketSpec, MarketSpecError, spec_row, validate_spec
 
     shipped = load_markets().market[0]
