@@ -19,8 +19,14 @@ import numpy as np
 import pytest
 
 from oracle.anchor import AnchorConfig
-from oracle.units import MICRO_TICKS_PER_TICK, PPB, PPM, alpha_ppb_for_half_life, div_toward_target, \
-    micro_to_ticks_half_up
+from oracle.units import (
+    MICRO_TICKS_PER_TICK,
+    PPB,
+    PPM,
+    alpha_ppb_for_half_life,
+    div_toward_target,
+    micro_to_ticks_half_up,
+)
 from perp import layout as L
 from perp.engine import Engine
 from perp.events import LiquidationStep

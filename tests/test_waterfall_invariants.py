@@ -96,7 +96,8 @@ def streams(draw):
         size = 2 * draw(st.integers(1, 10))
         if kind == "trade":  # a resting order and a taker against it
             side = draw(st.integers(0, 1))
-            b = draw(st.integers(1, 6).filter(lambda x: x != a))
+            b = draw(st.integers(1, 5))
+            b = b + 1 if b >= a else b  # another trader
             out.append(row(L.CK_PLACE, ts, account=a, market=m, side=side, price=near, size=size))
             out.append(row(L.CK_PLACE, ts, account=b, market=m, side=1 - side, tif=L.IOC, price=near, size=size))
         elif kind == "place":

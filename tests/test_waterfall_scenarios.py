@@ -12,7 +12,14 @@ import msgspec
 import pytest
 
 from perp import layout as L
-from perp.commands import Deposit, Liquidate, Place, SetIndex, SetInsuranceFloor, SetStatus
+from perp.commands import (
+    Deposit,
+    Liquidate,
+    Place,
+    SetIndex,
+    SetInsuranceFloor,
+    SetStatus,
+)
 from perp.engine import Engine
 from perp.markets import load_markets
 from tests.helpers import SECOND, T0
@@ -427,11 +434,11 @@ def test_the_waterfall_limits_are_spec_fields_with_defaults_and_bounds():
     r = spec_row(shipped)
     assert (r[L.S_LIQ_MAX_FEE_PPM], r[L.S_LIQ_MAX_SWEEP_MICRO], r[L.S_LIQ_THROTTLE_PPM]) == (10_000, 2 * 10**12, 250_000)
     assert (r[L.S_FUND_UNWIND_CHUNK_MICRO], r[L.S_FUND_UNWIND_LIMIT_BPS]) == (50_000 * USD, 100)
-    for bad in (dict(liquidation_max_fee_ppm=-1), dict(liquidation_throttle_ppm=1_000_001),
-                dict(liquidation_max_per_sweep_usd=-5), dict(fund_unwind_limit_bps=0),
-                dict(insurance_max_loss_per_minute_usd=10**13)):
-        with pytest.raises(MarketSpecError, match=next(iter(bad))):
-            validate_spec(msgspec.structs.replace(shipped, **bad))
+    for field, value in (("liquidation_max_fee_ppm", -1), ("liquidation_throttle_ppm", 1_000_001),
+                         ("liquidation_max_per_sweep_usd", -5), ("fund_unwind_limit_bps", 0),
+                         ("insurance_max_loss_per_minute_usd", 10**13)):
+        with pytest.raises(MarketSpecError, match=field):
+            validate_spec(msgspec.structs.replace(shipped, **{field: value}))
 
 
 def test_a_snapshot_without_the_active_list_restores_it(tmp_path):
