@@ -7,7 +7,9 @@ self-closing reduce-only orders, floors, halts, tight rate limits, two markets):
    fund's loss is the account's gain), ADL haircuts (given by the counterparty, received by the
    bankrupt account), liquidation fees, bad-debt settlements and socialised charges; so the negative
    equity that existed before the sweep is accounted for by fund, ADL or bad-debt events exactly;
-3. money is conserved exactly (sums in Python ints, never int64 sums).
+3. money is conserved exactly (sums in Python ints, never int64 sums);
+4. the sweep emits no more events than `liquidation_event_bound` promised (the kernel writes event
+   rows without bounds checks, so this bound is what keeps it inside its buffer).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from liquidation.kernel import liquidation_event_bound
 from perp import layout as L
 from perp.engine import Engine
 from perp.events import Fill, LiquidationStep
@@ -160,7 +163,10 @@ def test_after_every_sweep_every_loss_has_an_owner_and_money_is_conserved(case):
         e.submit_rows(row(L.CK_CANCEL_ALL, int(c[L.C_TS]), account=9, market=-1)[None, :])
         marks = e.state.mkt[:, L.M_MARK].tolist()
         before = _equities(e, marks)
-        events = e.decode(e.submit_rows(c[None, :]))
+        bound = int(liquidation_event_bound(e.state, int(c[L.C_TS])))
+        rows = e.submit_rows(c[None, :])
+        assert rows.shape[0] <= bound  # the kernel writes events unchecked: the bound must hold
+        events = e.decode(rows)
         after = _equities(e, marks)
         sweeps += 1
         explained = _explained(events, marks, k, market_index)
