@@ -151,3 +151,44 @@ def test_fork_and_health_at_an_arbitrary_price():
     assert longs and all(crashed.equity_micro[a] < at_mark.equity_micro[a] for a in longs)
     twin.submit([])  # the fork runs on its own
     assert eng.state_hash() == twin.state_hash()
+
+
+def test_cli_sim_list_run_report(tmp_path):
+    from click.testing import CliRunner
+
+    from perp.cli import main
+
+    runner = CliRunner()
+    listed = runner.invoke(main, ["sim", "list"])
+    assert listed.exit_code == 0 and "cascade_adl" in listed.output
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    out = tmp_path / "run"
+    res = runner.invoke(main, ["sim", "run", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "conserved: True" in res.output
+    for name in ("metrics.json", "samples.csv", "events.jsonl", "index.html", "prices.png", "funding.png",
+                 "fund.png", "liquidations.png", "open_interest.png"):
+        assert (out / name).stat().st_size > 0, name
+    import json
+
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["money_conserved"] and m["state_hash"] == metrics(run_scenario(parse_scenario(SMALL)))["state_hash"]
+    (out / "prices.png").unlink()
+    assert runner.invoke(main, ["sim", "report", str(out)]).exit_code == 0 and (out / "prices.png").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMALL.replace("count = 3", "count = -3"))
+    res = runner.invoke(main, ["sim", "run", str(bad), "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "agents.traders[0].count" in res.output
+
+
+def test_sweep_local_processes_match_in_process(tmp_path):
+    from sims.sweep import parse_grid, sweep, write_table
+
+    sc = parse_scenario(SMALL.replace("hours = 6", "hours = 3"))
+    grid = parse_grid(["market.funding_cap_ppb=27_500,500_000", "fund.deposit_usd=5000"])
+    serial = sweep(sc, grid, jobs=1)
+    assert [r["market.funding_cap_ppb"] for r in serial] == [27_500, 500_000]
+    assert sweep(sc, grid, jobs=2) == serial
+    csv_path, _ = write_table(serial, tmp_path)
+    assert csv_path.read_text().count("\n") == 3
