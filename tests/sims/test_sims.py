@@ -192,3 +192,15 @@ def test_sweep_local_processes_match_in_process(tmp_path):
     assert sweep(sc, grid, jobs=2) == serial
     csv_path, _ = write_table(serial, tmp_path)
     assert csv_path.read_text().count("\n") == 3
+
+
+def test_sweep_on_a_local_dask_cluster_matches_in_process():
+    from dask import distributed  # a dependency (pyproject.toml), installed by scripts/test
+    from sims.sweep import parse_grid, sweep
+
+    sc = parse_scenario(SMALL.replace("hours = 6", "hours = 3"))
+    grid = parse_grid(["market.funding_cap_ppb=27_500,500_000", "agents.makers.0.lots=2000,5000"])
+    serial = sweep(sc, grid, jobs=1)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+        on_dask = sweep(sc, grid, dask_address=cl.scheduler_address)
+    assert on_dask == serial and len(serial) == 4
