@@ -59,6 +59,7 @@ class MarketMaker(Agent):
     pulled_until: int = -1
     quoting: bool = False
     pulls: int = 0
+    steps_quoted: int = 0
 
     def __post_init__(self) -> None:
         self.accounts = (self.cfg.account,)
@@ -88,6 +89,9 @@ class MarketMaker(Agent):
                 self.quoting = False
                 return [CancelAll(ts_ns=0, account=c.account, market=sym)]
             return []
+        self.steps_quoted += 1
+        if self.quoting and (self.steps_quoted - 1) % c.requote_every_steps:
+            return []  # the resting ladder stays until the next requote
         inv = ctx.positions.get(c.account, 0)
         skew = max(-c.max_skew_ticks, min(c.max_skew_ticks, inv * c.skew_ticks_per_1000_lots // 1000))
         fair = ctx.index_ticks - skew  # long inventory: quote lower to sell it
@@ -170,17 +174,34 @@ class Manipulator(Agent):
     slices_done: int = 0
 
     def __post_init__(self) -> None:
-        self.accounts = (self.cfg.account,)
+        c = self.cfg
+        self.accounts = (c.account,) if c.partner_account is None else (c.account, c.partner_account)
 
     def deposits(self):
-        return [(self.cfg.account, self.cfg.deposit_usd * MICRO)]
+        return [(a, self.cfg.deposit_usd * MICRO) for a in self.accounts]
 
     def act(self, ctx: Ctx) -> list[Command]:
         c, sym = self.cfg, self.spec.symbol
         slices = c.hours * self.steps_per_hour
         if c.start_hour <= ctx.hour < c.start_hour + c.hours:
             lots = _lots_for(c.notional_usd * MICRO // slices, ctx.index_ticks, _mptl(self.spec))
-            return [Place(ts_ns=0, account=c.account, market=sym, side=c.side, order_type="market", size_lots=lots)]
+            out: list[Command] = [Place(ts_ns=0, account=c.account, market=sym, side=c.side, order_type="market",
+                                        size_lots=lots)]
+            if c.hold_bps and c.partner_account is not None:
+                sign = 1 if c.side == "buy" else -1
+                level = ctx.index_ticks + sign * (ctx.index_ticks * c.hold_bps // 10_000)
+                bid, ask = (level, level + 1) if sign > 0 else (level - 1, level)
+                own, other = (c.account, c.partner_account) if sign > 0 else (c.partner_account, c.account)
+                out += [CancelAll(ts_ns=0, account=c.account, market=sym),
+                        CancelAll(ts_ns=0, account=c.partner_account, market=sym),
+                        Place(ts_ns=0, account=own, market=sym, side="buy", price=ticks_to_price(self.spec, bid),
+                              size_lots=c.hold_lots),
+                        Place(ts_ns=0, account=other, market=sym, side="sell", price=ticks_to_price(self.spec, ask),
+                              size_lots=c.hold_lots)]
+            return out
+        if c.hold_bps and c.partner_account is not None and ctx.hour == c.start_hour + c.hours and ctx.step == 0:
+            return [CancelAll(ts_ns=0, account=c.account, market=sym),
+                    CancelAll(ts_ns=0, account=c.partner_account, market=sym)]
         unwind_from = c.start_hour + c.hours + c.hold_hours
         pos = ctx.positions.get(c.account, 0)
         if c.unwind and pos != 0 and ctx.hour >= unwind_from:

@@ -129,10 +129,18 @@ def metrics(res) -> dict:
                        if x.mid_ticks is not None and x.index_ticks), default=0.0)
     fund_eq = [x.fund_equity_micro for x in s]
     manip = {}
+    manip_fills = {}
     for ag in res.agents:
         if ag.role == "manipulator":
             a = ag.cfg.account
             manip[str(a)] = usd(eng.account(a).equity_micro - ag.cfg.deposit_usd * MICRO)
+            mine = [f for f in of_kind(ev, E.Fill) if f.account == a]
+            bought = sum(f.size_lots for f in mine if f.side == "buy")
+            sold = sum(f.size_lots for f in mine if f.side == "sell")
+            manip_fills[str(a)] = {"bought_lots": bought, "sold_lots": sold,
+                                   "traded_usd": usd(sum(f.size_lots * f.price_ticks * mptl for f in mine)),
+                                   "fees_usd": usd(sum(f.fee_micro for f in mine)),
+                                   "stated_notional_usd": ag.cfg.notional_usd}
     rejected = Counter(f"{e.command}:{e.reason}" for e in of_kind(ev, E.Rejected))
     roles = Counter()
     for ag in res.agents:
@@ -164,6 +172,7 @@ def metrics(res) -> dict:
         "max_abs_mid_minus_index_bps": round(max_mid_bps, 2),
         "funding": funding_per_side(ev),
         "manipulator_pnl_usd": manip,
+        "manipulator_fills": manip_fills,
         "rejected": dict(sorted(rejected.items())),
         "oracle_validity_hours": dict(sorted(Counter(x.validity for x in s[:: res.scenario.steps_per_hour]).items())),
         "money_conserved": bool(eng.money_conserved()),

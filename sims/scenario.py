@@ -93,6 +93,7 @@ class Maker(_S):
     pull_move_bps: NonNeg = 0  # 0: never on an anchor move
     pull_basis_bps: NonNeg = 0  # 0: never on the basis
     return_after_h: NonNeg = 3
+    requote_every_steps: Pos = 1  # cancel and requote the ladder every this many steps
     pull_hours: tuple[tuple[NonNeg, NonNeg], ...] = ()  # scripted [from, to) hours of the run
 
 
@@ -114,7 +115,9 @@ class Traders(_S):
 
 class Manipulator(_S):
     """A steady TWAP of `notional_usd` (market orders, one slice per step) over `hours` from
-    `start_hour`, then holds `hold_hours` and unwinds at the same pace."""
+    `start_hour`, then holds `hold_hours` and unwinds at the same pace. With `hold_bps` > 0 it also
+    "holds" the book for the same hours: its own bid of `hold_lots` at index + hold_bps and a second
+    account's (`partner_account`) ask one tick above it, requoted every step."""
 
     account: Account
     deposit_usd: Pos = 5_000_000
@@ -124,6 +127,9 @@ class Manipulator(_S):
     hours: Pos = 6
     hold_hours: NonNeg = 0
     unwind: bool = True
+    hold_bps: NonNeg = 0
+    hold_lots: Pos = 1_000
+    partner_account: Account | None = None
 
 
 class Hedger(_S):
@@ -227,6 +233,10 @@ def check(sc: Scenario, where: str = "scenario") -> None:
         claim(m.account, f"agents.makers[{i}].account")
     for i, m in enumerate(a.manipulators):
         claim(m.account, f"agents.manipulators[{i}].account")
+        if m.partner_account is not None:
+            claim(m.partner_account, f"agents.manipulators[{i}].partner_account")
+        elif m.hold_bps:
+            raise ScenarioError(f"{where}: agents.manipulators[{i}].partner_account: needed with hold_bps")
     for i, h in enumerate(a.hedgers):
         claim(h.account, f"agents.hedgers[{i}].account")
     for i, t in enumerate(a.traders):

@@ -125,6 +125,9 @@ def test_library_headlines(library_runs):
     assert library_runs["gap_down_30"]["liquidations"]["count"] > 0
     assert library_runs["stale_72h"]["oracle_validity_hours"].get("stale", 0) > 0
     assert library_runs["stale_72h"]["funding"]["frozen_hours"] > 0
+    hold = library_runs["push_6h_hold"]  # its own bid and a partner's ask move the mark, up to the band
+    assert hold["max_abs_mark_minus_index_bps"] > 100
+    assert hold["manipulator_fills"]["400"]["bought_lots"] > 0
     for m in library_runs.values():  # the mark's basis term is bounded by the engine's band (3%)
         assert m["max_abs_mark_minus_index_bps"] <= 300 + 1
 
