@@ -235,6 +235,36 @@ class Hedger(Agent):
 
 
 @dataclass
+class BasisTrader(Agent):
+    cfg: S.Basis
+    spec: MarketSpec
+    role = "basis"
+
+    def __post_init__(self) -> None:
+        self.accounts = (self.cfg.account,)
+
+    def deposits(self):
+        return [(self.cfg.account, self.cfg.deposit_usd * MICRO)]
+
+    def act(self, ctx: Ctx) -> list[Command]:
+        c, sym = self.cfg, self.spec.symbol
+        if not ctx.index_ticks or not ctx.mark_ticks:
+            return []
+        basis_bps = (ctx.mark_ticks - ctx.index_ticks) * 10_000 // ctx.index_ticks
+        pos = ctx.positions.get(c.account, 0)
+        if basis_bps >= c.enter_bps and pos > -c.max_lots:
+            return [Place(ts_ns=0, account=c.account, market=sym, side="sell", order_type="market",
+                          size_lots=min(c.clip_lots, c.max_lots + pos))]
+        if basis_bps <= -c.enter_bps and pos < c.max_lots:
+            return [Place(ts_ns=0, account=c.account, market=sym, side="buy", order_type="market",
+                          size_lots=min(c.clip_lots, c.max_lots - pos))]
+        if pos and abs(basis_bps) <= c.exit_bps:
+            return [Place(ts_ns=0, account=c.account, market=sym, side="sell" if pos > 0 else "buy",
+                          order_type="market", size_lots=min(c.clip_lots, abs(pos)), reduce_only=True)]
+        return []
+
+
+@dataclass
 class NoiseTakers(Agent):
     cfg: S.Noise
     spec: MarketSpec
@@ -278,6 +308,7 @@ def build_agents(sc: S.Scenario, spec: MarketSpec) -> list[Agent]:
             out.append(Directional(t.first_account + k, t.deposit_usd * MICRO, "buy" if side == "long" else "sell",
                                    round(lev, 3), t.open_hour, t.stop_bps, t.take_profit_bps, spec))
     out += [Hedger(h, spec) for h in sc.agents.hedgers]
+    out += [BasisTrader(b, spec) for b in sc.agents.basis]
     out += [NoiseTakers(n, spec, random.Random(rng.getrandbits(64))) for n in sc.agents.noise]
     return out
 
@@ -286,5 +317,5 @@ def initial_deposits(agents: list[Agent], ts_ns: int) -> list[Command]:
     return [Deposit(ts_ns=ts_ns, account=a, amount_micro=m) for ag in agents for a, m in ag.deposits()]
 
 
-__all__ = ["Agent", "Ctx", "MarketMaker", "Directional", "Manipulator", "Hedger", "NoiseTakers", "build_agents",
+__all__ = ["Agent", "Ctx", "MarketMaker", "Directional", "Manipulator", "Hedger", "BasisTrader", "NoiseTakers", "build_agents",
            "initial_deposits"]

@@ -141,6 +141,10 @@ def metrics(res) -> dict:
                                    "traded_usd": usd(sum(f.size_lots * f.price_ticks * mptl for f in mine)),
                                    "fees_usd": usd(sum(f.fee_micro for f in mine)),
                                    "stated_notional_usd": ag.cfg.notional_usd}
+    pnl_by_role: Counter = Counter()
+    for ag in res.agents:
+        for a, dep in ag.deposits():
+            pnl_by_role[ag.role] += eng.account(a).equity_micro - dep
     rejected = Counter(f"{e.command}:{e.reason}" for e in of_kind(ev, E.Rejected))
     roles = Counter()
     for ag in res.agents:
@@ -173,6 +177,7 @@ def metrics(res) -> dict:
         "funding": funding_per_side(ev),
         "manipulator_pnl_usd": manip,
         "manipulator_fills": manip_fills,
+        "pnl_by_role_usd": {k: usd(v) for k, v in sorted(pnl_by_role.items())},
         "rejected": dict(sorted(rejected.items())),
         "oracle_validity_hours": dict(sorted(Counter(x.validity for x in s[:: res.scenario.steps_per_hour]).items())),
         "money_conserved": bool(eng.money_conserved()),

@@ -1,9 +1,11 @@
 """What the simulator needs from the engine beyond its public views, built on public functions only.
 
 - `health_at`: every account's equity and maintenance margin at an arbitrary price per market (the
-  index instead of the mark, a shocked price), through `risk.sweep.risk_sweep` -- the vectorised kernel
-  the liquidation sweep itself runs -- with the price array swapped. Unsettled funding is not included
-  (the kernel's `settle_funding` is off, as in `Engine.risk_sweep`).
+  index instead of the mark, a shocked price), through `risk.sweep.risk_sweep_numpy` -- risk's whole-array
+  form of the sweep kernel the liquidation sweep runs (same arguments, same outputs; the numba kernel's
+  thread start-up costs more than the whole call on a few hundred accounts, and the runner calls this
+  before every sweep) -- with the price array swapped. Unsettled funding is not included (the kernel's
+  `settle_funding` is off, as in `Engine.risk_sweep`).
 - `fork`: an in-memory copy of an engine (`Engine(markets, state=copied arrays)`): run one warm-up,
   branch many scenarios from it, no files. The fork's `state_hash()` equals the original's.
 
@@ -27,7 +29,7 @@ class Health(NamedTuple):
 
 
 def health_at(engine: Engine, price_ticks: np.ndarray | list[int]) -> Health:
-    from risk.sweep import risk_sweep
+    from risk.sweep import risk_sweep_numpy as risk_sweep
 
     st = engine.state
     hwm = int(st.g[L.G_ACCOUNT_HWM])

@@ -141,6 +141,19 @@ class Hedger(_S):
     notional_usd: Pos = 100_000
 
 
+class Basis(_S):
+    """A basis/carry trader: sells when mark - index is above `enter_bps` (shorts collect funding when
+    the mark is rich), buys when below -enter_bps, in clips of `clip_lots` up to `max_lots`; closes
+    when |mark - index| is back under `exit_bps`."""
+
+    account: Account
+    deposit_usd: Pos = 200_000
+    enter_bps: Pos = 10
+    exit_bps: NonNeg = 2
+    clip_lots: Pos = 2_000
+    max_lots: Pos = 20_000
+
+
 class Noise(_S):
     """`count` small takers from `first_account`: a few random market orders a step."""
 
@@ -156,6 +169,7 @@ class Agents(_S):
     traders: tuple[Traders, ...] = ()
     manipulators: tuple[Manipulator, ...] = ()
     hedgers: tuple[Hedger, ...] = ()
+    basis: tuple[Basis, ...] = ()
     noise: tuple[Noise, ...] = ()
 
 
@@ -239,6 +253,10 @@ def check(sc: Scenario, where: str = "scenario") -> None:
             raise ScenarioError(f"{where}: agents.manipulators[{i}].partner_account: needed with hold_bps")
     for i, h in enumerate(a.hedgers):
         claim(h.account, f"agents.hedgers[{i}].account")
+    for i, b in enumerate(a.basis):
+        claim(b.account, f"agents.basis[{i}].account")
+        if b.exit_bps >= b.enter_bps:
+            raise ScenarioError(f"{where}: agents.basis[{i}].exit_bps must be below enter_bps")
     for i, t in enumerate(a.traders):
         if t.leverage_min > t.leverage_max:
             raise ScenarioError(f"{where}: agents.traders[{i}].leverage_min is above leverage_max")

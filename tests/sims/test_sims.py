@@ -125,6 +125,7 @@ def test_library_headlines(library_runs):
     assert library_runs["gap_down_30"]["liquidations"]["count"] > 0
     assert library_runs["stale_72h"]["oracle_validity_hours"].get("stale", 0) > 0
     assert library_runs["stale_72h"]["funding"]["frozen_hours"] > 0
+    assert library_runs["funding_cap_week_basis"]["pnl_by_role_usd"]["basis"] > 0  # it sells the rich mark
     hold = library_runs["push_6h_hold"]  # its own bid and a partner's ask move the mark, up to the band
     assert hold["max_abs_mark_minus_index_bps"] > 100
     assert hold["manipulator_fills"]["400"]["bought_lots"] > 0
@@ -207,3 +208,14 @@ def test_sweep_on_a_local_dask_cluster_matches_in_process():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
         on_dask = sweep(sc, grid, dask_address=cl.scheduler_address)
     assert on_dask == serial and len(serial) == 4
+
+
+def test_the_engine_receives_the_oracles_gates_while_stale():
+    sc = parse_scenario(SMALL.replace("hours = 6", "hours = 60") + "[[index.events]]\nkind='stale'\nday=1\ndays=3\n")
+    res = run_scenario(sc)
+    idx = [e for e in res.events if isinstance(e, E.IndexSet)]
+    assert len(idx) == 60 and idx[0].validity == "fresh"
+    stale = [e for e in idx if e.validity == "stale"]
+    assert stale and all(e.funding_frozen and e.leverage_scale_ppm == 250_000 for e in stale)
+    frozen = [f for f in res.events if isinstance(f, E.FundingPaid) and f.frozen]
+    assert frozen and all(f.paid_micro == 0 for f in frozen)
