@@ -510,16 +510,18 @@ def sim_report(run_dir: str) -> None:
 def sim_sweep(scenario: str, grid: tuple[str, ...], jobs: int, dask_address: str | None, out_dir: str | None) -> None:
     """Run SCENARIO at every point of the grid; a summary table (CSV and HTML)."""
     from sims.scenario import ScenarioError
-    from sims.sweep import parse_grid, sweep, write_table
+    from sims.sweep import parse_grid, sweep, write_heatmaps, write_table
 
     sc = _load(scenario)
     try:
-        rows = sweep(sc, parse_grid(grid), jobs=jobs, dask_address=dask_address)
+        axes = parse_grid(grid)
+        rows = sweep(sc, axes, jobs=jobs, dask_address=dask_address)
     except (ValueError, ScenarioError) as exc:
         raise click.ClickException(str(exc)) from None
     out = Path(out_dir) if out_dir else Path("out") / "sims" / f"{sc.name}-sweep"
     csv_path, html_path = write_table(rows, out)
-    click.echo(f"sweep     {len(rows)} points; {csv_path}; {html_path}")
+    maps = write_heatmaps(rows, axes, out)
+    click.echo(f"sweep     {len(rows)} points; {csv_path}; {html_path}; {len(maps)} heatmaps")
 
 
 main.add_command(sim_group, "sim")

@@ -105,3 +105,49 @@ def write_table(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
                                     f"<style>td,th{{font-size:12px;padding:1px 6px}}</style></head><body>"
                                     f"<table><tr>{head}</tr>{body}</table></body></html>\n")
     return out / "sweep.csv", out / "sweep.html"
+
+
+HEATMAP_METRICS = ("fund_min_equity_usd", "adl_usd", "liquidated_usd", "max_mark_index_bps", "longs_paid_funding_usd")
+
+
+def write_heatmaps(rows: list[dict], grid: dict[str, list], out: str | Path) -> list[Path]:
+    """One PNG per outcome metric over the first two grid keys with more than one value (the mean
+    over the other keys' points)."""
+    axes = [k for k, v in grid.items() if len(v) > 1][:2]
+    if len(axes) < 2 or not rows:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out = Path(out)
+    ky, kx = axes
+    ys, xs = grid[ky], grid[kx]
+    paths = []
+    for metric in HEATMAP_METRICS:
+        cells = np.full((len(ys), len(xs)), np.nan)
+        for i, y in enumerate(ys):
+            for j, x in enumerate(xs):
+                vals = [float(r[metric]) for r in rows if r[ky] == y and r[kx] == x]
+                if vals:
+                    cells[i, j] = sum(vals) / len(vals)
+        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(xs), 1.0 + 0.5 * len(ys)))
+        im = ax.imshow(cells, aspect="auto", cmap="viridis")
+        ax.set_xticks(range(len(xs)), [str(x) for x in xs], fontsize=7)
+        ax.set_yticks(range(len(ys)), [str(y) for y in ys], fontsize=7)
+        ax.set_xlabel(kx, fontsize=8)
+        ax.set_ylabel(ky, fontsize=8)
+        for i in range(len(ys)):
+            for j in range(len(xs)):
+                if not np.isnan(cells[i, j]):
+                    ax.text(j, i, f"{cells[i, j]:,.0f}", ha="center", va="center", fontsize=6, color="white")
+        ax.set_title(metric, fontsize=9)
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        p = out / f"heatmap_{metric}.png"
+        fig.savefig(p, dpi=80)
+        plt.close(fig)
+        paths.append(p)
+    return paths

@@ -196,6 +196,13 @@ def test_sweep_local_processes_match_in_process(tmp_path):
     assert sweep(sc, grid, jobs=2) == serial
     csv_path, _ = write_table(serial, tmp_path)
     assert csv_path.read_text().count("\n") == 3
+    from sims.sweep import grid_points, write_heatmaps
+
+    assert write_heatmaps(serial, grid, tmp_path) == []  # one axis only
+    two = parse_grid(["market.funding_cap_ppb=27_500,500_000", "fund.deposit_usd=5000,6000"])
+    rows = [p | {k: 1.0 for k in ("fund_min_equity_usd", "adl_usd", "liquidated_usd", "max_mark_index_bps",
+                                   "longs_paid_funding_usd")} for p in grid_points(two)]
+    assert len(write_heatmaps(rows, two, tmp_path)) == 5
 
 
 def test_sweep_on_a_local_dask_cluster_matches_in_process():
