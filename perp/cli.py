@@ -428,6 +428,123 @@ def _register_gateway() -> None:
 
 _register_gateway()
 
+# ---- perp sim: the scenario simulator (sims/) ------------------------------------------------
+@click.group("sim", short_help="The scenario simulator: scenarios on the real engine, reports, sweeps.")
+def sim_group() -> None:
+    """Scenarios (TOML) run on the real engine with the oracle's anchor, agents and the venue's timers."""
+
+
+def _library_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "sims" / "scenarios"
+
+
+def _scenario_path(name: str) -> Path:
+    p = Path(name)
+    if p.exists():
+        return p
+    lib = _library_dir() / (name if name.endswith(".toml") else f"{name}.toml")
+    if lib.exists():
+        return lib
+    raise click.BadParameter(f"{name}: no such file, and not a library scenario (perp sim list)",
+                             param_hint="SCENARIO")
+
+
+def _load(name: str):
+    from sims.scenario import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(_scenario_path(name))
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@sim_group.command("list")
+def sim_list() -> None:
+    """The shipped scenario library (sims/scenarios/*.toml)."""
+    from sims.scenario import load_scenario
+
+    for p in sorted(_library_dir().glob("*.toml")):
+        sc = load_scenario(p)
+        first = " ".join(sc.description.split())[:100]
+        click.echo(f"{p.stem:24s} {sc.hours:4d} h  {first}")
+
+
+@sim_group.command("run")
+@click.argument("scenario")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="run directory (default: out/sims/NAME)")
+@click.option("--seed", type=int, default=None, help="override the scenario's seed")
+def sim_run(scenario: str, out_dir: str | None, seed: int | None) -> None:
+    """Run SCENARIO (a TOML file or a library name); write metrics.json, plots and index.html."""
+    from sims.analytics import metrics
+    from sims.report import render_report, write_run
+    from sims.runner import run_scenario
+
+    sc = _load(scenario)
+    if seed is not None:
+        sc = msgspec.structs.replace(sc, seed=seed)
+    out = Path(out_dir) if out_dir else Path("out") / "sims" / sc.name
+    _announce_compile()
+    with click.progressbar(length=sc.hours, label=f"{sc.name}", file=sys.stderr) as bar:
+        done = [0]
+
+        def progress(h: int, total: int) -> None:
+            bar.update(h - done[0])
+            done[0] = h
+
+        res = run_scenario(sc, progress)
+    m = metrics(res)
+    write_run(res, out, m)
+    page = render_report(out)
+    ch = m["waterfall"]["channels"]
+    click.echo(f"run       {sc.name}: {sc.hours} h in {res.wall_s:.1f} s")
+    click.echo(f"liquid.   {m['liquidations']['count']} (${m['liquidations']['notional_usd']:,.0f}): book "
+               f"${ch['book']['usd']:,.0f}, fund ${ch['fund']['usd']:,.0f}, ADL ${ch['adl']['usd']:,.0f}, "
+               f"bad debt ${ch['bad_debt']['usd']:,.0f}")
+    click.echo(f"fund      min equity ${m['fund']['min_equity_usd']:,.2f}; ADL {m['adl']['count']}")
+    click.echo(f"mark      max |mark - index| {m['max_abs_mark_minus_index_bps']} bp; funding longs paid "
+               f"${m['funding']['longs_paid_usd']:,.2f}")
+    click.echo(f"money     conserved: {m['money_conserved']}; state hash {m['state_hash']}")
+    click.echo(f"report    {page}")
+    if not (m["money_conserved"] and m["money_conserved_every_step"]):
+        sys.exit(1)
+
+
+@sim_group.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+def sim_report(run_dir: str) -> None:
+    """Re-render the plots and index.html of a run directory from its files."""
+    from sims.report import render_report
+
+    click.echo(f"report    {render_report(run_dir)}")
+
+
+@sim_group.command("sweep")
+@click.argument("scenario")
+@click.option("--grid", "grid", multiple=True, required=True, help="key=v1,v2,... (dotted scenario key); repeatable")
+@click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1), help="local worker processes")
+@click.option("--dask", "dask_address", default=None, help="a Dask scheduler address (tcp://host:8786)")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="where sweep.csv and sweep.html go (default: out/sims/NAME-sweep)")
+def sim_sweep(scenario: str, grid: tuple[str, ...], jobs: int, dask_address: str | None, out_dir: str | None) -> None:
+    """Run SCENARIO at every point of the grid; a summary table (CSV and HTML)."""
+    from sims.scenario import ScenarioError
+    from sims.sweep import parse_grid, sweep, write_heatmaps, write_table
+
+    sc = _load(scenario)
+    try:
+        axes = parse_grid(grid)
+        rows = sweep(sc, axes, jobs=jobs, dask_address=dask_address)
+    except (ValueError, ScenarioError) as exc:
+        raise click.ClickException(str(exc)) from None
+    out = Path(out_dir) if out_dir else Path("out") / "sims" / f"{sc.name}-sweep"
+    csv_path, html_path = write_table(rows, out)
+    maps = write_heatmaps(rows, axes, out)
+    click.echo(f"sweep     {len(rows)} points; {csv_path}; {html_path}; {len(maps)} heatmaps")
+
+
+main.add_command(sim_group, "sim")
+
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,228 @@
+"""The scenario simulator on the real engine: validation, the oracle feed, determinism, the cascade
+(asserted from engine events), money conservation across the shipped library, analytics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from perp import events as E
+from sims.analytics import metrics, waterfall
+from sims.enginex import fork, health_at
+from sims.feed import HOUR_NS, OracleFeed, fix_records, start_ns
+from sims.runner import run_scenario
+from sims.scenario import ScenarioError, load_scenario, parse_scenario, with_overrides
+
+LIBRARY = Path(__file__).resolve().parents[2] / "sims" / "scenarios"
+SMALL = """
+name = "small"
+seed = 3
+hours = 6
+steps_per_hour = 2
+[[agents.makers]]
+account = 100
+lots = 5_000
+[[agents.traders]]
+first_account = 200
+count = 3
+deposit_usd = 10_000
+[[agents.noise]]
+first_account = 300
+count = 2
+"""
+
+
+def test_a_bad_field_is_named():
+    with pytest.raises(ScenarioError, match=r"agents\.makers\[0\]\.levles: unknown field"):
+        parse_scenario(SMALL.replace("lots = 5_000", "levles = 3"))
+    with pytest.raises(ScenarioError, match=r"agents\.makers\[0\]\.lots: Expected `int`"):
+        parse_scenario(SMALL.replace("lots = 5_000", 'lots = "many"'))
+    with pytest.raises(ScenarioError, match=r"market: unknown field 'funding_kap_ppb'"):
+        parse_scenario(SMALL + "[market]\nfunding_kap_ppb = 1\n")
+    with pytest.raises(ScenarioError, match=r"^scenario: name: required field missing"):
+        parse_scenario("hours = 3\n")
+    with pytest.raises(ScenarioError, match=r"agents\.makers\[0\]\.account: Expected `int` >= 16"):
+        parse_scenario(SMALL.replace("account = 100", "account = 3"))  # a venue account
+
+
+def test_accounts_must_be_distinct_and_overrides_revalidate():
+    with pytest.raises(ScenarioError, match=r"agents.noise\[0\]: account 201 already used"):
+        parse_scenario(SMALL.replace("first_account = 300", "first_account = 201"))
+    sc = parse_scenario(SMALL)
+    assert with_overrides(sc, {"market.funding_cap_ppb": 27_500}).market["funding_cap_ppb"] == 27_500
+    assert with_overrides(sc, {"agents.makers.0.lots": 7}).agents.makers[0].lots == 7
+    with pytest.raises(ScenarioError, match="funding_cap_ppb"):
+        with_overrides(sc, {"market.funding_cap_ppb": "high"})
+
+
+def test_every_library_scenario_parses():
+    names = sorted(p.stem for p in LIBRARY.glob("*.toml"))
+    assert {"gap_down_30", "gap_up_30", "stale_72h", "push_6h_thin", "cascade_adl", "funding_cap_week_low",
+            "funding_cap_week_high", "revised_fix"} <= set(names)
+    for p in LIBRARY.glob("*.toml"):
+        assert load_scenario(p).name == p.stem
+
+
+def test_feed_stale_days_go_aging_then_stale_then_fresh():
+    sc = parse_scenario(SMALL.replace("hours = 6", "hours = 120") + "[[index.events]]\nkind='stale'\nday=1\ndays=3\n")
+    feed = OracleFeed(sc, "H100-PERP", "0.0001", fix_records(sc))
+    t0 = start_ns(sc)
+    v = [feed.point_at(t0 + h * HOUR_NS).validity.value for h in range(120)]
+    assert v[0] == "fresh" and "aging" in v[24:48] and v[60] == "stale" and v[-1] == "fresh"
+    cmd = feed.set_index(feed.anchor.advance_to(t0 + 121 * HOUR_NS)[-1])
+    assert cmd.market == "H100-PERP" and cmd.validity == "fresh"
+
+
+def test_revised_fix_retargets_inside_the_window():
+    sc = parse_scenario(SMALL.replace("hours = 6", "hours = 48")
+                        + "[[index.events]]\nkind='revised'\nday=1\nmove=0.1\nrevise_after_h=6\n")
+    recs = [r for r in fix_records(sc) if r.fix_date == sc.index.start.__class__.fromordinal(sc.index.start.toordinal() + 1)]
+    assert [r.vintage.value for r in recs] == ["provisional", "revised"]
+    feed = OracleFeed(sc, "H100-PERP", "0.0001", fix_records(sc))
+    t0 = start_ns(sc)
+    fixes = [feed.point_at(t0 + h * HOUR_NS).fix_price_ticks for h in range(40)]
+    assert max(fixes[24:31]) > fixes[35]  # the wrong provisional, then the revised value
+    assert not feed.rejections
+
+
+def test_same_scenario_and_seed_same_metrics_and_hash():
+    sc = parse_scenario(SMALL)
+    a, b = metrics(run_scenario(sc)), metrics(run_scenario(sc))
+    assert a == b and a["money_conserved"] and a["money_conserved_every_step"]
+    c = metrics(run_scenario(msgspec.structs.replace(sc, seed=4)))
+    assert c["state_hash"] != a["state_hash"]
+
+
+def test_cascade_exhausts_the_fund_and_fires_adl_from_engine_events():
+    res = run_scenario(load_scenario(LIBRARY / "cascade_adl.toml"))
+    steps = [e for e in res.events if isinstance(e, E.LiquidationStep)]
+    phases = {e.phase for e in steps}
+    assert "adl" in phases  # counterparties deleveraged: the engine's own events
+    assert phases & {"backstop", "bad_debt", "fund_below_floor", "adl_start"}
+    adl_start = [e for e in steps if e.phase == "adl_start"]
+    assert adl_start
+    m = metrics(res)
+    assert m["adl"]["count"] == sum(1 for e in steps if e.phase == "adl") > 0
+    assert m["money_conserved"] and m["money_conserved_every_step"]
+
+
+@pytest.fixture(scope="module")
+def library_runs():
+    return {p.stem: metrics(run_scenario(load_scenario(p))) for p in sorted(LIBRARY.glob("*.toml"))}
+
+
+def test_money_is_conserved_in_every_library_scenario(library_runs):
+    for name, m in library_runs.items():
+        assert m["money_conserved"] and m["money_conserved_every_step"], name
+
+
+def test_library_headlines(library_runs):
+    low, high = library_runs["funding_cap_week_low"], library_runs["funding_cap_week_high"]
+    assert low["funding"]["max_abs_rate_ppb"] <= 27_500 < high["funding"]["max_abs_rate_ppb"] <= 500_000
+    assert abs(low["funding"]["longs_paid_usd"]) < abs(high["funding"]["longs_paid_usd"])
+    assert library_runs["gap_down_30"]["liquidations"]["count"] > 0
+    assert library_runs["stale_72h"]["oracle_validity_hours"].get("stale", 0) > 0
+    assert library_runs["stale_72h"]["funding"]["frozen_hours"] > 0
+    assert library_runs["funding_cap_week_basis"]["pnl_by_role_usd"]["basis"] > 0  # it sells the rich mark
+    hold = library_runs["push_6h_hold"]  # its own bid and a partner's ask move the mark, up to the band
+    assert hold["max_abs_mark_minus_index_bps"] > 100
+    assert hold["manipulator_fills"]["400"]["bought_lots"] > 0
+    for m in library_runs.values():  # the mark's basis term is bounded by the engine's band (3%)
+        assert m["max_abs_mark_minus_index_bps"] <= 300 + 1
+
+
+def test_unknown_liquidation_phases_are_counted_not_fatal():
+    rows = [E.LiquidationStep(1, 1, "started", "H100-PERP", 20, 0, "sell", 0, 0, 0, -5, 10),
+            E.LiquidationStep(1, 1, "rate_limited", "H100-PERP", 20, 0, "sell", 100, 7, 0, 0, 0),
+            E.LiquidationStep(1, 1, "adl", "H100-PERP", 21, 0, "buy", 100, 3, 0, 1, 20)]
+    wf = waterfall(rows, 100)
+    assert wf["phases"]["rate_limited"] == {"count": 1, "lots": 7, "filled": 0, "amount_micro": 0}
+    assert wf["channels"]["adl"] == {"lots": 3, "usd": 0.03}
+
+
+def test_fork_and_health_at_an_arbitrary_price():
+    res = run_scenario(parse_scenario(SMALL))
+    eng = res.engine
+    twin = fork(eng)
+    assert twin.state_hash() == eng.state_hash() and twin.state is not eng.state
+    at_mark = health_at(eng, [eng.mark_ticks(0)])
+    sweep = eng.risk_sweep()
+    assert (at_mark.equity_micro == sweep.equity_micro).all()
+    longs = [a for a in range(16, at_mark.equity_micro.shape[0]) if eng.position_lots(a, 0) > 0]
+    crashed = health_at(eng, [eng.mark_ticks(0) // 2])
+    assert longs and all(crashed.equity_micro[a] < at_mark.equity_micro[a] for a in longs)
+    twin.submit([])  # the fork runs on its own
+    assert eng.state_hash() == twin.state_hash()
+
+
+def test_cli_sim_list_run_report(tmp_path):
+    from click.testing import CliRunner
+
+    from perp.cli import main
+
+    runner = CliRunner()
+    listed = runner.invoke(main, ["sim", "list"])
+    assert listed.exit_code == 0 and "cascade_adl" in listed.output
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    out = tmp_path / "run"
+    res = runner.invoke(main, ["sim", "run", str(path), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "conserved: True" in res.output
+    for name in ("metrics.json", "samples.csv", "events.jsonl", "index.html", "prices.png", "funding.png",
+                 "fund.png", "liquidations.png", "open_interest.png"):
+        assert (out / name).stat().st_size > 0, name
+    import json
+
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["money_conserved"] and m["state_hash"] == metrics(run_scenario(parse_scenario(SMALL)))["state_hash"]
+    (out / "prices.png").unlink()
+    assert runner.invoke(main, ["sim", "report", str(out)]).exit_code == 0 and (out / "prices.png").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMALL.replace("count = 3", "count = -3"))
+    res = runner.invoke(main, ["sim", "run", str(bad), "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "agents.traders[0].count" in res.output
+
+
+def test_sweep_local_processes_match_in_process(tmp_path):
+    from sims.sweep import parse_grid, sweep, write_table
+
+    sc = parse_scenario(SMALL.replace("hours = 6", "hours = 3"))
+    grid = parse_grid(["market.funding_cap_ppb=27_500,500_000", "fund.deposit_usd=5000"])
+    serial = sweep(sc, grid, jobs=1)
+    assert [r["market.funding_cap_ppb"] for r in serial] == [27_500, 500_000]
+    assert sweep(sc, grid, jobs=2) == serial
+    csv_path, _ = write_table(serial, tmp_path)
+    assert csv_path.read_text().count("\n") == 3
+    from sims.sweep import grid_points, write_heatmaps
+
+    assert write_heatmaps(serial, grid, tmp_path) == []  # one axis only
+    two = parse_grid(["market.funding_cap_ppb=27_500,500_000", "fund.deposit_usd=5000,6000"])
+    rows = [p | {k: 1.0 for k in ("fund_min_equity_usd", "adl_usd", "liquidated_usd", "max_mark_index_bps",
+                                   "longs_paid_funding_usd")} for p in grid_points(two)]
+    assert len(write_heatmaps(rows, two, tmp_path)) == 5
+
+
+def test_sweep_on_a_local_dask_cluster_matches_in_process():
+    from dask import distributed  # a dependency (pyproject.toml), installed by scripts/test
+    from sims.sweep import parse_grid, sweep
+
+    sc = parse_scenario(SMALL.replace("hours = 6", "hours = 3"))
+    grid = parse_grid(["market.funding_cap_ppb=27_500,500_000", "agents.makers.0.lots=2000,5000"])
+    serial = sweep(sc, grid, jobs=1)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+        on_dask = sweep(sc, grid, dask_address=cl.scheduler_address)
+    assert on_dask == serial and len(serial) == 4
+
+
+def test_the_engine_receives_the_oracles_gates_while_stale():
+    sc = parse_scenario(SMALL.replace("hours = 6", "hours = 60") + "[[index.events]]\nkind='stale'\nday=1\ndays=3\n")
+    res = run_scenario(sc)
+    idx = [e for e in res.events if isinstance(e, E.IndexSet)]
+    assert len(idx) == 60 and idx[0].validity == "fresh"
+    stale = [e for e in idx if e.validity == "stale"]
+    assert stale and all(e.funding_frozen and e.leverage_scale_ppm == 250_000 for e in stale)
+    frozen = [f for f in res.events if isinstance(f, E.FundingPaid) and f.frozen]
+    assert frozen and all(f.paid_micro == 0 for f in frozen)
