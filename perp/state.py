@@ -57,6 +57,7 @@ STATE_FIELDS = ("orders", "levels", "accounts", "position_lots", "maps", "mkt", 
                 "active")
 
 EngineState = namedtuple("EngineState", STATE_FIELDS)
+DERIVED_FIELDS = ("adl_scratch", "mkt_undo", "active")  # scratch or derived from the others: not in the hash
 
 
 def _pow2_at_least(n: int) -> int:
@@ -320,19 +321,30 @@ def load_snapshot(path) -> tuple[EngineState, dict[str, str]]:
     from the one saved."""
     path = Path(path)
     meta, blob = _read_snapshot(path)
-    if tuple(a.name for a in meta.arrays) != STATE_FIELDS:
-        raise SnapshotCorrupt(f"{path}: arrays {[a.name for a in meta.arrays]}, expected {list(STATE_FIELDS)}")
-    out = []
+    names = [a.name for a in meta.arrays]
+    # the logical arrays must all be there, in order; derived and scratch arrays (not in the hash) may
+    # be missing from a snapshot written before they existed and are rebuilt below
+    if [n for n in names if n not in DERIVED_FIELDS] != [n for n in STATE_FIELDS if n not in DERIVED_FIELDS] \
+            or len(set(names)) != len(names) or not set(names) <= set(STATE_FIELDS):
+        raise SnapshotCorrupt(f"{path}: arrays {names}, expected {list(STATE_FIELDS)}")
+    arrays: dict[str, np.ndarray] = {}
     pos = 0
     for a in meta.arrays:
         n = 8 * int(np.prod(a.shape, dtype=np.int64))
         if a.dtype != "<i8" or pos + n > len(blob):
             raise SnapshotCorrupt(f"{path}: array {a.name} does not fit the file")
-        out.append(np.frombuffer(blob[pos:pos + n], dtype="<i8").reshape(a.shape).astype(np.int64, copy=True))
+        arrays[a.name] = np.frombuffer(blob[pos:pos + n], dtype="<i8").reshape(a.shape).astype(np.int64, copy=True)
         pos += n
     if pos != len(blob):
         raise SnapshotCorrupt(f"{path}: {len(blob) - pos} bytes after the last array")
-    st = EngineState(*out)
+    cap = arrays["accounts"].shape[0]
+    rebuild = "active" not in arrays
+    arrays.setdefault("active", np.zeros((cap + 1, 3), np.int64))
+    arrays.setdefault("mkt_undo", np.zeros_like(arrays["mkt"]))
+    arrays.setdefault("adl_scratch", np.zeros((cap, 2), np.int64))
+    st = EngineState(**arrays)
+    if rebuild:
+        rebuild_active(st)
     h = state_hash(st)
     if h != meta.state_hash:
         raise SnapshotHashMismatch(f"{path}: the restored state hashes to {h}, "

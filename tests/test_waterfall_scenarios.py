@@ -29,7 +29,6 @@ from perp.commands import (
 )
 from perp.engine import Engine
 from perp.markets import load_markets
-from perp.state import SnapshotCorrupt
 from tests.helpers import SECOND, T0
 from tests.test_liquidation import M, assert_conserved, long_2000, steps
 
@@ -529,10 +528,6 @@ def _snapshot_without_active(st, path) -> None:
     path.write_bytes(body + hashlib.blake2b(body, digest_size=32).digest())
 
 
-@pytest.mark.xfail(strict=True, raises=SnapshotCorrupt, reason="engine bug (merge of issue 10): issue 10's 70ff4bc restored the active "
-                   "list of a snapshot written before it existed; the merge moved snapshots to issue 11's "
-                   "PERPSNP2 format (still schema 2) and load_snapshot now refuses such a file as "
-                   "SNAPSHOT_CORRUPT ('arrays ... expected ...') instead of deriving the list")
 def test_a_snapshot_without_the_active_list_restores_it(tmp_path):
     from perp import state as S
 

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from gateway import protocol as P
-from gateway.client import GatewayClient, GatewayError, LocalBook
+from gateway.client import GatewayError, LocalBook
 from gateway.errors import GatewayCode as G
 from tests.gateway.conftest import MARKET, run, venue
 from tests.gateway.test_market_data import engine_book
