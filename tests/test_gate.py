@@ -430,3 +430,24 @@ def test_the_oracle_throttle_gate_reaches_the_liquidation_sweep_through_set_inde
     assert liquidation_throttled(eng.state, 0)
     eng.submit([SetIndex(ts_ns=T0 + 2, market=H, price="2.1443")])
     assert not liquidation_throttled(eng.state, 0)
+
+
+def test_the_documented_permission_table_is_the_one_the_engine_runs():
+    from pathlib import Path
+
+    from perp.gate import permit_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "risk.md").read_text()
+    section = doc[doc.index("## The gate"):doc.index("## Units and roundings")]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines()
+            if line.strip().startswith("|") and not line.strip().startswith("|--")]
+    header, body = rows[0], rows[1:]
+    assert header[0] == "status"
+    names = {"allow": "allow", "deny": "deny", "reduce": "reduce", "shrink": "shrink", "defer": "defer",
+             "post-only": "post_only"}
+    columns = {"place": "place", "amend": "amend", "cancel": "cancel", "leverage": "set_leverage",
+               "deposit": "deposit", "withdraw": "withdraw", "liquidate": "liquidate",
+               "fund takeover": "fund_takeover", "fund unwind": "fund_unwind"}
+    documented = {r[0]: {columns[h]: names[v] for h, v in zip(header[1:], r[1:], strict=True)} for r in body}
+    engine = {r["status"]: {k: r[k] for k in columns.values()} for r in permit_table()}
+    assert documented == engine
