@@ -30,7 +30,8 @@ rules with their numbers and the comparison with other venues):
    rata to min(unrealised profit, equity - maintenance), so none is made unhealthy), and whatever is
    left (no winners, rounding) the fund pays below its floor, with an event;
 4. **the fund is watched**: per market, a fund whose equity is below the market's floor has its
-   position there deleveraged at the mark against solvent winners (`fund_below_floor`, then `adl`);
+   position there deleveraged against solvent winners at the mark, or at the fund's bankruptcy price
+   once its equity is negative (`fund_below_floor`, then `adl`);
    otherwise its backstop positions are **unwound through the book** (bounded IOC chunks, a price
    limit around the mark, a pace per minute; never where the gate stops the fund's unwind).
 
@@ -794,11 +795,12 @@ def _watch_fund(st, m, seq, ts, ev, n):
     if equity_f < floor:
         # below its floor: its position here goes to ADL at the mark (the winners give up nothing
         # against the mark; the fund stops riding the move)
-        n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, fund, 0, 0, 0, mark, apos, floor, 0, LQ_FUND_BELOW_FLOOR,
+        price = mark if equity_f >= 0 else bankruptcy_price(st, fund, m, equity_f)
+        n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, fund, 0, 0, 0, price, apos, floor, 0, LQ_FUND_BELOW_FLOOR,
                   equity_f)
-        n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, fund, 0, 0, 0, mark, apos, equity_f, equity_f,
+        n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, fund, 0, 0, 0, price, apos, equity_f, equity_f,
                   LQ_ADL_START, floor)
-        n, _ = _adl(st, fund, m, sign, apos, mark, seq, ts, ev, n)
+        n, _ = _adl(st, fund, m, sign, apos, price, seq, ts, ev, n)
         return n
     chunk = st.spec[m, S_FUND_UNWIND_CHUNK_MICRO]
     if chunk <= 0 or not fund_action_permitted(st, m, GK_FUND_UNWIND):

@@ -95,3 +95,9 @@ def _kernels_compiled() -> None:
               Place(ts_ns=t + 2, account=17, market="H100-PERP", side="sell", size_lots=5, price="2.0000"),
               Liquidate(ts_ns=t + 3)])
     e.risk_sweep()
+    # the views the gateway and the tests call are numba entry points of their own: compile them too
+    e.account(16)
+    e.adl_standing(16, 0)
+    e.predicted_funding_rate_ppb(0)
+    e.open_orders()
+    e.state_hash()

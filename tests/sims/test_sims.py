@@ -226,3 +226,24 @@ def test_the_engine_receives_the_oracles_gates_while_stale():
     assert stale and all(e.funding_frozen and e.leverage_scale_ppm == 250_000 for e in stale)
     frozen = [f for f in res.events if isinstance(f, E.FundingPaid) and f.frozen]
     assert frozen and all(f.paid_micro == 0 for f in frozen)
+
+
+def test_a_fund_whose_equity_goes_negative_is_deleveraged_at_its_bankruptcy_price():
+    """The oracle steps the anchor 5% in an hour while the fund holds the longs it took over: its
+    equity crosses zero before the next sweep. The sweep then deleverages the fund's position at the
+    fund's own bankruptcy price, so the winners' haircut is the fund's deficit and the fund ends at or
+    above zero (before this rule it was left flat at -$9,826 with no owner for the loss)."""
+    sc = load_scenario(Path(__file__).resolve().parents[2] / "sims" / "scenarios" / "cascade_adl.toml")
+    sc = with_overrides(sc, {"fund.deposit_usd": 50000, "oracle.max_hourly_move_ppm": 50000,
+                             "market.funding_cap_ppb": 27500})
+    res = run_scenario(sc)
+    steps = [e for e in res.events if isinstance(e, E.LiquidationStep)]
+    below = [e for e in steps if e.phase == "fund_below_floor" and e.account == 0 and e.other < 0]
+    assert below, "the scenario must drive the fund's equity below zero"
+    # the ADL that follows is priced at the fund's bankruptcy price: above the mark for its long
+    seq = below[0].seq
+    adl = [e for e in steps if e.phase == "adl" and e.seq == seq and e.other == 0]
+    assert adl and all(e.price_ticks == below[0].price_ticks for e in adl)
+    assert sum(e.haircut_micro for e in adl) >= -below[0].other - 100 * below[0].lots  # within a tick per lot
+    assert res.engine.account(0).equity_micro >= 0
+    assert res.engine.money_conserved()
