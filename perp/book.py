@@ -498,6 +498,15 @@ def _premium_sample_ppb(st, m):
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def pay_funding_hour(st, m, hour_ts, seq, ev, n):
+    """Settle market m's funding hour ending at `hour_ts` and emit its `funding` event (stamped with
+    the hour): the clock's boundary and the operator's clock_gap pay through here."""
+    rate, paid, remainder, samples = settle_funding(st, m)
+    return _emit(ev, n, EV_FUNDING, seq, hour_ts, m, -1, 0, 0, 0, st.mkt[m, M_INDEX], paid, samples, rate,
+                 1 if st.mkt[m, M_FUNDING_FROZEN] else 0, remainder)
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _funding_clock(st, m, ts, seq, ev, n):
     """Premium samples on their grid, funding at each interval boundary, in time order: the samples
     due at or before a boundary belong to the hour that ends there."""
@@ -520,9 +529,7 @@ def _funding_clock(st, m, ts, seq, ev, n):
                 st.mkt[m, M_PREMIUM_SUM_PPB] += k * _premium_sample_ppb(st, m)
             st.mkt[m, M_NEXT_PREMIUM_TS] = nxt_p + k * ip
         elif nxt_f <= ts:
-            rate, paid, remainder, samples = settle_funding(st, m)
-            n = _emit(ev, n, EV_FUNDING, seq, nxt_f, m, -1, 0, 0, 0, st.mkt[m, M_INDEX], paid, samples, rate,
-                      1 if st.mkt[m, M_FUNDING_FROZEN] else 0, remainder)
+            n = pay_funding_hour(st, m, nxt_f, seq, ev, n)
             st.mkt[m, M_NEXT_FUNDING_TS] = nxt_f + fi
         else:
             return n

@@ -91,16 +91,6 @@ class SetIndex(_Cmd, tag="set_index"):
     fix_price: str | None = None  # the last usable fix (for margin on the worse of anchor and fix)
     validity: Validity = "fresh"
 
-    @classmethod
-    def from_gates(cls, ts_ns: int, market: str, price: str, gates, *, fix_price: str | None = None,
-                   validity: str = "fresh") -> SetIndex:
-        """From an `oracle.validity.Gates` row."""
-        return cls(ts_ns=ts_ns, market=market, price=price, funding_frozen=gates.funding_frozen,
-                   margin_on_worse_of_anchor_and_fix=gates.margin_on_worse_of_anchor_and_fix,
-                   reduce_only=gates.reduce_only, leverage_scale_ppm=gates.leverage_scale_ppm,
-                   liquidations_throttled=gates.liquidations_throttled, order_band_frozen=gates.order_band_frozen,
-                   fix_price=fix_price, validity=validity)
-
 
 class FundDeposit(_Cmd, tag="fund_deposit"):
     """Operator: top up an insurance fund account (the only deposit a fund takes)."""

@@ -47,7 +47,7 @@ from perp.kcodes import (
     R_ORACLE_REDUCE_ONLY,
     R_POSITION_LIMIT,
 )
-from risk.ledger import pretrade_ok, raises_worst_case, worst_case_lots
+from risk.ledger import pretrade_ok, worst_case_lots
 
 # permission values
 P_DENY = 0
@@ -205,13 +205,11 @@ def exposure_code(st, a, m, side, price, lots, fee_ppm, may_rest):
     pos = st.position_lots[a, m]
     buys = st.acct_mkt[a, m, L.AM_OPEN_BUY_LOTS]
     sells = st.acct_mkt[a, m, L.AM_OPEN_SELL_LOTS]
-    if side == L.BUY:
-        buys += lots
-    else:
-        sells += lots
-    if worst_case_lots(pos, buys, sells) > st.spec[m, L.S_MAX_POSITION_LOTS]:
+    before = worst_case_lots(pos, buys, sells)
+    after = worst_case_lots(pos, buys + lots, sells) if side == L.BUY else worst_case_lots(pos, buys, sells + lots)
+    if after > st.spec[m, L.S_MAX_POSITION_LOTS]:
         return R_POSITION_LIMIT
-    if not raises_worst_case(st, a, m, side, lots):
+    if after <= before:
         return 0  # closing is always possible
     loss = taker_loss_tick_lots(st, m, a, side, price, lots, may_rest) * st.spec[m, L.S_MICRO_PER_TICK_LOT]
     if not pretrade_ok(st, a, m, side, price, lots, fee_ppm, loss):

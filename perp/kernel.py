@@ -50,6 +50,7 @@ from perp.book import (
     _valid_account,
     cancel_account_orders,
     cancel_resting,
+    pay_funding_hour,
 )
 from perp.gate import (
     P_ALLOW,
@@ -241,7 +242,6 @@ from risk.ledger import (
     max_leverage,
     open_lots_delta,
     scaled_max_leverage,
-    settle_funding,
     unsettle_funding,
     withdrawable,
 )
@@ -709,15 +709,21 @@ def _clock_due(st, ts):
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
+def _copy_rows(src, dst):
+    """dst[:, :] = src, without the allocator (the kernel runs with _nrt=False)."""
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[i, j] = src[i, j]
+
+
+@njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _undo_advance(st, ev, n0, n1):
     """Reverse the clock advance that wrote events n0..n1: funding paid is taken back (positions
     are unchanged since), market rows and the clock restored."""
     for i in range(n0, n1):
         if ev[i, E_KIND] == EV_FUNDING:
             unsettle_funding(st, ev[i, E_MARKET], ev[i, E_PRICE], ev[i, E_FEE], ev[i, E_OTHER])
-    for m in range(st.mkt.shape[0]):
-        for col in range(st.mkt.shape[1]):
-            st.mkt[m, col] = st.mkt_undo[m, col]
+    _copy_rows(st.mkt_undo, st.mkt)
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
@@ -739,9 +745,7 @@ def _clock_gap(st, c, seq, ev, n):
         fi = st.spec[m, S_FUNDING_INTERVAL_NS]
         ip = st.spec[m, S_PREMIUM_SAMPLE_NS]
         if nf != 0 and ts >= nf:
-            rate, paid, remainder, samples = settle_funding(st, m)
-            n = _emit(ev, n, EV_FUNDING, seq, nf, m, -1, 0, 0, 0, st.mkt[m, M_INDEX], paid, samples, rate,
-                      1 if st.mkt[m, M_FUNDING_FROZEN] else 0, remainder)
+            n = pay_funding_hour(st, m, nf, seq, ev, n)
             skipped += (ts - nf) // fi
         if nf != 0:
             st.mkt[m, M_NEXT_FUNDING_TS] = (ts // fi + 1) * fi
@@ -769,9 +773,7 @@ def process_one(st, c, ev, n):
         return _reject(c, ev, n, seq, code)
     due = _clock_due(st, ts)
     if due:
-        for m in range(st.mkt.shape[0]):
-            for col in range(st.mkt.shape[1]):
-                st.mkt_undo[m, col] = st.mkt[m, col]
+        _copy_rows(st.mkt, st.mkt_undo)
     n0 = n
     last = st.g[G_LAST_TS]
     st.g[G_LAST_TS] = ts
