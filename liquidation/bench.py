@@ -34,7 +34,10 @@ FIRST_TRADER = 16  # accounts 0-15 are reserved for the insurance funds
 NO_LIMITS = dict(liquidation_max_per_sweep_usd=0, liquidation_max_per_minute_usd=0, insurance_max_loss_per_minute_usd=0)
 
 
-def build(accounts: int, seed: int, fund_usd: int, limits: bool = False) -> Engine:
+def build(accounts: int, seed: int, fund_usd: int, limits: bool = False, gap: bool = True) -> Engine:
+    """The seeded book of the module docstring; with `gap` (the default) the index then drops 15% and
+    the maker bids under it; without, the accounts stay at the index (`perp bench risk` times the
+    engine's own hourly path on this state)."""
     rng = np.random.default_rng(seed)
     # a million accounts of up to 2,000 lots is ~550M lots of open interest: lift the launch cap
     base = load_markets()
@@ -72,6 +75,8 @@ def build(accounts: int, seed: int, fund_usd: int, limits: bool = False) -> Engi
     st.g[L.G_DEPOSITS_MICRO] += 10**13
     st.g[L.G_ACCOUNT_HWM] = FIRST_TRADER + n + 1
     rebuild_active(st)  # built in the arrays, not by commands: list the accounts the sweep visits
+    if not gap:
+        return eng
     new_index = index * 85 // 100
     eng.submit([SetIndex(ts_ns=T0 + 1, market="H100-PERP", price=f"{new_index / 10_000:.4f}")])
     eng.submit([Place(ts_ns=T0 + 2, account=maker, market="H100-PERP", side="buy", size_lots=5_000,
