@@ -120,7 +120,7 @@ from perp.layout import (
     T_MMR_PPM,
 )
 from risk.intmath import mul_div_ceil, mul_div_floor, ppm_of_ceil
-from risk.ledger import account_margin, apply_fill, is_fund
+from risk.ledger import account_margin, apply_fill, equity_and_mm, is_fund
 from risk.tiers import maintenance_margin_micro
 
 _K = dict(cache=True, _nrt=False, error_model="numpy", forceinline=True)
@@ -881,7 +881,7 @@ def flag_unhealthy(st, ts, prune):
         if is_fund(st, a):
             continue
         checked += 1
-        equity, _, mm, _ = account_margin(st, a, -1, 0, 0)
+        equity, mm = equity_and_mm(st, a)
         if equity > 0:
             for m in range(n_mkt):
                 pos = st.position_lots[a, m]

@@ -239,6 +239,26 @@ def account_margin(st, a, add_m, add_side, add_lots):
 
 
 @njit(**_K)
+def equity_and_mm(st, a):
+    """(equity, maintenance margin) of account a at the marks: exactly `account_margin`'s first and
+    third values, without its initial-margin and withdrawal-floor work (resting orders, leverage and
+    a second tier lookup per position). The liquidation detection sweep visits every listed account
+    each second and needs only these two."""
+    equity = st.collateral_micro[a]
+    mm = 0
+    for m in range(st.mkt.shape[0]):
+        pos = st.position_lots[a, m]
+        if pos != 0:
+            value = pos * st.mkt[m, M_MARK] * st.spec[m, S_MICRO_PER_TICK_LOT]
+            equity += value - st.cost_basis_micro[a, m]
+            mm += maintenance_margin_micro(value if value > 0 else -value, m, st.tiers[:, :, T_BOUND_MICRO],
+                                           st.tiers[:, :, T_MMR_PPM], st.tiers[:, :, T_MM_DEDUCTION_MICRO])
+        else:
+            equity -= st.cost_basis_micro[a, m]
+    return equity, mm
+
+
+@njit(**_K)
 def raises_worst_case(st, a, m, side, lots):
     """Whether `lots` more on `side` raise the market's worst-case position (resting orders counted)."""
     pos = st.position_lots[a, m]

@@ -246,9 +246,9 @@ def test_a_thin_book_does_not_steer_funding():
     assert f.rate_ppb == 0  # every sample was 0 (interest 0, clamp toward it)
 
 
-def test_the_vectorised_sweep_agrees_with_the_engine_on_every_account():
+def test_the_vectorised_sweep_and_the_detection_shortcut_agree_with_the_engine_on_every_account():
     from perp.bench import make_stream
-    from risk.ledger import account_margin
+    from risk.ledger import account_margin, equity_and_mm
 
     e = Engine()
     e.submit_rows(make_stream(20_000, seed=3, index_ticks=21432, accounts=300))
@@ -258,6 +258,7 @@ def test_the_vectorised_sweep_agrees_with_the_engine_on_every_account():
     for a in range(sweep.equity_micro.shape[0]):
         equity, _, mm, _ = account_margin(e.state, a, -1, 0, 0)
         assert (sweep.equity_micro[a], sweep.maintenance_micro[a]) == (equity, mm)
+        assert equity_and_mm(e.state, a) == (equity, mm)  # the detection sweep's shortcut
     expected = [a for a in range(sweep.equity_micro.shape[0]) if sweep.equity_micro[a] < sweep.maintenance_micro[a]]
     assert sweep.unhealthy.tolist() == expected
 
