@@ -75,7 +75,8 @@ async def venue(tmp_path: Path, *, deposits: bool = True, keys=None, clock=None,
     else:
         keys, creds = keys
     config = ServerConfig(**({"port": 0, "data_dir": str(data), "keys_path": str(keys.path),
-                              "group_commit_us": 300, "liquidation_interval_ms": 0} | cfg))
+                              "group_commit_us": 300, "liquidation_interval_ms": 0,
+                              "book_interval_ms": 0} | cfg))  # one delta per batch unless a test asks
     gw = Gateway(config, feed=pinned_feed(), clock=clock)
     await gw.start()
     v = Venue(gw, f"ws://127.0.0.1:{gw.port}", creds, keys, data)
