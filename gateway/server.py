@@ -461,7 +461,7 @@ class Gateway:
                 conn.last_rx_ns = time.monotonic_ns()
                 self._on_frame(conn, frame)
 
-        ws.on_message = on_message  # whole frames straight from the protocol (gateway.fastws)
+        ws.start_messages(on_message)  # whole frames straight from the socket (gateway.fastws)
         try:
             async for frame in ws:  # fragmented messages only; idle connections: the timer loop (_sweep_idle)
                 on_message(frame)
@@ -1239,8 +1239,8 @@ class Gateway:
         liqs: list[list[P.PublicLiquidation]] = [[] for _ in self.specs]
         funding: list[list[P.PublicFunding]] = [[] for _ in self.specs]
         users: dict[int, list] = collections.defaultdict(list)
-        watched = [a for a, conns in self.user_conns.items() if conns]
-        decoded = events.decoded(watched)
+        watched = {c.key.account for c in self.subscribers.get(("user", -1), ()) if c.key is not None}
+        decoded = events.decoded(watched)  # rows of accounts with a user-channel subscriber only
         for e in decoded:
             t = type(e)
             if t is E.LiquidationStep and e.market is not None:
@@ -1250,7 +1250,7 @@ class Gateway:
                 funding[self.market_index[e.market]].append(
                     P.PublicFunding(e.seq, e.rate_ppb, e.index_ticks, e.paid_micro, e.frozen))
             acct = getattr(e, "account", None)
-            if acct is not None and acct in self.user_conns:
+            if acct is not None and acct in watched:
                 users[acct].append(e)
         if funding_before is not None:
             for fp in self._funding_payments(funding_before, decoded):
