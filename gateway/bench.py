@@ -32,6 +32,8 @@ from pathlib import Path
 
 import msgspec
 
+from gateway.wire import frame_length
+
 MARKET = "H100-PERP"
 
 
@@ -313,15 +315,10 @@ class _BookWatcher(asyncio.Protocol):
         view = memoryview(buf)
         pos, n = 0, len(buf)
         while n - pos >= 2:
-            ln, hl = buf[pos + 1] & 0x7F, 2
-            if ln == 126:
-                if n - pos < 4:
-                    break
-                ln, hl = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
-            elif ln == 127:
-                if n - pos < 10:
-                    break
-                ln, hl = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            size = frame_length(buf, pos)
+            if size is None:
+                break
+            hl, ln = size
             if n - pos < hl + ln:
                 break
             op = buf[pos] & 0x0F

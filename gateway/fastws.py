@@ -27,6 +27,8 @@ from collections.abc import Callable
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
+from gateway.wire import frame_length
+
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - the C extension is built for every supported platform
@@ -62,16 +64,10 @@ class FastServerConnection(ServerConnection):
         limit = self.protocol.max_message_size
         while n - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
-            ln = b1 & 0x7F
-            hl = 6
-            if ln == 126:
-                if n - pos < 4:
-                    break
-                ln, hl = int.from_bytes(buf[pos + 2:pos + 4], "big"), 8
-            elif ln == 127:
-                if n - pos < 10:
-                    break
-                ln, hl = int.from_bytes(buf[pos + 2:pos + 10], "big"), 14
+            size = frame_length(buf, pos)
+            if size is None:
+                break
+            hl, ln = size[0] + 4, size[1]  # + the mask key
             common = (b0 == _FIN_TEXT or b0 == _FIN_BINARY) and b1 & 0x80 and (limit is None or ln <= limit)
             if not common:
                 if b0 & 0x80 and 0x88 <= b0 <= 0x8A and b1 & 0x80 and ln <= 125:  # a whole control frame

@@ -21,3 +21,14 @@ def text_frame(payload: bytes) -> bytes:
     if n < 1 << 16:
         return struct.pack("!BBH", _OP_TEXT_FIN, 126, n) + payload
     return struct.pack("!BBQ", _OP_TEXT_FIN, 127, n) + payload
+
+
+def frame_length(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+    """(header bytes before any mask key, payload length) of the frame starting at `buf[pos]`
+    (at least two bytes there), or None while its extended length has not all arrived."""
+    ln = buf[pos + 1] & 0x7F
+    if ln < 126:
+        return 2, ln
+    if ln == 126:
+        return (4, int.from_bytes(buf[pos + 2:pos + 4], "big")) if len(buf) - pos >= 4 else None
+    return (10, int.from_bytes(buf[pos + 2:pos + 10], "big")) if len(buf) - pos >= 10 else None
