@@ -309,6 +309,7 @@ class Gateway:
         self._next_conn_id = 1
         # the sequencer
         self._queue: list[Pending] = []
+        self._queue_since_ns = 0  # monotonic time the oldest queued command arrived
         self._wake: asyncio.Event | None = None
         self._gather: asyncio.Future | None = None
         self._in_batch = False
@@ -989,6 +990,8 @@ class Gateway:
 
     # ---- the sequencer ---------------------------------------------------------------------
     def _enqueue(self, p: Pending) -> None:
+        if not self._queue:
+            self._queue_since_ns = time.monotonic_ns()  # the gather window runs from the first command
         self._queue.append(p)
         self._wake.set()
         if self._gather is not None and len(self._queue) >= self.cfg.max_batch:
@@ -1009,10 +1012,12 @@ class Gateway:
                 if self.draining:
                     return
                 continue
-            if len(self._queue) < self.cfg.max_batch and self.cfg.group_commit_us > 0 and not self.draining:
-                # gather: until the window closes or the queue reaches max_batch (_enqueue wakes us)
+            # gather: for group_commit_us after the first queued command (commands that queued
+            # during the previous batch have waited already) or until the queue reaches max_batch
+            wait_ns = self.cfg.group_commit_us * 1000 - (time.monotonic_ns() - self._queue_since_ns)
+            if len(self._queue) < self.cfg.max_batch and wait_ns > 0 and not self.draining:
                 self._gather = loop.create_future()
-                timer = loop.call_later(self.cfg.group_commit_us / 1e6, _wake_future, self._gather)
+                timer = loop.call_later(wait_ns / 1e9, _wake_future, self._gather)
                 await self._gather
                 timer.cancel()
                 self._gather = None
