@@ -365,7 +365,8 @@ class Gateway:
         self._rearm_deadman()
         self._tasks.append(asyncio.create_task(self._timer_loop(), name="timers"))
         self._server = await serve(self._handler, self.cfg.host, self.cfg.port, max_size=self.cfg.max_frame_bytes,
-                                   create_connection=FastServerConnection, compression=None,  # frames are built once and shared (gateway.wire)
+                                   # pushes are framed once and shared (gateway.wire), so no compression
+                                   create_connection=FastServerConnection, compression=None,
                                    process_request=self._http, ping_interval=20, ping_timeout=20,
                                    close_timeout=2, max_queue=64, write_limit=self.cfg.write_limit_bytes)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -464,7 +465,7 @@ class Gateway:
 
         ws.start_messages(on_message)  # whole frames straight from the socket (gateway.fastws)
         try:
-            async for frame in ws:  # fragmented messages only; idle connections: the timer loop (_sweep_idle)
+            async for frame in ws:  # fragmented messages only (idle connections: _sweep_idle)
                 on_message(frame)
                 if conn.close_code:
                     break
@@ -528,8 +529,8 @@ class Gateway:
         the socket is above its write limit: then the connection's sender waits for it to drain."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            if not conn.out or conn.close_code:
+        for conn in dirty:  # a closing connection still gets what it was sent before (its close follows)
+            if not conn.out:
                 continue
             ws = conn.ws
             if conn.blocked or ws.paused or ws.protocol.state is not _OPEN:
@@ -555,13 +556,13 @@ class Gateway:
                         conn.blocked = True
                         await asyncio.wait_for(ws.drain(), self.cfg.send_timeout_s)
                     conn.blocked = False
-                    if conn.close_code or ws.protocol.state is not _OPEN:
+                    if ws.protocol.state is not _OPEN:
                         break
-                    if conn.out:
+                    if conn.out:  # also when closing: what was queued before the close goes first
                         ws.transport.write(b"".join(conn.out))
                         conn.out.clear()
                         continue
-                    if conn.book_resync:
+                    if conn.book_resync and not conn.close_code:
                         for m in sorted(conn.book_resync):
                             conn.book_resync.discard(m)
                             if ("book", m) in conn.subs:
@@ -786,7 +787,7 @@ class Gateway:
             # the switch leaves the file only once its cancel_all is in the journal (unless re-armed since)
             if error is None and acct not in self.deadman and self.deadman_store.deadlines.get(acct) == deadline:
                 self.deadman_store.disarm(acct)
-                self.deadman_store.persist()
+                self.deadman_store.persist().add_done_callback(_log_write_failure)
 
         self._enqueue(Pending(row, "system", acct, journaled))
 
@@ -1394,6 +1395,11 @@ class Gateway:
                 k = self.keys.keys.get(conn.key.key)
                 if k is None or k.revoked:
                     self._close(conn, G.KEY_REVOKED, "key revoked")
+
+
+def _log_write_failure(fut: asyncio.Future) -> None:
+    if fut.exception() is not None:  # the switch stays in the file: it fires again after a restart
+        log.error("cancel_after_write_failed", error=repr(fut.exception()))
 
 
 def _wake_future(fut: asyncio.Future) -> None:

@@ -73,3 +73,28 @@ def test_a_ping_frame_between_requests_gets_its_pong(tmp_path):
             sock.sock.close()
 
     run(body())
+
+
+def test_the_reply_queued_before_a_close_is_sent_before_the_close_frame(tmp_path):
+    from tests.gateway.test_auth import logon_params
+
+    async def body():
+        async with venue(tmp_path, deposits=False, max_logon_failures=2) as v:
+            loop = asyncio.get_running_loop()
+            sock = await loop.run_in_executor(None, StalledSocket, v.url)
+            bad = logon_params(v.creds["alice"], secret="11" * 32)
+            for rid in (1, 2):
+                await loop.run_in_executor(None, sock.send, json.dumps({"id": rid, "method": "logon", "params": bad}))
+            got = []
+            while True:
+                op, payload = await loop.run_in_executor(None, sock.recv)
+                if op == 0x8:
+                    got.append(("close", int.from_bytes(payload[:2], "big")))
+                    break
+                msg = msgspec.json.decode(payload, type=P.Incoming)
+                if msg.channel is None:
+                    got.append((msg.id, msg.error.code))
+            assert got == [(1, 4104), (2, 4104), ("close", 4109)]  # the second refusal, then the close
+            sock.sock.close()
+
+    run(body())
