@@ -477,7 +477,7 @@ def _figures(res_max: list[dict], res_paced: list[dict], cpu_max: float) -> dict
 
 # ---- the run ---------------------------------------------------------------------------------
 def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: int = 10_000, window: int = 64,
-        subscribers: int = 1000, group_commit_us: int = 1000) -> dict:
+        subscribers: int = 1000, group_commit_us: int = 1000, book_interval_ms: int = 20) -> dict:
     from gateway.keys import KeyStore
 
     tmp = Path(tempfile.mkdtemp(prefix="perp-bench-gateway-"))
@@ -498,6 +498,7 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
         [sys.executable, "-c", "from perp.cli import main; main()", "serve", "--port", "0", "--data", str(tmp / "data"),
          "--keys", str(store.path), "--liquidation-interval-ms", "0", "--group-commit-us", str(group_commit_us),
          "--max-conns-per-ip", str(subscribers + 64), "--index-step-s", "86400",
+         "--book-interval-ms", str(book_interval_ms),
          # the bench measures the path, not the protection: limits far above what it sends
          "--order-rate-per-s", "1e7", "--cancel-rate-per-s", "1e7", "--conn-rate-per-s", "1e7"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
@@ -542,6 +543,7 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
             "accounts": procs * accounts_per_proc,
             "window": window,
             "group_commit_us": group_commit_us,
+            "book_interval_ms": book_interval_ms,
             "fsync": "always",
         }
     finally:
