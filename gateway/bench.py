@@ -2,17 +2,25 @@
 
 A `perp serve` process (fsync on every group commit) is started on an ephemeral port. Then:
 
-1. `subscribers` WebSocket connections (in one process of their own) subscribe to the book and
-   record, for every delta, their receive time minus the delta's `ts_ns` (the fan-out lag; one
-   machine, one clock).
-2. **Throughput**: `procs` client processes, each with its own accounts and keys, log on and keep a
-   window of orders in flight, one order per frame: every acked place is cancelled by the next
-   frame, so books stay small and every frame is a full trip (logon done once; validation, journal
-   append + fsync, engine, ack). `orders_per_s` counts acked order frames (places and cancels) per
-   second of wall time.
-3. **Latency**: the same processes pace their frames to `rate` orders/s in all, and record each
-   frame's send-to-ack time (p50, p99).
+1. `subscribers` book watchers (in one process of their own, raw sockets: `_BookWatcher`)
+   subscribe to the book and record, for every delta, their receive time minus the delta's
+   `ts_ns` -- the server's stamp of the first batch the delta covers (the fan-out lag, merge
+   interval included; one machine, one clock).
+2. **Throughput**: `procs` client processes, each with its own accounts and keys (one connection
+   per account), log on and keep `window` frames in flight per connection, one order per frame:
+   every acked place is cancelled by the next frame, so books stay small and every frame is a
+   full trip (logon done once; validation, journal append + fsync, engine, ack). The clients are
+   lean (`_trader`: msgspec, the library's C masking, the frames owed in one event-loop turn in
+   one socket write). `orders_per_s` counts acked order frames (places and cancels) per second
+   from each process's first frame to its last ack.
+3. **Latency**: the same processes pace their frames to `rate` orders/s in all (the frames due
+   every millisecond), and record each frame's send-to-ack time (p50, p99).
 4. **Batch frames** (reported separately): `order.batch` frames of 20 places, then 20 cancels.
+
+`run_bare` (`--bare`) runs phases 2 and 3 with the same client processes against a websockets
+server that only decodes each frame and acks it: the like-for-like ceiling of the harness and the
+library on the same machine. `server_cpu_us_per_order` (the server's CPU over phase 2 per acked
+frame) is the figure that survives a shared machine.
 
 The last line printed with --json is one JSON object.
 """
