@@ -46,7 +46,7 @@ def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, ma
 
     WebSocket gateway, journal, engine and timers in one process.
 
-    Recovers from DATA/snapshot.bin + DATA/journal.bin on start; on SIGTERM stops taking orders,
+    Recovers from DATA/snapshots/ + DATA/journal.bin on start; on SIGTERM stops taking orders,
     drains, snapshots and exits. Connect with gateway.client.GatewayClient (docs/protocol.md)."""
     from gateway.server import Gateway, ServerConfig
 
