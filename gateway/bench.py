@@ -2,17 +2,25 @@
 
 A `perp serve` process (fsync on every group commit) is started on an ephemeral port. Then:
 
-1. `subscribers` WebSocket connections (in one process of their own) subscribe to the book and
-   record, for every delta, their receive time minus the delta's `ts_ns` (the fan-out lag; one
-   machine, one clock).
-2. **Throughput**: `procs` client processes, each with its own accounts and keys, log on and keep a
-   window of orders in flight, one order per frame: every acked place is cancelled by the next
-   frame, so books stay small and every frame is a full trip (logon done once; validation, journal
-   append + fsync, engine, ack). `orders_per_s` counts acked order frames (places and cancels) per
-   second of wall time.
-3. **Latency**: the same processes pace their frames to `rate` orders/s in all, and record each
-   frame's send-to-ack time (p50, p99).
+1. `subscribers` book watchers (in one process of their own, raw sockets: `_BookWatcher`)
+   subscribe to the book and record, for every delta, their receive time minus the delta's
+   `ts_ns` -- the server's stamp of the first batch the delta covers (the fan-out lag, merge
+   interval included; one machine, one clock).
+2. **Throughput**: `procs` client processes, each with its own accounts and keys (one connection
+   per account), log on and keep `window` frames in flight per connection, one order per frame:
+   every acked place is cancelled by the next frame, so books stay small and every frame is a
+   full trip (logon done once; validation, journal append + fsync, engine, ack). The clients are
+   lean (`_trader`: msgspec, the library's C masking, the frames owed in one event-loop turn in
+   one socket write). `orders_per_s` counts acked order frames (places and cancels) per second
+   from each process's first frame to its last ack.
+3. **Latency**: the same processes pace their frames to `rate` orders/s in all (the frames due
+   every millisecond), and record each frame's send-to-ack time (p50, p99).
 4. **Batch frames** (reported separately): `order.batch` frames of 20 places, then 20 cancels.
+
+`run_bare` (`--bare`) runs phases 2 and 3 with the same client processes against a websockets
+server that only decodes each frame and acks it: the like-for-like ceiling of the harness and the
+library on the same machine. `server_cpu_us_per_order` (the server's CPU over phase 2 per acked
+frame) is the figure that survives a shared machine.
 
 The last line printed with --json is one JSON object.
 """
@@ -31,6 +39,8 @@ import time
 from pathlib import Path
 
 import msgspec
+
+from gateway.wire import frame_length
 
 MARKET = "H100-PERP"
 
@@ -90,24 +100,73 @@ class _Reply(msgspec.Struct):
 
 async def _trader(url: str, cred: dict, prices: list[str], mode: str, amount: float, window: int,
                   out: dict) -> None:
-    """mode "max": `amount` seconds as fast as the window allows; "paced": `amount` orders/s."""
+    """mode "max": `amount` seconds, keeping `window` frames in flight; "paced": `amount` orders/s.
+
+    A lean client, so that the client processes do not starve the server of CPU: frames are
+    encoded by msgspec and framed (masked) by the websockets protocol object (its C speedups), and
+    every frame owed since the last event-loop turn goes out in one socket write -- still one order
+    per frame. Acked places are cancelled by the next frames, so books stay small."""
     from websockets.asyncio.client import connect
 
     dec = msgspec.json.Decoder(_Reply)
     enc = msgspec.json.Encoder()
+    loop = asyncio.get_running_loop()
     async with connect(url, max_size=1 << 24, compression=None) as ws:
         await _logon(ws, cred)
+        proto, transport = ws.protocol, ws.transport
         sent: dict[int, float] = {}
         lat: list[float] = []
-        acks = 0
-        next_id = 1
-        free = asyncio.Semaphore(window)
-        done = asyncio.Event()
         to_cancel: list[int] = []
-        t_end = time.perf_counter() + (amount if mode == "max" else 3.0)
+        st = {"acks": 0, "next_id": 1, "i": 0, "owed": 0, "scheduled": False, "done": False}
+        t_start = time.perf_counter()
+        t_end = t_start + (amount if mode == "max" else 3.0)
+
+        def flush() -> None:
+            st["scheduled"] = False
+            k, st["owed"] = st["owed"], 0
+            if st["done"] or k <= 0:
+                return
+            now = time.perf_counter()
+            for _ in range(k):
+                rid = st["next_id"]
+                st["next_id"] = rid + 1
+                if to_cancel:
+                    body = {"id": rid, "method": "order.cancel", "params": {"order_id": to_cancel.pop()}}
+                else:
+                    st["i"] += 1
+                    body = {"id": rid, "method": "order.place", "params": {
+                        "market": MARKET, "side": "buy", "size_lots": 1, "price": prices[st["i"] % len(prices)],
+                        "tif": "post_only"}}
+                sent[rid] = now
+                proto.send_text(enc.encode(body))
+            transport.write(b"".join(proto.data_to_send()))
+
+        def owe(k: int) -> None:
+            st["owed"] += k
+            if not st["scheduled"]:
+                st["scheduled"] = True
+                loop.call_soon(flush)
+
+        finished = asyncio.Event()
+
+        async def pacer() -> None:  # paced mode: every millisecond, the frames due since the start
+            due_total = 0
+            while True:
+                now = time.perf_counter()
+                if now >= t_end:
+                    st["done"] = True
+                    if not sent:
+                        finished.set()
+                    return
+                due = int((now - t_start) * amount) - due_total
+                room = window - len(sent) - st["owed"]
+                k = min(due, max(0, room))  # a full window waits (the wait then shows in the latency)
+                if k > 0:
+                    due_total += k
+                    owe(k)
+                await asyncio.sleep(0.001)
 
         async def reader() -> None:
-            nonlocal acks
             async for frame in ws:
                 r = dec.decode(frame)
                 if r.id is None or r.channel is not None:
@@ -117,46 +176,37 @@ async def _trader(url: str, cred: dict, prices: list[str], mode: str, amount: fl
                     continue
                 lat.append(time.perf_counter() - t0)
                 if r.ok:
-                    acks += 1
+                    st["acks"] += 1
                     if r.result and r.result.get("status") == "resting":
                         to_cancel.append(r.result["order_id"])
                 else:
                     out["errors"] = out.get("errors", 0) + 1
                     code = f"{r.error['code']}/{r.error.get('engine_code', '')}"
                     out.setdefault("codes", {})[code] = out.get("codes", {}).get(code, 0) + 1
-                free.release()
-                if done.is_set() and not sent:
+                if mode == "max":
+                    if time.perf_counter() >= t_end:
+                        st["done"] = True
+                    else:
+                        owe(1)
+                if st["done"] and not sent:
+                    finished.set()
                     return
 
         rt = asyncio.create_task(reader())
-        interval = 0.0 if mode == "max" else 1.0 / amount
-        t_next = time.perf_counter()
-        i = 0
-        while time.perf_counter() < t_end:
-            await free.acquire()
-            if interval:
-                t_next += interval
-                delay = t_next - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            rid = next_id
-            next_id += 1
-            if to_cancel:
-                body = {"id": rid, "method": "order.cancel", "params": {"order_id": to_cancel.pop()}}
-            else:
-                i += 1
-                body = {"id": rid, "method": "order.place", "params": {
-                    "market": MARKET, "side": "buy", "size_lots": 1, "price": prices[i % len(prices)],
-                    "tif": "post_only"}}
-            sent[rid] = time.perf_counter()
-            await ws.send(enc.encode(body).decode())
-        done.set()
+        pt = asyncio.create_task(pacer()) if mode == "paced" else None
+        if mode == "max":
+            owe(window)
         try:
-            await asyncio.wait_for(rt, 10)
-        except TimeoutError:
-            rt.cancel()
-        await _cancel_all(ws)  # the next phase starts from an empty book
-        out["acks"] = out.get("acks", 0) + acks
+            await asyncio.wait_for(finished.wait(), (t_end - time.perf_counter()) + 30)
+        finally:
+            for t in (rt, pt):
+                if t is not None:
+                    t.cancel()
+            await asyncio.gather(rt, *([pt] if pt else []), return_exceptions=True)
+        out["active_s"] = max(out.get("active_s", 0.0), time.perf_counter() - t_start)
+        if to_cancel:  # the next phase starts from an empty book
+            await _cancel_all(ws)
+        out["acks"] = out.get("acks", 0) + st["acks"]
         out.setdefault("lat", []).extend(lat)
 
 
@@ -215,47 +265,227 @@ def _run(coro):
         return runner.run(coro)
 
 
-def _subscriber_proc(url: str, n: int, ready: mp.Event, stop: mp.Event, q: mp.Queue) -> None:
-    from websockets.asyncio.client import connect
+class _Push(msgspec.Struct):
+    channel: str | None = None
+    type: str | None = None
+    ts_ns: int = 0
 
-    class _Push(msgspec.Struct):
-        channel: str | None = None
-        type: str | None = None
-        ts_ns: int = 0
+
+def _client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """A masked client-to-server frame (RFC 6455 5.3) of a short message."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes((0x80 | opcode, 0x80 | n)) if n < 126 else bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class _BookWatcher(asyncio.Protocol):
+    """One subscriber over a raw socket: the upgrade handshake, one `subscribe` to the book, then
+    every server frame parsed in place (server frames are unmasked) and each book delta's age
+    recorded (receive time minus its `ts_ns`, the server's stamp of its oldest change: one
+    machine, one clock). Pings are answered. Lean on purpose: a thousand of these share one
+    client process, which must not starve the server of CPU."""
 
     dec = msgspec.json.Decoder(_Push)
 
-    async def main() -> dict:
-        lags: list[float] = []
-        socks = []
-        for _ in range(n):
-            ws = await connect(url, max_size=1 << 24, compression=None, ping_interval=None)
-            await ws.send(json.dumps({"id": 1, "method": "subscribe", "params": {"channel": "book", "market": MARKET}}))
-            socks.append(ws)
+    def __init__(self, host: str, lags: list[float], ready: asyncio.Future):
+        self.host = host
+        self.lags = lags
+        self.ready = ready
+        self.buf = bytearray()
+        self.open = False
+        self.t: asyncio.Transport | None = None
 
-        async def read(ws) -> None:
-            try:
-                async for frame in ws:
-                    p = dec.decode(frame)
-                    if p.channel == "book" and p.type == "delta":
-                        lags.append((time.time_ns() - p.ts_ns) / 1e6)
-            except Exception:  # noqa: BLE001 - the server went away at the end
+    def connection_made(self, transport) -> None:
+        import base64
+
+        self.t = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(f"GET / HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
                 return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(RuntimeError(bytes(buf[:80]).decode(errors="replace")))
+                return
+            del buf[:end + 4]
+            self.open = True
+            self.t.write(_client_frame(json.dumps(
+                {"id": 1, "method": "subscribe", "params": {"channel": "book", "market": MARKET}}).encode()))
+            self.ready.set_result(None)
+        now = time.time_ns()
+        view = memoryview(buf)
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            size = frame_length(buf, pos)
+            if size is None:
+                break
+            hl, ln = size
+            if n - pos < hl + ln:
+                break
+            op = buf[pos] & 0x0F
+            if op == 0x1:
+                p = self.dec.decode(view[pos + hl:pos + hl + ln])
+                if p.channel == "book" and p.type == "delta":
+                    self.lags.append((now - p.ts_ns) / 1e6)
+            elif op == 0x9:  # ping: pong with the same payload
+                self.t.write(_client_frame(bytes(view[pos + hl:pos + hl + ln]), 0xA))
+            pos += hl + ln
+        view.release()
+        del buf[:pos]
 
-        tasks = [asyncio.create_task(read(ws)) for ws in socks]
+
+def _subscriber_proc(url: str, n: int, ready: mp.Event, stop: mp.Event, q: mp.Queue) -> None:
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+
+    async def main() -> dict:
+        loop = asyncio.get_running_loop()
+        lags: list[float] = []
+        conns = []
+        for start in range(0, n, 50):
+            futs = []
+            for _ in range(min(50, n - start)):
+                fut = loop.create_future()
+                t, _p = await loop.create_connection(lambda f=fut: _BookWatcher(f"{host}:{port}", lags, f), host,
+                                                     int(port))
+                conns.append(t)
+                futs.append(fut)
+            await asyncio.wait_for(asyncio.gather(*futs), 60)
         ready.set()
         while not stop.is_set():
             await asyncio.sleep(0.05)
-        for t in tasks:
-            t.cancel()
-        return {"lags_ms": lags, "connected": len(socks)}
+        for t in conns:
+            t.abort()
+        return {"lags_ms": lags, "connected": len(conns)}
 
     q.put(_run(main()))
 
 
+# ---- the bare server: the same client harness against a websockets server that only decodes and acks
+class _BareRequest(msgspec.Struct):
+    id: int
+    method: str
+    params: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+class _BareAck(msgspec.Struct):
+    status: str
+    order_id: int
+
+
+class _BareReply(msgspec.Struct):
+    id: int
+    ok: bool
+    result: _BareAck | None = None
+
+
+def _bare_server_proc(q: mp.Queue, stop: mp.Event) -> None:
+    """A websockets server (the same library, C speedups and event loop as `perp serve`) that
+    decodes each frame with msgspec and acks it: a place with a fresh order id ("resting", so the
+    harness cancels it next), anything else plainly. Replies queued in one event-loop turn go out
+    in one socket write, as the gateway's sender does."""
+    from websockets.asyncio.server import serve
+
+    dec = msgspec.json.Decoder(_BareRequest)
+    enc = msgspec.json.Encoder()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        next_oid = [1]
+
+        async def handler(ws) -> None:
+            proto, transport = ws.protocol, ws.transport
+            out: list[bytes] = []
+
+            def flush() -> None:
+                for f in out:
+                    proto.send_text(f)
+                out.clear()
+                transport.write(b"".join(proto.data_to_send()))
+
+            async for frame in ws:
+                r = dec.decode(frame)
+                ack = None
+                if r.method == "order.place":
+                    ack = _BareAck("resting", next_oid[0])
+                    next_oid[0] += 1
+                if not out:
+                    loop.call_soon(flush)
+                out.append(enc.encode(_BareReply(r.id, True, ack)))
+
+        async with serve(handler, "127.0.0.1", 0, max_size=1 << 16, compression=None) as server:
+            q.put(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    _run(main())
+
+
+def run_bare(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: int = 10_000,
+             window: int = 64) -> dict:
+    """The throughput and latency phases of `run` with the same client processes, against the
+    bare server (no logon check, validation, journal, engine or fan-out)."""
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    stop = ctx.Event()
+    server = ctx.Process(target=_bare_server_proc, args=(q, stop))
+    server.start()
+    try:
+        url = q.get(timeout=60)
+        creds = [[{"kind": "hmac", "key": f"bare{i}{j}", "secret_hex": "00" * 32, "account": 1000 + j}
+                  for j in range(accounts_per_proc)] for i in range(procs)]
+        prices = ["2.0000"]
+        cpu0 = _cpu_s(server.pid)
+        res_max = _phase(ctx, q, url, creds, prices, "max", seconds, window, seconds)
+        cpu_max = _cpu_s(server.pid) - cpu0
+        res_paced = _phase(ctx, q, url, creds, prices, "paced", rate / procs, window, seconds)
+        return _figures(res_max, res_paced, cpu_max) | {
+            "target": "bare websockets server (decode + ack)", "paced_rate_target": rate, "procs": procs,
+            "accounts": procs * accounts_per_proc, "window": window, "load_average_1m": os.getloadavg()[0]}
+    finally:
+        stop.set()
+        server.join(30)
+
+
+def _phase(ctx, q: mp.Queue, url: str, creds: list[list[dict]], prices: list[str], name: str, amount: float,
+           window: int, seconds: float) -> list[dict]:
+    ps = [ctx.Process(target=_client_proc, args=(url, creds[i], prices, name, amount, window, q))
+          for i in range(len(creds))]
+    t0 = time.perf_counter()
+    for p in ps:
+        p.start()
+    res = [q.get(timeout=seconds * 10 + 60) for _ in ps]
+    for p in ps:
+        p.join(30)
+    res.append({"wall_s": time.perf_counter() - t0})
+    return res
+
+
+def _figures(res_max: list[dict], res_paced: list[dict], cpu_max: float) -> dict:
+    acks = sum(r.get("acks", 0) for r in res_max[:-1])
+    active = max(r.get("active_s", 0.0) for r in res_max[:-1])  # first frame to last ack, per process
+    lat = [x for r in res_paced[:-1] for x in r.get("lat", [])]
+    return {
+        "orders_per_s": round(acks / active) if active else 0,
+        "order_frames_acked": acks,
+        "order_frames_refused": sum(r.get("errors", 0) for r in res_max[:-1]),
+        "refusal_codes": _merge_codes(res_max[:-1] + res_paced[:-1]),
+        "server_cpu_us_per_order": round(cpu_max / max(1, acks) * 1e6, 1),  # robust on a shared machine
+        "p50_ack_ms_at_10k": round(_pct(lat, 0.50) * 1e3, 3),
+        "p99_ack_ms_at_10k": round(_pct(lat, 0.99) * 1e3, 3),
+        "paced_acks": sum(r.get("acks", 0) for r in res_paced[:-1]),
+    }
+
+
 # ---- the run ---------------------------------------------------------------------------------
 def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: int = 10_000, window: int = 64,
-        subscribers: int = 1000, group_commit_us: int = 1000) -> dict:
+        subscribers: int = 1000, group_commit_us: int = 1000, book_interval_ms: int = 20) -> dict:
     from gateway.keys import KeyStore
 
     tmp = Path(tempfile.mkdtemp(prefix="perp-bench-gateway-"))
@@ -276,6 +506,7 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
         [sys.executable, "-c", "from perp.cli import main; main()", "serve", "--port", "0", "--data", str(tmp / "data"),
          "--keys", str(store.path), "--liquidation-interval-ms", "0", "--group-commit-us", str(group_commit_us),
          "--max-conns-per-ip", str(subscribers + 64), "--index-step-s", "86400",
+         "--book-interval-ms", str(book_interval_ms),
          # the bench measures the path, not the protection: limits far above what it sends
          "--order-rate-per-s", "1e7", "--cancel-rate-per-s", "1e7", "--conn-rate-per-s", "1e7"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
@@ -297,43 +528,20 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
         if not ready.wait(120):
             raise RuntimeError("subscribers did not connect")
 
-        def phase(name: str, amount: float) -> list[dict]:
-            ps = [ctx.Process(target=_client_proc, args=(url, trader_creds[i], prices, name, amount, window, q))
-                  for i in range(procs)]
-            t0 = time.perf_counter()
-            for p in ps:
-                p.start()
-            res = [q.get(timeout=seconds * 10 + 60) for _ in ps]
-            for p in ps:
-                p.join(30)
-            res.append({"wall_s": time.perf_counter() - t0})
-            return res
-
         cpu0 = _cpu_s(server.pid)
-        res_max = phase("max", seconds)
+        res_max = _phase(ctx, q, url, trader_creds, prices, "max", seconds, window, seconds)
         cpu_max = _cpu_s(server.pid) - cpu0
-        wall = res_max[-1]["wall_s"]
-        acks = sum(r.get("acks", 0) for r in res_max[:-1])
-        res_paced = phase("paced", rate / procs)
-        lat = [x for r in res_paced[:-1] for x in r.get("lat", [])]
-        paced_acks = sum(r.get("acks", 0) for r in res_paced[:-1])
-        res_batch = phase("batch", min(seconds, 3.0))
+        res_paced = _phase(ctx, q, url, trader_creds, prices, "paced", rate / procs, window, seconds)
+        res_batch = _phase(ctx, q, url, trader_creds, prices, "batch", min(seconds, 3.0), window, seconds)
         batch_orders = sum(r.get("batch_orders", 0) for r in res_batch[:-1])
         stop.set()
         subres = q.get(timeout=60)
         sub.join(30)
         lags = subres["lags_ms"]
-        return {
-            "orders_per_s": round(acks / (wall - 1.0 if wall > 2 else wall)),  # process start-up excluded
-            "order_frames_acked": acks,
-            "order_frames_refused": sum(r.get("errors", 0) for r in res_max[:-1]),
-            "refusal_codes": _merge_codes(res_max[:-1] + res_paced[:-1]),
-            "server_cpu_us_per_order": round(cpu_max / max(1, acks) * 1e6, 1),  # robust on a shared machine
+        return _figures(res_max, res_paced, cpu_max) | {
+            "target": "perp serve (full path)",
             "load_average_1m": os.getloadavg()[0],
-            "p50_ack_ms_at_10k": round(_pct(lat, 0.50) * 1e3, 3),
-            "p99_ack_ms_at_10k": round(_pct(lat, 0.99) * 1e3, 3),
             "paced_rate_target": rate,
-            "paced_acks": paced_acks,
             "batch_frame_orders_per_s": round(batch_orders / min(seconds, 3.0)),
             "subscribers": subres["connected"],
             "p50_fanout_ms": round(_pct(lags, 0.50), 3),
@@ -343,6 +551,7 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
             "accounts": procs * accounts_per_proc,
             "window": window,
             "group_commit_us": group_commit_us,
+            "book_interval_ms": book_interval_ms,
             "fsync": "always",
         }
     finally:

@@ -427,6 +427,11 @@ class GatewayClient:
     async def account_info(self) -> dict:
         return await self.request("query.account")
 
+    async def funding_history(self, market: str | None = None, limit: int = 100) -> list[P.FundingPayment]:
+        """This account's last `limit` funding payments per position, oldest first."""
+        return await self.request("query.funding_history", {"market": market, "limit": limit},
+                                  list[P.FundingPayment])
+
     async def markets(self) -> dict:
         return await self.request("query.markets")
 

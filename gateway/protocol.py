@@ -121,6 +121,11 @@ class CancelAfter(_Params):
     timeout_ms: Annotated[int, Meta(ge=0, le=600_000)]
 
 
+class FundingHistoryQuery(_Params):
+    market: Symbol | None = None  # None: every market
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100  # the last `limit` payments, oldest first
+
+
 class AdminDeposit(_Params):
     account: Annotated[int, Meta(ge=16, le=(1 << 22) - 1)]
     amount_micro: Annotated[int, Meta(ge=1, le=10**15)]
@@ -141,6 +146,7 @@ METHODS: dict[str, tuple[type, str | None]] = {
     "cancel_after": (CancelAfter, "trade"),
     "query.open_orders": (Empty, "read"),
     "query.account": (Empty, "read"),
+    "query.funding_history": (FundingHistoryQuery, "read"),
     "admin.deposit": (AdminDeposit, "admin"),
 }
 _PARAM_DECODERS = {name: msgspec.json.Decoder(t) for name, (t, _) in METHODS.items()}

@@ -11,8 +11,13 @@ The flow of one order (../shared/DESIGN.md):
    one wall-clock reading (never decreasing), and hands the batch to `JournaledEngine.submit_rows`:
    one journal append with one fsync, then one engine batch (in a worker thread, so sockets keep
    being read during the fsync).
-3. only then are the batch's acks sent, followed by its market data (one book delta per changed
-   market with absolute level sizes, trades, ticker) and each account's private events.
+3. only then are the batch's acks sent, followed by its market data (book deltas with absolute
+   level sizes -- merged over `book_interval_ms` --, trades, ticker) and each account's private
+   events. The batch's events stay int64 rows (gateway.batch_events): acks are read from each
+   command's rows, the public streams from numpy selections, and only the rows of accounts with
+   a user-channel subscriber (and the rare liquidation and funding rows) become Python objects.
+   Every push is encoded and framed once (gateway.wire) and the same bytes are queued for each
+   subscriber; a connection's frames of one event-loop turn leave in one socket write.
 
 Reads that touch engine state (queries, snapshots on subscribe) run between batches, never during
 one, so every snapshot is consistent with the stream of deltas that follows it (`seq`/`prev_seq`).
@@ -25,8 +30,11 @@ If a journal append or an engine batch raises, the gateway cannot tell what is d
 command of that batch is answered with a 4900-range "status unknown" code and the gateway stops
 taking commands (fail-stop); a restart recovers from snapshot + journal.
 
-Known limits (see docs/protocol.md): one process, one engine thread; the per-event decoding is Python
-(fine for thousands of orders a second, not the issue's 50k/s target).
+Incoming frames skip the websockets message queue (gateway.fastws): each whole frame is handed
+to `_on_frame` from the protocol's `data_received`.
+
+Known limits (see docs/protocol.md and docs/performance.md): one process, one engine thread; the
+per-frame work (parse, checks, ack) is Python: see `perp bench gateway` for what it reaches.
 """
 
 from __future__ import annotations
@@ -44,28 +52,33 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 import structlog
+from websockets.protocol import State as _WsState
 
 from gateway import protocol as P
+from gateway.batch_events import BatchEvents, PriceText
+from gateway.deadman import DeadmanStore
 from gateway.errors import GatewayCode as G
+from gateway.fastws import FastServerConnection
 from gateway.feed import IndexFeed
+from gateway.funding_history import FundingHistory, payments
 from gateway.keys import ApiKey, Authenticator, KeyError_, KeyStore
 from gateway.limits import TokenBucket, WallClock
+from gateway.wire import text_frame
 from perp import events as E
 from perp import layout as L
+from perp.codes import describe
 from perp.commands import (
     Amend,
-    Cancel,
     CancelAll,
-    CommandFormatError,
     Deposit,
     Liquidate,
-    Place,
 )
 from perp.journal import JournalReader
 from perp.markets import load_markets, price_to_ticks, ticks_to_price
 from perp.sequencer import JournaledEngine
 
 log = structlog.get_logger("gateway")
+_OPEN = _WsState.OPEN
 
 RESERVED_ACCOUNTS = 16  # venue accounts (insurance funds); never trade through the gateway
 
@@ -82,6 +95,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_queue: int = 65536  # commands waiting for the sequencer; beyond: OVERLOADED
     max_frame_bytes: int = 65536
     send_queue_frames: int = 4096  # per connection; beyond: book conflated, anything else disconnects
+    book_interval_ms: int = 20  # book deltas at most this often per market, merged (0: one per batch)
     send_timeout_s: float = 10.0  # a frame the socket cannot take for this long: the connection is cut
     write_limit_bytes: int = 32768  # the WebSocket layer's write buffer per connection
     so_sndbuf_bytes: int = 0  # kernel send buffer per connection (0: the OS default)
@@ -107,6 +121,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 class Conn:
     __slots__ = (
         "book_resync",
+        "blocked",
         "bucket",
         "close_code",
         "close_reason",
@@ -128,7 +143,8 @@ class Conn:
         self.ip = ip
         self.key: ApiKey | None = None
         self.subs: set[tuple[str, int]] = set()  # (channel, market index; -1 for user)
-        self.out: collections.deque[bytes] = collections.deque()
+        self.out: collections.deque[bytes] = collections.deque()  # whole WebSocket frames (gateway.wire)
+        self.blocked = False  # the sender is waiting for the socket to drain: only it writes
         self.wake = asyncio.Event()
         self.book_resync: set[int] = set()
         self.bucket = bucket
@@ -143,7 +159,7 @@ class Conn:
 class Pending:
     """One command waiting for the sequencer, and who to tell."""
 
-    row: np.ndarray
+    row: np.ndarray | tuple[int, ...]
     kind: str  # place | cancel | cancel_all | amend | deposit | system
     account: int
     done: Callable[[int, list, ErrorOrNone], None] | None  # (seq, events of that seq, error)
@@ -227,6 +243,12 @@ def _make_metrics() -> _Metrics:
     return m
 
 
+_ACK_FROM_ROWS = frozenset(("place", "cancel"))  # acked from raw event rows (the hot path), not structs
+_VIEW_COLS = [L.E_KIND, L.E_MARKET, L.E_ACCOUNT, L.E_ORDER_ID, L.E_CLID, L.E_SIDE, L.E_PRICE, L.E_SIZE, L.E_REMAINING]
+_BOOK_COLS = [L.E_MARKET, L.E_SIDE, L.E_PRICE, L.E_SIZE]
+_TRADE_COLS = [L.E_MARKET, L.E_PRICE, L.E_SIZE, L.E_SIDE, L.E_SEQ]
+
+
 def _err(code: G, msg: str, engine_code: int | None = None) -> P.ErrorBody:
     return P.ErrorBody(int(code), msg, engine_code)
 
@@ -246,10 +268,11 @@ class Gateway:
         self.specs = self.engine.specs
         self.market_index = {s.symbol: i for i, s in enumerate(self.specs)}
         self._tick_cache: list[dict[str, int]] = [{} for _ in self.specs]
+        self._price_text = PriceText(self.specs)
         self.tick_range = [(price_to_ticks(s, s.min_price_usd), price_to_ticks(s, s.max_price_usd)) for s in self.specs]
         self.keys = KeyStore(config.keys_path or data / "keys.json")
         self.auth = Authenticator(self.keys, recv_window_ns=config.recv_window_ms * 1_000_000)
-        self.clock = clock or WallClock(int(self.engine.state.g[L.G_LAST_TS]))
+        self.clock = clock or WallClock(self.engine.last_ts_ns)
         self.feed = feed
         if self.feed is None and config.index_feed:
             self.feed = IndexFeed.from_csv(self.specs[0], Path(config.index_csv) if config.index_csv else None,
@@ -261,10 +284,18 @@ class Gateway:
         self.live_clid: dict[tuple[int, int], int] = {}  # (account, client order id) -> live order id
         self.books: list[tuple[dict[int, int], dict[int, int]]] = [({}, {}) for _ in self.specs]
         self._rebuild_views()
-        self.used_clids: set[tuple[int, int]] = self._clids_in_journal()
-        self._pending_clids: set[tuple[int, int]] = set()
+        self.used_clids = self.engine.client_order_ids  # kept by the engine, in its snapshots (perp.client_ids)
+        self._clids_before_snapshot()
+        self._pending_clids: set[tuple[int, int]] = set()  # places sequenced, not yet through the engine
         seq = self.engine.seq
         self.book_seq = [seq] * len(self.specs)
+        # book changes not yet published (book_interval_ms): level -> absolute size, and the seq and
+        # ts_ns of the batches they come from (ts: the first one's)
+        self._book_pending: list[dict[tuple[int, int], int]] = [{} for _ in self.specs]
+        self._book_pending_seq = [0] * len(self.specs)
+        self._book_pending_ts = [0] * len(self.specs)
+        self._book_published_ns = [0] * len(self.specs)  # monotonic
+        self._book_timer: list[asyncio.TimerHandle | None] = [None] * len(self.specs)
         self.trade_seq = [0] * len(self.specs)
         self.ticker_seq = [0] * len(self.specs)
         self.last_ticker: list[P.Ticker | None] = [None] * len(self.specs)
@@ -278,12 +309,17 @@ class Gateway:
         self._next_conn_id = 1
         # the sequencer
         self._queue: list[Pending] = []
+        self._queue_since_ns = 0  # monotonic time the oldest queued command arrived
         self._wake: asyncio.Event | None = None
         self._gather: asyncio.Future | None = None
         self._in_batch = False
         self._deferred: list[Callable[[], None]] = []
+        self._dirty: list[Conn] = []  # connections with frames queued since the last flush
+        self._flush_scheduled = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self.deadman: dict[int, asyncio.TimerHandle] = {}
+        self.deadman_store = DeadmanStore(data / "cancel_after.json", fsync=config.fsync != "never")
+        self.funding_history = FundingHistory(data / "funding_history.bin", fsync=config.fsync != "never")
         self.draining = False
         self.broken = False
         self._tasks: list[asyncio.Task] = []
@@ -293,6 +329,7 @@ class Gateway:
         self._index_step: int | None = None
         self._keys_generation = self.keys.generation
         self._tiers = self._tier_table()
+        self._handlers = {name: getattr(self, "_m_" + name.replace(".", "_")) for name in P.METHODS}
         self.port = config.port
 
     # ---- start-up views --------------------------------------------------------------------
@@ -304,17 +341,19 @@ class Gateway:
             lv = self.books[m][side]
             lv[price] = lv.get(price, 0) + rem
 
-    def _clids_in_journal(self) -> set[tuple[int, int]]:
-        """Every (account, client order id) ever placed: a retry with a used id gets its own code.
-        Streams the journal record by record (never the whole file in memory)."""
-        used: set[tuple[int, int]] = set()
-        if not self.journal_path.exists():
-            return used
+    def _clids_before_snapshot(self) -> None:
+        """Only after recovering from a snapshot written before the engine kept the used client
+        order ids: read them from the journal's records up to that snapshot, once (the next
+        snapshot carries them)."""
+        upto = self.engine.client_order_ids_from_seq
+        if not upto:
+            return
         with JournalReader(self.journal_path) as reader:
-            for _, rows in reader.records():
-                sel = (rows[:, L.C_KIND] == L.CK_PLACE) & (rows[:, L.C_CLID] > 0)
-                used.update(zip(rows[sel, L.C_ACCOUNT].tolist(), rows[sel, L.C_CLID].tolist()))
-        return used
+            for seq0, rows in reader.records():
+                if seq0 > upto:
+                    break
+                self.used_clids.add_rows(rows[: upto - seq0 + 1])
+        self.engine.client_order_ids_from_seq = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -323,8 +362,11 @@ class Gateway:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._committer = asyncio.create_task(self._commit_loop(), name="committer")
+        self._rearm_deadman()
         self._tasks.append(asyncio.create_task(self._timer_loop(), name="timers"))
         self._server = await serve(self._handler, self.cfg.host, self.cfg.port, max_size=self.cfg.max_frame_bytes,
+                                   # pushes are framed once and shared (gateway.wire), so no compression
+                                   create_connection=FastServerConnection, compression=None,
                                    process_request=self._http, ping_interval=20, ping_timeout=20,
                                    close_timeout=2, max_queue=64, write_limit=self.cfg.write_limit_bytes)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -341,6 +383,8 @@ class Gateway:
         for h in self.deadman.values():
             h.cancel()
         self.deadman.clear()
+        for m in range(len(self.specs)):
+            self._publish_book(m)  # nothing pending is left unsent
         self._wake.set()
         if self._committer is not None:
             await self._committer
@@ -348,6 +392,7 @@ class Gateway:
             path = self.jeng.snapshot()  # atomic, fsynced, bound to the journal (perp/sequencer.py)
             log.info("snapshot", path=str(path), seq=self.engine.seq)
         self.jeng.close()
+        await self.deadman_store.close()
         self._server.close()
         await self._server.wait_closed()
         self._executor.shutdown(wait=True)
@@ -412,10 +457,16 @@ class Gateway:
                                     P.Hello(P.PROTOCOL_VERSION, self.clock.now_ns(), conn.id, P.MAX_BATCH,
                                             self.cfg.max_frame_bytes)))
         conn.log.info("connected", ip=ip)
-        try:
-            async for frame in ws:  # idle connections are swept by the timer loop (_sweep_idle)
+
+        def on_message(frame: str | bytes) -> None:
+            if not conn.close_code:  # once closing, nothing more is read
                 conn.last_rx_ns = time.monotonic_ns()
                 self._on_frame(conn, frame)
+
+        ws.start_messages(on_message)  # whole frames straight from the socket (gateway.fastws)
+        try:
+            async for frame in ws:  # fragmented messages only (idle connections: _sweep_idle)
+                on_message(frame)
                 if conn.close_code:
                     break
         except ConnectionClosed as exc:
@@ -449,7 +500,10 @@ class Gateway:
             conn.log.info("closing", code=int(code), reason=reason)
             conn.wake.set()
 
-    def _send(self, conn: Conn, frame: bytes, book_market: int | None = None) -> None:
+    def _send(self, conn: Conn, frame: bytes, book_market: int | None = None, wire: bytes | None = None) -> None:
+        """Queue one message (`frame`, JSON) for the connection; `wire` is its WebSocket frame when
+        the caller built it already (a push shared by many subscribers is framed once). Frames
+        queued in one event-loop turn (a batch's acks and pushes) leave in one socket write."""
         if conn.close_code:
             return
         if book_market is not None and book_market in conn.book_resync:
@@ -463,34 +517,58 @@ class Gateway:
                 return
             self._close(conn, G.SLOW_CONSUMER, "send queue full")
             return
-        conn.out.append(frame)
-        conn.wake.set()
+        if not conn.out:
+            self._dirty.append(conn)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        conn.out.append(wire if wire is not None else text_frame(frame))
+
+    def _flush(self) -> None:
+        """Write every connection's queued frames straight to its socket (one write each), unless
+        the socket is above its write limit: then the connection's sender waits for it to drain."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:  # a closing connection still gets what it was sent before (its close follows)
+            if not conn.out:
+                continue
+            ws = conn.ws
+            if conn.blocked or ws.paused or ws.protocol.state is not _OPEN:
+                conn.wake.set()
+                continue
+            out = conn.out
+            ws.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+            if ws.paused:  # above the write limit now: the sender takes over until it drains
+                conn.wake.set()
 
     async def _sender(self, conn: Conn) -> None:
-        """Writes the connection's queue. Frames queued together (the replies and pushes of one
-        batch) go out in one socket write: each is framed by the websockets protocol object
-        (`protocol.send_text`, its sans-I/O API) and the bytes are joined; flow control waits on
-        the connection's drain when the transport's buffer is above the write limit."""
+        """The connection's slow path: waits for a socket above its write limit to drain (cut after
+        `send_timeout_s`), then writes what queued meanwhile; queues the fresh book snapshots of a
+        conflated stream once the queue is empty; closes with the connection's code."""
         ws = conn.ws
         try:
             while True:
                 await conn.wake.wait()
                 conn.wake.clear()
-                while conn.out:
-                    if len(conn.out) == 1:
-                        await asyncio.wait_for(ws.send(conn.out.popleft(), text=True), self.cfg.send_timeout_s)
-                    else:
-                        proto = ws.protocol
-                        for _ in range(min(len(conn.out), 512)):
-                            proto.send_text(conn.out.popleft())
-                        ws.transport.write(b"".join(proto.data_to_send()))
-                        if ws.transport.get_write_buffer_size() > self.cfg.write_limit_bytes:
-                            await asyncio.wait_for(ws.drain(), self.cfg.send_timeout_s)
-                    if not conn.out and conn.book_resync and not conn.close_code:
+                while True:
+                    if ws.paused:
+                        conn.blocked = True
+                        await asyncio.wait_for(ws.drain(), self.cfg.send_timeout_s)
+                    conn.blocked = False
+                    if ws.protocol.state is not _OPEN:
+                        break
+                    if conn.out:  # also when closing: what was queued before the close goes first
+                        ws.transport.write(b"".join(conn.out))
+                        conn.out.clear()
+                        continue
+                    if conn.book_resync and not conn.close_code:
                         for m in sorted(conn.book_resync):
                             conn.book_resync.discard(m)
                             if ("book", m) in conn.subs:
-                                conn.out.append(self._book_snapshot(m))
+                                conn.out.append(text_frame(self._book_snapshot(m)))
+                        continue
+                    break
                 if conn.close_code:
                     await ws.close(conn.close_code, conn.close_reason)
                     return
@@ -531,7 +609,7 @@ class Gateway:
             if perm not in conn.key.permissions:
                 self._reply(conn, req.id, error=_err(G.PERMISSION_DENIED, f"{req.method} needs the {perm!r} permission"))
                 return
-        handler = getattr(self, "_m_" + req.method.replace(".", "_"))
+        handler = self._handlers.get(req.method) or getattr(self, "_m_" + req.method.replace(".", "_"))
         handler(conn, req.id, params, now)
 
     # ---- methods ---------------------------------------------------------------------------
@@ -593,6 +671,8 @@ class Gateway:
         def go() -> None:  # between batches: the snapshot and the deltas after it are one stream
             if conn.close_code or conn.id not in self.conns:
                 return
+            if p.channel == "book":
+                self._publish_book(m)  # what is pending goes to the others; the snapshot has it
             conn.subs.add(sub)
             self.subscribers[sub].add(conn)
             self._reply(conn, rid, {"channel": p.channel, "market": p.market if m >= 0 else None})
@@ -629,24 +709,23 @@ class Gateway:
     def _tier_table(self) -> dict[str, list[dict]]:
         """The engine's leverage tiers per market (from its state, so a snapshot's tiers are shown):
         positions up to `bound_micro` of notional margined at `imr_ppm` / `mmr_ppm`."""
-        t = self.engine.state.tiers
-        out = {}
-        for m, spec in enumerate(self.specs):
-            rows = []
-            for i in range(t.shape[1]):
-                imr = int(t[m, i, L.T_IMR_PPM])
-                if imr == 0:
-                    break
-                bound = int(t[m, i, L.T_BOUND_MICRO])
-                rows.append({"bound_micro": None if bound == (1 << 63) - 1 else bound, "imr_ppm": imr,
-                             "max_leverage": 1_000_000 // imr, "mmr_ppm": int(t[m, i, L.T_MMR_PPM]),
-                             "mm_deduction_micro": int(t[m, i, L.T_MM_DEDUCTION_MICRO])})
-            out[spec.symbol] = rows
-        return out
+        return {spec.symbol: [{"bound_micro": t.bound_micro, "imr_ppm": t.imr_ppm,
+                               "max_leverage": 1_000_000 // t.imr_ppm, "mmr_ppm": t.mmr_ppm,
+                               "mm_deduction_micro": t.mm_deduction_micro} for t in self.engine.tier_rows(m)]
+                for m, spec in enumerate(self.specs)}
 
     def _m_query_open_orders(self, conn: Conn, rid: int, p: P.Empty, now: int) -> None:
         acct = conn.key.account
         self._when_idle(lambda: self._reply(conn, rid, self._open_orders(acct)))
+
+    def _m_query_funding_history(self, conn: Conn, rid: int, p: P.FundingHistoryQuery, now: int) -> None:
+        m = None if p.market is None else self._market(p.market)
+        if isinstance(m, P.ErrorBody):
+            self._reply(conn, rid, error=m)
+            return
+        acct = conn.key.account
+        self._when_idle(lambda: self._reply(conn, rid, [self._funding_payment(r) for r in
+                                                        self.funding_history.of(acct, m, p.limit)]))
 
     def _m_query_account(self, conn: Conn, rid: int, p: P.Empty, now: int) -> None:
         acct = conn.key.account
@@ -670,7 +749,31 @@ class Gateway:
             loop = asyncio.get_running_loop()
             self.deadman[acct] = loop.call_later(p.timeout_ms / 1000, self._deadman_fire, acct)
             deadline = self.clock.now_ns() + p.timeout_ms * 1_000_000
-        self._reply(conn, rid, P.CancelAfterAck(p.timeout_ms, deadline))
+            self.deadman_store.arm(acct, deadline)
+        else:
+            self.deadman_store.disarm(acct)
+
+        def persisted(fut: asyncio.Future) -> None:  # the reply waits for the switch to be on disk
+            if fut.exception() is not None:
+                log.error("cancel_after_write_failed", account=acct, error=repr(fut.exception()))
+                self._reply(conn, rid, error=_err(G.STATUS_UNKNOWN_JOURNAL,
+                                                  "the switch may not be durable: call cancel_after again"))
+            else:
+                self._reply(conn, rid, P.CancelAfterAck(p.timeout_ms, deadline))
+
+        self.deadman_store.persist().add_done_callback(persisted)
+
+    def _rearm_deadman(self) -> None:
+        """On start: every switch of gateway.deadman's file runs again; one whose deadline passed
+        while the server was down fires now (its cancel_all is the first command sequenced)."""
+        loop = asyncio.get_running_loop()
+        now = self.clock.now_ns()
+        for acct, deadline in sorted(self.deadman_store.deadlines.items()):
+            if deadline <= now:
+                self._deadman_fire(acct)
+            else:
+                self.deadman[acct] = loop.call_later((deadline - now) / 1e9, self._deadman_fire, acct)
+            log.info("cancel_after_restored", account=acct, deadline_ts_ns=deadline, expired=deadline <= now)
 
     def _deadman_fire(self, acct: int) -> None:
         self.deadman.pop(acct, None)
@@ -678,7 +781,15 @@ class Gateway:
             return
         log.info("cancel_after_fired", account=acct)
         row = self.engine.encoder.row(CancelAll(ts_ns=0, account=acct))
-        self._enqueue(Pending(row, "system", acct, None))
+        deadline = self.deadman_store.deadlines.get(acct)
+
+        def journaled(seq: int, evs: list, error: P.ErrorBody | None, result: Any = None, received_ns: int = 0) -> None:
+            # the switch leaves the file only once its cancel_all is in the journal (unless re-armed since)
+            if error is None and acct not in self.deadman and self.deadman_store.deadlines.get(acct) == deadline:
+                self.deadman_store.disarm(acct)
+                self.deadman_store.persist().add_done_callback(_log_write_failure)
+
+        self._enqueue(Pending(row, "system", acct, journaled))
 
     def _m_admin_deposit(self, conn: Conn, rid: int, p: P.AdminDeposit, now: int) -> None:
         if (e := self._refuse_commands()) is not None:
@@ -736,15 +847,12 @@ class Gateway:
             return _err(G.BAD_PARAMS, "a market order takes no price (the protection band bounds it)")
         if not spec.min_order_lots <= p.size_lots <= spec.max_order_lots:
             return _err(G.SIZE_OUT_OF_RANGE, f"size_lots must be {spec.min_order_lots}..{spec.max_order_lots}")
-        if p.client_order_id and (acct, p.client_order_id) in self.used_clids:
+        if p.client_order_id and (self.used_clids.contains(acct, p.client_order_id)
+                                  or (acct, p.client_order_id) in self._pending_clids):
             return _err(G.DUPLICATE_CLIENT_ORDER_ID, f"client_order_id {p.client_order_id} was already used")
-        try:
-            row = self.engine.encoder.row(Place(ts_ns=0, account=acct, market=p.market, side=p.side,
-                                                size_lots=p.size_lots, order_type=p.order_type, tif=p.tif,
-                                                price=p.price, client_order_id=p.client_order_id,
-                                                reduce_only=p.reduce_only, stp=p.stp))
-        except CommandFormatError as exc:
-            return _err(G.BAD_PARAMS, str(exc))
+        row = self.engine.encoder.place_values(0, acct, m, p.side, p.order_type, p.tif,
+                                               ticks if p.order_type == "limit" else 0, p.size_lots,
+                                               p.client_order_id, p.reduce_only, p.stp)
         return row, m
 
     def _own_order(self, acct: int, order_id: int, clid: int) -> P.ErrorBody | None:
@@ -760,11 +868,10 @@ class Gateway:
             return _err(G.ORDER_NOT_OPEN, f"no open order with client_order_id {clid}")
         return None
 
-    def _cancel_row(self, acct: int, p: P.CancelOrder) -> np.ndarray | P.ErrorBody:
+    def _cancel_row(self, acct: int, p: P.CancelOrder) -> tuple[int, ...] | P.ErrorBody:
         if (e := self._own_order(acct, p.order_id, p.client_order_id)) is not None:
             return e
-        return self.engine.encoder.row(Cancel(ts_ns=0, account=acct, order_id=p.order_id,
-                                              client_order_id=p.client_order_id))
+        return self.engine.encoder.cancel_values(0, acct, p.order_id, p.client_order_id)
 
     def _m_order_place(self, conn: Conn, rid: int, p: P.PlaceOrder, now: int) -> None:
         if (e := self._trade_checks(conn, 1, 0, now)) is not None:
@@ -779,7 +886,6 @@ class Gateway:
 
     def _enqueue_place(self, row: np.ndarray, acct: int, clid: int, done: Callable, now: int) -> None:
         if clid:
-            self.used_clids.add((acct, clid))
             self._pending_clids.add((acct, clid))
         self._enqueue(Pending(row, "place", acct, done, now, clid))
 
@@ -867,7 +973,6 @@ class Gateway:
                     items[i] = P.BatchItem(False, None, built)
                     continue
                 if op.client_order_id:
-                    self.used_clids.add((acct, op.client_order_id))
                     self._pending_clids.add((acct, op.client_order_id))
                 todo.append((i, Pending(built[0], "place", acct, None, now, op.client_order_id)))
             else:
@@ -886,6 +991,8 @@ class Gateway:
 
     # ---- the sequencer ---------------------------------------------------------------------
     def _enqueue(self, p: Pending) -> None:
+        if not self._queue:
+            self._queue_since_ns = time.monotonic_ns()  # the gather window runs from the first command
         self._queue.append(p)
         self._wake.set()
         if self._gather is not None and len(self._queue) >= self.cfg.max_batch:
@@ -906,10 +1013,12 @@ class Gateway:
                 if self.draining:
                     return
                 continue
-            if len(self._queue) < self.cfg.max_batch and self.cfg.group_commit_us > 0 and not self.draining:
-                # gather: until the window closes or the queue reaches max_batch (_enqueue wakes us)
+            # gather: for group_commit_us after the first queued command (commands that queued
+            # during the previous batch have waited already) or until the queue reaches max_batch
+            wait_ns = self.cfg.group_commit_us * 1000 - (time.monotonic_ns() - self._queue_since_ns)
+            if len(self._queue) < self.cfg.max_batch and wait_ns > 0 and not self.draining:
                 self._gather = loop.create_future()
-                timer = loop.call_later(self.cfg.group_commit_us / 1e6, _wake_future, self._gather)
+                timer = loop.call_later(wait_ns / 1e9, _wake_future, self._gather)
                 await self._gather
                 timer.cancel()
                 self._gather = None
@@ -921,7 +1030,7 @@ class Gateway:
                 fn()
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Pending]) -> None:
-        rows = np.stack([p.row for p in batch])
+        rows = np.array([p.row for p in batch], dtype=np.int64)  # rows: arrays or tuples (places)
         ts = self.clock.now_ns()
         rows[:, L.C_TS] = ts
         seq0 = self.engine.seq + 1
@@ -931,7 +1040,7 @@ class Gateway:
         try:
             ev_rows = await loop.run_in_executor(self._executor, self.jeng.submit_rows, rows)
         except Exception as exc:
-            durable = self.jeng.journal.next_seq >= seq0 + len(batch)
+            durable = self.jeng.durable_seq >= seq0 + len(batch) - 1  # written and fsynced
             code = G.STATUS_UNKNOWN_ENGINE if durable else G.STATUS_UNKNOWN_JOURNAL
             self.broken = True
             log.error("batch_failed", seq=seq0, commands=len(batch), code=int(code), error=repr(exc))
@@ -947,56 +1056,45 @@ class Gateway:
         if self.metrics.batch_seconds is not None:
             self.metrics.batch_seconds.observe(spent)
             self.metrics.batch_commands.observe(len(batch))
-        events = self.engine.decode(ev_rows)
-        per: list[list] = [[] for _ in batch]
-        for e in events:
-            i = e.seq - seq0
-            if 0 <= i < len(batch):
-                per[i].append(e)
+        events = BatchEvents(ev_rows, seq0, len(batch), self.specs)
         for p in batch:  # these places are now live or gone: the views below say which
             if p.clid:
                 self._pending_clids.discard((p.account, p.clid))
         self._apply_views(events)
         for i, p in enumerate(batch):
             if p.done is not None:
+                from_rows = p.kind in _ACK_FROM_ROWS
+                evs = [] if from_rows else events.events_of(i)
                 try:
-                    result, error = self._outcome(p, seq0 + i, per[i])
+                    result, error = self._outcome(p, seq0 + i, events.rows_of(i) if from_rows else evs)
                 except Exception as exc:  # noqa: BLE001 - a bug here must not stop the sequencer
                     log.error("outcome_failed", seq=seq0 + i, error=repr(exc))
                     result, error = None, _err(G.STATUS_UNKNOWN_ENGINE, "the outcome could not be read; query")
-                p.done(seq0 + i, per[i], error, result, p.received_ns)
+                p.done(seq0 + i, evs, error, result, p.received_ns)
         if self.metrics.acks is not None:
             self.metrics.acks.inc(len(batch))
             self.metrics.ack_latency.flush()
-        if funding_before is not None:
-            events = events + self._funding_payments(funding_before, events)
-        self._fan_out(events, ts)
+        self._fan_out(events, ts, funding_before)
 
-    def _funding_watch(self, ts: int) -> tuple | None:
+    def _funding_watch(self, ts: int) -> Any:
         """Before a batch that will cross a funding hour: the cumulative funding and the positions
-        of every account with a user-channel subscriber (see protocol.FundingPayment)."""
-        mkt = self.engine.state.mkt
-        due = [m for m in range(len(self.specs)) if 0 < int(mkt[m, L.M_NEXT_FUNDING_TS]) <= ts]
-        accts = [a for a, conns in self.user_conns.items() if conns and a < self.engine.state.acct_mkt.shape[0]]
-        if not due or not accts:
-            return None
-        st = self.engine.state
-        idx = np.array(accts, np.int64)
-        return idx, st.acct_mkt[idx, :, L.AM_FUNDING_MICRO].copy(), st.position_lots[idx, :].copy()
+        of every account (gateway.funding_history)."""
+        return self.engine.funding_positions() if self.engine.funding_due(ts) else None
 
-    def _funding_payments(self, before: tuple, events: list) -> list:
-        idx, funding0, lots0 = before
-        paid = {self.market_index[e.market]: e for e in events if type(e) is E.FundingPaid}
+    def _funding_payments(self, before: Any, events: list) -> list:
+        """The batch's funding payments per position: recorded in the funding history (durable),
+        and returned as user-channel events for the accounts that have a subscriber."""
+        paid = {self.market_index[e.market]: (e.seq, e.ts_ns, e.rate_ppb, e.index_ticks)
+                for e in events if type(e) is E.FundingPaid}
         if not paid:
             return []
-        delta = self.engine.state.acct_mkt[idx, :, L.AM_FUNDING_MICRO] - funding0
-        out = []
-        for i, acct in enumerate(idx.tolist()):
-            for m, ev in paid.items():
-                if lots0[i, m]:
-                    out.append(P.FundingPayment(ev.seq, ev.ts_ns, ev.market, acct, int(lots0[i, m]), ev.rate_ppb,
-                                                ev.index_ticks, int(delta[i, m])))
-        return out
+        rows = payments(before, self.engine.funding_positions(before.accounts), paid)
+        self.funding_history.append(rows)
+        return [self._funding_payment(r) for r in rows.tolist() if self.user_conns.get(r[3])]
+
+    def _funding_payment(self, r: list[int] | tuple[int, ...]) -> P.FundingPayment:
+        seq, ts, m, acct, lots, rate, index, amount = r
+        return P.FundingPayment(seq, ts, self.specs[m].symbol, acct, lots, rate, index, amount)
 
     async def submit_system(self, commands: list) -> list:
         """Sequence operator or simulator commands (perp.commands structs) like a timer's; returns
@@ -1014,26 +1112,35 @@ class Gateway:
             futs.append(fut)
         return [e for evs in await asyncio.gather(*futs) for e in evs]
 
-    def _apply_views(self, events: list) -> None:
-        for e in events:
-            t = type(e)
-            if t is E.Accepted:
-                if e.size_lots > 0:
-                    self.owner[e.order_id] = (e.account, e.client_order_id)
-                    if e.client_order_id:
-                        self.live_clid[(e.account, e.client_order_id)] = e.order_id
-            elif (t is E.Fill and e.remaining_lots == 0) or t is E.Cancelled:
-                gone = self.owner.pop(e.order_id, None)
-                if gone is not None and gone[1]:
-                    self.live_clid.pop(gone, None)
-            elif t is E.BookLevel:
-                lv = self.books[self.market_index[e.market]][0 if e.side == "buy" else 1]
-                if e.size_lots:
-                    lv[e.price_ticks] = e.size_lots
+    def _apply_views(self, events: BatchEvents) -> None:
+        """The gateway's views (live order owners, live client order ids, the L2 books) follow
+        the batch's event rows: accepted orders, fully filled or cancelled ones, book levels."""
+        ev = events.of_kind(L.EV_ACCEPTED, L.EV_FILL, L.EV_CANCELLED, L.EV_BOOK)
+        if ev.shape[0] == 0:
+            return
+        owner, live_clid, books = self.owner, self.live_clid, self.books
+        for kind, m, acct, oid, clid, side, price, size, remaining in ev[:, _VIEW_COLS].tolist():
+            if kind == L.EV_ACCEPTED:
+                if size > 0:
+                    owner[oid] = (acct, clid)
+                    if clid:
+                        live_clid[(acct, clid)] = oid
+            elif kind == L.EV_BOOK:
+                lv = books[m][side]
+                if size:
+                    lv[price] = size
                 else:
-                    lv.pop(e.price_ticks, None)
+                    lv.pop(price, None)
+            elif kind == L.EV_CANCELLED or remaining == 0:
+                gone = owner.pop(oid, None)
+                if gone is not None and gone[1]:
+                    live_clid.pop(gone, None)
 
     def _outcome(self, p: Pending, seq: int, evs: list) -> tuple[Any, P.ErrorBody | None]:
+        """The reply of a sequenced command from its events: event rows (lists of ints) for the
+        kinds in _ACK_FROM_ROWS (places and cancels: the hot path), perp.events structs otherwise."""
+        if p.kind in _ACK_FROM_ROWS:
+            return self._outcome_from_rows(p, seq, evs)
         for e in evs:
             if type(e) is E.Rejected:
                 return None, _err(G.ENGINE_REJECTED, e.reason, e.code)
@@ -1068,15 +1175,39 @@ class Gateway:
             return P.DepositAck(seq, d.account, d.collateral_micro), None
         return None, None
 
+    def _outcome_from_rows(self, p: Pending, seq: int, rows: list[list[int]]) -> tuple[Any, P.ErrorBody | None]:
+        K, A, OID = L.E_KIND, L.E_ACCOUNT, L.E_ORDER_ID
+        for r in rows:
+            if r[K] == L.EV_REJECTED:
+                return None, _err(G.ENGINE_REJECTED, describe(r[L.E_CODE]), r[L.E_CODE])
+        if p.kind == "place":
+            acc = next((r for r in rows if r[K] == L.EV_ACCEPTED and r[A] == p.account), None)
+            if acc is None:
+                return None, _err(G.STATUS_UNKNOWN_ENGINE, "the engine reported no outcome")
+            oid, m = acc[OID], acc[L.E_MARKET]
+            fills = [P.FillInfo(self._price_text(m, r[L.E_PRICE]), r[L.E_SIZE], r[L.E_FEE],
+                                "maker" if r[L.E_CODE] == L.LIQ_MAKER else "taker")
+                     for r in rows if r[K] == L.EV_FILL and r[OID] == oid]
+            cancelled = any(r[K] == L.EV_CANCELLED and r[OID] == oid for r in rows)
+            filled = sum(f.size_lots for f in fills)
+            remaining = 0 if cancelled else acc[L.E_SIZE] - filled
+            status = "cancelled" if cancelled else ("filled" if remaining == 0 else "resting")
+            return P.OrderAck(seq, oid, acc[L.E_CLID], status, filled, remaining, fills), None
+        c = next((r for r in rows if r[K] == L.EV_CANCELLED), None)  # "cancel"
+        if c is None:
+            return None, _err(G.STATUS_UNKNOWN_ENGINE, "the engine reported no outcome")
+        return P.CancelAck(seq, c[OID], c[L.E_CLID], c[L.E_SIZE]), None
+
     # ---- market data and private events ----------------------------------------------------
-    def _push(self, channel: str, market: str | None, kind: str, seq: int, prev_seq: int, data: Any) -> bytes:
-        return self._enc.encode(P.Push(channel, market, kind, seq, prev_seq, self.clock.now_ns(), data))
+    def _push(self, channel: str, market: str | None, kind: str, seq: int, prev_seq: int, data: Any,
+              ts_ns: int = 0) -> bytes:
+        return self._enc.encode(P.Push(channel, market, kind, seq, prev_seq, ts_ns or self.clock.now_ns(), data))
 
     def _book_levels(self, m: int) -> P.BookData:
-        spec = self.specs[m]
         bids, asks = self.books[m]
-        return P.BookData([(ticks_to_price(spec, t), bids[t]) for t in sorted(bids, reverse=True)],
-                          [(ticks_to_price(spec, t), asks[t]) for t in sorted(asks)])
+        px = self._price_text
+        return P.BookData([(px(m, t), bids[t]) for t in sorted(bids, reverse=True)],
+                          [(px(m, t), asks[t]) for t in sorted(asks)])
 
     def _book_snapshot(self, m: int) -> bytes:
         return self._push("book", self.specs[m].symbol, "snapshot", self.book_seq[m], 0, self._book_levels(m))
@@ -1084,12 +1215,12 @@ class Gateway:
     def _ticker(self, m: int) -> P.Ticker:
         spec = self.specs[m]
         eng = self.engine
-        row = eng.state.mkt[m]
+        mv = eng.market_view(m)
         bid, ask = eng.best_bid_ask(m)
         px = lambda t: None if not t else ticks_to_price(spec, t)
         return P.Ticker(px(eng.mark_ticks(m)), px(eng.index_ticks(m)), px(bid), px(ask),
-                        int(row[L.M_OPEN_INTEREST]), eng.predicted_funding_rate_ppb(m), int(row[L.M_LAST_RATE_PPB]),
-                        int(row[L.M_NEXT_FUNDING_TS]), bool(row[L.M_FUNDING_FROZEN]), int(row[L.M_VALIDITY]))
+                        mv.open_interest_lots, eng.predicted_funding_rate_ppb(m), mv.last_funding_rate_ppb,
+                        mv.next_funding_ts_ns, mv.funding_frozen, mv.oracle_validity)
 
     def _open_orders(self, acct: int) -> list[P.OpenOrder]:
         rows = self.engine.open_orders()
@@ -1098,69 +1229,111 @@ class Gateway:
                             ticks_to_price(self.specs[m], price), rem)
                 for m, side, price, oid, _a, clid, rem, _f in rows.tolist()]
 
-    def _fan_out(self, events: list, ts: int) -> None:
+    def _fan_out(self, events: BatchEvents, ts: int, funding_before: Any = None) -> None:
+        """One push per stream and batch, each encoded once and shared (the same bytes) by every
+        subscriber: the book delta (absolute sizes of the changed levels), the taker trades, the
+        ticker of each touched market, liquidation and funding steps, and per account with a
+        user-channel subscriber the list of its events (decoded from its rows only)."""
         seq = self.engine.seq
-        n = len(self.specs)
-        book: list[dict[tuple[int, int], int]] = [{} for _ in range(n)]
-        trades: list[list[P.Trade]] = [[] for _ in range(n)]
-        touched = [False] * n
-        liqs: list[list[P.PublicLiquidation]] = [[] for _ in range(n)]
-        funding: list[list[P.PublicFunding]] = [[] for _ in range(n)]
+        px = self._price_text
+        book: list[dict[tuple[int, int], int]] = [{} for _ in self.specs]
+        for m, side, price, size in events.book_levels()[:, _BOOK_COLS].tolist():
+            book[m][(side, price)] = size  # the last size of a level in the batch wins
+        trades: list[list[P.Trade]] = [[] for _ in self.specs]
+        for m, price, size, side, eseq in events.taker_fills()[:, _TRADE_COLS].tolist():
+            trades[m].append(P.Trade(px(m, price), size, "buy" if side == L.BUY else "sell", eseq))
+        liqs: list[list[P.PublicLiquidation]] = [[] for _ in self.specs]
+        funding: list[list[P.PublicFunding]] = [[] for _ in self.specs]
         users: dict[int, list] = collections.defaultdict(list)
-        for e in events:
+        watched = {c.key.account for c in self.subscribers.get(("user", -1), ()) if c.key is not None}
+        decoded = events.decoded(watched)  # rows of accounts with a user-channel subscriber only
+        for e in decoded:
             t = type(e)
-            mk = getattr(e, "market", None)
-            m = self.market_index.get(mk) if mk is not None else None
-            if m is not None:
-                touched[m] = True
-            if t is E.BookLevel:
-                book[m][(0 if e.side == "buy" else 1, e.price_ticks)] = e.size_lots
-            elif t is E.Fill and e.liquidity == "taker":
-                trades[m].append(P.Trade(e.price, e.size_lots, e.side, e.seq))
-            elif t is E.LiquidationStep and m is not None:
-                liqs[m].append(P.PublicLiquidation(e.seq, e.phase, e.side, e.price_ticks, e.lots, e.filled))
+            if t is E.LiquidationStep and e.market is not None:
+                liqs[self.market_index[e.market]].append(
+                    P.PublicLiquidation(e.seq, e.phase, e.side, e.price_ticks, e.lots, e.filled))
             elif t is E.FundingPaid:
-                funding[m].append(P.PublicFunding(e.seq, e.rate_ppb, e.index_ticks, e.paid_micro, e.frozen))
+                funding[self.market_index[e.market]].append(
+                    P.PublicFunding(e.seq, e.rate_ppb, e.index_ticks, e.paid_micro, e.frozen))
             acct = getattr(e, "account", None)
-            if acct is not None and acct in self.user_conns:
+            if acct is not None and acct in watched:
                 users[acct].append(e)
-        for m in range(n):
+        if funding_before is not None:
+            for fp in self._funding_payments(funding_before, decoded):
+                users[fp.account].append(fp)
+        for m in events.touched_markets():
             sym = self.specs[m].symbol
             if book[m]:
-                spec = self.specs[m]
-                bids = [(ticks_to_price(spec, p), s) for (side, p), s in sorted(book[m].items()) if side == 0]
-                asks = [(ticks_to_price(spec, p), s) for (side, p), s in sorted(book[m].items()) if side == 1]
-                frame = self._push("book", sym, "delta", seq, self.book_seq[m], P.BookData(bids[::-1], asks))
-                self.book_seq[m] = seq
-                for c in tuple(self.subscribers.get(("book", m), ())):
-                    self._send(c, frame, book_market=m)
+                self._book_changed(m, book[m], seq, ts)
             if trades[m]:
                 frame = self._push("trades", sym, "update", seq, self.trade_seq[m], trades[m])
                 self.trade_seq[m] = seq
-                for c in tuple(self.subscribers.get(("trades", m), ())):
-                    self._send(c, frame)
+                self._broadcast(("trades", m), frame)
             for channel, items in (("liquidations", liqs[m]), ("funding", funding[m])):
                 subs = self.subscribers.get((channel, m))
                 if items and subs:
-                    frame = self._push(channel, sym, "update", seq, 0, items)
-                    for c in tuple(subs):
-                        self._send(c, frame)
-            if touched[m] and self.subscribers.get(("ticker", m)):
+                    self._broadcast((channel, m), self._push(channel, sym, "update", seq, 0, items))
+            if self.subscribers.get(("ticker", m)):
                 tk = self._ticker(m)
                 if tk != self.last_ticker[m]:
                     self.last_ticker[m] = tk
                     frame = self._push("ticker", sym, "update", seq, self.ticker_seq[m], tk)
                     self.ticker_seq[m] = seq
-                    for c in tuple(self.subscribers[("ticker", m)]):
-                        self._send(c, frame)
+                    self._broadcast(("ticker", m), frame)
         for acct, evs in users.items():
             subs = [c for c in self.user_conns[acct] if ("user", -1) in c.subs]
             if not subs:
                 continue
-            frame = self._push("user", None, "update", seq, self.user_seq.get(acct, 0), evs)
+            wire = text_frame(self._push("user", None, "update", seq, self.user_seq.get(acct, 0), evs))
             self.user_seq[acct] = seq
             for c in subs:
-                self._send(c, frame)
+                self._send(c, b"", wire=wire)
+
+    def _book_changed(self, m: int, levels: dict[tuple[int, int], int], seq: int, ts: int) -> None:
+        """Merge a batch's level changes into the market's pending delta (absolute sizes: the
+        latest wins, so merging loses nothing) and publish it now, or when `book_interval_ms`
+        has passed since the last one."""
+        pending = self._book_pending[m]
+        if not pending:
+            self._book_pending_ts[m] = ts
+        pending.update(levels)
+        self._book_pending_seq[m] = seq
+        interval_ns = self.cfg.book_interval_ms * 1_000_000
+        due_ns = self._book_published_ns[m] + interval_ns
+        now = time.monotonic_ns()
+        if now >= due_ns:
+            self._publish_book(m)
+        elif self._book_timer[m] is None:
+            self._book_timer[m] = asyncio.get_running_loop().call_later((due_ns - now) / 1e9, self._publish_book, m)
+
+    def _publish_book(self, m: int) -> None:
+        """The pending delta of market m, framed once for every `book` subscriber: `seq` is the
+        last batch it covers, `ts_ns` the first one's (its oldest change)."""
+        if self._book_timer[m] is not None:
+            self._book_timer[m].cancel()
+            self._book_timer[m] = None
+        pending = self._book_pending[m]
+        if not pending:
+            return
+        px = self._price_text
+        levels = sorted(pending.items())
+        bids = [(px(m, p), sz) for (side, p), sz in reversed(levels) if side == 0]
+        asks = [(px(m, p), sz) for (side, p), sz in levels if side == 1]
+        seq = self._book_pending_seq[m]
+        frame = self._push("book", self.specs[m].symbol, "delta", seq, self.book_seq[m], P.BookData(bids, asks),
+                           ts_ns=self._book_pending_ts[m])
+        self.book_seq[m] = seq
+        pending.clear()
+        self._book_published_ns[m] = time.monotonic_ns()
+        self._broadcast(("book", m), frame, book_market=m)
+
+    def _broadcast(self, sub: tuple[str, int], frame: bytes, book_market: int | None = None) -> None:
+        """One push to every subscriber of `sub`: framed once, the same bytes queued for each."""
+        conns = self.subscribers.get(sub)
+        if conns:
+            wire = text_frame(frame)
+            for c in tuple(conns):
+                self._send(c, frame, book_market, wire)
 
     # ---- timers ----------------------------------------------------------------------------
     async def _timer_loop(self) -> None:
@@ -1222,6 +1395,11 @@ class Gateway:
                 k = self.keys.keys.get(conn.key.key)
                 if k is None or k.revoked:
                     self._close(conn, G.KEY_REVOKED, "key revoked")
+
+
+def _log_write_failure(fut: asyncio.Future) -> None:
+    if fut.exception() is not None:  # the switch stays in the file: it fires again after a restart
+        log.error("cancel_after_write_failed", error=repr(fut.exception()))
 
 
 def _wake_future(fut: asyncio.Future) -> None:

@@ -182,6 +182,11 @@ def _refuse_constant(name: str):
     raise CommandFormatError(f"{name} is not a JSON number")
 
 
+# place_values builds a row as a positional tuple: the column order it assumes
+assert (L.C_KIND, L.C_TS, L.C_ACCOUNT, L.C_MARKET, L.C_SIDE, L.C_TYPE, L.C_TIF, L.C_PRICE, L.C_SIZE, L.C_CLID,
+        L.C_ORDER_ID, L.C_FLAGS) == tuple(range(L.N_CMD_COLS))
+
+
 class CommandEncoder:
     """Turns command structs into kernel rows for one markets config."""
 
@@ -201,6 +206,23 @@ class CommandEncoder:
         except ValueError as exc:
             raise CommandFormatError(str(exc)) from None
 
+    @staticmethod
+    def place_values(ts_ns: int, account: int, m: int, side: str, order_type: str, tif: str | None,
+                     price_ticks: int, size_lots: int, client_order_id: int, reduce_only: bool,
+                     stp: str) -> tuple[int, ...]:
+        """A place's kernel row as a tuple (C_* order), from fields already checked and a price
+        already on the tick grid (0 for a market order): the gateway's per-order path, which
+        builds a batch's rows without a struct or an array per order. `row` uses it for `Place`."""
+        tif_code = TIFS[tif or ("gtc" if order_type == "limit" else "ioc")]
+        flags = (L.FLAG_REDUCE_ONLY if reduce_only else 0) | (STP_MODES[stp] << L.STP_SHIFT)
+        return (L.CK_PLACE, ts_ns, account, m, SIDES[side], ORDER_TYPES[order_type], tif_code, price_ticks,
+                size_lots, client_order_id, 0, flags)
+
+    @staticmethod
+    def cancel_values(ts_ns: int, account: int, order_id: int, client_order_id: int) -> tuple[int, ...]:
+        """A cancel's kernel row as a tuple (C_* order); see `place_values`."""
+        return (L.CK_CANCEL, ts_ns, account, -1, 0, 0, 0, 0, 0, client_order_id, order_id, 0)
+
     def row(self, cmd: Command) -> np.ndarray:
         """The kernel row of one command; raises CommandFormatError on what no row can express."""
         r = np.zeros(L.N_CMD_COLS, np.int64)
@@ -208,27 +230,18 @@ class CommandEncoder:
         r[L.C_MARKET] = -1
         if isinstance(cmd, Place):
             m = self._market(cmd.market)
-            r[L.C_KIND] = L.CK_PLACE
-            r[L.C_ACCOUNT] = cmd.account
-            r[L.C_MARKET] = m
-            r[L.C_SIDE] = SIDES[cmd.side]
-            r[L.C_TYPE] = ORDER_TYPES[cmd.order_type]
-            tif = cmd.tif or ("gtc" if cmd.order_type == "limit" else "ioc")
-            r[L.C_TIF] = TIFS[tif]
             if cmd.order_type == "limit":
                 if cmd.price is None:
                     raise CommandFormatError("a limit order needs a price")
-                r[L.C_PRICE] = self._ticks(m, cmd.price)
+                price_ticks = self._ticks(m, cmd.price)
             elif cmd.price is not None:
                 raise CommandFormatError("a market order takes no price (it is bounded by the protection band)")
-            r[L.C_SIZE] = cmd.size_lots
-            r[L.C_CLID] = cmd.client_order_id
-            r[L.C_FLAGS] = (L.FLAG_REDUCE_ONLY if cmd.reduce_only else 0) | (STP_MODES[cmd.stp] << L.STP_SHIFT)
+            else:
+                price_ticks = 0
+            r[:] = self.place_values(cmd.ts_ns, cmd.account, m, cmd.side, cmd.order_type, cmd.tif, price_ticks,
+                                     cmd.size_lots, cmd.client_order_id, cmd.reduce_only, cmd.stp)
         elif isinstance(cmd, Cancel):
-            r[L.C_KIND] = L.CK_CANCEL
-            r[L.C_ACCOUNT] = cmd.account
-            r[L.C_ORDER_ID] = cmd.order_id
-            r[L.C_CLID] = cmd.client_order_id
+            r[:] = self.cancel_values(cmd.ts_ns, cmd.account, cmd.order_id, cmd.client_order_id)
         elif isinstance(cmd, CancelAll):
             r[L.C_KIND] = L.CK_CANCEL_ALL
             r[L.C_ACCOUNT] = cmd.account

@@ -19,6 +19,8 @@ import numpy as np
 
 from perp import layout as L
 from perp import state as S
+from perp.client_ids import SNAPSHOT_KEY as CLIDS_KEY
+from perp.client_ids import UsedClientOrderIds
 from perp.commands import Command, CommandEncoder
 from perp.events import Event, decode_rows
 from perp.kernel import new_event_buffer, process_batch
@@ -54,9 +56,12 @@ def tier_table(specs: Sequence[MarketSpec], tiers: Mapping[str, TierSchedule] | 
 class Engine:
     def __init__(self, markets: MarketsConfig | None = None, *, tiers: Mapping[str, TierSchedule] | None = None,
                  order_capacity: int = 1 << 14, account_capacity: int = 1 << 10, event_rows: int = 1 << 16,
-                 state: S.EngineState | None = None):
+                 state: S.EngineState | None = None, client_order_ids: UsedClientOrderIds | None = None,
+                 client_order_ids_from_seq: int = 0):
         """A fresh engine, or (with `state`) one around a restored state whose spec table must be
-        the one `markets` gives; the tiers then come from the state."""
+        the one `markets` gives; the tiers then come from the state. `client_order_ids` are the
+        ids used up to the state's seq (perp.client_ids); `client_order_ids_from_seq` > 0 says they
+        are only known after that seq (a snapshot written before they were kept)."""
         self.markets = markets if markets is not None else load_markets()
         self.specs = list(self.markets.market)
         self.encoder = CommandEncoder(self.markets)
@@ -67,6 +72,8 @@ class Engine:
             raise ValueError("snapshot spec table does not match its markets config")
         self.state = state
         self._ev = new_event_buffer(event_rows)
+        self.client_order_ids = client_order_ids if client_order_ids is not None else UsedClientOrderIds()
+        self.client_order_ids_from_seq = client_order_ids_from_seq
 
     # ---- capacity ----------------------------------------------------------------------------
     def _ensure_capacity(self, cmds: np.ndarray) -> None:
@@ -108,6 +115,7 @@ class Engine:
         for start in range(0, cmds.shape[0], batch):
             chunk = cmds[start:start + batch]
             self._ensure_capacity(chunk)
+            self.client_order_ids.add_rows(chunk)
             done = 0
             spent = 0
             while done < chunk.shape[0]:
@@ -150,15 +158,26 @@ class Engine:
     def market_index(self, symbol: str) -> int:
         return self.encoder.market_index[symbol]
 
-    def snapshot(self, path: str | Path) -> None:
-        S.save_snapshot(self.state, path, {"markets": _markets_json(self.markets)})  # tiers are in the state
+    def snapshot(self, path: str | Path, meta: Mapping[str, str] | None = None) -> None:
+        """The state arrays (tiers included), the markets config and the used client order ids,
+        plus the caller's `meta`, written atomically (perp.state.save_snapshot)."""
+        S.save_snapshot(self.state, path, {"markets": _markets_json(self.markets),
+                                           CLIDS_KEY: self.client_order_ids.to_text(), **(meta or {})})
 
     @classmethod
     def from_snapshot(cls, path: str | Path) -> Engine:
+        st, meta = S.load_snapshot(path)
+        return cls.from_state(st, meta)
+
+    @classmethod
+    def from_state(cls, st: S.EngineState, meta: Mapping[str, str]) -> Engine:
+        """The engine of a loaded snapshot (`perp.state.load_snapshot`'s state and metadata)."""
         import msgspec
 
-        st, meta = S.load_snapshot(path)
-        return cls(msgspec.json.decode(meta["markets"], type=MarketsConfig), state=st)
+        markets = msgspec.json.decode(meta["markets"], type=MarketsConfig)
+        if CLIDS_KEY in meta:
+            return cls(markets, state=st, client_order_ids=UsedClientOrderIds.from_text(meta[CLIDS_KEY]))
+        return cls(markets, state=st, client_order_ids_from_seq=int(st.g[L.G_SEQ]))
 
     # ---- views (read-only, for the CLI, gateway and tests) --------------------------------------
     def best_bid_ask(self, market: int) -> tuple[int | None, int | None]:
@@ -239,11 +258,78 @@ class Engine:
         return (g["collateral_micro"] - g["cost_basis_micro"] + g["insurance_fund_micro"] + g["fee_ledger_micro"]
                 == g["deposits_micro"] - g["withdrawals_micro"])
 
+    @property
+    def last_ts_ns(self) -> int:
+        """The engine's clock: the timestamp of the last command applied (0 for a new venue)."""
+        return int(self.state.g[L.G_LAST_TS])
+
+    def market_view(self, market: int) -> MarketView:
+        """The market's public figures besides the prices (see `MarketView`)."""
+        row = self.state.mkt[market]
+        return MarketView(int(row[L.M_OPEN_INTEREST]), int(row[L.M_LAST_RATE_PPB]), int(row[L.M_NEXT_FUNDING_TS]),
+                          bool(row[L.M_FUNDING_FROZEN]), int(row[L.M_VALIDITY]))
+
+    def tier_rows(self, market: int) -> list[TierRow]:
+        """The leverage tiers the engine margins the market with (its state: a snapshot's or an
+        operator's, not necessarily markets.toml), smallest bound first; the last is unbounded
+        (`bound_micro` None)."""
+        t = self.state.tiers[market]
+        rows = []
+        for i in range(t.shape[0]):
+            imr = int(t[i, L.T_IMR_PPM])
+            if imr == 0:
+                break
+            bound = int(t[i, L.T_BOUND_MICRO])
+            rows.append(TierRow(None if bound == (1 << 63) - 1 else bound, imr, int(t[i, L.T_MMR_PPM]),
+                                int(t[i, L.T_MM_DEDUCTION_MICRO])))
+            if rows[-1].bound_micro is None:
+                break  # the packed table repeats the last tier to its width
+        return rows
+
+    def funding_due(self, ts_ns: int) -> list[int]:
+        """Markets whose next funding hour is at or before `ts_ns`: a batch stamped `ts_ns` pays them."""
+        nxt = self.state.mkt[:, L.M_NEXT_FUNDING_TS]
+        return [m for m in range(nxt.shape[0]) if 0 < int(nxt[m]) <= ts_ns]
+
+    def funding_positions(self, accounts: np.ndarray | None = None) -> FundingPositions:
+        """Copies of the cumulative funding (`funding_micro`, received +) and the position lots per
+        market of `accounts` (default: every account up to the high-water mark; ids beyond the
+        tables are dropped). The difference of two readings across a batch is what each position
+        was paid or charged in it."""
+        st = self.state
+        if accounts is None:
+            accounts = np.arange(int(st.g[L.G_ACCOUNT_HWM]), dtype=np.int64)
+        accounts = np.asarray(accounts, np.int64)
+        accounts = accounts[(accounts >= 0) & (accounts < S.account_capacity(st))]
+        return FundingPositions(accounts, st.acct_mkt[accounts, :, L.AM_FUNDING_MICRO].copy(),
+                                st.position_lots[accounts, :].copy())
+
     def open_orders(self) -> np.ndarray:
         """Live orders, level by level (see kernel.canonical_orders for the columns)."""
         from perp.kernel import canonical_orders
 
         return canonical_orders(self.state)
+
+
+class MarketView(NamedTuple):
+    open_interest_lots: int  # lots held long (= lots held short)
+    last_funding_rate_ppb: int  # the rate paid at the last funding hour
+    next_funding_ts_ns: int  # 0 until the clock has started
+    funding_frozen: bool  # the current anchor's gates freeze funding
+    oracle_validity: int  # oracle.validity order: 0 = fresh
+
+
+class TierRow(NamedTuple):
+    bound_micro: int | None  # positions up to this notional (None: the last, unbounded tier)
+    imr_ppm: int
+    mmr_ppm: int
+    mm_deduction_micro: int
+
+
+class FundingPositions(NamedTuple):
+    accounts: np.ndarray  # account ids, int64
+    funding_micro: np.ndarray  # [account, market] cumulative funding, received (+) / paid (-)
+    position_lots: np.ndarray  # [account, market] signed lots
 
 
 class SweepResult(NamedTuple):

@@ -370,8 +370,10 @@ class Journal:
         self._last_sync_ns = time.monotonic_ns()
         self.synced_seq = self.next_seq - 1  # every command up to here is on disk
 
-    def append(self, rows: np.ndarray) -> int:
-        """Append a batch as one record (one write); returns the sequence number of its first row."""
+    def append(self, rows: np.ndarray, sync: bool = True) -> int:
+        """Append a batch as one record (one write); returns the sequence number of its first row.
+        With `sync=False` the fsync the policy asks for is left to the caller's next `append` or
+        `commit()` (one fsync for several records); `synced_seq` says what is durable."""
         rows = np.ascontiguousarray(rows, dtype="<i8")
         if rows.ndim != 2 or rows.shape[1] != L.N_CMD_COLS:
             raise ValueError(f"journal rows must be (n, {L.N_CMD_COLS})")
@@ -380,8 +382,14 @@ class Journal:
         while data:
             data = data[os.write(self._fd, data):]
         self.next_seq += rows.shape[0]
-        self._sync()
+        if sync:
+            self._sync()
         return seq0
+
+    def commit(self) -> None:
+        """Fsync what `append(sync=False)` left, as the policy says (`always`: now)."""
+        if self.synced_seq < self.next_seq - 1:
+            self._sync()
 
     def _sync(self, force: bool = False) -> None:
         if force or self.fsync_policy == "always":

@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import structlog
 
@@ -105,12 +104,17 @@ class JournaledEngine:
                    keep_snapshots=keep_snapshots)
 
     def submit_rows(self, rows: np.ndarray, auto_liquidate: bool = True) -> np.ndarray:
-        self.journal.append(rows)
+        """Journal the batch, run it, and run the liquidation sweep after it if it moved a mark or
+        an index. The batch is written before the engine sees it and fsynced (per the policy)
+        before this returns -- one fsync for the batch and its sweep -- so whatever the caller
+        acknowledges or publishes afterwards is durable."""
+        self.journal.append(rows, sync=False)
         events = self.engine.submit_rows(rows)
         if auto_liquidate and rows.shape[0]:
             kinds = events[:, L.E_KIND]
             if np.any((kinds == L.EV_MARK) | (kinds == L.EV_INDEX)):
-                events = np.concatenate([events, self.tick(int(self.engine.state.g[L.G_LAST_TS]))])
+                events = np.concatenate([events, self.tick(self.engine.last_ts_ns)])
+        self.journal.commit()
         if self.snapshot_every and self.engine.seq - self._last_snapshot_seq >= self.snapshot_every:
             self.snapshot()
         return events
@@ -143,11 +147,8 @@ class JournaledEngine:
             self.snapshot_dir.mkdir(parents=True, exist_ok=True)
             path = self.snapshot_dir / snapshot_name(self.journal.journal_id, seq)
         path = Path(path)
-        S.save_snapshot(self.engine.state, path, {
-            "markets": msgspec.json.encode(self.engine.markets).decode(),
-            "journal_id": self.journal.journal_id,
-            "config_hash": engine_config_hash(self.engine),
-        })
+        self.engine.snapshot(path, {"journal_id": self.journal.journal_id,
+                                    "config_hash": engine_config_hash(self.engine)})
         self._last_snapshot_seq = seq
         if self.snapshot_dir is not None and path.parent == self.snapshot_dir:
             for old in snapshots_of(self.snapshot_dir, self.journal.journal_id)[self.keep_snapshots:]:
@@ -177,7 +178,7 @@ def _load_bound_snapshot(path: Path, journal_id: str) -> Engine:
         raise S.SnapshotMismatch(f"{path} names no journal; recovery needs a snapshot taken by the sequencer")
     if bound_to != journal_id:
         raise S.SnapshotMismatch(f"{path} belongs to journal {bound_to}, not to {journal_id}")
-    return Engine(msgspec.json.decode(meta["markets"], type=MarketsConfig), state=st)
+    return Engine.from_state(st, meta)
 
 
 def _engine_from_snapshot_dir(snapshot_dir: Path, journal_id: str) -> tuple[Engine | None, Path | None]:

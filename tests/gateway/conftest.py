@@ -2,7 +2,8 @@
 
 Tests drive asyncio with `asyncio.run` inside plain test functions (no plugin); every await that
 could hang is bounded by `asyncio.wait_for`. The index feed is pinned to one price ($2.0000) so
-orders are deterministic; the liquidation timer is off unless a test turns it on.
+orders are deterministic; the liquidation timer is off unless a test turns it on, and book deltas
+go out once per batch (`book_interval_ms=0`) unless a test asks for merged ones.
 
 Accounts (>= 16: ids below are reserved venue accounts):
 - ALICE 20: ed25519 key, read + trade;  BOB 21: hmac key, read + trade;
@@ -75,7 +76,8 @@ async def venue(tmp_path: Path, *, deposits: bool = True, keys=None, clock=None,
     else:
         keys, creds = keys
     config = ServerConfig(**({"port": 0, "data_dir": str(data), "keys_path": str(keys.path),
-                              "group_commit_us": 300, "liquidation_interval_ms": 0} | cfg))
+                              "group_commit_us": 300, "liquidation_interval_ms": 0,
+                              "book_interval_ms": 0} | cfg))  # one delta per batch unless a test asks
     gw = Gateway(config, feed=pinned_feed(), clock=clock)
     await gw.start()
     v = Venue(gw, f"ws://127.0.0.1:{gw.port}", creds, keys, data)

@@ -168,3 +168,34 @@ def test_subscription_limit_unsubscribe_and_the_user_snapshot(tmp_path):
             assert alice.pending_pushes("trades") == []  # unsubscribed: no trades pushed
 
     run(body())
+
+
+def test_merged_book_deltas_come_at_most_once_per_interval_and_rebuild_the_same_book(tmp_path):
+    interval_ms = 50
+
+    async def body():
+        async with venue(tmp_path, book_interval_ms=interval_ms, fsync="never") as v, \
+                v.client("alice") as alice, v.client("bob") as bob, v.client(None) as watcher:
+            book = await watcher.subscribe_book(MARKET)
+            deltas: list[int] = []
+            apply = book.apply
+
+            def counting(kind, seq, prev_seq, data):
+                if kind == "delta":
+                    deltas.append(seq)
+                return apply(kind, seq, prev_seq, data)
+
+            book.apply = counting
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            seq0 = v.gw.engine.seq
+            await random_session([alice, bob], random.Random(11), 40)
+            elapsed_ms = (loop.time() - t0) * 1e3
+            await asyncio.sleep(3 * interval_ms / 1e3)  # the last merged delta leaves within the interval
+            await settled(book, v.gw)
+            assert book.levels() == engine_book(v.gw) and book.resyncs == 0
+            batches = v.gw.engine.seq - seq0  # an upper bound of the batches (one command or more each)
+            assert 0 < len(deltas) <= elapsed_ms / interval_ms + 2 < batches
+            assert deltas == sorted(deltas)
+
+    run(body())

@@ -132,7 +132,7 @@ def test_a_failed_journal_write_answers_status_unknown_then_stops_taking_command
         async with venue(tmp_path) as v, v.client("alice") as alice:
             journal = v.gw.jeng.journal
 
-            def broken(rows):
+            def broken(rows, *args, **kwargs):
                 raise OSError(28, "No space left on device")
 
             journal.append = broken
