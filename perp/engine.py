@@ -223,6 +223,10 @@ class Engine:
                               f"no payload {key} for this admin row (the journal's side record is missing)")
         try:
             cmd = decode_admin_payload(data)
+        except msgspec.ValidationError as exc:  # a struct built in Python with a value its type refuses
+            text = str(exc)
+            path = text.rsplit("at `$.", 1)[-1].split("`")[0].split("[")[0].split(".")[0] if "at `$." in text else "type"
+            return AdminError(int(ResultCode.ADMIN_INVALID_VALUE), path, clip_text(text, 160))
         except msgspec.DecodeError as exc:
             return AdminError(int(ResultCode.ADMIN_PAYLOAD_MISSING), "payload", f"undecodable payload: {exc}")
         return admin_mod.prepare(self, cmd, ts, key)
