@@ -129,7 +129,7 @@ class AdminState(msgspec.Struct):
     specs: list[MarketSpec]  # in force
     pending: list[PendingChange] = []
     audit: list[AuditEntry] = []
-    oracle: dict[str, dict[str, int]] = {}  # market -> the feed's parameter overrides in force
+    oracle: dict[str, dict[str, int]] = {}  # market -> the feed's parameters an operator set (the rest: defaults)
     suppressed: dict[str, list[str]] = {}  # market -> fix dates (YYYY-MM-DD) suppressed by an operator
 
     def digest(self) -> bytes:
@@ -453,10 +453,11 @@ def prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
         spec = admin.specs[m]
         current = oracle_params(admin, m)
         new = dict(current)
+        overrides = dict(admin.oracle.get(spec.symbol, {}))
         for f in ORACLE_FIELDS:
             v = getattr(cmd, f)
             if v is not None and v != current[f]:
-                new[f] = int(v)
+                new[f] = overrides[f] = int(v)
                 plan.entries.append((f, str(current[f]), str(v)))
         if new == current:
             return _err(ResultCode.ADMIN_NO_CHANGE, "half_life_s", "every value is already the one in force")
@@ -467,7 +468,7 @@ def prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
             named = next((f for f in ORACLE_FIELDS if f in text and new[f] != current[f]), None)
             named = named or next((f for f in ORACLE_FIELDS if f in text), None) or plan.entries[0][0]
             return _err(ResultCode.ADMIN_INVALID_VALUE, named, f"market {spec.symbol!r}: {text}")
-        plan.oracle = new
+        plan.oracle = overrides
         return plan
 
     if isinstance(cmd, SuppressFix):

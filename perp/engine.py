@@ -189,9 +189,10 @@ class Engine:
         before = admin_mod.activate(self, ts, after_step=False) if saved is not None else []
         ev = self._one_row(kernel_row)
         if ev.shape[0] == 1 and ev[0, L.E_KIND] == L.EV_REJECTED:
-            if saved is not None:
+            if saved is not None:  # undo the activation; engine.specs stays the same list object
                 self.admin, spec, tiers = saved
-                self.specs = self.admin.specs
+                self.specs[:] = self.admin.specs
+                self.admin.specs = self.specs
                 st.spec[:] = spec
                 st.tiers[:] = tiers
             if plan is not None:
@@ -340,6 +341,10 @@ class Engine:
     def oracle_params(self, market: str) -> dict[str, int]:
         """The oracle feed's parameters for `market` (AnchorConfig fields), operators' changes applied."""
         return admin_mod.oracle_params(self.admin, self._admin_market(market))
+
+    def oracle_overrides(self, market: str) -> dict[str, int]:
+        """Only the oracle parameters an operator set for `market` (what a feed applies over its own config)."""
+        return dict(self.admin.oracle.get(self.specs[self._admin_market(market)].symbol, {}))
 
     def suppressed_fixes(self, market: str) -> list[str]:
         """Fix dates (YYYY-MM-DD) an operator suppressed for `market`'s series."""
