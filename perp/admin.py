@@ -268,28 +268,24 @@ def what_if(st, m: int, tiers_table_row: np.ndarray, effective_ts_ns: int) -> Wh
     """How many accounts holding a position in market m, and how much of their notional in m (at the
     mark), the tier table row `tiers_table_row` (MAX_TIERS x N_T_COLS) would put below maintenance /
     initial margin (resting orders at their worst case) that are not below it at the tiers in force.
-    Computed with the engine's own margin function (risk.ledger.account_margin); changes nothing."""
-    from risk.ledger import account_margin
+    Computed with the engine's own margin function (risk.whatif over risk.ledger.account_margin, one
+    compiled loop); changes nothing."""
+    from risk.whatif import BELOW_IM, BELOW_MM, shortfall_flags
 
     trial = st.tiers.copy()
     trial[m] = tiers_table_row
-    st_new = st._replace(tiers=trial)
     hwm = int(st.g[L.G_ACCOUNT_HWM])
-    holders = np.nonzero(st.position_lots[:hwm, m])[0]
+    holders = np.ascontiguousarray(np.nonzero(st.position_lots[:hwm, m])[0], dtype=np.int64)
+    flags = np.zeros(holders.shape[0], np.int64)
+    shortfall_flags(st, st._replace(tiers=trial), holders, flags)
     k = int(st.spec[m, L.S_MICRO_PER_TICK_LOT])
     mark = int(st.mkt[m, L.M_MARK])
-    n_mm = n_im = 0
-    notional_mm = notional_im = 0
-    for a in holders.tolist():
-        eq0, im0, mm0, _ = (int(x) for x in account_margin(st, a, -1, 0, 0))
-        eq1, im1, mm1, _ = (int(x) for x in account_margin(st_new, a, -1, 0, 0))
-        notional = abs(int(st.position_lots[a, m])) * mark * k
-        if eq1 < mm1 and not eq0 < mm0:
-            n_mm += 1
-            notional_mm += notional
-        if eq1 < im1 and not eq0 < im0:
-            n_im += 1
-            notional_im += notional
+    lots = np.abs(st.position_lots[holders, m])
+    below_mm = (flags & BELOW_MM) != 0
+    below_im = (flags & BELOW_IM) != 0
+    n_mm, n_im = int(below_mm.sum()), int(below_im.sum())
+    notional_mm = sum(int(x) for x in lots[below_mm].tolist()) * mark * k  # Python ints: no int64 wrap
+    notional_im = sum(int(x) for x in lots[below_im].tolist()) * mark * k
     return WhatIf(n_mm, notional_mm, n_im, notional_im, effective_ts_ns)
 
 
