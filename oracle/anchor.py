@@ -205,6 +205,38 @@ class HourlyAnchor:
         self._last_published_ns: int | None = None
         self._first_published_ns: int | None = None
         self._held: tuple[int, dt.date, int] | None = None  # last target: (micro-ticks, fix date, strike ns)
+        self._manual: dict[dt.date, dict[str, int | None]] = {}  # operator-suppressed days: source -> price kept
+
+    # ------------------------------------------------------------------ operator changes (admin commands)
+    def reconfigure(self, **overrides: int) -> None:
+        """Change operator parameters (half_life_s, max_hourly_move_ppm, fresh_max_age_s, stale_after_s):
+        validated like the config (``OracleError(BAD_CONFIG)``), in effect from the next hour stepped.
+        Past anchors are never rewritten."""
+        config = msgspec.structs.replace(self.config, **overrides)
+        self.tick_usd, self.max_price_usd, self.alpha_ppb = validate_config(config)
+        self.config = config
+
+    def set_manual_suppressions(self, fix_dates: Iterable[dt.date]) -> None:
+        """The days an operator suppressed (the whole set): each source's fix of such a day loses its price,
+        as a published suppression does (the last usable target is held and flagged ``suppressed``); a day
+        no longer in the set gets its price back. Applies to records of those days ingested later too."""
+        wanted = set(fix_dates)
+        for day in [d for d in self._manual if d not in wanted]:
+            for name, price in self._manual.pop(day).items():
+                d = self._sources[name].days.get(day)
+                if d is not None:
+                    d.price_micro, d.suppression_reason = price, None
+        for day in wanted:
+            self._manual.setdefault(day, {})
+        self._apply_manual()
+
+    def _apply_manual(self) -> None:
+        for day, kept in self._manual.items():
+            for name, src in self._sources.items():
+                d = src.days.get(day)
+                if d is not None and d.suppression_reason != "operator":
+                    kept[name] = d.price_micro
+                    d.price_micro, d.suppression_reason = None, "operator"
 
     # ------------------------------------------------------------------ records
     def ingest(self, record: FixRecord) -> Rejection | None:
@@ -234,6 +266,8 @@ class HourlyAnchor:
         if rejection is not None:
             return rejection
         self._last_published_ns = record.published_ts_ns
+        if record.fix_date in self._manual:
+            self._apply_manual()
         if self._first_published_ns is None:
             self._first_published_ns = record.published_ts_ns
         if source.fault is not None and record.fix_date >= source.fault[0]:
@@ -498,4 +532,6 @@ class HourlyAnchor:
         held = None if self._held is None else [self._held[0], self._held[1].isoformat(), self._held[2]]
         state = [self.config, self.alpha_ppb, self._anchor_micro, held, self._stepped_through_ns,
                  self._last_published_ns, self._first_published_ns, sources]
+        if self._manual:
+            state.append(sorted((d.isoformat(), sorted(k.items())) for d, k in self._manual.items()))
         return hashlib.sha256(msgspec.msgpack.encode(state)).hexdigest()

@@ -113,6 +113,7 @@ from perp.layout import (
     M_NEXT_FUNDING_TS,
     M_NEXT_PREMIUM_TS,
     M_NEXT_SAMPLE_TS,
+    M_PAUSED_OPS,
     M_PREMIUM_N,
     M_PREMIUM_SUM_PPB,
     M_STATUS,
@@ -135,6 +136,7 @@ from perp.layout import (
     O_PRICE,
     O_REM,
     O_SIDE,
+    PAUSE_FUNDING,
     S_ALPHA_PPM,
     S_FUNDING_INTERVAL_NS,
     S_IMPACT_TICK_LOTS,
@@ -502,8 +504,9 @@ def pay_funding_hour(st, m, hour_ts, seq, ev, n):
     """Settle market m's funding hour ending at `hour_ts` and emit its `funding` event (stamped with
     the hour): the clock's boundary and the operator's clock_gap pay through here."""
     rate, paid, remainder, samples = settle_funding(st, m)
+    frozen = st.mkt[m, M_FUNDING_FROZEN] != 0 or (st.mkt[m, M_PAUSED_OPS] & PAUSE_FUNDING) != 0
     return _emit(ev, n, EV_FUNDING, seq, hour_ts, m, -1, 0, 0, 0, st.mkt[m, M_INDEX], paid, samples, rate,
-                 1 if st.mkt[m, M_FUNDING_FROZEN] else 0, remainder)
+                 1 if frozen else 0, remainder)
 
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
@@ -522,7 +525,7 @@ def _funding_clock(st, m, ts, seq, ev, n):
         if nxt_p <= ts and nxt_p <= nxt_f:
             until = nxt_f if nxt_f < ts else ts
             k = (until - nxt_p) // ip + 1
-            if st.mkt[m, M_FUNDING_FROZEN]:
+            if st.mkt[m, M_FUNDING_FROZEN] or (st.mkt[m, M_PAUSED_OPS] & PAUSE_FUNDING) != 0:
                 st.mkt[m, M_FROZEN_N] += k
             else:
                 st.mkt[m, M_PREMIUM_N] += k

@@ -43,7 +43,7 @@ from perp.journal import (
     JournalHeaderMismatch,
     JournalReader,
     ScanResult,
-    config_hash,
+    admin_payloads_of,
 )
 from perp.markets import MarketsConfig
 
@@ -53,8 +53,9 @@ SNAPSHOT_SUFFIX = ".snap"
 
 
 def engine_config_hash(engine: Engine) -> str:
-    """The config hash journals carry: what the engine's kernel sees of the markets and tiers."""
-    return config_hash(engine.state.spec, engine.state.tiers)
+    """The config hash journals carry: what the engine's kernel saw of the markets and tiers when the venue
+    started (admin commands change the parameters in force, not the config the journal started under)."""
+    return engine.config_hash
 
 
 def snapshot_name(journal_id: str, seq: int) -> str:
@@ -108,7 +109,7 @@ class JournaledEngine:
         an index. The batch is written before the engine sees it and fsynced (per the policy)
         before this returns -- one fsync for the batch and its sweep -- so whatever the caller
         acknowledges or publishes afterwards is durable."""
-        self.journal.append(rows, sync=False)
+        self.journal.append(rows, admin_payloads_of(rows, self.engine.encoder.payloads), sync=False)
         events = self.engine.submit_rows(rows)
         if auto_liquidate and rows.shape[0]:
             kinds = events[:, L.E_KIND]
@@ -178,7 +179,7 @@ def _load_bound_snapshot(path: Path, journal_id: str) -> Engine:
         raise S.SnapshotMismatch(f"{path} names no journal; recovery needs a snapshot taken by the sequencer")
     if bound_to != journal_id:
         raise S.SnapshotMismatch(f"{path} belongs to journal {bound_to}, not to {journal_id}")
-    return Engine.from_state(st, meta)
+    return Engine.from_state(st, meta, path)
 
 
 def _engine_from_snapshot_dir(snapshot_dir: Path, journal_id: str) -> tuple[Engine | None, Path | None]:
@@ -231,6 +232,7 @@ def recover_detailed(journal_path: str | Path, *, snapshot: str | Path | None = 
             if end <= engine.seq:
                 continue
             skip = engine.seq + 1 - seq0
+            engine.encoder.payloads.update(reader.payloads)  # the side records read so far
             engine.stream_rows(rows[skip:], _drop_events)  # recovery publishes nothing
             replayed += rows.shape[0] - skip
         last_seq = reader.next_seq - 1

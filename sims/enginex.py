@@ -52,4 +52,4 @@ def health_at(engine: Engine, price_ticks: np.ndarray | list[int]) -> Health:
 def fork(engine: Engine) -> Engine:
     """An independent in-memory copy (arrays copied; nothing shared, nothing written)."""
     state = type(engine.state)(*(np.array(a, copy=True) for a in engine.state))
-    return Engine(engine.markets, state=state)
+    return Engine(engine.markets, state=state, admin=engine.admin.copy())

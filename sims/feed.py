@@ -113,6 +113,16 @@ class OracleFeed:
         self._next = 0
         self.rejections: list = []
 
+    def follow(self, engine) -> None:
+        """Take the operators' oracle parameters and suppressed fixes from the engine (admin commands,
+        journaled with the stream), so that a replay of the same commands renders the same anchors."""
+        import datetime as dt
+
+        overrides = engine.oracle_overrides(self.market)
+        if any(getattr(self.anchor.config, k) != v for k, v in overrides.items()):
+            self.anchor.reconfigure(**overrides)
+        self.anchor.set_manual_suppressions(dt.date.fromisoformat(d) for d in engine.suppressed_fixes(self.market))
+
     def point_at(self, hour_ns: int) -> AnchorPoint | None:
         """Ingest every record published before `hour_ns`, step the anchor through it; the point of
         that hour (None before the first usable fix)."""

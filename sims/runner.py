@@ -131,6 +131,7 @@ class Runner:
         step_ns = HOUR_NS // sc.steps_per_hour
         for hour in range(sc.hours):
             ts_h = t0 + hour * HOUR_NS
+            self.feed.follow(self.engine)  # operators' oracle parameters, from the engine (admin commands)
             point = self.feed.point_at(ts_h)
             if point is None:
                 raise RuntimeError(f"the oracle has no anchor at hour {hour}: index.warmup_days too short?")
