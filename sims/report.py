@@ -41,7 +41,8 @@ def write_run(res: RunResult, out: str | Path, metrics: dict) -> Path:
             fh.write(E.to_json_line(ev) + b"\n")
     (out / "meta.json").write_text(json.dumps({"start_ns": res.start_ns, "tick_size_usd": res.spec.tick_size_usd,
                                                "funding_cap_ppb": res.spec.funding_cap_ppb,
-                                               "wall_s": round(res.wall_s, 3)}) + "\n")
+                                               "wall_s": round(res.wall_s, 3), "via": res.via,
+                                               "gateway_refusals": res.gateway_refusals}) + "\n")
     return out
 
 
@@ -168,7 +169,7 @@ tr:nth-child(odd){{background:#f3f3f3}} img{{max-width:100%}} figure{{margin:0}}
 <p>{html.escape(scenario.get('description', ''))}</p>
 <p><b>{html.escape(headline)}</b></p>
 <p>Seed {m['seed']}, {m['hours']} hours, funding cap {m['funding_cap_ppb']} ppb/h; run on the real engine in
-{meta['wall_s']} s. Final state hash <code>{m['state_hash']}</code>.</p>
+{meta['wall_s']} s (via {meta.get('via', 'engine')}). Final state hash <code>{m['state_hash']}</code>.</p>
 {imgs}
 <h2>Metrics</h2><table>{rows}</table>
 <h2>Scenario</h2><pre>{html.escape(json.dumps(scenario, indent=1))}</pre>
