@@ -6,6 +6,9 @@ scenario is in whole USD (ints), rates in ppb or ppm, durations in hours; the ru
 engine's integer units. Market parameters are overrides of the embedded `perp/markets.toml` spec,
 checked by the engine's own `validate_spec`.
 
+Leverage tiers are a field of their own (`[[tiers]]`, markets.toml's tier fields), checked by
+risk's `validate_tiers`.
+
 Known limits: one market per scenario (the embedded H100-PERP), one insurance fund (account 0).
 """
 
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
+
+from risk.tiers import LeverageTier
 
 Pos = Annotated[int, msgspec.Meta(ge=1)]
 NonNeg = Annotated[int, msgspec.Meta(ge=0)]
@@ -180,6 +185,8 @@ class Scenario(_S):
     hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 200)] = 48
     steps_per_hour: Annotated[int, msgspec.Meta(ge=1, le=60)] = 4
     market: dict[str, int | str] = {}  # overrides of the H100-PERP spec (perp/markets.toml fields)
+    # the leverage tiers (`[[tiers]]`, the fields of markets.toml's `[[market.tier]]`); () keeps the spec's
+    tiers: tuple[LeverageTier, ...] = ()
     index: IndexPath = IndexPath()
     oracle: Oracle = Oracle()
     fund: Fund = Fund()
@@ -227,10 +234,19 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def check(sc: Scenario, where: str = "scenario") -> None:
-    """Cross-field rules msgspec cannot state: market overrides name real spec fields and give a
-    valid spec, accounts are distinct, leverage ranges are ordered."""
+    """Cross-field rules msgspec cannot state: tiers pass risk's own `validate_tiers` (the error
+    names `tiers[i].field`), market overrides name real spec fields and give a valid spec, accounts
+    are distinct, leverage ranges are ordered."""
     from perp.markets import MarketSpecError
+    from risk.errors import RiskError
+    from risk.tiers import validate_tiers
 
+    if sc.tiers:
+        try:
+            validate_tiers("H100-PERP", sc.tiers)
+        except RiskError as exc:
+            field = exc.where.split(".", 1)[1].replace("tier", "tiers", 1)  # "H100-PERP.tier[1].x" -> "tiers[1].x"
+            raise ScenarioError(f"{where}: {field}: {exc}") from None
     try:
         market_spec(sc)
     except (MarketSpecError, TypeError, ValueError) as exc:
@@ -282,6 +298,8 @@ def market_spec(sc: Scenario):
         if type(value) is not type(getattr(base, key)):
             raise MarketSpecError(f"{key} must be {type(getattr(base, key)).__name__}")
     spec = msgspec.structs.replace(base, **sc.market)
+    if sc.tiers:
+        spec = msgspec.structs.replace(spec, tier=sc.tiers)
     validate_spec(spec)
     return spec
 

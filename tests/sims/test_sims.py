@@ -247,3 +247,42 @@ def test_a_fund_whose_equity_goes_negative_is_deleveraged_at_its_bankruptcy_pric
     assert sum(e.haircut_micro for e in adl) >= -below[0].other - 100 * below[0].lots  # within a tick per lot
     assert res.engine.account(0).equity_micro >= 0
     assert res.engine.money_conserved()
+
+
+TIERS = """
+[[tiers]]
+max_notional_usd = 100_000
+max_leverage = 10
+maintenance_margin_ppm = 50_000
+[[tiers]]
+max_leverage = 3
+maintenance_margin_ppm = 150_000
+"""
+
+
+def test_tiers_are_a_scenario_field_validated_like_markets_toml_with_the_field_named():
+    sc = parse_scenario(SMALL + TIERS)
+    with pytest.raises(ScenarioError, match=r"tiers\[0\]\.max_leverag: unknown field"):
+        parse_scenario(SMALL + TIERS.replace("max_leverage = 10", "max_leverag = 10"))
+    with pytest.raises(ScenarioError, match=r"tiers\[0\]\.maintenance_margin_ppm: TIER_MAINTENANCE_NOT_BELOW_INITIAL"):
+        parse_scenario(SMALL + TIERS.replace("maintenance_margin_ppm = 50_000", "maintenance_margin_ppm = 200_000"))
+    with pytest.raises(ScenarioError, match=r"tiers\[1\]\.max_notional_usd"):  # the last tier is open-ended
+        parse_scenario(SMALL + TIERS + "max_notional_usd = 5_000_000\n")
+    with pytest.raises(ScenarioError, match=r"override .*tiers\[1\]\.maintenance_margin_ppm"):
+        with_overrides(sc, {"tiers.1.max_leverage": 20})  # sweeps re-validate them too
+    assert with_overrides(sc, {"tiers.0.max_leverage": 8}).tiers[0].max_leverage == 8
+
+
+def test_scenario_tiers_are_the_engines_tiers_and_let_traders_use_them():
+    from perp import layout as L
+
+    eight_x = SMALL.replace("deposit_usd = 10_000", "deposit_usd = 10_000\nleverage_min = 8.0\nleverage_max = 9.0")
+    res = run_scenario(parse_scenario(eight_x + TIERS))
+    tiers = res.engine.state.tiers[0]
+    assert int(tiers[0, L.T_IMR_PPM]) == 100_000 and int(tiers[0, L.T_MMR_PPM]) == 50_000  # 10x, 5%
+    assert int(tiers[1, L.T_IMR_PPM]) == 333_334
+    eng = res.engine
+    lev = [abs(eng.position_lots(a, 0)) * eng.mark_ticks(0) * 100 / 10_000e6 for a in (200, 201, 202)]
+    assert all(x > 6 for x in lev), lev  # above the launch tiers' 5x
+    launch = run_scenario(parse_scenario(eight_x))  # the same traders under the spec's tiers (5x)
+    assert all(abs(launch.engine.position_lots(a, 0)) < abs(eng.position_lots(a, 0)) for a in (200, 201, 202))
