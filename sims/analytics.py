@@ -145,6 +145,10 @@ def metrics(res) -> dict:
     for ag in res.agents:
         for a, dep in ag.deposits():
             pnl_by_role[ag.role] += eng.account(a).equity_micro - dep
+    triggers: Counter = Counter()  # the traders' own take-profit / stop triggers on the mark
+    for ag in res.agents:
+        for t in getattr(ag, "triggers", ()):
+            triggers[t[2]] += 1
     rejected = Counter(f"{e.command}:{e.reason}" for e in of_kind(ev, E.Rejected))
     roles = Counter()
     for ag in res.agents:
@@ -178,6 +182,7 @@ def metrics(res) -> dict:
         "manipulator_pnl_usd": manip,
         "manipulator_fills": manip_fills,
         "pnl_by_role_usd": {k: usd(v) for k, v in sorted(pnl_by_role.items())},
+        "trader_triggers": {"stop": triggers["stop"], "take_profit": triggers["take_profit"]},
         "rejected": dict(sorted(rejected.items())),
         "oracle_validity_hours": dict(sorted(Counter(x.validity for x in s[:: res.scenario.steps_per_hour]).items())),
         "money_conserved": bool(eng.money_conserved()),

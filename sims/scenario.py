@@ -105,7 +105,8 @@ class Maker(_S):
 class Traders(_S):
     """`count` leveraged directional accounts from `first_account`, leverage spread uniformly in
     [leverage_min, leverage_max], opening at `open_hour`; optional stop / take-profit (bps of entry,
-    0: none) closed with reduce-only market orders."""
+    0: none): the agents' own triggers on the mark (the engine has no trigger orders), closing with
+    reduce-only market orders until flat (sims.agents.Directional)."""
 
     first_account: Account
     count: Pos = 10

@@ -286,3 +286,51 @@ def test_scenario_tiers_are_the_engines_tiers_and_let_traders_use_them():
     assert all(x > 6 for x in lev), lev  # above the launch tiers' 5x
     launch = run_scenario(parse_scenario(eight_x))  # the same traders under the spec's tiers (5x)
     assert all(abs(launch.engine.position_lots(a, 0)) < abs(eng.position_lots(a, 0)) for a in (200, 201, 202))
+
+
+def test_traders_stop_and_take_profit_are_their_own_triggers_on_the_mark():
+    """A 10% gap down walked in by the oracle: the longs' 3% stop and the shorts' 3% take-profit
+    fire on the mark (not the index, not an engine order), each closes with reduce-only market
+    orders until flat, and nobody is liquidated at 2x."""
+    text = """
+name = "triggers"
+hours = 36
+steps_per_hour = 2
+[[index.events]]
+kind = "gap"
+day = 1
+move = -0.10
+[[agents.makers]]
+account = 100
+lots = 5_000
+[[agents.traders]]
+first_account = 200
+count = 3
+side = "long"
+leverage_min = 2.0
+leverage_max = 2.0
+stop_bps = 300
+[[agents.traders]]
+first_account = 300
+count = 2
+side = "short"
+leverage_min = 2.0
+leverage_max = 2.0
+take_profit_bps = 300
+"""
+    res = run_scenario(parse_scenario(text))
+    m = metrics(res)
+    assert m["trader_triggers"] == {"stop": 3, "take_profit": 2}
+    assert m["liquidations"]["count"] == 0
+    fills = [e for e in res.events if isinstance(e, E.Fill)]
+    for ag in res.agents:
+        if ag.role != "trader":
+            continue
+        (hour, step, kind, mark, level), = ag.triggers
+        assert kind == ("stop" if ag.side == "buy" else "take_profit")
+        assert mark <= level < ag.entry_ticks  # both trigger below the entry on the way down
+        assert level == ag.entry_ticks - ag.entry_ticks * 300 // 10_000
+        assert res.engine.position_lots(ag.account, 0) == 0  # closed until flat
+        t_trigger = res.start_ns + hour * HOUR_NS + step * (HOUR_NS // 2)
+        closing = [f for f in fills if f.account == ag.account and f.ts_ns >= t_trigger]
+        assert closing and all(f.side == ("sell" if ag.side == "buy" else "buy") for f in closing)
