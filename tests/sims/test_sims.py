@@ -13,7 +13,7 @@ from sims.analytics import metrics, waterfall
 from sims.enginex import fork, health_at
 from sims.feed import HOUR_NS, OracleFeed, fix_records, start_ns
 from sims.runner import run_scenario
-from sims.scenario import ScenarioError, load_scenario, parse_scenario, with_overrides
+from sims.scenario import Scenario, ScenarioError, load_scenario, parse_scenario, with_overrides
 
 LIBRARY = Path(__file__).resolve().parents[2] / "sims" / "scenarios"
 SMALL = """
@@ -292,33 +292,13 @@ def test_traders_stop_and_take_profit_are_their_own_triggers_on_the_mark():
     """A 10% gap down walked in by the oracle: the longs' 3% stop and the shorts' 3% take-profit
     fire on the mark (not the index, not an engine order), each closes with reduce-only market
     orders until flat, and nobody is liquidated at 2x."""
-    text = """
-name = "triggers"
-hours = 36
-steps_per_hour = 2
-[[index.events]]
-kind = "gap"
-day = 1
-move = -0.10
-[[agents.makers]]
-account = 100
-lots = 5_000
-[[agents.traders]]
-first_account = 200
-count = 3
-side = "long"
-leverage_min = 2.0
-leverage_max = 2.0
-stop_bps = 300
-[[agents.traders]]
-first_account = 300
-count = 2
-side = "short"
-leverage_min = 2.0
-leverage_max = 2.0
-take_profit_bps = 300
-"""
-    res = run_scenario(parse_scenario(text))
+    traders = dict(first_account=200, count=3, side="long", leverage_min=2.0, leverage_max=2.0, stop_bps=300)
+    raw = {"name": "triggers", "hours": 36, "steps_per_hour": 2,
+           "index": {"events": [{"kind": "gap", "day": 1, "move": -0.10}]},
+           "agents": {"makers": [{"account": 100, "lots": 5_000}],
+                      "traders": [traders, traders | {"first_account": 300, "count": 2, "side": "short",
+                                                      "stop_bps": 0, "take_profit_bps": 300}]}}
+    res = run_scenario(msgspec.convert(raw, Scenario))
     m = metrics(res)
     assert m["trader_triggers"] == {"stop": 3, "take_profit": 2}
     assert m["liquidations"]["count"] == 0
