@@ -158,6 +158,10 @@ def render_report(out: str | Path) -> Path:
                 f"bad debt ${ch['bad_debt']['usd']:,.0f}); fund min equity ${m['fund']['min_equity_usd']:,.0f}; "
                 f"{m['adl']['count']} ADL; max |mark - index| {m['max_abs_mark_minus_index_bps']} bp; "
                 f"funding longs paid ${m['funding']['longs_paid_usd']:,.0f}; money conserved: {m['money_conserved']}")
+    for c in m.get("mark_push_bound", []):
+        headline += (f"; push by {c['account']} (hours {c['push_hours'][0]}-{c['push_hours'][1]}): max |mark - index| "
+                     f"{c['measured_bps']} bp vs the proven bound {c['bound_this_book_bps']} bp for the books held "
+                     f"({c['bound_any_book_bps']} bp for any book)")
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in _table(m))
     imgs = "".join(f'<figure><img src="{p}.png" alt="{p}"></figure>' for p in PLOTS)
     page = f"""<!doctype html>

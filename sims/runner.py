@@ -36,6 +36,7 @@ from perp.commands import Command, FundDeposit, Liquidate, SetInsuranceFloor
 from perp.engine import Engine
 from perp.markets import MarketsConfig, MarketSpec
 from sims.agents import Agent, Ctx, build_agents, initial_deposits
+from sims.bookview import basis_sample_ut, depth, levels
 from sims.enginex import health_at
 from sims.feed import HOUR_NS, OracleFeed, fix_records, start_ns
 from sims.scenario import Scenario, market_spec
@@ -43,6 +44,7 @@ from sims.venue import open_venue
 
 MICRO = 1_000_000
 FUND_ACCOUNT = 0
+DEPTH_BPS = 100  # the samples' book depth: within 1% of the mid
 
 
 @dataclass
@@ -56,6 +58,9 @@ class Sample:
     open_interest_lots: int
     predicted_rate_ppb: int
     validity: str
+    depth_bid_micro: int  # resting within DEPTH_BPS of the mid (sims.bookview.depth)
+    depth_ask_micro: int
+    basis_sample_ut: int  # the mark's input from this book: (impact mid - index), clamped (micro-ticks)
 
 
 @dataclass
@@ -124,9 +129,12 @@ class Runner:
         bid, ask = eng.best_bid_ask(0)
         mid = (bid + ask) // 2 if bid is not None and ask is not None else None
         pos = eng.state.position_lots[:, 0]
+        book = levels(eng, 0)
+        d = depth(eng, 0, DEPTH_BPS, book)
         self.res.samples.append(Sample(ts, self._fix, eng.index_ticks(0), eng.mark_ticks(0), mid,
                                        eng.account(FUND_ACCOUNT).equity_micro, int(pos[pos > 0].sum()),
-                                       eng.predicted_funding_rate_ppb(0), self._validity))
+                                       eng.predicted_funding_rate_ppb(0), self._validity, d.bid.notional_micro,
+                                       d.ask.notional_micro, basis_sample_ut(eng, 0, book)))
         if not eng.money_conserved():
             self.res.conserved_every_step = False
 

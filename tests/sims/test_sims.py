@@ -131,6 +131,13 @@ def test_library_headlines(library_runs):
     assert hold["manipulator_fills"]["400"]["bought_lots"] > 0
     for m in library_runs.values():  # the mark's basis term is bounded by the engine's band (3%)
         assert m["max_abs_mark_minus_index_bps"] <= 300 + 1
+    pushes = {n: m["mark_push_bound"] for n, m in library_runs.items() if m["mark_push_bound"]}
+    assert {"push_6h_hold", "push_6h_thin", "push_1h_thin", "push_24h_thin", "stale_72h_push"} <= set(pushes)
+    for name, checks in pushes.items():  # the measured push never exceeds the proven bound (sims.bookview)
+        for c in checks:
+            assert c["holds_any_book"] and c["holds_this_book"], (name, c)
+    (held,) = pushes["push_6h_hold"]  # the hold reaches its own book's bound: the bound is tight
+    assert held["bound_this_book_bps"] - 1 <= held["measured_bps"] <= held["bound_this_book_bps"] < 300
 
 
 def test_unknown_liquidation_phases_are_counted_not_fatal():
