@@ -1,7 +1,7 @@
 """Read-only views of a market's book and the mark's proven push bound, as functions.
 
-Built on the engine's public `Engine.open_orders()` (live orders level by level) and its state's
-spec row; nothing here changes the engine.
+Built on the engine's level totals and spec rows (read-only; `levels` equals `Engine.open_orders()`
+summed per price, tested); nothing here changes the engine.
 
 - `levels(engine, m)`: aggregated (price_ticks, lots) per side, best first.
 - `depth(engine, m, within_bps)`: lots and notional (micro-USD, exact: lots x ticks x micro per
@@ -59,16 +59,16 @@ class Impact(NamedTuple):
 
 
 def levels(engine: Engine, market: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(bids, asks): int64 arrays of rows (price_ticks, lots), best first."""
-    rows = engine.open_orders()
-    rows = rows[rows[:, 0] == market]
+    """(bids, asks): int64 arrays of rows (price_ticks, lots), best first -- the engine's own level
+    totals (`state.levels[market, side, price - min_tick, LV_QTY]`, read, never written), equal to
+    the live orders of `Engine.open_orders()` summed per price (tested)."""
+    st = engine.state
+    lo = int(st.spec[market, L.S_MIN_TICK])
     out = []
     for side, best_first in ((L.BUY, -1), (L.SELL, 1)):
-        r = rows[rows[:, 1] == side]
-        prices, inv = np.unique(r[:, 2], return_inverse=True)
-        lots = np.zeros(prices.shape[0], np.int64)
-        np.add.at(lots, inv, r[:, 6])
-        out.append(np.stack([prices, lots], axis=1)[::best_first].astype(np.int64))
+        qty = st.levels[market, side, :, L.LV_QTY]
+        at = np.flatnonzero(qty)
+        out.append(np.stack([at + lo, qty[at]], axis=1)[::best_first].astype(np.int64))
     return out[0], out[1]
 
 

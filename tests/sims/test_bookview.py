@@ -41,6 +41,10 @@ def test_levels_and_depth_within_a_distance_of_the_mid(book_of_two_levels_each_s
     eng, i = book_of_two_levels_each_side
     bids, asks = B.levels(eng, 0)
     assert bids.tolist() == [[i - 10, 1_000], [i - 100, 3_000]] and asks.tolist() == [[i + 10, 500], [i + 300, 2_000]]
+    rows = eng.open_orders()  # the live orders, summed per price: the same levels
+    for side, got in ((L.BUY, bids), (L.SELL, asks)):
+        mine = rows[rows[:, 1] == side]
+        assert sorted(got.tolist()) == sorted([p, int(mine[mine[:, 2] == p][:, 6].sum())] for p in set(mine[:, 2].tolist()))
     mptl = 100  # micro-USD per tick-lot on H100-PERP
     near = B.depth(eng, 0, within_bps=10)  # mid = I; 10 bp of ~24,500 ticks = ~24 ticks: the inner levels
     assert near.mid_ticks == i
