@@ -139,7 +139,7 @@ class GatewayVenue:
 
     via = "gateway"
 
-    def __init__(self, spec: MarketSpec, accounts: list[int], timeout_s: float = 60.0):
+    def __init__(self, spec: MarketSpec, accounts: list[int], timeout_s: float = 900.0):  # a cold kernel compile
         self.spec = spec
         self.accounts = accounts
         self.timeout_s = timeout_s
