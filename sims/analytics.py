@@ -246,6 +246,7 @@ def metrics(res) -> dict:
         "pnl_by_role_usd": {k: usd(v) for k, v in sorted(pnl_by_role.items())},
         "trader_triggers": {"stop": triggers["stop"], "take_profit": triggers["take_profit"]},
         "rejected": dict(sorted(rejected.items())),
+        "parameter_changes": res.changes,
         "oracle_validity_hours": dict(sorted(Counter(x.validity for x in s[:: res.scenario.steps_per_hour]).items())),
         "money_conserved": bool(eng.money_conserved()),
         "money_conserved_every_step": res.conserved_every_step,

@@ -93,10 +93,14 @@ def render_plots(out: str | Path) -> list[Path]:
 
     fund = [e for e in events if isinstance(e, E.FundingPaid)]
     cap = meta["funding_cap_ppb"] / 1e7  # ppb -> % per hour
+    steps = [(0.0, cap)] + [(float(c["at_hour"]), c["funding_cap_ppb"] / 1e7) for c in scenario.get("changes", [])
+                            if c.get("funding_cap_ppb") is not None]  # the scenario's mid-run cap changes
+    xs = [h for h, _ in steps] + [float(metrics["hours"])]
+    caps = [c for _, c in steps] + [steps[-1][1]]
     fig, ax = plt.subplots(figsize=(8, 2.6))
     ax.step([(e.ts_ns - t0) / 3.6e12 for e in fund], [e.rate_ppb / 1e7 for e in fund], where="post", label="rate paid")
-    ax.axhline(cap, color="red", lw=0.8, ls="--", label=f"cap +-{cap:.5f}%/h")
-    ax.axhline(-cap, color="red", lw=0.8, ls="--")
+    ax.step(xs, caps, where="post", color="red", lw=0.8, ls="--", label=f"cap (+-{cap:.5f}%/h at the start)")
+    ax.step(xs, [-c for c in caps], where="post", color="red", lw=0.8, ls="--")
     ax.set_ylabel("% per hour")
     ax.set_xlabel("hour")
     ax.set_title("funding rate vs cap")

@@ -5,6 +5,8 @@ Each hour H (UTC nanoseconds, the engine's only clock):
      `set_index`, after which the sequencer sweeps (perp/sequencer.py does it after every index move);
   2. `steps_per_hour` steps: every agent acts on the venue's views (commands stamped 1 ms apart),
      then a `Liquidate` tick half-way through the step.
+A scenario's `[[changes]]` for hour H (funding cap and clamp, tiers, the fund's top-up and floor)
+are sent 1 ms before H as the engine's admin commands (sims.changes), so they are in force from H.
 Funding hours and mark/premium samples are the engine's own, triggered by command time. Time moves
 at least hourly, so no command is stamped beyond the engine's max clock step.
 
@@ -32,11 +34,12 @@ import msgspec
 import numpy as np
 
 from perp import events as E
-from perp.commands import Command, FundDeposit, Liquidate, SetInsuranceFloor
+from perp.commands import Command, FundDeposit, Liquidate, SetInsuranceFloor, SetTiers
 from perp.engine import Engine
 from perp.markets import MarketsConfig, MarketSpec
 from sims.agents import Agent, Ctx, build_agents, initial_deposits
 from sims.bookview import basis_sample_ut, depth, levels
+from sims.changes import admin_commands, outcome
 from sims.enginex import health_at
 from sims.feed import HOUR_NS, OracleFeed, fix_records, start_ns
 from sims.scenario import Scenario, market_spec
@@ -78,6 +81,7 @@ class RunResult:
     wall_s: float = 0.0
     start_ns: int = 0
     via: str = "engine"
+    changes: list[dict] = field(default_factory=list)  # what the engine did with each scenario change
     gateway_refusals: dict[str, int] = field(default_factory=dict)  # refused before sequencing (via gateway)
 
 
@@ -96,6 +100,17 @@ class Runner:
         self._fix = 0
         self._validity = "fresh"
         self._healthy: list[tuple[int, frozenset[int]]] = []  # (next seq, accounts healthy at the index)
+        self._sent_changes: list[tuple[int, int, Command, object]] = []  # (seq, change index, command, what-if)
+
+    def _changes(self, hour: int, ts_h: int) -> None:
+        """The scenario's changes for this hour, as admin commands 1 ms before it (sims.changes)."""
+        for i, c in enumerate(self.sc.changes):
+            if c.at_hour != hour:
+                continue
+            for cmd in admin_commands(c, self.spec, self.engine, ts_h - 1_000_000, ts_h):
+                what_if = self.engine.what_if_tiers(self.spec.symbol, cmd.tiers) if isinstance(cmd, SetTiers) else None
+                self._sent_changes.append((self.engine.seq + 1, i, cmd, what_if))
+                self._submit([cmd])
 
     def _submit(self, cmds: list[Command], sweep: bool = False, index_ticks: int | None = None) -> None:
         if not cmds:
@@ -111,6 +126,7 @@ class Runner:
         self.res.events = got.events
         self.res.dropped_counts = got.dropped_counts
         self.res.gateway_refusals = dict(sorted(self.venue.gateway_refusals.items()))
+        self.res.changes = [outcome(self.engine, got.events, seq, i, cmd, wi) for seq, i, cmd, wi in self._sent_changes]
         seqs = [s for s, _ in self._healthy]
         for ev in got.events:
             if isinstance(ev, E.LiquidationStep) and ev.phase == "started":
@@ -153,6 +169,7 @@ class Runner:
             step_ns = HOUR_NS // sc.steps_per_hour
             for hour in range(sc.hours):
                 ts_h = t0 + hour * HOUR_NS
+                self._changes(hour, ts_h)
                 point = self.feed.point_at(ts_h)
                 if point is None:
                     raise RuntimeError(f"the oracle has no anchor at hour {hour}: index.warmup_days too short?")
