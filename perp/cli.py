@@ -475,7 +475,9 @@ def sim_list() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="run directory (default: out/sims/NAME)")
 @click.option("--seed", type=int, default=None, help="override the scenario's seed")
-def sim_run(scenario: str, out_dir: str | None, seed: int | None) -> None:
+@click.option("--via", type=click.Choice(["engine", "gateway"]), default="engine", show_default=True,
+              help="gateway: end to end through perp serve's gateway and the client on loopback")
+def sim_run(scenario: str, out_dir: str | None, seed: int | None, via: str) -> None:
     """Run SCENARIO (a TOML file or a library name); write metrics.json, plots and index.html."""
     from sims.analytics import metrics
     from sims.report import render_report, write_run
@@ -486,6 +488,10 @@ def sim_run(scenario: str, out_dir: str | None, seed: int | None) -> None:
         sc = msgspec.structs.replace(sc, seed=seed)
     out = Path(out_dir) if out_dir else Path("out") / "sims" / sc.name
     _announce_compile()
+    if via == "gateway":
+        from perp.logs import configure_logging
+
+        configure_logging("warning")  # the gateway logs every logon and connection
     with click.progressbar(length=sc.hours, label=f"{sc.name}", file=sys.stderr) as bar:
         done = [0]
 
@@ -493,12 +499,13 @@ def sim_run(scenario: str, out_dir: str | None, seed: int | None) -> None:
             bar.update(h - done[0])
             done[0] = h
 
-        res = run_scenario(sc, progress)
+        res = run_scenario(sc, progress, via=via)
     m = metrics(res)
     write_run(res, out, m)
     page = render_report(out)
     ch = m["waterfall"]["channels"]
-    click.echo(f"run       {sc.name}: {sc.hours} h in {res.wall_s:.1f} s")
+    click.echo(f"run       {sc.name}: {sc.hours} h in {res.wall_s:.1f} s via {via}"
+               + (f" (refused before sequencing: {res.gateway_refusals})" if res.gateway_refusals else ""))
     click.echo(f"liquid.   {m['liquidations']['count']} (${m['liquidations']['notional_usd']:,.0f}): book "
                f"${ch['book']['usd']:,.0f}, fund ${ch['fund']['usd']:,.0f}, ADL ${ch['adl']['usd']:,.0f}, "
                f"bad debt ${ch['bad_debt']['usd']:,.0f}")

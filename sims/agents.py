@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from perp.commands import CancelAll, Command, Deposit, Place, SetLeverage
 from perp.markets import MarketSpec, ticks_to_price
@@ -109,7 +109,15 @@ class MarketMaker(Agent):
 
 @dataclass
 class Directional(Agent):
-    """One leveraged account of a `Traders` group."""
+    """One leveraged account of a `Traders` group.
+
+    Take-profit and stop are **the agent's own triggers on the mark**, not engine orders: the engine
+    has no trigger orders (docs/matching.md), so, as a client-side stop would, the agent fixes its
+    levels when it opens (`entry` = the index it opened on, stop = entry -/+ stop_bps, take-profit =
+    entry +/- take_profit_bps for a long/short) and, at the first step whose mark is at or through a
+    level, sends a reduce-only market order for its whole position; a thin book may fill part, so it
+    sends another every step until flat (a stop-market's behaviour). Each trigger is recorded in
+    `triggers` (hour, step, kind, mark, level)."""
 
     account: int
     deposit_micro: int
@@ -125,6 +133,9 @@ class Directional(Agent):
     build_steps: int = 0
     opened: bool = False
     closed: bool = False
+    stop_ticks: int = 0  # 0: none
+    take_profit_ticks: int = 0
+    triggers: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.accounts = (self.account,)
@@ -132,36 +143,54 @@ class Directional(Agent):
     def deposits(self):
         return [(self.account, self.deposit_micro)]
 
+    def _levels(self) -> None:
+        e, sign = self.entry_ticks, 1 if self.side == "buy" else -1
+        if self.stop_bps:
+            self.stop_ticks = e - sign * (e * self.stop_bps // 10_000)
+        if self.take_profit_bps:
+            self.take_profit_ticks = e + sign * (e * self.take_profit_bps // 10_000)
+
+    def _triggered(self, mark: int) -> str | None:
+        long = self.side == "buy"
+        if self.stop_ticks and (mark <= self.stop_ticks if long else mark >= self.stop_ticks):
+            return "stop"
+        if self.take_profit_ticks and (mark >= self.take_profit_ticks if long else mark <= self.take_profit_ticks):
+            return "take_profit"
+        return None
+
     def act(self, ctx: Ctx) -> list[Command]:
         """Builds its target position with market orders (a thin book fills part; it tries again
-        each step until filled, for at most `BUILD_STEPS` steps), then holds it."""
+        each step until filled, for at most `BUILD_STEPS` steps), then holds it until a trigger."""
         sym, mptl = self.spec.symbol, _mptl(self.spec)
         pos = ctx.positions.get(self.account, 0)
+        if self.closed:  # triggered: reduce-only market orders until flat
+            if pos == 0:
+                return []
+            return [Place(ts_ns=0, account=self.account, market=sym, side="sell" if pos > 0 else "buy",
+                          order_type="market", size_lots=abs(pos), reduce_only=True)]
         if not self.opened and ctx.hour >= self.open_hour:
             self.opened = True
             self.entry_ticks = ctx.index_ticks
+            self._levels()
             self.target_lots = _lots_for(int(self.deposit_micro * self.leverage), ctx.index_ticks, mptl)
             cap = self.spec.tier[0].max_leverage if self.spec.tier else self.spec.default_leverage
             out: list[Command] = [SetLeverage(ts_ns=0, account=self.account, market=sym,
                                               leverage=max(1, min(cap, math.ceil(self.leverage * 1.05))))]
         else:
             out = []
-        if self.opened and not self.closed and self.build_steps < BUILD_STEPS and abs(pos) < self.target_lots:
+        if self.opened and pos != 0 and ctx.mark_ticks:
+            kind = self._triggered(ctx.mark_ticks)
+            if kind is not None:
+                self.closed = True
+                self.triggers.append((ctx.hour, ctx.step, kind, ctx.mark_ticks,
+                                      self.stop_ticks if kind == "stop" else self.take_profit_ticks))
+                return out + [Place(ts_ns=0, account=self.account, market=sym, side="sell" if pos > 0 else "buy",
+                                    order_type="market", size_lots=abs(pos), reduce_only=True)]
+        if self.opened and self.build_steps < BUILD_STEPS and abs(pos) < self.target_lots:
             self.build_steps += 1
             out.append(Place(ts_ns=0, account=self.account, market=sym, side=self.side, order_type="market",
                              size_lots=self.target_lots - abs(pos)))
-            return out
-        if out:
-            return out
-        pos = ctx.positions.get(self.account, 0)
-        if self.opened and not self.closed and pos != 0 and (self.stop_bps or self.take_profit_bps):
-            move_bps = (ctx.mark_ticks - self.entry_ticks) * 10_000 // max(1, self.entry_ticks)
-            gain = move_bps if pos > 0 else -move_bps
-            if (self.stop_bps and gain <= -self.stop_bps) or (self.take_profit_bps and gain >= self.take_profit_bps):
-                self.closed = True
-                return [Place(ts_ns=0, account=self.account, market=sym, side="sell" if pos > 0 else "buy",
-                              order_type="market", size_lots=abs(pos), reduce_only=True)]
-        return []
+        return out
 
 
 @dataclass

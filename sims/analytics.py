@@ -110,6 +110,66 @@ def funding_per_side(events) -> dict:
             "max_abs_rate_ppb": max_rate}
 
 
+def res_depth_bps(res) -> int:
+    from sims.runner import DEPTH_BPS
+
+    return DEPTH_BPS
+
+
+def book_depth(samples, within_bps: int) -> dict:
+    """Resting depth within `within_bps` of the mid per side over the run's samples (USD)."""
+    import statistics
+
+    out = {"within_bps": within_bps,
+           "two_sided_share": round(sum(x.mid_ticks is not None for x in samples) / max(1, len(samples)), 3)}
+    for side in ("bid", "ask"):
+        xs = [getattr(x, f"depth_{side}_micro") for x in samples]
+        out[f"{side}_min_usd"] = usd(min(xs)) if xs else 0.0
+        out[f"{side}_median_usd"] = usd(statistics.median(xs)) if xs else 0.0
+    return out
+
+
+def push_bound_check(res) -> list[dict]:
+    """For each manipulator, from the start of its push to the end of the run (the push, the hold and
+    the unwind), the measured |mark - index| against the proven bound (sims.bookview.
+    push_bound_ticks, with the time since the push started) at every sample: `any_book` from the parameters
+    alone (the book can be anything), `this_book` with the samples capped by the largest |basis
+    sample| the runner saw in the books held since just before the window (the book is read at each
+    step's end; it changes only at the agents' commands). The basis before the window is the start."""
+    from sims.bookview import push_bound_ticks
+
+    out = []
+    s, spec, hour_ns = res.samples, res.spec, 3_600_000_000_000
+    for ag in res.agents:
+        if ag.role != "manipulator":
+            continue
+        c = ag.cfg
+        w0 = res.start_ns + c.start_hour * hour_ns
+        before = [x for x in s if x.ts_ns < w0]
+        inside = [x for x in s if w0 <= x.ts_ns]
+        if not inside:
+            continue
+        b0 = abs(before[-1].mark_ticks - before[-1].index_ticks) if before else 0
+        cap = abs(before[-1].basis_sample_ut) / MICRO if before else 0.0
+        worst = {"measured_bps": -1.0}
+        holds_any = holds_book = True
+        for x in inside:
+            cap = max(cap, abs(x.basis_sample_ut) / MICRO)
+            measured = abs(x.mark_ticks - x.index_ticks)
+            any_book = push_bound_ticks(spec, x.index_ticks, (x.ts_ns - w0) // 1_000_000_000, None, b0)
+            this_book = push_bound_ticks(spec, x.index_ticks, (x.ts_ns - w0) // 1_000_000_000, cap, b0)
+            holds_any &= measured <= any_book
+            holds_book &= measured <= this_book
+            bps = measured * 10_000 / x.index_ticks
+            if bps > worst["measured_bps"]:
+                worst = {"measured_bps": round(bps, 2), "at_hour": round((x.ts_ns - res.start_ns) / hour_ns, 2),
+                         "bound_any_book_bps": round(any_book * 10_000 / x.index_ticks, 2),
+                         "bound_this_book_bps": round(this_book * 10_000 / x.index_ticks, 2)}
+        out.append({"account": c.account, "push_hours": [c.start_hour, c.start_hour + c.hours], **worst,
+                    "holds_any_book": holds_any, "holds_this_book": holds_book})
+    return out
+
+
 def metrics(res) -> dict:
     """metrics.json of a run (see docs/sims.md for each field)."""
     ev = res.events
@@ -145,6 +205,10 @@ def metrics(res) -> dict:
     for ag in res.agents:
         for a, dep in ag.deposits():
             pnl_by_role[ag.role] += eng.account(a).equity_micro - dep
+    triggers: Counter = Counter()  # the traders' own take-profit / stop triggers on the mark
+    for ag in res.agents:
+        for t in getattr(ag, "triggers", ()):
+            triggers[t[2]] += 1
     rejected = Counter(f"{e.command}:{e.reason}" for e in of_kind(ev, E.Rejected))
     roles = Counter()
     for ag in res.agents:
@@ -174,11 +238,15 @@ def metrics(res) -> dict:
         "adl": adl_haircuts(ev, mptl),
         "max_abs_mark_minus_index_bps": round(max_mark_bps, 2),
         "max_abs_mid_minus_index_bps": round(max_mid_bps, 2),
+        "book_depth": book_depth(s, res_depth_bps(res)),
+        "mark_push_bound": push_bound_check(res),
         "funding": funding_per_side(ev),
         "manipulator_pnl_usd": manip,
         "manipulator_fills": manip_fills,
         "pnl_by_role_usd": {k: usd(v) for k, v in sorted(pnl_by_role.items())},
+        "trader_triggers": {"stop": triggers["stop"], "take_profit": triggers["take_profit"]},
         "rejected": dict(sorted(rejected.items())),
+        "parameter_changes": res.changes,
         "oracle_validity_hours": dict(sorted(Counter(x.validity for x in s[:: res.scenario.steps_per_hour]).items())),
         "money_conserved": bool(eng.money_conserved()),
         "money_conserved_every_step": res.conserved_every_step,

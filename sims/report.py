@@ -41,7 +41,8 @@ def write_run(res: RunResult, out: str | Path, metrics: dict) -> Path:
             fh.write(E.to_json_line(ev) + b"\n")
     (out / "meta.json").write_text(json.dumps({"start_ns": res.start_ns, "tick_size_usd": res.spec.tick_size_usd,
                                                "funding_cap_ppb": res.spec.funding_cap_ppb,
-                                               "wall_s": round(res.wall_s, 3)}) + "\n")
+                                               "wall_s": round(res.wall_s, 3), "via": res.via,
+                                               "gateway_refusals": res.gateway_refusals}) + "\n")
     return out
 
 
@@ -92,10 +93,14 @@ def render_plots(out: str | Path) -> list[Path]:
 
     fund = [e for e in events if isinstance(e, E.FundingPaid)]
     cap = meta["funding_cap_ppb"] / 1e7  # ppb -> % per hour
+    steps = [(0.0, cap)] + [(float(c["at_hour"]), c["funding_cap_ppb"] / 1e7) for c in scenario.get("changes", [])
+                            if c.get("funding_cap_ppb") is not None]  # the scenario's mid-run cap changes
+    xs = [h for h, _ in steps] + [float(metrics["hours"])]
+    caps = [c for _, c in steps] + [steps[-1][1]]
     fig, ax = plt.subplots(figsize=(8, 2.6))
     ax.step([(e.ts_ns - t0) / 3.6e12 for e in fund], [e.rate_ppb / 1e7 for e in fund], where="post", label="rate paid")
-    ax.axhline(cap, color="red", lw=0.8, ls="--", label=f"cap +-{cap:.5f}%/h")
-    ax.axhline(-cap, color="red", lw=0.8, ls="--")
+    ax.step(xs, caps, where="post", color="red", lw=0.8, ls="--", label=f"cap (+-{cap:.5f}%/h at the start)")
+    ax.step(xs, [-c for c in caps], where="post", color="red", lw=0.8, ls="--")
     ax.set_ylabel("% per hour")
     ax.set_xlabel("hour")
     ax.set_title("funding rate vs cap")
@@ -157,6 +162,10 @@ def render_report(out: str | Path) -> Path:
                 f"bad debt ${ch['bad_debt']['usd']:,.0f}); fund min equity ${m['fund']['min_equity_usd']:,.0f}; "
                 f"{m['adl']['count']} ADL; max |mark - index| {m['max_abs_mark_minus_index_bps']} bp; "
                 f"funding longs paid ${m['funding']['longs_paid_usd']:,.0f}; money conserved: {m['money_conserved']}")
+    for c in m.get("mark_push_bound", []):
+        headline += (f"; push by {c['account']} (hours {c['push_hours'][0]}-{c['push_hours'][1]}): max |mark - index| "
+                     f"{c['measured_bps']} bp vs the proven bound {c['bound_this_book_bps']} bp for the books held "
+                     f"({c['bound_any_book_bps']} bp for any book)")
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in _table(m))
     imgs = "".join(f'<figure><img src="{p}.png" alt="{p}"></figure>' for p in PLOTS)
     page = f"""<!doctype html>
@@ -168,7 +177,7 @@ tr:nth-child(odd){{background:#f3f3f3}} img{{max-width:100%}} figure{{margin:0}}
 <p>{html.escape(scenario.get('description', ''))}</p>
 <p><b>{html.escape(headline)}</b></p>
 <p>Seed {m['seed']}, {m['hours']} hours, funding cap {m['funding_cap_ppb']} ppb/h; run on the real engine in
-{meta['wall_s']} s. Final state hash <code>{m['state_hash']}</code>.</p>
+{meta['wall_s']} s (via {meta.get('via', 'engine')}). Final state hash <code>{m['state_hash']}</code>.</p>
 {imgs}
 <h2>Metrics</h2><table>{rows}</table>
 <h2>Scenario</h2><pre>{html.escape(json.dumps(scenario, indent=1))}</pre>

@@ -6,6 +6,10 @@ scenario is in whole USD (ints), rates in ppb or ppm, durations in hours; the ru
 engine's integer units. Market parameters are overrides of the embedded `perp/markets.toml` spec,
 checked by the engine's own `validate_spec`.
 
+Leverage tiers are a field of their own (`[[tiers]]`, markets.toml's tier fields), checked by
+risk's `validate_tiers`. Mid-run parameter changes (`[[changes]]`) are checked at load by the same
+rules (`changes[i].field`) and run as the engine's admin commands (sims.changes).
+
 Known limits: one market per scenario (the embedded H100-PERP), one insurance fund (account 0).
 """
 
@@ -17,6 +21,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
+
+from risk.tiers import LeverageTier
 
 Pos = Annotated[int, msgspec.Meta(ge=1)]
 NonNeg = Annotated[int, msgspec.Meta(ge=0)]
@@ -100,7 +106,8 @@ class Maker(_S):
 class Traders(_S):
     """`count` leveraged directional accounts from `first_account`, leverage spread uniformly in
     [leverage_min, leverage_max], opening at `open_hour`; optional stop / take-profit (bps of entry,
-    0: none) closed with reduce-only market orders."""
+    0: none): the agents' own triggers on the mark (the engine has no trigger orders), closing with
+    reduce-only market orders until flat (sims.agents.Directional)."""
 
     first_account: Account
     count: Pos = 10
@@ -164,6 +171,25 @@ class Noise(_S):
     orders_per_step: NonNeg = 1
 
 
+class Change(_S):
+    """Market parameters changed at the start of hour `at_hour` of the run, through the engine's
+    admin commands (docs/operations.md), sent 1 ms before that hour so they are in force from it:
+    `funding_cap_ppb` / `funding_clamp_ppb` -> `set_funding_params` (effective at the next funding
+    hour: the hour starting at `at_hour`); `tiers` -> `set_tiers` effective at that hour, with
+    `confirm` (a change that puts accounts under a margin needs it; without it the engine refuses it,
+    5102, and the what-if is reported); `fund_top_up_usd` -> `fund_top_up` of the insurance fund;
+    `fund_floor_usd` -> `set_fund_floor`. Unset fields are left alone (the clamp keeps its value)."""
+
+    at_hour: NonNeg
+    funding_cap_ppb: NonNeg | None = None
+    funding_clamp_ppb: NonNeg | None = None
+    tiers: tuple[LeverageTier, ...] | None = None
+    confirm: bool = True
+    fund_top_up_usd: Pos | None = None
+    fund_floor_usd: NonNeg | None = None
+    reason: str = "scenario"
+
+
 class Agents(_S):
     makers: tuple[Maker, ...] = ()
     traders: tuple[Traders, ...] = ()
@@ -180,6 +206,9 @@ class Scenario(_S):
     hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 200)] = 48
     steps_per_hour: Annotated[int, msgspec.Meta(ge=1, le=60)] = 4
     market: dict[str, int | str] = {}  # overrides of the H100-PERP spec (perp/markets.toml fields)
+    # the leverage tiers (`[[tiers]]`, the fields of markets.toml's `[[market.tier]]`); () keeps the spec's
+    tiers: tuple[LeverageTier, ...] = ()
+    changes: tuple[Change, ...] = ()  # mid-run parameter changes, through the engine's admin commands
     index: IndexPath = IndexPath()
     oracle: Oracle = Oracle()
     fund: Fund = Fund()
@@ -227,14 +256,41 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def check(sc: Scenario, where: str = "scenario") -> None:
-    """Cross-field rules msgspec cannot state: market overrides name real spec fields and give a
-    valid spec, accounts are distinct, leverage ranges are ordered."""
-    from perp.markets import MarketSpecError
+    """Cross-field rules msgspec cannot state: tiers pass risk's own `validate_tiers` (the error
+    names `tiers[i].field`), market overrides name real spec fields and give a valid spec, accounts
+    are distinct, leverage ranges are ordered."""
+    from perp.markets import MarketSpecError, validate_spec
+    from risk.errors import RiskError
+    from risk.tiers import validate_tiers
 
+    def tiers_ok(tiers, prefix: str) -> None:
+        try:
+            validate_tiers("H100-PERP", tiers)
+        except RiskError as exc:
+            field = exc.where.split(".", 1)[1].replace("tier", "tiers", 1)  # "H100-PERP.tier[1].x" -> "tiers[1].x"
+            raise ScenarioError(f"{where}: {prefix}{field}: {exc}") from None
+
+    if sc.tiers:
+        tiers_ok(sc.tiers, "")
     try:
-        market_spec(sc)
+        spec = market_spec(sc)
     except (MarketSpecError, TypeError, ValueError) as exc:
         raise ScenarioError(f"{where}: market: {exc}") from None
+    for i, c in enumerate(sc.changes):  # each change on its own, with the spec loader's rules
+        at = f"changes[{i}]"
+        if c.at_hour >= sc.hours:
+            raise ScenarioError(f"{where}: {at}.at_hour = {c.at_hour} is after the run ({sc.hours} h)")
+        if (c.funding_cap_ppb, c.funding_clamp_ppb, c.tiers, c.fund_top_up_usd, c.fund_floor_usd) == (None,) * 5:
+            raise ScenarioError(f"{where}: {at}: changes nothing (give funding_cap_ppb, funding_clamp_ppb, tiers, "
+                                "fund_top_up_usd or fund_floor_usd)")
+        if c.tiers is not None:
+            tiers_ok(c.tiers, f"{at}.")
+        funding = {k: v for k, v in (("funding_cap_ppb", c.funding_cap_ppb), ("funding_clamp_ppb", c.funding_clamp_ppb))
+                   if v is not None}
+        try:
+            validate_spec(msgspec.structs.replace(spec, **funding, **({"tier": c.tiers} if c.tiers else {})))
+        except MarketSpecError as exc:
+            raise ScenarioError(f"{where}: {at}: {exc}") from None
     seen: dict[int, str] = {}
 
     def claim(account: int, field: str) -> None:
@@ -282,6 +338,8 @@ def market_spec(sc: Scenario):
         if type(value) is not type(getattr(base, key)):
             raise MarketSpecError(f"{key} must be {type(getattr(base, key)).__name__}")
     spec = msgspec.structs.replace(base, **sc.market)
+    if sc.tiers:
+        spec = msgspec.structs.replace(spec, tier=sc.tiers)
     validate_spec(spec)
     return spec
 

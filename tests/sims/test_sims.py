@@ -13,7 +13,7 @@ from sims.analytics import metrics, waterfall
 from sims.enginex import fork, health_at
 from sims.feed import HOUR_NS, OracleFeed, fix_records, start_ns
 from sims.runner import run_scenario
-from sims.scenario import ScenarioError, load_scenario, parse_scenario, with_overrides
+from sims.scenario import Scenario, ScenarioError, load_scenario, parse_scenario, with_overrides
 
 LIBRARY = Path(__file__).resolve().parents[2] / "sims" / "scenarios"
 SMALL = """
@@ -131,6 +131,13 @@ def test_library_headlines(library_runs):
     assert hold["manipulator_fills"]["400"]["bought_lots"] > 0
     for m in library_runs.values():  # the mark's basis term is bounded by the engine's band (3%)
         assert m["max_abs_mark_minus_index_bps"] <= 300 + 1
+    pushes = {n: m["mark_push_bound"] for n, m in library_runs.items() if m["mark_push_bound"]}
+    assert {"push_6h_hold", "push_6h_thin", "push_1h_thin", "push_24h_thin", "stale_72h_push"} <= set(pushes)
+    for name, checks in pushes.items():  # the measured push never exceeds the proven bound (sims.bookview)
+        for c in checks:
+            assert c["holds_any_book"] and c["holds_this_book"], (name, c)
+    (held,) = pushes["push_6h_hold"]  # the hold reaches its own book's bound: the bound is tight
+    assert held["bound_this_book_bps"] - 1 <= held["measured_bps"] <= held["bound_this_book_bps"] < 300
 
 
 def test_unknown_liquidation_phases_are_counted_not_fatal():
@@ -247,3 +254,70 @@ def test_a_fund_whose_equity_goes_negative_is_deleveraged_at_its_bankruptcy_pric
     assert sum(e.haircut_micro for e in adl) >= -below[0].other - 100 * below[0].lots  # within a tick per lot
     assert res.engine.account(0).equity_micro >= 0
     assert res.engine.money_conserved()
+
+
+TIERS = """
+[[tiers]]
+max_notional_usd = 100_000
+max_leverage = 10
+maintenance_margin_ppm = 50_000
+[[tiers]]
+max_leverage = 3
+maintenance_margin_ppm = 150_000
+"""
+
+
+def test_tiers_are_a_scenario_field_validated_like_markets_toml_with_the_field_named():
+    sc = parse_scenario(SMALL + TIERS)
+    with pytest.raises(ScenarioError, match=r"tiers\[0\]\.max_leverag: unknown field"):
+        parse_scenario(SMALL + TIERS.replace("max_leverage = 10", "max_leverag = 10"))
+    with pytest.raises(ScenarioError, match=r"tiers\[0\]\.maintenance_margin_ppm: TIER_MAINTENANCE_NOT_BELOW_INITIAL"):
+        parse_scenario(SMALL + TIERS.replace("maintenance_margin_ppm = 50_000", "maintenance_margin_ppm = 200_000"))
+    with pytest.raises(ScenarioError, match=r"tiers\[1\]\.max_notional_usd"):  # the last tier is open-ended
+        parse_scenario(SMALL + TIERS + "max_notional_usd = 5_000_000\n")
+    with pytest.raises(ScenarioError, match=r"override .*tiers\[1\]\.maintenance_margin_ppm"):
+        with_overrides(sc, {"tiers.1.max_leverage": 20})  # sweeps re-validate them too
+    assert with_overrides(sc, {"tiers.0.max_leverage": 8}).tiers[0].max_leverage == 8
+
+
+def test_scenario_tiers_are_the_engines_tiers_and_let_traders_use_them():
+    from perp import layout as L
+
+    eight_x = SMALL.replace("deposit_usd = 10_000", "deposit_usd = 10_000\nleverage_min = 8.0\nleverage_max = 9.0")
+    res = run_scenario(parse_scenario(eight_x + TIERS))
+    tiers = res.engine.state.tiers[0]
+    assert int(tiers[0, L.T_IMR_PPM]) == 100_000 and int(tiers[0, L.T_MMR_PPM]) == 50_000  # 10x, 5%
+    assert int(tiers[1, L.T_IMR_PPM]) == 333_334
+    eng = res.engine
+    lev = [abs(eng.position_lots(a, 0)) * eng.mark_ticks(0) * 100 / 10_000e6 for a in (200, 201, 202)]
+    assert all(x > 6 for x in lev), lev  # above the launch tiers' 5x
+    launch = run_scenario(parse_scenario(eight_x))  # the same traders under the spec's tiers (5x)
+    assert all(abs(launch.engine.position_lots(a, 0)) < abs(eng.position_lots(a, 0)) for a in (200, 201, 202))
+
+
+def test_traders_stop_and_take_profit_are_their_own_triggers_on_the_mark():
+    """A 10% gap down walked in by the oracle: the longs' 3% stop and the shorts' 3% take-profit
+    fire on the mark (not the index, not an engine order), each closes with reduce-only market
+    orders until flat, and nobody is liquidated at 2x."""
+    traders = dict(first_account=200, count=3, side="long", leverage_min=2.0, leverage_max=2.0, stop_bps=300)
+    raw = {"name": "triggers", "hours": 36, "steps_per_hour": 2,
+           "index": {"events": [{"kind": "gap", "day": 1, "move": -0.10}]},
+           "agents": {"makers": [{"account": 100, "lots": 5_000}],
+                      "traders": [traders, traders | {"first_account": 300, "count": 2, "side": "short",
+                                                      "stop_bps": 0, "take_profit_bps": 300}]}}
+    res = run_scenario(msgspec.convert(raw, Scenario))
+    m = metrics(res)
+    assert m["trader_triggers"] == {"stop": 3, "take_profit": 2}
+    assert m["liquidations"]["count"] == 0
+    fills = [e for e in res.events if isinstance(e, E.Fill)]
+    for ag in res.agents:
+        if ag.role != "trader":
+            continue
+        (hour, step, kind, mark, level), = ag.triggers
+        assert kind == ("stop" if ag.side == "buy" else "take_profit")
+        assert mark <= level < ag.entry_ticks  # both trigger below the entry on the way down
+        assert level == ag.entry_ticks - ag.entry_ticks * 300 // 10_000
+        assert res.engine.position_lots(ag.account, 0) == 0  # closed until flat
+        t_trigger = res.start_ns + hour * HOUR_NS + step * (HOUR_NS // 2)
+        closing = [f for f in fills if f.account == ag.account and f.ts_ns >= t_trigger]
+        assert closing and all(f.side == ("sell" if ag.side == "buy" else "buy") for f in closing)
