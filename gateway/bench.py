@@ -254,12 +254,24 @@ def _subscriber_proc(url: str, n: int, ready: mp.Event, stop: mp.Event, q: mp.Qu
 
 
 # ---- the run ---------------------------------------------------------------------------------
-def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: int = 10_000, window: int = 64,
-        subscribers: int = 1000, group_commit_us: int = 1000) -> dict:
-    from gateway.keys import KeyStore
+def run_phase(ctx, q, urls: list[str], trader_creds: list[list[dict]], prices: list[str], name: str, amount: float,
+              window: int, seconds: float) -> list[dict]:
+    """One phase: a client process per row of `trader_creds` (process i on urls[i % len(urls)]);
+    their results, then {"wall_s"}."""
+    ps = [ctx.Process(target=_client_proc, args=(urls[i % len(urls)], creds, prices, name, amount, window, q))
+          for i, creds in enumerate(trader_creds)]
+    t0 = time.perf_counter()
+    for p in ps:
+        p.start()
+    res = [q.get(timeout=seconds * 10 + 60) for _ in ps]
+    for p in ps:
+        p.join(30)
+    res.append({"wall_s": time.perf_counter() - t0})
+    return res
 
-    tmp = Path(tempfile.mkdtemp(prefix="perp-bench-gateway-"))
-    store = KeyStore(tmp / "keys.json")
+
+def bench_keys(store, procs: int, accounts_per_proc: int) -> tuple:
+    """An admin HMAC key (account 99) and, per client process, trader keys of accounts from 1000."""
     admin, admin_secret = store.create(99, ("admin",), "hmac")
     trader_creds: list[list[dict]] = []
     acct = 1000
@@ -270,6 +282,16 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
             row.append({"kind": "hmac", "key": k.key, "secret_hex": secret, "account": acct})
             acct += 1
         trader_creds.append(row)
+    return admin, admin_secret, trader_creds
+
+
+def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: int = 10_000, window: int = 64,
+        subscribers: int = 1000, group_commit_us: int = 1000) -> dict:
+    from gateway.keys import KeyStore
+
+    tmp = Path(tempfile.mkdtemp(prefix="perp-bench-gateway-"))
+    store = KeyStore(tmp / "keys.json")
+    admin, admin_secret, trader_creds = bench_keys(store, procs, accounts_per_proc)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
     server = subprocess.Popen(
@@ -298,16 +320,7 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
             raise RuntimeError("subscribers did not connect")
 
         def phase(name: str, amount: float) -> list[dict]:
-            ps = [ctx.Process(target=_client_proc, args=(url, trader_creds[i], prices, name, amount, window, q))
-                  for i in range(procs)]
-            t0 = time.perf_counter()
-            for p in ps:
-                p.start()
-            res = [q.get(timeout=seconds * 10 + 60) for _ in ps]
-            for p in ps:
-                p.join(30)
-            res.append({"wall_s": time.perf_counter() - t0})
-            return res
+            return run_phase(ctx, q, [url], trader_creds, prices, name, amount, window, seconds)
 
         cpu0 = _cpu_s(server.pid)
         res_max = phase("max", seconds)
