@@ -56,6 +56,7 @@ class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     snapshot_every: int = 100_000  # commands between snapshots (0: only on SIGTERM)
     keep_snapshots: int = 2
     snapshot_on_exit: bool = True
+    market_stream_maxlen: int = 1_000_000  # NS:ev:SYMBOL entries kept (about; one per batch that touched it)
 
 
 class EngineProcess:
@@ -116,8 +117,11 @@ class EngineProcess:
         self._stopping = True
         for t in self._tasks[1:]:
             t.cancel()
+        done, pending = await asyncio.wait(self._tasks, timeout=5.0)  # a batch held while Redis is down
+        for t in pending:
+            t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.cfg.snapshot_on_exit:
+        if self.cfg.snapshot_on_exit and not pending:
             try:
                 self.snapshot()
             except RJ.redis_down_errors() as exc:
@@ -171,19 +175,21 @@ class EngineProcess:
             ts = self.clock.now_ns()
             rows[:, L.C_TS] = ts
             seq0 = self.engine.seq + 1
-            RJ.apply_batch(self.engine, rows)
+            events = RJ.apply_batch(self.engine, rows)
             rec = RJ.SeqRecord(seq0, ts, last_id, rows, src)
-            self.seq_id = await self._append_record(rec)
+            self.seq_id = await self._append_record(rec, events)
             self.cmd_id = last_id
             self.batches += 1
             if self.cfg.snapshot_every and self.engine.seq - self._last_snapshot_seq >= self.cfg.snapshot_every:
                 await self._snapshot_retrying()
 
-    async def _append_record(self, rec: RJ.SeqRecord) -> str:
-        """XADD the record; while Redis is down, wait and retry (the batch is held, nothing is acked).
-        After a failure, a record already in the stream with this first sequence number was written."""
+    async def _append_record(self, rec: RJ.SeqRecord, events: np.ndarray) -> str:
+        """XADD the record and, in the same MULTI/EXEC, each market's events to NS:ev:SYMBOL; while
+        Redis is down, wait and retry (the batch is held, nothing is acked). After a failure, a record
+        already in the stream with this first sequence number was written (with its market entries)."""
         down = RJ.redis_down_errors()
         fields = rec.fields()
+        per_market = RJ.market_entries(events, rec.seq0, len(self.engine.specs))
         check = False
         while True:
             try:
@@ -191,7 +197,12 @@ class EngineProcess:
                     last = await self.aw.xrevrange(self.keys.seq, count=1)
                     if last and int(last[0][1][b"s"]) == rec.seq0:
                         return last[0][0].decode()
-                eid = await self.aw.xadd(self.keys.seq, fields)
+                async with self.aw.pipeline(transaction=True) as pipe:
+                    pipe.xadd(self.keys.seq, fields)
+                    for m, entry in per_market:
+                        pipe.xadd(self.keys.events(self.engine.specs[m].symbol), entry,
+                                  maxlen=self.cfg.market_stream_maxlen, approximate=True)
+                    eid = (await pipe.execute())[0]
                 self._up()
                 return eid.decode()
             except down as exc:

@@ -10,6 +10,7 @@ Keys, all under a namespace (`--namespace`, default `perp`):
 | `NS:snap:SEQ` | string | the engine | a verified snapshot (perp/state.py format) whose metadata names the `NS:seq` and `NS:cmd` ids it covers |
 | `NS:snaps` | sorted set | the engine | snapshot keys scored by sequence number (the newest `keep` are kept) |
 | `NS:engine` | hash | the engine | status: `seq`, `seq_id`, `ts_ns`, `state_hash` (refreshed when idle) |
+| `NS:ev:SYMBOL` | stream | the engine, with each record (one MULTI/EXEC) | the market's events of each batch that touched it: `s` first seq, `r` event rows (internal: they carry account ids) |
 
 Invariants:
 
@@ -29,6 +30,7 @@ Invariants:
 `NS:seq` is also the event bus of the gateways: each gateway process follows it from its last id,
 runs the same batches through a read replica of the engine and so derives exactly the engine's
 events, market by market and account by account (docs/deployment.md says why and what it costs).
+`NS:ev:SYMBOL` carries the engine's own events per market for consumers without a replica.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class Keys:
 
     def snap(self, seq: int) -> str:
         return f"{self.ns}:snap:{seq:016d}"
+
+    def events(self, symbol: str) -> str:
+        return f"{self.ns}:ev:{symbol}"
 
 
 # ---- settings --------------------------------------------------------------------------------
@@ -161,6 +166,56 @@ def apply_batch(engine: Engine, rows: np.ndarray) -> np.ndarray:
         sweep = engine.encode([Liquidate(ts_ns=int(engine.state.g[L.G_LAST_TS]))])
         events = np.concatenate([events, engine.submit_rows(sweep)])
     return events
+
+
+def market_entries(events: np.ndarray, seq0: int, n_markets: int) -> list[tuple[int, dict[str, Any]]]:
+    """A batch's events split by market, as NS:ev:SYMBOL entries {s: first seq, r: event rows};
+    markets the batch did not touch get none. Events of no market (deposits, withdrawals) travel
+    only inside NS:seq."""
+    out = []
+    markets = events[:, L.E_MARKET]
+    for m in range(n_markets):
+        sel = markets == m
+        if sel.any():
+            out.append((m, {"s": seq0, "r": np.ascontiguousarray(events[sel], dtype="<i8").tobytes()}))
+    return out
+
+
+def rows_from_event_bytes(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<i8").reshape(-1, L.N_EV_COLS).astype(np.int64)
+
+
+def market_events(r: Any, keys: Keys, symbol: str, after: str = "0-0", chunk: int = 512):
+    """NS:ev:SYMBOL after id `after`: (id, event rows) in order -- for consumers that are not
+    gateways (risk, the console, data capture). The rows carry account ids: an internal feed."""
+    start = "(" + after if after != "0-0" else "-"
+    while True:
+        got = r.xrange(keys.events(symbol), min=start, max="+", count=chunk)
+        if not got:
+            return
+        for eid, fields in got:
+            yield eid.decode(), rows_from_event_bytes(fields[b"r"])
+        start = "(" + got[-1][0].decode()
+
+
+class EventBook:
+    """A market's L2 book (ticks -> lots per side) kept from the engine's book-level events, as a
+    consumer of NS:ev:SYMBOL from its first entry keeps it."""
+
+    def __init__(self) -> None:
+        self.levels: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        self.seq = 0
+
+    def apply(self, rows: np.ndarray) -> None:
+        for kind, seq, side, price, size in rows[:, [L.E_KIND, L.E_SEQ, L.E_SIDE, L.E_PRICE, L.E_SIZE]].tolist():
+            self.seq = max(self.seq, seq)
+            if kind != L.EV_BOOK:
+                continue
+            lv = self.levels[0 if side == L.BUY else 1]
+            if size:
+                lv[price] = size
+            else:
+                lv.pop(price, None)
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import subprocess
+import sys
 import time
 
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +19,7 @@ from gateway.limits import WallClock
 from perp.commands import SetIndex
 from perp.markets import load_markets, ticks_to_price
 from tests.gateway.conftest import ALICE, BOB, make_keys, run
-from tests.redis.conftest import MARKET, NS, start_venue, wait_engine_idle
+from tests.redis.conftest import MARKET, NS, env, start_venue, wait_engine_idle
 
 SPEC = load_markets().market[0]
 
@@ -103,10 +105,21 @@ def test_clients_on_two_gateways_see_the_same_book_sequence_and_fills(redis_serv
         return last
 
     last = run(body(), 120)
-    wait_engine_idle(url, last)
-    rec = RJ.recover(redis_server.client(), RJ.Keys(NS))
     st = wait_engine_idle(url, last)
+    r = redis_server.client()
+    rec = RJ.recover(r, RJ.Keys(NS))
     assert rec.engine.state_hash() == st["state_hash"]
+    # the engine's per-market event stream rebuilds the same book without any gateway
+    eb = RJ.EventBook()
+    for _, rows in RJ.market_events(r, RJ.Keys(NS), MARKET):
+        eb.apply(rows)
+    bids, asks = engine_book(rec.engine)
+    assert {ticks_to_price(SPEC, t): n for t, n in eb.levels[0].items()} == bids
+    assert {ticks_to_price(SPEC, t): n for t, n in eb.levels[1].items()} == asks and asks
+    out = subprocess.run([sys.executable, "-m", "gateway.watch", "--redis", url, "--namespace", NS, "--seconds", "1"],
+                         capture_output=True, text=True, timeout=120, env=env()).stdout
+    best_ask = min(asks, key=float)
+    assert f"ask {asks[best_ask]:>5} @ {best_ask}" in out, out
 
 
 # ---- the same session through both gateways and through `perp serve` ---------------------------
