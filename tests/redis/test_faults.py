@@ -12,7 +12,7 @@ from gateway.client import ConnectionLost, GatewayClient, GatewayError
 from gateway.errors import GatewayCode as G
 from perp.markets import load_markets, ticks_to_price
 from tests.gateway.conftest import ALICE, BOB, run
-from tests.redis.conftest import MARKET, NS, start_engine, start_venue, wait_engine_idle
+from tests.redis.conftest import MARKET, NS, start_engine, start_gateway, start_venue, wait_engine_idle
 
 SPEC = load_markets().market[0]
 _clids = itertools.count(1)
@@ -173,5 +173,17 @@ def test_a_gateway_killed_mid_stream_its_clients_reconnect_to_the_other_and_resy
                 await asyncio.sleep(0.05)
             assert book_a.levels() == book_w.levels()
             assert len(await a.open_orders()) == 2  # the order placed through the killed gateway is there
+            # the killed gateway restarted: it resumes from snapshot + stream, with the same sequence
+            ga2 = start_gateway(redis_server.url, tmp_path / "keys.json", tmp_path / "a2")
+            procs.append(ga2)
+            async with GatewayClient(ga2.url) as late:
+                book_l = await late.subscribe_book(MARKET)
+                assert book_l.seq == book_w.seq and book_l.levels() == book_w.levels()
+                ack = await b.place(MARKET, "sell", 1, price=ticks_to_price(SPEC, 20_030))
+                t_end = time.monotonic() + 10
+                while not (book_l.seq >= ack.seq and book_w.seq >= ack.seq):
+                    assert time.monotonic() < t_end
+                    await asyncio.sleep(0.05)
+                assert book_l.seq == book_w.seq and book_l.levels() == book_w.levels() and book_l.resyncs == 0
 
     run(body(), 120)
