@@ -213,7 +213,6 @@ class RedisGateway(Gateway):
                     batch.append(self._foreign(row))
             off += n
         funding_before = self._funding_watch(rec.ts_ns)
-        self.clock.now_ns()  # the replica's clock never runs behind the engine's
         ev_rows = RJ.apply_batch(self.engine, rec.rows)
         self._complete_batch(batch, rec.seq0, ev_rows, rec.ts_ns, funding_before)
 
