@@ -77,6 +77,7 @@ class EngineProcess:
         self.engine = rec.engine
         self.seq_id = rec.seq_id
         self.cmd_id = rec.cmd_id
+        self.chains = rec.chains
         self.clock = clock or WallClock(int(self.engine.state.g[L.G_LAST_TS]))
         self.feed = feed
         if self.feed is None and cfg.index_feed:
@@ -133,7 +134,8 @@ class EngineProcess:
         log.info("engine_stopped", seq=self.engine.seq, state_hash=self.engine.state_hash())
 
     def snapshot(self) -> int:
-        size = RJ.write_snapshot(self.r, self.keys, self.engine, self.seq_id, self.cmd_id, self.cfg.keep_snapshots)
+        size = RJ.write_snapshot(self.r, self.keys, self.engine, self.seq_id, self.cmd_id, self.chains,
+                                 self.cfg.keep_snapshots)
         self._last_snapshot_seq = self.engine.seq
         log.info("snapshot_written", seq=self.engine.seq, seq_id=self.seq_id, bytes=size)
         return size
@@ -176,6 +178,7 @@ class EngineProcess:
             rows[:, L.C_TS] = ts
             seq0 = self.engine.seq + 1
             events = RJ.apply_batch(self.engine, rows)
+            RJ.advance_chains(self.chains, events, self.engine.seq)
             rec = RJ.SeqRecord(seq0, ts, last_id, rows, src)
             self.seq_id = await self._append_record(rec, events)
             self.cmd_id = last_id

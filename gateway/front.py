@@ -59,6 +59,7 @@ class Replica:
     def __init__(self, rec: RJ.Recovered):
         self.engine = rec.engine
         self.seq_id = rec.seq_id
+        self.chains = rec.chains
 
     def snapshot(self) -> None:
         return None
@@ -78,6 +79,8 @@ class RedisGateway(Gateway):
         RJ.check_settings(self._rs, unsafe)
         config = _redis_config(config)
         super().__init__(config, feed=None, clock=clock)
+        self.book_seq = list(self.jeng.chains["book"])  # the engine's chains, not this process's start
+        self.trade_seq = list(self.jeng.chains["trades"])
         self._inflight: dict[int, tuple[float, list[Pending]]] = {}
         self._next_b = 1
         self.redis_up = True

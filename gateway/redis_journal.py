@@ -229,12 +229,34 @@ def id_after(a: str, b: str) -> bool:
 
 
 # ---- snapshots -------------------------------------------------------------------------------
-def snapshot_bytes(engine: Engine, seq_id: str, cmd_id: str) -> bytes:
+def new_chains(engine: Engine) -> dict[str, list[int]]:
+    """The prev_seq chains a venue starting at this engine has (Gateway.__init__'s defaults)."""
+    n = len(engine.specs)
+    return {"book": [engine.seq] * n, "trades": [0] * n}
+
+
+def advance_chains(chains: dict[str, list[int]], events: np.ndarray, seq: int) -> None:
+    """After a batch ending at `seq`: the `seq` of the last batch that changed each market's book
+    and that traded in it -- the prev_seq chains of the `book` and `trades` pushes. They are a
+    function of the stream, so every gateway (and one restarted from a snapshot, which records them)
+    pushes the same `seq`/`prev_seq`."""
+    kinds, markets = events[:, L.E_KIND], events[:, L.E_MARKET]
+    for m in np.unique(markets[kinds == L.EV_BOOK]).tolist():
+        if m >= 0:
+            chains["book"][m] = seq
+    taker = (kinds == L.EV_FILL) & (events[:, L.E_CODE] == 2)
+    for m in np.unique(markets[taker]).tolist():
+        if m >= 0:
+            chains["trades"][m] = seq
+
+
+def snapshot_bytes(engine: Engine, seq_id: str, cmd_id: str, chains: dict[str, list[int]]) -> bytes:
     with tempfile.TemporaryDirectory(prefix="perp-snap-") as d:
         path = Path(d) / "s.snap"
         S.save_snapshot(engine.state, path, {
             "markets": msgspec.json.encode(engine.markets).decode(),
-            "config_hash": engine_config_hash(engine), "seq_id": seq_id, "cmd_id": cmd_id})
+            "config_hash": engine_config_hash(engine), "seq_id": seq_id, "cmd_id": cmd_id,
+            "chains": msgspec.json.encode(chains).decode()})
         return path.read_bytes()
 
 
@@ -250,10 +272,11 @@ def engine_from_snapshot_bytes(blob: bytes) -> tuple[Engine, dict[str, str]]:
     return Engine(msgspec.json.decode(meta["markets"], type=MarketsConfig), state=st), meta
 
 
-def write_snapshot(r: Any, keys: Keys, engine: Engine, seq_id: str, cmd_id: str, keep: int = 2) -> int:
+def write_snapshot(r: Any, keys: Keys, engine: Engine, seq_id: str, cmd_id: str, chains: dict[str, list[int]],
+                   keep: int = 2) -> int:
     """Store a snapshot, keep the newest `keep`, trim both streams below the oldest kept one.
     Returns the snapshot's size in bytes."""
-    blob = snapshot_bytes(engine, seq_id, cmd_id)
+    blob = snapshot_bytes(engine, seq_id, cmd_id, chains)
     key = keys.snap(engine.seq)
     r.set(key, blob)
     r.zadd(keys.snaps, {key: engine.seq})
@@ -278,6 +301,7 @@ class Recovered:
     engine: Engine
     seq_id: str  # the last NS:seq record applied ("0-0": none)
     cmd_id: str  # the last NS:cmd entry those records consumed ("0-0": none)
+    chains: dict[str, list[int]]  # advance_chains at the engine's seq
     snapshot_seq: int
     replayed_records: int
     seconds: float
@@ -313,7 +337,7 @@ def recover(r: Any, keys: Keys, markets: MarketsConfig | None = None, *, use_sna
     before it; a record that does not continue the sequence is refused (the stream was tampered with
     or trimmed above the snapshot)."""
     t0 = time.perf_counter()
-    engine, seq_id, cmd_id, snap_seq = None, "0-0", "0-0", 0
+    engine, seq_id, cmd_id, snap_seq, chains = None, "0-0", "0-0", 0, None
     if use_snapshot:
         for key in r.zrevrange(keys.snaps, 0, -1):
             blob = r.get(key)
@@ -325,9 +349,12 @@ def recover(r: Any, keys: Keys, markets: MarketsConfig | None = None, *, use_sna
                 log.warning("snapshot_skipped", key=key.decode(), error=str(exc), code=int(exc.code))
                 continue
             seq_id, cmd_id, snap_seq = meta["seq_id"], meta["cmd_id"], engine.seq
+            chains = msgspec.json.decode(meta["chains"]) if "chains" in meta else None
             break
     if engine is None:
         engine = Engine(markets if markets is not None else markets_of(r, keys))
+    if chains is None:
+        chains = new_chains(engine)
     n = 0
     for eid, rec in records(r, keys, seq_id):
         end = rec.seq0 + rec.rows.shape[0] - 1
@@ -337,7 +364,7 @@ def recover(r: Any, keys: Keys, markets: MarketsConfig | None = None, *, use_sna
         if rec.seq0 != engine.seq + 1:
             raise RuntimeError(f"{keys.seq} record {eid} starts at seq {rec.seq0} but the engine is at {engine.seq}: "
                                f"the stream does not continue the snapshot (trimmed above it?)")
-        apply_batch(engine, rec.rows)
+        advance_chains(chains, apply_batch(engine, rec.rows), engine.seq)
         if engine.seq < end:
             raise RuntimeError(f"record {eid}: the engine ended at seq {engine.seq}, before {end}")
         seq_id, cmd_id = eid, rec.cmd_id
@@ -345,7 +372,7 @@ def recover(r: Any, keys: Keys, markets: MarketsConfig | None = None, *, use_sna
     seconds = time.perf_counter() - t0
     log.info("redis_recovered", snapshot_seq=snap_seq, replayed_records=n, seq=engine.seq, seq_id=seq_id,
              seconds=round(seconds, 3))
-    return Recovered(engine, seq_id, cmd_id, snap_seq, n, seconds)
+    return Recovered(engine, seq_id, cmd_id, chains, snap_seq, n, seconds)
 
 
 def connect_sync(url: str) -> Any:

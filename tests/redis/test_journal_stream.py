@@ -65,7 +65,7 @@ def test_recovery_is_the_newest_snapshot_plus_the_stream_after_it_and_trimming_k
                        snapshot_every=40, keep_snapshots=2)
     cmds = _commands(200)
 
-    async def first() -> tuple[str, int]:
+    async def first() -> tuple[str, int, dict]:
         eng = EngineProcess(cfg)
         await eng.start()
         for start in range(0, 150, 30):  # five batches or more: a snapshot after each 40 commands
@@ -78,9 +78,9 @@ def test_recovery_is_the_newest_snapshot_plus_the_stream_after_it_and_trimming_k
         await asyncio.gather(*eng._tasks, return_exceptions=True)
         for c in (eng.ar, eng.aw):
             await c.aclose()
-        return h, eng.engine.seq
+        return h, eng.engine.seq, eng.chains
 
-    h1, seq1 = run(first(), 60)
+    h1, seq1, chains1 = run(first(), 60)
     snaps = r.zrevrange(keys.snaps, 0, -1)
     assert len(snaps) == 2  # the newest two are kept
     oldest = RJ.engine_from_snapshot_bytes(r.get(snaps[-1]))[1]
@@ -90,6 +90,7 @@ def test_recovery_is_the_newest_snapshot_plus_the_stream_after_it_and_trimming_k
     rec = RJ.recover(r, keys)
     assert rec.snapshot_seq > 0 and rec.replayed_records > 0
     assert rec.engine.state_hash() == h1 and rec.engine.seq == seq1
+    assert rec.chains == chains1 and chains1["book"][0] > 1  # the book/trades prev_seq chains survive too
 
     async def second() -> str:  # a restarted engine continues from snapshot + stream and takes new commands
         eng = EngineProcess(cfg)
