@@ -105,3 +105,60 @@ def test_recovery_is_the_newest_snapshot_plus_the_stream_after_it_and_trimming_k
     after = RJ.recover(r, keys)  # from the snapshot taken on SIGTERM
     assert after.engine.state_hash() == h2 and after.replayed_records == 0
     assert len(after.engine.open_orders()) > 0
+
+
+def test_an_order_the_engine_has_not_processed_is_status_unknown_then_the_user_channel_tells(redis_server, tmp_path):
+    """The engine stops with an order appended: the gateway answers 4901 after its ack timeout; the
+    restarted engine processes the order, the user channel shows it, and a retry with the same
+    client order id is refused 4204 (nothing is done twice)."""
+    from gateway.client import GatewayClient, GatewayError
+    from gateway.errors import GatewayCode as G
+    from gateway.front import RedisGateway
+    from gateway.server import ServerConfig
+    from tests.gateway.conftest import ALICE, make_keys
+
+    keys, creds = make_keys(tmp_path / "keys.json")
+    cfg = EngineConfig(redis_url=redis_server.url, namespace="late", index_feed=False, liquidation_interval_ms=0)
+
+    async def crash(eng: EngineProcess) -> None:
+        eng._stopping = True
+        for t in eng._tasks:
+            t.cancel()
+        await asyncio.gather(*eng._tasks, return_exceptions=True)
+        for c in (eng.ar, eng.aw):
+            await c.aclose()
+
+    async def body() -> None:
+        eng = EngineProcess(cfg)
+        await eng.start()
+        gw = RedisGateway(ServerConfig(port=0, data_dir=str(tmp_path / "g"), keys_path=str(keys.path),
+                                       group_commit_us=200), redis_url=redis_server.url, namespace="late",
+                          ack_timeout_s=1.0)
+        await gw.start()
+        url = f"ws://127.0.0.1:{gw.port}"
+        await gw.submit_system([SetIndex(ts_ns=0, market=MARKET, price="2.0000")])
+        async with GatewayClient(url, creds["admin"]) as admin:
+            await admin.deposit(ALICE, 10**12)
+        await crash(eng)
+        async with GatewayClient(url, creds["alice"]) as alice:
+            await alice.subscribe("user")
+            alice.pending_pushes("user")
+            try:
+                await alice.place(MARKET, "buy", 3, price="1.9900", client_order_id=7)
+                raise AssertionError("acknowledged with no engine running")
+            except GatewayError as exc:
+                assert exc.code == G.STATUS_UNKNOWN_ENGINE
+            eng2 = EngineProcess(cfg)  # recovers, then reads the order still waiting in NS:cmd
+            await eng2.start()
+            push = await alice.next_push("user", 20)
+            assert [(type(e).__name__, e.client_order_id) for e in push.data][:1] == [("Accepted", 7)]
+            assert [o.client_order_id for o in await alice.open_orders()] == [7]
+            try:
+                await alice.place(MARKET, "buy", 3, price="1.9900", client_order_id=7)
+                raise AssertionError("a retry with a used client order id was accepted")
+            except GatewayError as exc:
+                assert exc.code == G.DUPLICATE_CLIENT_ORDER_ID
+        await gw.stop()
+        await eng2.stop()
+
+    run(body(), 90)
