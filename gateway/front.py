@@ -85,6 +85,13 @@ class RedisGateway(Gateway):
         self._next_b = 1
         self.redis_up = True
         self._reader: asyncio.Task | None = None
+        self._redis_gauge = None
+        if self.metrics.registry is not None:
+            import prometheus_client as pc
+
+            self._redis_gauge = pc.Gauge("perp_gateway_redis_up", "1 while Redis (the journal) is reachable",
+                                         registry=self.metrics.registry)
+            self._redis_gauge.set_function(lambda: 1.0 if self.redis_up else 0.0)
 
     # ---- the backend -----------------------------------------------------------------------
     def _open_engine(self) -> Replica:  # type: ignore[override]
@@ -207,10 +214,14 @@ class RedisGateway(Gateway):
             raise RuntimeError(f"record starts at seq {rec.seq0}, the replica is at {self.engine.seq}")
         batch: list[Pending] = []
         off = 0
+        now = time.monotonic()
         for g, b, n in rec.src:
             mine = self._inflight.pop(b, None) if g == self.gid else None
             if mine is not None and len(mine[1]) == n:
                 batch.extend(mine[1])
+                if self.metrics.batch_seconds is not None:  # XADD to the engine's record: journal + engine
+                    self.metrics.batch_seconds.observe(now - mine[0])
+                    self.metrics.batch_commands.observe(n)
             else:
                 for row in rec.rows[off:off + n]:
                     batch.append(self._foreign(row))

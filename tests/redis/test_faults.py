@@ -56,6 +56,20 @@ class Load:
         return [asyncio.create_task(self._one(c)) for c in self.clients for _ in range(self.in_flight)]
 
 
+def _http_status(port: int) -> tuple[int, str, str]:
+    """/healthz (status, body) and /metrics of a gateway."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            status, body = r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read().decode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return status, body, r.read().decode()
+
+
 def open_orders(engine) -> set[tuple[int, int, int]]:
     return {(a, clid, oid) for _m, _s, _p, oid, a, clid, _r, _f in engine.open_orders().tolist()}
 
@@ -125,6 +139,8 @@ def test_redis_restarted_mid_run_fails_closed_with_the_documented_codes_and_trad
                     assert exc.code == G.JOURNAL_UNAVAILABLE, exc
             acked_down = len(load.acked)
             assert md.connects == 1 and a.connects == 1 and b.connects == 1  # connections kept open
+            status, health, metrics = await asyncio.to_thread(_http_status, ga.port)
+            assert status == 503 and '"redis":false' in health and "perp_gateway_redis_up 0.0" in metrics
             redis_server.start()  # same port and dir: Redis reloads its AOF
             t_end = time.monotonic() + 30
             while len(load.acked) < acked_down + 20:  # trading resumes on both gateways, no process restarted
