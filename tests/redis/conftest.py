@@ -129,10 +129,11 @@ class Proc:
         return self.popen.returncode
 
 
-def _spawn(args: list[str], expect: str, timeout_s: float = 240) -> Proc:
+def _spawn(args: list[str], expect: str, log_dir: Path, timeout_s: float = 240) -> Proc:
     import tempfile
 
-    log = tempfile.NamedTemporaryFile(prefix=f"perp-{args[0]}-", suffix=".log", delete=False)  # kept for a failure
+    log_dir.mkdir(parents=True, exist_ok=True)  # the process's log is kept with the test's files
+    log = tempfile.NamedTemporaryFile(dir=log_dir, prefix=f"perp-{args[0]}-", suffix=".log", delete=False)
     p = subprocess.Popen([sys.executable, "-m", "perp.cli", "--log-level", "info", *args], stdout=subprocess.PIPE,
                          stderr=log, text=True, env=env(), cwd=str(ROOT))
     t_end = time.monotonic() + timeout_s
@@ -152,14 +153,14 @@ def _spawn(args: list[str], expect: str, timeout_s: float = 240) -> Proc:
     return proc
 
 
-def start_engine(url: str, ns: str = NS, *extra: str) -> Proc:
+def start_engine(url: str, ns: str = NS, *extra: str, log_dir: Path) -> Proc:
     return _spawn(["engine", "--redis", url, "--namespace", ns, "--no-index-feed", "--liquidation-interval-ms", "0",
-                   *extra], "perp engine")
+                   *extra], "perp engine", log_dir)
 
 
 def start_gateway(url: str, keys_path: Path, data_dir: Path, ns: str = NS, *extra: str) -> Proc:
     return _spawn(["gateway", "--redis", url, "--namespace", ns, "--port", "0", "--keys", str(keys_path),
-                   "--data", str(data_dir), "--group-commit-us", "300", *extra], "perp gateway")
+                   "--data", str(data_dir), "--group-commit-us", "300", *extra], "perp gateway", data_dir)
 
 
 @pytest.fixture
@@ -201,7 +202,7 @@ def start_venue(redis_server: RedisServer, procs: list, tmp_path: Path, engine_a
     from tests.gateway.conftest import make_keys
 
     keys, creds = make_keys(tmp_path / "keys.json")
-    eng = start_engine(redis_server.url, NS, *engine_args)
+    eng = start_engine(redis_server.url, NS, *engine_args, log_dir=tmp_path)
     procs.append(eng)
     pin_index(redis_server.url)
     ga = start_gateway(redis_server.url, keys.path, tmp_path / "a", NS, *gateway_args)

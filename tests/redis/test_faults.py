@@ -96,7 +96,7 @@ def test_the_engine_sigkilled_under_load_loses_no_acknowledged_order_and_reaches
             eng.kill()  # SIGKILL under load
             await asyncio.sleep(1.0)
             stalled = len(load.acked)
-            procs.append(start_engine(url, NS, "--snapshot-every", "0"))
+            procs.append(start_engine(url, NS, "--snapshot-every", "0", log_dir=tmp_path))
             await asyncio.sleep(1.5)
             load.stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks), 90)
