@@ -442,29 +442,15 @@ def run_bare(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, r
                   for j in range(accounts_per_proc)] for i in range(procs)]
         prices = ["2.0000"]
         cpu0 = _cpu_s(server.pid)
-        res_max = _phase(ctx, q, url, creds, prices, "max", seconds, window, seconds)
+        res_max = run_phase(ctx, q, [url], creds, prices, "max", seconds, window, seconds)
         cpu_max = _cpu_s(server.pid) - cpu0
-        res_paced = _phase(ctx, q, url, creds, prices, "paced", rate / procs, window, seconds)
+        res_paced = run_phase(ctx, q, [url], creds, prices, "paced", rate / procs, window, seconds)
         return _figures(res_max, res_paced, cpu_max) | {
             "target": "bare websockets server (decode + ack)", "paced_rate_target": rate, "procs": procs,
             "accounts": procs * accounts_per_proc, "window": window, "load_average_1m": os.getloadavg()[0]}
     finally:
         stop.set()
         server.join(30)
-
-
-def _phase(ctx, q: mp.Queue, url: str, creds: list[list[dict]], prices: list[str], name: str, amount: float,
-           window: int, seconds: float) -> list[dict]:
-    ps = [ctx.Process(target=_client_proc, args=(url, creds[i], prices, name, amount, window, q))
-          for i in range(len(creds))]
-    t0 = time.perf_counter()
-    for p in ps:
-        p.start()
-    res = [q.get(timeout=seconds * 10 + 60) for _ in ps]
-    for p in ps:
-        p.join(30)
-    res.append({"wall_s": time.perf_counter() - t0})
-    return res
 
 
 def _figures(res_max: list[dict], res_paced: list[dict], cpu_max: float) -> dict:
@@ -484,12 +470,25 @@ def _figures(res_max: list[dict], res_paced: list[dict], cpu_max: float) -> dict
 
 
 # ---- the run ---------------------------------------------------------------------------------
-def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: int = 10_000, window: int = 64,
-        subscribers: int = 1000, group_commit_us: int = 1000, book_interval_ms: int = 20) -> dict:
-    from gateway.keys import KeyStore
+def run_phase(ctx, q, urls: list[str], trader_creds: list[list[dict]], prices: list[str], name: str, amount: float,
+              window: int, seconds: float) -> list[dict]:
+    """One phase: a client process per row of `trader_creds` (process i on urls[i % len(urls)]);
+    their results, then {"wall_s"}."""
+    ps = [ctx.Process(target=_client_proc, args=(urls[i % len(urls)], creds, prices, name, amount, window, q))
+          for i, creds in enumerate(trader_creds)]
+    t0 = time.perf_counter()
+    for p in ps:
+        p.start()
+    res = [q.get(timeout=seconds * 10 + 60) for _ in ps]
+    for p in ps:
+        p.join(30)
+    res.append({"wall_s": time.perf_counter() - t0})
+    return res
 
-    tmp = Path(tempfile.mkdtemp(prefix="perp-bench-gateway-"))
-    store = KeyStore(tmp / "keys.json")
+
+
+def bench_keys(store, procs: int, accounts_per_proc: int) -> tuple:
+    """An admin HMAC key (account 99) and, per client process, trader keys of accounts from 1000."""
     admin, admin_secret = store.create(99, ("admin",), "hmac")
     trader_creds: list[list[dict]] = []
     acct = 1000
@@ -500,6 +499,16 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
             row.append({"kind": "hmac", "key": k.key, "secret_hex": secret, "account": acct})
             acct += 1
         trader_creds.append(row)
+    return admin, admin_secret, trader_creds
+
+
+def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: int = 10_000, window: int = 64,
+        subscribers: int = 1000, group_commit_us: int = 1000, book_interval_ms: int = 20) -> dict:
+    from gateway.keys import KeyStore
+
+    tmp = Path(tempfile.mkdtemp(prefix="perp-bench-gateway-"))
+    store = KeyStore(tmp / "keys.json")
+    admin, admin_secret, trader_creds = bench_keys(store, procs, accounts_per_proc)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
     server = subprocess.Popen(
@@ -529,10 +538,10 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
             raise RuntimeError("subscribers did not connect")
 
         cpu0 = _cpu_s(server.pid)
-        res_max = _phase(ctx, q, url, trader_creds, prices, "max", seconds, window, seconds)
+        res_max = run_phase(ctx, q, [url], trader_creds, prices, "max", seconds, window, seconds)
         cpu_max = _cpu_s(server.pid) - cpu0
-        res_paced = _phase(ctx, q, url, trader_creds, prices, "paced", rate / procs, window, seconds)
-        res_batch = _phase(ctx, q, url, trader_creds, prices, "batch", min(seconds, 3.0), window, seconds)
+        res_paced = run_phase(ctx, q, [url], trader_creds, prices, "paced", rate / procs, window, seconds)
+        res_batch = run_phase(ctx, q, [url], trader_creds, prices, "batch", min(seconds, 3.0), window, seconds)
         batch_orders = sum(r.get("batch_orders", 0) for r in res_batch[:-1])
         stop.set()
         subres = q.get(timeout=60)

@@ -184,9 +184,13 @@ def keys_revoke(keys_path: str, key: str) -> None:
 @click.option("--group-commit-us", default=1000, show_default=True)
 @click.option("--book-interval-ms", default=20, show_default=True, help="the server's book delta interval")
 @click.option("--bare", is_flag=True, help="the same clients against a bare websockets server (decode + ack only)")
+@click.option("--redis", "redis_url", default=None,
+              help="also through `perp engine` + two `perp gateway` processes on this Redis (the `redis` object)")
+@click.option("--unsafe", is_flag=True, help="with --redis: accept a Redis without appendfsync always")
 @click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
 def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, rate: int, window: int, subscribers: int,
-                          group_commit_us: int, book_interval_ms: int, bare: bool, as_json: bool) -> None:
+                          group_commit_us: int, book_interval_ms: int, bare: bool, redis_url: str | None,
+                          unsafe: bool, as_json: bool) -> None:
     """The whole order path over loopback.
 
     Client processes: logon, validation, journal + fsync, engine, ack."""
@@ -202,6 +206,11 @@ def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, ra
         return
     r = run(procs=procs, accounts_per_proc=accounts_per_proc, seconds=seconds, rate=rate, window=window,
             subscribers=subscribers, group_commit_us=group_commit_us, book_interval_ms=book_interval_ms)
+    if redis_url:
+        from gateway.bench_redis import run_redis
+
+        r["redis"] = run_redis(redis_url, procs=procs, accounts_per_proc=accounts_per_proc, seconds=seconds, rate=rate,
+                               window=window, subscribers=subscribers, group_commit_us=group_commit_us, unsafe=unsafe)
     click.echo(f"throughput   {r['orders_per_s']:,} order frames/s acked (one order per frame, fsync per group "
                f"commit; {r['procs']} client processes, {r['accounts']} accounts, window {r['window']})")
     click.echo(f"server CPU   {r['server_cpu_us_per_order']} us per order frame (load average {r['load_average_1m']:.1f} "
@@ -212,5 +221,11 @@ def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, ra
     click.echo(f"fan-out      {r['subscribers']} book subscribers: p50 {r['p50_fanout_ms']} ms, "
                f"p99 {r['p99_fanout_ms']} ms ({r['fanout_samples']:,} deltas received, one per "
                f"{r['book_interval_ms']} ms at most; lag counted from the first batch a delta covers)")
+    if redis_url:
+        x = r["redis"]
+        click.echo(f"redis        {x['orders_per_s']:,} order frames/s acked through {x['gateways']} gateway processes "
+                   f"and one engine (appendfsync {x['appendfsync']}); p50 {x['p50_ack_ms_at_10k']} ms, "
+                   f"p99 {x['p99_ack_ms_at_10k']} ms at {rate:,} orders/s; CPU per order: engine "
+                   f"{x['engine_cpu_us_per_order']} us, gateways {x['gateway_cpu_us_per_order']} us")
     if as_json:
         click.echo(json.dumps(r))

@@ -148,8 +148,9 @@ def _retrieve(fut: asyncio.Future) -> None:
 class GatewayClient:
     def __init__(self, url: str, credentials: Credentials | None = None, *, reconnect: bool = True,
                  request_timeout_s: float = 10.0, max_backoff_s: float = 2.0, push_queue: int = 100_000,
-                 heartbeat_s: float | None = 30.0):
+                 heartbeat_s: float | None = 30.0, fallback_urls: tuple[str, ...] = ()):
         self.url = url
+        self.urls = (url, *fallback_urls)  # several gateways of one venue: a failed reconnect tries the next
         self.credentials = credentials
         self.reconnect = reconnect
         self.request_timeout_s = request_timeout_s
@@ -249,6 +250,7 @@ class GatewayClient:
                 try:
                     await self._open()
                 except Exception:  # noqa: BLE001 - refused, reset, handshake timeout: try again later
+                    self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
                     continue
                 backoff = 0.05
                 asyncio.create_task(self._resume())

@@ -61,13 +61,16 @@ class GatewayCode(IntEnum):
     IDLE_TIMEOUT = 4304
     SHUTTING_DOWN = 4305  # the server is draining: not taken, nothing changed
     OVERLOADED = 4306  # the sequencer's queue is full: not taken, nothing changed
+    JOURNAL_UNAVAILABLE = 4307  # scaled out: Redis (the journal) is unreachable; not placed, nothing sent
 
     # 4400-4499: the engine said no (the command was sequenced and rejected; it changed nothing)
     ENGINE_REJECTED = 4400
 
     # 4900-4999: status unknown -- query before retrying
     STATUS_UNKNOWN_JOURNAL = 4900  # the journal append failed; the command may or may not be durable
-    STATUS_UNKNOWN_ENGINE = 4901  # the engine failed after the journal had the command
+    STATUS_UNKNOWN_ENGINE = 4901  # the engine failed after the journal had the command (scaled out: or has
+    # not processed it within the gateway's ack timeout)
+    STATUS_UNKNOWN_REDIS = 4902  # scaled out: Redis went away with the command sent and not yet seen processed
 
 
 def is_status_unknown(code: int) -> bool:

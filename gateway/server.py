@@ -261,9 +261,7 @@ class Gateway:
         data.mkdir(parents=True, exist_ok=True)
         self.journal_path = data / "journal.bin"
         self.snapshot_dir = data / "snapshots"  # bound to the journal (id + seq), verified on load
-        markets = load_markets(config.markets_path) if config.markets_path else None
-        self.jeng = JournaledEngine.open(self.journal_path, snapshot_dir=self.snapshot_dir, markets=markets,
-                                         fsync=config.fsync)
+        self.jeng = self._open_engine()
         self.engine = self.jeng.engine
         self.specs = self.engine.specs
         self.market_index = {s.symbol: i for i, s in enumerate(self.specs)}
@@ -331,6 +329,13 @@ class Gateway:
         self._tiers = self._tier_table()
         self._handlers = {name: getattr(self, "_m_" + name.replace(".", "_")) for name in P.METHODS}
         self.port = config.port
+
+    def _open_engine(self) -> JournaledEngine:
+        """The backend behind the sequencer: embedded, the file journal + engine, recovered from
+        snapshot + journal (gateway.front's Redis gateway returns a read replica instead)."""
+        markets = load_markets(self.cfg.markets_path) if self.cfg.markets_path else None
+        return JournaledEngine.open(self.journal_path, snapshot_dir=self.snapshot_dir, markets=markets,
+                                    fsync=self.cfg.fsync)
 
     # ---- start-up views --------------------------------------------------------------------
     def _rebuild_views(self) -> None:
@@ -1056,6 +1061,13 @@ class Gateway:
         if self.metrics.batch_seconds is not None:
             self.metrics.batch_seconds.observe(spent)
             self.metrics.batch_commands.observe(len(batch))
+        self._complete_batch(batch, seq0, ev_rows, ts, funding_before)
+
+    def _complete_batch(self, batch: list[Pending], seq0: int, ev_rows: np.ndarray, ts: int,
+                        funding_before: Any) -> None:
+        """After the engine ran `batch` (sequence numbers seq0..): views, every ack, then market
+        data and private events. `batch` may end before the batch's last sequence number (a sweep
+        the sequencer appended); events past it are fanned out, not acked."""
         events = BatchEvents(ev_rows, seq0, len(batch), self.specs)
         for p in batch:  # these places are now live or gone: the views below say which
             if p.clid:

@@ -1,5 +1,6 @@
-"""`python3 -m gateway.watch [--url URL]`: a live one-line-per-second view of a market through the
-public client (book top, index, mark, funding, trades): what a newcomer sees of `perp serve --demo`."""
+"""`python3 -m gateway.watch [--url URL | --redis URL]`: a live one-line-per-second view of a market through the
+public client (book top, index, mark, funding, trades): what a newcomer sees of `perp serve --demo`;
+with `--redis`, the book and trades from the engine's event stream of a scaled-out venue."""
 
 from __future__ import annotations
 
@@ -33,14 +34,52 @@ async def watch(url: str, market: str, seconds: float | None) -> None:
             print(line, flush=True)
 
 
+def watch_redis(url: str, namespace: str, market: str, seconds: float | None) -> None:
+    """The same line from the engine's own per-market event stream (NS:ev:SYMBOL) of a scaled-out
+    venue, without a gateway: the book from the stream's first entry, then trades as they come."""
+    import time
+
+    from gateway import redis_journal as RJ
+    from perp import layout as L
+    from perp.markets import ticks_to_price
+
+    r = RJ.connect_sync(url)
+    keys = RJ.Keys(namespace)
+    spec = next(s for s in RJ.markets_of(r, keys, wait_s=10).market if s.symbol == market)
+    book = RJ.EventBook()
+    last_id = "0-0"
+    for last_id, rows in RJ.market_events(r, keys, market):
+        book.apply(rows)
+    end = None if seconds is None else time.monotonic() + seconds
+    while end is None or time.monotonic() < end:
+        t_line = time.monotonic() + 1.0
+        trades = 0
+        while time.monotonic() < t_line:
+            got = r.xread({keys.events(market): last_id}, count=256, block=200)
+            for last_id, fields in (got[0][1] if got else ()):
+                rows = RJ.rows_from_event_bytes(fields[b"r"])
+                book.apply(rows)
+                trades += int(((rows[:, L.E_KIND] == L.EV_FILL) & (rows[:, L.E_CODE] == 2)).sum())
+        bids, asks = book.levels
+        bid = max(bids) if bids else None
+        ask = min(asks) if asks else None
+        print(f"{market}  seq {book.seq}  bid {bids.get(bid, 0):>5} @ {ticks_to_price(spec, bid) if bid else '-':<8}"
+              f" ask {asks.get(ask, 0):>5} @ {ticks_to_price(spec, ask) if ask else '-':<8}  trades {trades}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", default="ws://127.0.0.1:8765")
+    ap.add_argument("--redis", default=None, help="redis://...: read the engine's event stream instead of a gateway")
+    ap.add_argument("--namespace", default="perp")
     ap.add_argument("--market", default="H100-PERP")
     ap.add_argument("--seconds", type=float, default=None)
     args = ap.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(watch(args.url, args.market, args.seconds))
+        if args.redis:
+            watch_redis(args.redis, args.namespace, args.market, args.seconds)
+        else:
+            asyncio.run(watch(args.url, args.market, args.seconds))
 
 
 if __name__ == "__main__":

@@ -425,6 +425,10 @@ def _register_gateway() -> None:
     main.add_command(serve_command, "serve")
     main.add_command(keys_group, "keys")
     bench.add_command(bench_gateway_command, "gateway")
+    from gateway.redis_cli import engine_command, gateway_command  # the Redis scale-out (docs/deployment.md)
+
+    main.add_command(engine_command, "engine")
+    main.add_command(gateway_command, "gateway")
 
 
 _register_gateway()

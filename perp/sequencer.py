@@ -111,10 +111,8 @@ class JournaledEngine:
         acknowledges or publishes afterwards is durable."""
         self.journal.append(rows, admin_payloads_of(rows, self.engine.encoder.payloads), sync=False)
         events = self.engine.submit_rows(rows)
-        if auto_liquidate and rows.shape[0]:
-            kinds = events[:, L.E_KIND]
-            if np.any((kinds == L.EV_MARK) | (kinds == L.EV_INDEX)):
-                events = np.concatenate([events, self.tick(self.engine.last_ts_ns)])
+        if auto_liquidate and rows.shape[0] and moved_mark_or_index(events):
+            events = np.concatenate([events, self.tick(self.engine.last_ts_ns)])
         self.journal.commit()
         if self.snapshot_every and self.engine.seq - self._last_snapshot_seq >= self.snapshot_every:
             self.snapshot()
@@ -159,6 +157,13 @@ class JournaledEngine:
 
     def close(self) -> None:
         self.journal.close()
+
+
+def moved_mark_or_index(events: np.ndarray) -> bool:
+    """Whether a batch's events moved a mark or an index: the sequencer then sweeps (a `liquidate`
+    at the batch's time), here and in the Redis sequencer (gateway/redis_journal.py)."""
+    kinds = events[:, L.E_KIND]
+    return bool(np.any((kinds == L.EV_MARK) | (kinds == L.EV_INDEX)))
 
 
 def _drop_events(_events: np.ndarray) -> None:

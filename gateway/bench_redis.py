@@ -1,0 +1,137 @@
+"""`perp bench gateway --redis URL`: the same client phases through two `perp gateway` processes in
+front of one `perp engine`, over the given Redis (in a fresh namespace, deleted afterwards).
+
+The order path measured: client frame -> gateway (parse, logon'd session, validation, rate limit)
+-> group commit -> `XADD NS:cmd` (Redis fsyncs its AOF before replying) -> engine batch -> `XADD
+NS:seq` (fsynced) -> every gateway's replica -> ack. Trader processes alternate between the two
+gateways; book subscribers are split between them. The figures go into the `redis` object of the
+bench's JSON (gateway/bench.py has the embedded ones).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gateway.bench import _cpu_s, _merge_codes, _pct, _prepare, _subscriber_proc, bench_keys, run_phase
+
+
+def _spawn(args: list[str], expect: str, env: dict) -> tuple[subprocess.Popen, str]:
+    p = subprocess.Popen([sys.executable, "-c", "from perp.cli import main; main()", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, env=env)
+    while True:
+        line = p.stdout.readline()
+        if not line:
+            raise RuntimeError(f"perp {args[0]} exited with {p.wait()}")
+        if line.startswith(expect):
+            return p, line
+
+
+def run_redis(redis_url: str, procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: int = 10_000,
+              window: int = 64, subscribers: int = 1000, group_commit_us: int = 1000, gateways: int = 2,
+              unsafe: bool = False) -> dict:
+    from gateway import redis_journal as RJ
+    from gateway.keys import KeyStore
+
+    ns = f"bench-{os.getpid()}-{time.time_ns() & 0xFFFFFF:06x}"
+    tmp = Path(tempfile.mkdtemp(prefix="perp-bench-redis-"))
+    store = KeyStore(tmp / "keys.json")
+    admin, admin_secret, trader_creds = bench_keys(store, procs, accounts_per_proc)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
+    common = ["--redis", redis_url, "--namespace", ns] + (["--unsafe"] if unsafe else [])
+    started: list[subprocess.Popen] = []
+    try:
+        eng, _ = _spawn(["engine", *common, "--liquidation-interval-ms", "0", "--index-step-s", "86400"],
+                        "perp engine", env)
+        started.append(eng)
+        urls = []
+        for _ in range(gateways):
+            gw, line = _spawn(["gateway", *common, "--port", "0", "--keys", str(store.path), "--data",
+                               str(tmp / "data"), "--group-commit-us", str(group_commit_us),
+                               "--max-conns-per-ip", str(subscribers + 64),
+                               "--order-rate-per-s", "1e7", "--cancel-rate-per-s", "1e7", "--conn-rate-per-s", "1e7"],
+                              "perp gateway", env)
+            started.append(gw)
+            urls.append(re.search(r"(ws://\S+)", line).group(1))
+        prices = asyncio.run(_prepare(urls[0], {"kind": "hmac", "key": admin.key, "secret_hex": admin_secret},
+                                      [c["account"] for row in trader_creds for c in row]))
+        ctx = mp.get_context("spawn")
+        q: mp.Queue = ctx.Queue()
+        stop = ctx.Event()
+        subs = []
+        for i, url in enumerate(urls):
+            ready = ctx.Event()
+            n = subscribers // gateways + (1 if i < subscribers % gateways else 0)
+            s = ctx.Process(target=_subscriber_proc, args=(url, n, ready, stop, q))
+            s.start()
+            if not ready.wait(120):
+                raise RuntimeError("subscribers did not connect")
+            subs.append(s)
+
+        def phase(name: str, amount: float) -> list[dict]:
+            return run_phase(ctx, q, urls, trader_creds, prices, name, amount, window, seconds)
+
+        pids = [p.pid for p in started]
+        cpu0 = [_cpu_s(pid) for pid in pids]
+        res_max = phase("max", seconds)
+        cpu = [_cpu_s(pid) - c for pid, c in zip(pids, cpu0, strict=True)]
+        wall = res_max[-1]["wall_s"]
+        acks = sum(r.get("acks", 0) for r in res_max[:-1])
+        res_paced = phase("paced", rate / procs)
+        lat = [x for r in res_paced[:-1] for x in r.get("lat", [])]
+        stop.set()
+        lags = []
+        for _ in subs:
+            lags += q.get(timeout=60)["lags_ms"]
+        for s in subs:
+            s.join(30)
+        return {
+            "orders_per_s": round(acks / (wall - 1.0 if wall > 2 else wall)),
+            "order_frames_acked": acks,
+            "order_frames_refused": sum(r.get("errors", 0) for r in res_max[:-1]),
+            "refusal_codes": _merge_codes(res_max[:-1] + res_paced[:-1]),
+            "p50_ack_ms_at_10k": round(_pct(lat, 0.50) * 1e3, 3),
+            "p99_ack_ms_at_10k": round(_pct(lat, 0.99) * 1e3, 3),
+            "paced_rate_target": rate,
+            "paced_acks": sum(r.get("acks", 0) for r in res_paced[:-1]),
+            "engine_cpu_us_per_order": round(cpu[0] / max(1, acks) * 1e6, 1),
+            "gateway_cpu_us_per_order": round(sum(cpu[1:]) / max(1, acks) * 1e6, 1),
+            "gateways": gateways,
+            "subscribers": subscribers,
+            "p99_fanout_ms": round(_pct(lags, 0.99), 3),
+            "load_average_1m": os.getloadavg()[0],
+            "redis": redis_url,
+            "appendfsync": _appendfsync(redis_url),
+        }
+    finally:
+        for p in started[::-1]:
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        r = RJ.connect_sync(redis_url)
+        names = [k for k in r.scan_iter(match=f"{ns}:*")]
+        if names:
+            r.delete(*names)
+        r.close()
+
+
+def _appendfsync(url: str) -> str:
+    from gateway import redis_journal as RJ
+
+    r = RJ.connect_sync(url)
+    try:
+        return str(r.config_get("appendfsync").get("appendfsync", "?"))
+    except Exception:  # noqa: BLE001 - CONFIG disabled
+        return "?"
+    finally:
+        r.close()

@@ -1,0 +1,283 @@
+"""`perp engine --redis URL`: the one sequencer of a scaled-out venue.
+
+It reads `NS:cmd` in stream order (gateways append validated commands there; its own timers too),
+cuts it into batches of at most `max_batch` commands, stamps each batch with one reading of its
+clock (never decreasing), runs it (`redis_journal.apply_batch`), and only then appends the batch's
+record to `NS:seq`. Gateways acknowledge a command when they see its record, so an ack always
+follows both the engine's processing and the durable record (gateway/redis_journal.py).
+
+Invariants: the engine's state is always `recover(...)` of what `NS:seq` holds plus at most the
+batch in hand; a batch whose record could not be written is retried until Redis takes it (the
+engine pauses, keeps its state and its place, and resumes by itself when Redis returns), and a
+record already written (the reply was lost) is recognised by its sequence number and not repeated.
+
+Timers (the liquidation sweep, the index feed) are commands the engine appends to `NS:cmd` like a
+gateway, so replay replays them. Snapshots (every `snapshot_every` commands and on SIGTERM) go to
+Redis with the ids they cover; the streams are trimmed below the oldest kept one.
+
+Known limits: one engine process (no standby: a second `perp engine` on the same namespace would
+sequence the same commands twice -- run it under a supervisor that restarts it, not beside it);
+the snapshot is written inline (the engine pauses for it, ~tens of ms for a small venue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+import numpy as np
+import structlog
+
+from gateway import redis_journal as RJ
+from gateway.feed import IndexFeed
+from gateway.limits import WallClock
+from perp import layout as L
+from perp.commands import Liquidate
+from perp.markets import load_markets
+from perp.sequencer import engine_config_hash
+
+log = structlog.get_logger("gateway.engine")
+
+SOURCE = "engine"  # the `g` of the engine's own timer entries
+
+
+class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    redis_url: str
+    namespace: str = "perp"
+    unsafe: bool = False
+    markets_path: str | None = None  # a new venue only; afterwards NS:meta is the config
+    max_batch: int = 4096
+    liquidation_interval_ms: int = 1000
+    index_step_s: int = 3600
+    index_csv: str | None = None
+    index_feed: bool = True
+    snapshot_every: int = 100_000  # commands between snapshots (0: only on SIGTERM)
+    keep_snapshots: int = 2
+    snapshot_on_exit: bool = True
+    market_stream_maxlen: int = 1_000_000  # NS:ev:SYMBOL entries kept (about; one per batch that touched it)
+
+
+class EngineProcess:
+    def __init__(self, cfg: EngineConfig, *, feed: IndexFeed | None = None, clock: WallClock | None = None):
+        self.cfg = cfg
+        self.keys = RJ.Keys(cfg.namespace)
+        self.r = RJ.connect_sync(cfg.redis_url)  # start-up, snapshots (between batches)
+        RJ.check_settings(self.r, cfg.unsafe)
+        markets = load_markets(cfg.markets_path) if cfg.markets_path else load_markets()
+        registered = RJ.markets_of(self.r, self.keys)
+        if registered is None:
+            from perp.engine import Engine
+
+            self.r.hset(self.keys.meta, mapping={"markets": msgspec.json.encode(markets),
+                                                 "config_hash": engine_config_hash(Engine(markets))})
+            registered = markets
+        rec = RJ.recover(self.r, self.keys, registered)
+        self.engine = rec.engine
+        self.seq_id = rec.seq_id
+        self.cmd_id = rec.cmd_id
+        self.chains = rec.chains
+        self.clock = clock or WallClock(int(self.engine.state.g[L.G_LAST_TS]))
+        self.feed = feed
+        if self.feed is None and cfg.index_feed:
+            from pathlib import Path
+
+            self.feed = IndexFeed.from_csv(self.engine.specs[0], Path(cfg.index_csv) if cfg.index_csv else None,
+                                           step_ns=cfg.index_step_s * 1_000_000_000)
+        self._last_snapshot_seq = self.engine.seq
+        self._status_seq = -1
+        self._timer_batch = int(time.time_ns())  # batch numbers of this process's timer entries: unique per start
+        self._stopping = False
+        self._tasks: list[asyncio.Task] = []
+        self.redis_up = True
+        self.batches = 0
+        self.failed = asyncio.Event()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.ar = RJ.connect_async(self.cfg.redis_url)  # the sequencing loop (blocking reads)
+        self.aw = RJ.connect_async(self.cfg.redis_url)  # timers, status
+        self._tasks.append(asyncio.create_task(self._sequence_loop(), name="sequencer"))
+        self._tasks.append(asyncio.create_task(self._timers(), name="engine-timers"))
+        for t in self._tasks:
+            t.add_done_callback(self._task_done)
+        log.info("engine_started", seq=self.engine.seq, seq_id=self.seq_id, cmd_id=self.cmd_id,
+                 namespace=self.cfg.namespace)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A loop that ends by an exception is a bug: fail-stop (the process exits; a restart
+        recovers from snapshot + stream)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("engine_failed", task=task.get_name(), error=repr(task.exception()), seq=self.engine.seq)
+        self.failed.set()
+
+    async def stop(self) -> None:
+        """Stop the timers, finish the batch in hand, snapshot, close."""
+        self._stopping = True
+        for t in self._tasks[1:]:
+            t.cancel()
+        done, pending = await asyncio.wait(self._tasks, timeout=5.0)  # a batch held while Redis is down
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.cfg.snapshot_on_exit and not pending:
+            try:
+                self.snapshot()
+            except RJ.redis_down_errors() as exc:
+                log.error("snapshot_failed", error=repr(exc))
+        await self._status(force=True)
+        for c in (self.ar, self.aw):
+            await c.aclose()
+        self.r.close()
+        log.info("engine_stopped", seq=self.engine.seq, state_hash=self.engine.state_hash())
+
+    def snapshot(self) -> int:
+        size = RJ.write_snapshot(self.r, self.keys, self.engine, self.seq_id, self.cmd_id, self.chains,
+                                 self.cfg.keep_snapshots)
+        self._last_snapshot_seq = self.engine.seq
+        log.info("snapshot_written", seq=self.engine.seq, seq_id=self.seq_id, bytes=size)
+        return size
+
+    # ---- the sequencer ---------------------------------------------------------------------
+    async def _sequence_loop(self) -> None:
+        down = RJ.redis_down_errors()
+        while not self._stopping:
+            try:
+                got = await self.ar.xread({self.keys.cmd: self.cmd_id}, count=self.cfg.max_batch, block=200)
+            except down as exc:
+                self._down(exc)
+                await asyncio.sleep(0.2)
+                continue
+            self._up()
+            if not got:
+                await self._status()
+                continue
+            entries = got[0][1]
+            take, n_rows, parts, src = 0, 0, [], []
+            for eid, fields in entries:
+                try:
+                    rows = RJ.rows_from_bytes(fields[b"r"])
+                    source, b = fields[b"g"].decode(), int(fields[b"b"])
+                except (KeyError, ValueError) as exc:  # never from our gateways; skipped the same way on replay
+                    log.error("cmd_entry_skipped", id=eid.decode(), error=repr(exc))
+                    rows, source, b = np.zeros((0, L.N_CMD_COLS), np.int64), "?", 0
+                if take and n_rows + rows.shape[0] > self.cfg.max_batch:
+                    break
+                take += 1
+                n_rows += rows.shape[0]
+                parts.append(rows)
+                src.append((source, b, rows.shape[0]))
+            last_id = entries[take - 1][0].decode()
+            if n_rows == 0:
+                self.cmd_id = last_id
+                continue
+            rows = np.concatenate(parts)
+            ts = self.clock.now_ns()
+            rows[:, L.C_TS] = ts
+            seq0 = self.engine.seq + 1
+            events = RJ.apply_batch(self.engine, rows)
+            RJ.advance_chains(self.chains, events, self.engine.seq)
+            rec = RJ.SeqRecord(seq0, ts, last_id, rows, src)
+            self.seq_id = await self._append_record(rec, events)
+            self.cmd_id = last_id
+            self.batches += 1
+            if self.cfg.snapshot_every and self.engine.seq - self._last_snapshot_seq >= self.cfg.snapshot_every:
+                await self._snapshot_retrying()
+
+    async def _append_record(self, rec: RJ.SeqRecord, events: np.ndarray) -> str:
+        """XADD the record and, in the same MULTI/EXEC, each market's events to NS:ev:SYMBOL; while
+        Redis is down, wait and retry (the batch is held, nothing is acked). After a failure, a record
+        already in the stream with this first sequence number was written (with its market entries)."""
+        down = RJ.redis_down_errors()
+        fields = rec.fields()
+        per_market = RJ.market_entries(events, rec.seq0, len(self.engine.specs))
+        check = False
+        while True:
+            try:
+                if check:
+                    last = await self.aw.xrevrange(self.keys.seq, count=1)
+                    if last and int(last[0][1][b"s"]) == rec.seq0:
+                        return last[0][0].decode()
+                async with self.aw.pipeline(transaction=True) as pipe:
+                    pipe.xadd(self.keys.seq, fields)
+                    for m, entry in per_market:
+                        pipe.xadd(self.keys.events(self.engine.specs[m].symbol), entry,
+                                  maxlen=self.cfg.market_stream_maxlen, approximate=True)
+                    eid = (await pipe.execute())[0]
+                self._up()
+                return eid.decode()
+            except down as exc:
+                self._down(exc)
+                check = True
+                await asyncio.sleep(0.2)
+
+    async def _snapshot_retrying(self) -> None:
+        while True:
+            try:
+                self.snapshot()
+                return
+            except RJ.redis_down_errors() as exc:
+                self._down(exc)
+                await asyncio.sleep(0.2)
+
+    def _down(self, exc: BaseException) -> None:
+        if self.redis_up:
+            log.error("redis_down", error=repr(exc), seq=self.engine.seq)
+        self.redis_up = False
+
+    def _up(self) -> None:
+        if not self.redis_up:
+            log.info("redis_up", seq=self.engine.seq)
+        self.redis_up = True
+
+    async def _status(self, force: bool = False) -> None:
+        """When idle: the engine's seq and state hash in NS:engine (tests and operators read it)."""
+        if self.engine.seq == self._status_seq and not force:
+            return
+        try:
+            await self.aw.hset(self.keys.engine, mapping={
+                "seq": self.engine.seq, "seq_id": self.seq_id, "ts_ns": time.time_ns(),
+                "state_hash": self.engine.state_hash()})
+            self._status_seq = self.engine.seq
+        except RJ.redis_down_errors() as exc:
+            self._down(exc)
+
+    # ---- timers ----------------------------------------------------------------------------
+    async def _append_timer(self, command: Any) -> None:
+        self._timer_batch += 1
+        row = self.engine.encoder.row(command)[None, :]
+        try:
+            await self.aw.xadd(self.keys.cmd, {"g": SOURCE, "b": self._timer_batch, "r": RJ.rows_to_bytes(row)})
+        except RJ.redis_down_errors() as exc:  # the next tick tries again
+            self._down(exc)
+            raise
+
+    async def _timers(self) -> None:
+        liq_ns = self.cfg.liquidation_interval_ms * 1_000_000
+        next_liq = time.monotonic_ns() + liq_ns
+        index_step: int | None = None
+        while not self._stopping:
+            try:
+                now = self.clock.now_ns()
+                if self.feed is not None:
+                    step = self.feed.step_of(now)
+                    if step != index_step:
+                        cmd = self.feed.point(step)
+                        await self._append_timer(cmd)
+                        index_step = step
+                        log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity)
+                if liq_ns and time.monotonic_ns() >= next_liq:
+                    next_liq = time.monotonic_ns() + liq_ns
+                    await self._append_timer(Liquidate(ts_ns=0))
+            except RJ.redis_down_errors():
+                await asyncio.sleep(0.2)
+                continue
+            waits = [1_000_000_000]
+            if liq_ns:
+                waits.append(max(0, next_liq - time.monotonic_ns()))
+            if self.feed is not None:
+                waits.append(max(0, self.feed.next_step_ns(now) - self.clock.now_ns()))
+            await asyncio.sleep(min(waits) / 1e9 + 0.0005)
+

@@ -1,0 +1,247 @@
+"""`perp gateway --redis URL --port N`: one of any number of gateway processes in front of `perp engine`.
+
+The connection side is the embedded server's (`gateway.server.Gateway`: protocol, logon, rate
+limits, validation, subscriptions, send queues, /healthz, /metrics), so a client cannot tell which
+it talks to. What differs is the backend behind the sequencer queue:
+
+- **commit**: each group commit becomes one `XADD NS:cmd` entry `{g: this process's id, b: batch
+  number, r: rows}`; nothing is acknowledged yet. The batch waits in `_inflight[b]`.
+- **follow**: a reader task follows `NS:seq` from its last id (the event bus). Each record is run
+  through this process's **read replica** of the engine (`redis_journal.apply_batch`: the same
+  deterministic batch as the engine's), and `Gateway._complete_batch` then sends the acks of this
+  process's commands of the batch (matched by `(g, b)`), and the batch's market data and private
+  events to this process's subscribers. Book deltas carry the engine's sequence numbers, the same on
+  every gateway. Queries and snapshots read the replica between records.
+
+Faults (docs/deployment.md):
+
+- Redis unreachable: new commands are refused with 4307 JOURNAL_UNAVAILABLE ("not placed": nothing
+  was sent); commands whose XADD was sent and not answered, and those appended but not yet seen
+  processed, are answered 4902 STATUS_UNKNOWN_REDIS (query before retrying). Connections and
+  subscriptions stay open; the reader retries every 0.2 s and trading resumes by itself.
+- The engine not processing (killed, restarting): appended commands wait; after `ack_timeout_s`
+  they are answered 4901 STATUS_UNKNOWN_ENGINE, and their events still reach the user channel
+  when the engine processes them.
+- This process killed: its clients reconnect to another gateway (the reference client takes
+  several URLs) and resync from that gateway's snapshots.
+
+Known limits: the dead-man's switch (`cancel_after`) is armed in the gateway holding the session,
+as embedded (it does not survive that gateway); a `client_order_id` is checked against the
+commands this gateway has seen, so the same id sent through two gateways within one ack latency
+can be sequenced twice (each gets its own order); the key file is read by each gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import numpy as np
+import structlog
+
+from gateway import redis_journal as RJ
+from gateway.errors import GatewayCode as G
+from gateway.server import Gateway, Pending, ServerConfig, _err
+from perp import layout as L
+
+log = structlog.get_logger("gateway.front")
+
+_KINDS = {L.CK_PLACE: "place", L.CK_CANCEL: "cancel", L.CK_CANCEL_ALL: "cancel_all", L.CK_AMEND: "amend",
+          L.CK_DEPOSIT: "deposit"}
+
+
+class Replica:
+    """The engine as `NS:seq` describes it, in place of the embedded JournaledEngine: this process
+    never writes a journal or a snapshot of its own."""
+
+    def __init__(self, rec: RJ.Recovered):
+        self.engine = rec.engine
+        self.seq_id = rec.seq_id
+        self.chains = rec.chains
+
+    def snapshot(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class RedisGateway(Gateway):
+    def __init__(self, config: ServerConfig, *, redis_url: str, namespace: str = "perp", unsafe: bool = False,
+                 ack_timeout_s: float = 10.0, clock: Any = None):
+        self.redis_url = redis_url
+        self.rkeys = RJ.Keys(namespace)
+        self.ack_timeout_s = ack_timeout_s
+        self.gid = f"gw-{os.getpid()}-{time.time_ns() & 0xFFFFFFFF:08x}"
+        self._rs = RJ.connect_sync(redis_url)
+        RJ.check_settings(self._rs, unsafe)
+        config = _redis_config(config)
+        super().__init__(config, feed=None, clock=clock)
+        self.book_seq = list(self.jeng.chains["book"])  # the engine's chains, not this process's start
+        self.trade_seq = list(self.jeng.chains["trades"])
+        self._inflight: dict[int, tuple[float, list[Pending]]] = {}
+        self._next_b = 1
+        self.redis_up = True
+        self._reader: asyncio.Task | None = None
+        self._redis_gauge = None
+        if self.metrics.registry is not None:
+            import prometheus_client as pc
+
+            self._redis_gauge = pc.Gauge("perp_gateway_redis_up", "1 while Redis (the journal) is reachable",
+                                         registry=self.metrics.registry)
+            self._redis_gauge.set_function(lambda: 1.0 if self.redis_up else 0.0)
+
+    # ---- the backend -----------------------------------------------------------------------
+    def _open_engine(self) -> Replica:  # type: ignore[override]
+        markets = RJ.markets_of(self._rs, self.rkeys, wait_s=30.0)
+        if markets is None:
+            raise RuntimeError(f"no engine has registered namespace {self.rkeys.ns!r} at {self.redis_url}: "
+                               "start `perp engine --redis URL` first")
+        return Replica(RJ.recover(self._rs, self.rkeys, markets))
+
+    async def start(self) -> None:
+        self._w = RJ.connect_async(self.redis_url)
+        self._r = RJ.connect_async(self.redis_url)
+        await super().start()
+        self._reader = asyncio.create_task(self._follow(), name="follow-seq")
+        log.info("gateway_started", gid=self.gid, port=self.port, seq=self.engine.seq, seq_id=self.jeng.seq_id)
+
+    async def stop(self) -> None:
+        """Refuse new commands, hand the queue to NS:cmd and wait (bounded) for the acks of what
+        was sent, then close."""
+        self.draining = True
+        t_end = time.monotonic() + min(self.ack_timeout_s, 5.0)
+        while (self._queue or self._pending_acks()) and self.redis_up and time.monotonic() < t_end:
+            await asyncio.sleep(0.02)
+        await super().stop()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        for c in (self._w, self._r):
+            await c.aclose()
+        self._rs.close()
+
+    def _pending_acks(self) -> int:
+        return sum(1 for _, batch in self._inflight.values() for p in batch if p.done is not None)
+
+    def _refuse_commands(self):  # type: ignore[override]
+        if not self.redis_up and not (self.draining or self.broken):
+            return _err(G.JOURNAL_UNAVAILABLE, "not placed: the journal (Redis) is unreachable; nothing was sent")
+        return super()._refuse_commands()
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Pending]) -> None:
+        """One group commit: one XADD to NS:cmd. Acks come from `_follow` when the engine's record
+        of the batch arrives."""
+        if not self.redis_up:
+            for p in batch:  # never sent: a definite refusal, and the client order id is free again
+                if p.clid:
+                    self._pending_clids.discard((p.account, p.clid))
+                if p.done is not None:
+                    p.done(0, [], _err(G.JOURNAL_UNAVAILABLE, "not placed: the journal (Redis) is unreachable"),
+                           None, p.received_ns)
+            return
+        rows = np.stack([p.row for p in batch])
+        b = self._next_b
+        self._next_b += 1
+        self._inflight[b] = (time.monotonic(), batch)
+        try:
+            await self._w.xadd(self.rkeys.cmd, {"g": self.gid, "b": b, "r": RJ.rows_to_bytes(rows)})
+        except RJ.redis_down_errors() as exc:
+            self._set_down(exc)
+
+    def _set_down(self, exc: BaseException) -> None:
+        if self.redis_up:
+            log.error("redis_down", error=repr(exc), seq=self.engine.seq, inflight=self._pending_acks())
+        self.redis_up = False
+        self._answer_inflight(G.STATUS_UNKNOWN_REDIS, "status unknown: Redis went away with the command in "
+                                                      "flight; query before retrying")
+
+    def _answer_inflight(self, code: G, msg: str, older_than: float | None = None) -> None:
+        now = time.monotonic()
+        for b, (t0, batch) in list(self._inflight.items()):
+            if older_than is not None and now - t0 < older_than:
+                continue
+            for p in batch:
+                if p.done is not None:
+                    done, p.done = p.done, None
+                    done(0, [], _err(code, msg), None, p.received_ns)
+            if now - t0 > 3600:  # never seen in an hour: its XADD did not reach Redis
+                del self._inflight[b]
+
+    async def _follow(self) -> None:
+        """Follow NS:seq from the replica's last id (the event bus); apply every record in order."""
+        down = RJ.redis_down_errors()
+        seq_id = self.jeng.seq_id
+        while True:
+            try:
+                got = await self._r.xread({self.rkeys.seq: seq_id}, count=64, block=250)
+            except down as exc:
+                self._set_down(exc)
+                await asyncio.sleep(0.2)
+                continue
+            if not self.redis_up:
+                log.info("redis_up", seq=self.engine.seq)
+                self.redis_up = True
+            for eid, fields in (got[0][1] if got else ()):
+                try:
+                    self._apply(RJ.SeqRecord.parse(fields))
+                except Exception as exc:  # noqa: BLE001 - the replica no longer matches the engine
+                    self.broken = True
+                    log.error("replica_failed", id=eid.decode(), error=repr(exc), seq=self.engine.seq)
+                    self._answer_inflight(G.STATUS_UNKNOWN_ENGINE, "status unknown: this gateway lost track of "
+                                                                   "the engine; query another gateway")
+                    return
+                seq_id = eid.decode()
+                self.jeng.seq_id = seq_id
+            self._answer_inflight(G.STATUS_UNKNOWN_ENGINE, "status unknown: the engine has not processed it yet; "
+                                                           "query before retrying", older_than=self.ack_timeout_s)
+
+    def _apply(self, rec: RJ.SeqRecord) -> None:
+        if rec.seq0 <= self.engine.seq:  # written twice (the engine retried a write whose reply was lost)
+            return
+        if rec.seq0 != self.engine.seq + 1:
+            raise RuntimeError(f"record starts at seq {rec.seq0}, the replica is at {self.engine.seq}")
+        batch: list[Pending] = []
+        off = 0
+        now = time.monotonic()
+        for g, b, n in rec.src:
+            mine = self._inflight.pop(b, None) if g == self.gid else None
+            if mine is not None and len(mine[1]) == n:
+                batch.extend(mine[1])
+                if self.metrics.batch_seconds is not None:  # XADD to the engine's record: journal + engine
+                    self.metrics.batch_seconds.observe(now - mine[0])
+                    self.metrics.batch_commands.observe(n)
+            else:
+                for row in rec.rows[off:off + n]:
+                    batch.append(self._foreign(row))
+            off += n
+        funding_before = self._funding_watch(rec.ts_ns)
+        ev_rows = RJ.apply_batch(self.engine, rec.rows)
+        self._complete_batch(batch, rec.seq0, ev_rows, rec.ts_ns, funding_before)
+
+    def _foreign(self, row: np.ndarray) -> Pending:
+        """A command of another gateway (or the engine's timers): applied, not acknowledged here;
+        its client order id is used from now on on this gateway too (the replica engine keeps them)."""
+        kind = int(row[L.C_KIND])
+        acct, clid = int(row[L.C_ACCOUNT]), int(row[L.C_CLID])
+        if kind == L.CK_PLACE and clid:  # the replica's engine records it as used when it applies the row
+            return Pending(row, "place", acct, None, 0, clid)
+        return Pending(row, _KINDS.get(kind, "system"), acct, None)
+
+    def _http(self, connection: Any, request: Any) -> Any:  # /healthz says whether Redis is reachable
+        if request.path == "/healthz" and not self.redis_up:
+            body = self._enc.encode({"ok": False, "seq": self.engine.seq, "connections": len(self.conns),
+                                     "queue": len(self._queue), "redis": False}).decode()
+            resp = connection.respond(503, body + "\n")
+            resp.headers["Content-Type"] = "application/json"
+            return resp
+        return super()._http(connection, request)
+
+
+def _redis_config(config: ServerConfig) -> ServerConfig:
+    """A front process runs no timers, feed or journal of its own: the engine does."""
+    import msgspec
+
+    return msgspec.structs.replace(config, index_feed=False, liquidation_interval_ms=0, snapshot_on_exit=False)

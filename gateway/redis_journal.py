@@ -1,0 +1,399 @@
+"""The command journal and the event bus on Redis Streams (`perp engine` / `perp gateway --redis`).
+
+Keys, all under a namespace (`--namespace`, default `perp`):
+
+| key | type | written by | holds |
+|---|---|---|---|
+| `NS:cmd` | stream | gateways, the engine's timers | one entry per group commit: `g` source id, `b` the source's batch number, `r` command rows |
+| `NS:seq` | stream | the engine | one entry per engine batch, written **after** the engine ran it: `s` first sequence number, `t` the batch's `ts_ns`, `c` the last `NS:cmd` id it consumed, `r` its rows (stamped with `t`), `src` `[[g, b, n], ...]` |
+| `NS:meta` | hash | the engine (first start) | `markets` (the config as JSON), `config_hash` |
+| `NS:snap:SEQ` | string | the engine | a verified snapshot (perp/state.py format) whose metadata names the `NS:seq` and `NS:cmd` ids it covers |
+| `NS:snaps` | sorted set | the engine | snapshot keys scored by sequence number (the newest `keep` are kept) |
+| `NS:engine` | hash | the engine | status: `seq`, `seq_id`, `ts_ns`, `state_hash` (refreshed when idle) |
+| `NS:ev:SYMBOL` | stream | the engine, with each record (one MULTI/EXEC) | the market's events of each batch that touched it: `s` first seq, `r` event rows (internal: they carry account ids) |
+
+Invariants:
+
+- `NS:cmd` order is the arrival order; the engine consumes it in order, cuts it into batches and
+  stamps each batch with one clock reading. `NS:seq` records those cuts and stamps, so `NS:seq` is
+  the sequenced journal: replaying its records in order through `apply_batch` gives, byte for
+  byte, the engine's state (the sweep the sequencer appends after a batch that moved a mark or an
+  index is derived, not stored: `perp.sequencer.moved_mark_or_index`).
+- A record is written only after the engine ran its batch, and an acknowledgement only follows the
+  record, so every ack is both processed and durable (with `appendfsync always`, Redis fsyncs its
+  AOF before it replies to any client, including readers of the stream).
+- Recovery = the newest snapshot that loads + the `NS:seq` records after it; then the engine reads
+  `NS:cmd` after the last record's `c`. A record repeated by a retried write (the reply was lost,
+  the write was not) has a first sequence number at or below the engine's and is skipped.
+- Streams are trimmed only below the oldest kept snapshot (`XTRIM MINID`).
+
+`NS:seq` is also the event bus of the gateways: each gateway process follows it from its last id,
+runs the same batches through a read replica of the engine and so derives exactly the engine's
+events, market by market and account by account (docs/deployment.md says why and what it costs).
+`NS:ev:SYMBOL` carries the engine's own events per market for consumers without a replica.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import structlog
+
+from perp import layout as L
+from perp import state as S
+from perp.commands import Liquidate
+from perp.engine import Engine
+from perp.markets import MarketsConfig
+from perp.sequencer import engine_config_hash, moved_mark_or_index
+
+log = structlog.get_logger("gateway.redis")
+
+ROW_BYTES = 8 * L.N_CMD_COLS
+
+
+class UnsafeRedis(Exception):
+    """Redis is configured so that an acknowledged order could be lost (refused unless --unsafe)."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    ns: str = "perp"
+
+    @property
+    def cmd(self) -> str:
+        return f"{self.ns}:cmd"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.ns}:seq"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.ns}:meta"
+
+    @property
+    def snaps(self) -> str:
+        return f"{self.ns}:snaps"
+
+    @property
+    def engine(self) -> str:
+        return f"{self.ns}:engine"
+
+    def snap(self, seq: int) -> str:
+        return f"{self.ns}:snap:{seq:016d}"
+
+    def events(self, symbol: str) -> str:
+        return f"{self.ns}:ev:{symbol}"
+
+
+# ---- settings --------------------------------------------------------------------------------
+def durability_problems(config: dict[str, str]) -> list[str]:
+    """What the Redis settings (`CONFIG GET` output) would lose of acknowledged orders; [] = safe."""
+    out = []
+    if config.get("appendonly") != "yes":
+        out.append("appendonly is not 'yes': the streams live in memory until the next RDB save, and a Redis "
+                   "crash or restart loses every acknowledged order since it")
+    fsync = config.get("appendfsync")
+    if config.get("appendonly") == "yes" and fsync != "always":
+        out.append(f"appendfsync is {fsync!r}, not 'always': a power loss or kernel crash loses up to one second "
+                   "(everysec) or up to ~30 s (no) of acknowledged orders; a Redis process crash alone loses nothing")
+    if config.get("maxmemory", "0") != "0" and config.get("maxmemory-policy") != "noeviction":
+        out.append(f"maxmemory-policy is {config.get('maxmemory-policy')!r} with a maxmemory: Redis may evict the "
+                   "journal streams; use noeviction")
+    return out
+
+
+def check_settings(r: Any, unsafe: bool = False) -> list[str]:
+    """Refuse (UnsafeRedis) a Redis whose settings would lose acknowledged orders, unless `unsafe`;
+    returns the problems found (logged as warnings when accepted)."""
+    import redis
+
+    try:
+        config = {k: v for k, v in r.config_get("*").items()}
+    except redis.ResponseError as exc:  # CONFIG renamed or disabled (managed Redis)
+        problems = [f"CONFIG GET is not available ({exc}): the durability settings cannot be verified"]
+    else:
+        problems = durability_problems({str(k): str(v) for k, v in config.items()})
+    if problems and not unsafe:
+        raise UnsafeRedis("refusing to use this Redis as the journal (pass --unsafe to accept): " + "; ".join(problems))
+    for p in problems:
+        log.warning("redis_unsafe_accepted", problem=p)
+    return problems
+
+
+# ---- rows and records ------------------------------------------------------------------------
+def rows_to_bytes(rows: np.ndarray) -> bytes:
+    return np.ascontiguousarray(rows, dtype="<i8").tobytes()
+
+
+def rows_from_bytes(blob: bytes) -> np.ndarray:
+    if len(blob) % ROW_BYTES:
+        raise ValueError(f"{len(blob)} bytes is not a whole number of {ROW_BYTES}-byte command rows")
+    return np.frombuffer(blob, dtype="<i8").reshape(-1, L.N_CMD_COLS).astype(np.int64)
+
+
+class SeqRecord(msgspec.Struct, frozen=True):
+    """One engine batch as `NS:seq` holds it."""
+
+    seq0: int
+    ts_ns: int
+    cmd_id: str
+    rows: np.ndarray
+    src: list[tuple[str, int, int]]  # (source id, its batch number, commands) in stream order
+
+    def fields(self) -> dict[str, Any]:
+        return {"s": self.seq0, "t": self.ts_ns, "c": self.cmd_id, "r": rows_to_bytes(self.rows),
+                "src": msgspec.json.encode(self.src)}
+
+    @classmethod
+    def parse(cls, fields: dict[bytes, bytes]) -> SeqRecord:
+        return cls(int(fields[b"s"]), int(fields[b"t"]), fields[b"c"].decode(), rows_from_bytes(fields[b"r"]),
+                   [tuple(x) for x in msgspec.json.decode(fields[b"src"])])
+
+
+def apply_batch(engine: Engine, rows: np.ndarray) -> np.ndarray:
+    """One engine batch as the sequencer runs it: the rows, then the sweep after a batch that moved a
+    mark or an index (at the batch's time). The engine process and every replica call this."""
+    events = engine.submit_rows(rows)
+    if rows.shape[0] and moved_mark_or_index(events):
+        sweep = engine.encode([Liquidate(ts_ns=int(engine.state.g[L.G_LAST_TS]))])
+        events = np.concatenate([events, engine.submit_rows(sweep)])
+    return events
+
+
+def market_entries(events: np.ndarray, seq0: int, n_markets: int) -> list[tuple[int, dict[str, Any]]]:
+    """A batch's events split by market, as NS:ev:SYMBOL entries {s: first seq, r: event rows};
+    markets the batch did not touch get none. Events of no market (deposits, withdrawals) travel
+    only inside NS:seq."""
+    out = []
+    markets = events[:, L.E_MARKET]
+    for m in range(n_markets):
+        sel = markets == m
+        if sel.any():
+            out.append((m, {"s": seq0, "r": np.ascontiguousarray(events[sel], dtype="<i8").tobytes()}))
+    return out
+
+
+def rows_from_event_bytes(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<i8").reshape(-1, L.N_EV_COLS).astype(np.int64)
+
+
+def market_events(r: Any, keys: Keys, symbol: str, after: str = "0-0", chunk: int = 512):
+    """NS:ev:SYMBOL after id `after`: (id, event rows) in order -- for consumers that are not
+    gateways (risk, the console, data capture). The rows carry account ids: an internal feed."""
+    start = "(" + after if after != "0-0" else "-"
+    while True:
+        got = r.xrange(keys.events(symbol), min=start, max="+", count=chunk)
+        if not got:
+            return
+        for eid, fields in got:
+            yield eid.decode(), rows_from_event_bytes(fields[b"r"])
+        start = "(" + got[-1][0].decode()
+
+
+class EventBook:
+    """A market's L2 book (ticks -> lots per side) kept from the engine's book-level events, as a
+    consumer of NS:ev:SYMBOL from its first entry keeps it."""
+
+    def __init__(self) -> None:
+        self.levels: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        self.seq = 0
+
+    def apply(self, rows: np.ndarray) -> None:
+        for kind, seq, side, price, size in rows[:, [L.E_KIND, L.E_SEQ, L.E_SIDE, L.E_PRICE, L.E_SIZE]].tolist():
+            self.seq = max(self.seq, seq)
+            if kind != L.EV_BOOK:
+                continue
+            lv = self.levels[0 if side == L.BUY else 1]
+            if size:
+                lv[price] = size
+            else:
+                lv.pop(price, None)
+
+
+def _id_key(stream_id: str) -> tuple[int, int]:
+    a, _, b = stream_id.partition("-")
+    return int(a), int(b or 0)
+
+
+def id_after(a: str, b: str) -> bool:
+    """Whether stream id `a` is after `b`."""
+    return _id_key(a) > _id_key(b)
+
+
+# ---- snapshots -------------------------------------------------------------------------------
+def new_chains(engine: Engine) -> dict[str, list[int]]:
+    """The prev_seq chains a venue starting at this engine has (Gateway.__init__'s defaults)."""
+    n = len(engine.specs)
+    return {"book": [engine.seq] * n, "trades": [0] * n}
+
+
+def advance_chains(chains: dict[str, list[int]], events: np.ndarray, seq: int) -> None:
+    """After a batch ending at `seq`: the `seq` of the last batch that changed each market's book
+    and that traded in it -- the prev_seq chains of the `book` and `trades` pushes. They are a
+    function of the stream, so every gateway (and one restarted from a snapshot, which records them)
+    pushes the same `seq`/`prev_seq`."""
+    kinds, markets = events[:, L.E_KIND], events[:, L.E_MARKET]
+    for m in np.unique(markets[kinds == L.EV_BOOK]).tolist():
+        if m >= 0:
+            chains["book"][m] = seq
+    taker = (kinds == L.EV_FILL) & (events[:, L.E_CODE] == 2)
+    for m in np.unique(markets[taker]).tolist():
+        if m >= 0:
+            chains["trades"][m] = seq
+
+
+def snapshot_bytes(engine: Engine, seq_id: str, cmd_id: str, chains: dict[str, list[int]]) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="perp-snap-") as d:
+        path = Path(d) / "s.snap"
+        engine.snapshot(path, {  # the engine's own metadata (admin state, used client order ids) and ours
+            "config_hash": engine_config_hash(engine), "seq_id": seq_id, "cmd_id": cmd_id,
+            "chains": msgspec.json.encode(chains).decode()})
+        return path.read_bytes()
+
+
+def engine_from_snapshot_bytes(blob: bytes) -> tuple[Engine, dict[str, str]]:
+    """Raises SnapshotCorrupt / SnapshotHashMismatch like a snapshot file would."""
+    fd, name = tempfile.mkstemp(prefix="perp-snap-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        st, meta = S.load_snapshot(name)
+    finally:
+        os.unlink(name)
+    return Engine.from_state(st, meta, "redis snapshot"), meta
+
+
+def write_snapshot(r: Any, keys: Keys, engine: Engine, seq_id: str, cmd_id: str, chains: dict[str, list[int]],
+                   keep: int = 2) -> int:
+    """Store a snapshot, keep the newest `keep`, trim both streams below the oldest kept one.
+    Returns the snapshot's size in bytes."""
+    blob = snapshot_bytes(engine, seq_id, cmd_id, chains)
+    key = keys.snap(engine.seq)
+    r.set(key, blob)
+    r.zadd(keys.snaps, {key: engine.seq})
+    kept = r.zrevrange(keys.snaps, 0, -1)
+    for old in kept[max(1, keep):]:
+        r.delete(old)
+        r.zrem(keys.snaps, old)
+    oldest = kept[: max(1, keep)][-1]
+    blob_old = blob if oldest.decode() == key else r.get(oldest)
+    if blob_old is not None:
+        _, meta = engine_from_snapshot_bytes(blob_old)
+        if meta["seq_id"] != "0-0":
+            r.xtrim(keys.seq, minid=meta["seq_id"], approximate=False)
+        if meta["cmd_id"] != "0-0":
+            r.xtrim(keys.cmd, minid=meta["cmd_id"], approximate=False)
+    return len(blob)
+
+
+# ---- recovery --------------------------------------------------------------------------------
+@dataclass
+class Recovered:
+    engine: Engine
+    seq_id: str  # the last NS:seq record applied ("0-0": none)
+    cmd_id: str  # the last NS:cmd entry those records consumed ("0-0": none)
+    chains: dict[str, list[int]]  # advance_chains at the engine's seq
+    snapshot_seq: int
+    replayed_records: int
+    seconds: float
+
+
+def markets_of(r: Any, keys: Keys, wait_s: float = 0.0) -> MarketsConfig | None:
+    """The markets config the engine registered (None: no engine has started in this namespace)."""
+    t_end = time.monotonic() + wait_s
+    while True:
+        raw = r.hget(keys.meta, "markets")
+        if raw is not None:
+            return msgspec.json.decode(raw, type=MarketsConfig)
+        if time.monotonic() >= t_end:
+            return None
+        time.sleep(0.1)
+
+
+def records(r: Any, keys: Keys, after: str = "0-0", chunk: int = 512):
+    """`NS:seq` records after id `after`, in order: (id, SeqRecord)."""
+    start = "(" + after if after != "0-0" else "-"
+    while True:
+        got = r.xrange(keys.seq, min=start, max="+", count=chunk)
+        if not got:
+            return
+        for eid, fields in got:
+            yield eid.decode(), SeqRecord.parse(fields)
+        start = "(" + got[-1][0].decode()
+
+
+def recover(r: Any, keys: Keys, markets: MarketsConfig | None = None, *, use_snapshot: bool = True) -> Recovered:
+    """The engine the newest loadable snapshot plus the `NS:seq` records after it describe (without
+    a snapshot: every record from the start of the stream). A damaged snapshot is skipped for the one
+    before it; a record that does not continue the sequence is refused (the stream was tampered with
+    or trimmed above the snapshot)."""
+    t0 = time.perf_counter()
+    engine, seq_id, cmd_id, snap_seq, chains = None, "0-0", "0-0", 0, None
+    if use_snapshot:
+        for key in r.zrevrange(keys.snaps, 0, -1):
+            blob = r.get(key)
+            if blob is None:
+                continue
+            try:
+                engine, meta = engine_from_snapshot_bytes(blob)
+            except S.SnapshotError as exc:
+                log.warning("snapshot_skipped", key=key.decode(), error=str(exc), code=int(exc.code))
+                continue
+            seq_id, cmd_id, snap_seq = meta["seq_id"], meta["cmd_id"], engine.seq
+            chains = msgspec.json.decode(meta["chains"]) if "chains" in meta else None
+            break
+    if engine is None:
+        engine = Engine(markets if markets is not None else markets_of(r, keys))
+    if chains is None:
+        chains = new_chains(engine)
+    n = 0
+    for eid, rec in records(r, keys, seq_id):
+        end = rec.seq0 + rec.rows.shape[0] - 1
+        if rec.seq0 <= engine.seq:  # a record written twice (a retried write whose reply was lost)
+            seq_id = eid
+            continue
+        if rec.seq0 != engine.seq + 1:
+            raise RuntimeError(f"{keys.seq} record {eid} starts at seq {rec.seq0} but the engine is at {engine.seq}: "
+                               f"the stream does not continue the snapshot (trimmed above it?)")
+        advance_chains(chains, apply_batch(engine, rec.rows), engine.seq)
+        if engine.seq < end:
+            raise RuntimeError(f"record {eid}: the engine ended at seq {engine.seq}, before {end}")
+        seq_id, cmd_id = eid, rec.cmd_id
+        n += 1
+    seconds = time.perf_counter() - t0
+    log.info("redis_recovered", snapshot_seq=snap_seq, replayed_records=n, seq=engine.seq, seq_id=seq_id,
+             seconds=round(seconds, 3))
+    return Recovered(engine, seq_id, cmd_id, chains, snap_seq, n, seconds)
+
+
+def connect_sync(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+
+
+def connect_async(url: str, timeout_s: float = 5.0) -> Any:
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=2,
+                                   single_connection_client=True)
+
+
+REDIS_DOWN = None  # set lazily: the exceptions that mean "Redis is unreachable"
+
+
+def redis_down_errors() -> tuple[type[BaseException], ...]:
+    global REDIS_DOWN
+    if REDIS_DOWN is None:
+        import redis
+
+        REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError, ConnectionError, TimeoutError)
+    return REDIS_DOWN

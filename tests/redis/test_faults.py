@@ -1,0 +1,205 @@
+"""Faults of the scaled-out venue, with real processes and a real redis-server: the engine SIGKILLed
+under load, Redis SIGKILLed and restarted (AOF, appendfsync always) mid-run, a gateway SIGKILLed."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+from gateway import redis_journal as RJ
+from gateway.client import ConnectionLost, GatewayClient, GatewayError
+from gateway.errors import GatewayCode as G
+from perp.markets import load_markets, ticks_to_price
+from tests.gateway.conftest import ALICE, BOB, run
+from tests.redis.conftest import MARKET, NS, start_engine, start_gateway, start_venue, wait_engine_idle
+
+SPEC = load_markets().market[0]
+_clids = itertools.count(1)
+
+
+class Load:
+    """Traders placing resting post-only bids (never filled) with fresh client order ids, a few in
+    flight each, and cancelling seven in eight of them (an account may hold 200 open orders); every
+    ack and every refusal is recorded."""
+
+    def __init__(self, clients: list[GatewayClient], in_flight: int = 4):
+        self.clients = clients
+        self.in_flight = in_flight
+        self.acked: list[tuple[int, int, int]] = []  # places: (account, client order id, order id)
+        self.cancelled: set[int] = set()  # acked cancels: order ids
+        self.tried_cancel: set[int] = set()
+        self.codes: list[int] = []
+        self.stop = asyncio.Event()
+
+    def must_be_open(self) -> set[tuple[int, int, int]]:
+        return {a for a in self.acked if a[2] not in self.tried_cancel}
+
+    async def _one(self, c: GatewayClient) -> None:
+        while not self.stop.is_set():
+            clid = next(_clids)
+            try:
+                ack = await c.place(MARKET, "buy", 1, price=ticks_to_price(SPEC, 19_800 - clid % 50), tif="post_only",
+                                    client_order_id=clid)
+                self.acked.append((c.account, clid, ack.order_id))
+                if clid % 8:
+                    self.tried_cancel.add(ack.order_id)
+                    await c.cancel(order_id=ack.order_id)
+                    self.cancelled.add(ack.order_id)
+            except GatewayError as exc:
+                self.codes.append(exc.code)
+                await asyncio.sleep(0.02)
+            except (ConnectionLost, TimeoutError):
+                await asyncio.sleep(0.05)
+
+    def start(self) -> list[asyncio.Task]:
+        return [asyncio.create_task(self._one(c)) for c in self.clients for _ in range(self.in_flight)]
+
+
+def _http_status(port: int) -> tuple[int, str, str]:
+    """/healthz (status, body) and /metrics of a gateway."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            status, body = r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read().decode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return status, body, r.read().decode()
+
+
+def open_orders(engine) -> set[tuple[int, int, int]]:
+    return {(a, clid, oid) for _m, _s, _p, oid, a, clid, _r, _f in engine.open_orders().tolist()}
+
+
+async def _fund(url: str, creds) -> None:
+    async with GatewayClient(url, creds["admin"]) as admin:
+        for acct in (ALICE, BOB):
+            await admin.deposit(acct, 1_000_000_000_000)
+
+
+def test_the_engine_sigkilled_under_load_loses_no_acknowledged_order_and_reaches_the_hash_of_a_clean_replay(
+        redis_server, procs, tmp_path):
+    url = redis_server.url
+    creds, eng, ga, gb = start_venue(redis_server, procs, tmp_path, ("--snapshot-every", "0"),
+                                     ("--ack-timeout-s", "60"))
+
+    async def body():
+        await _fund(ga.url, creds)
+        async with GatewayClient(ga.url, creds["alice"]) as a, GatewayClient(gb.url, creds["bob"]) as b:
+            load = Load([a, b])
+            tasks = load.start()
+            await asyncio.sleep(1.5)
+            before = len(load.acked)
+            eng.kill()  # SIGKILL under load
+            await asyncio.sleep(1.0)
+            stalled = len(load.acked)
+            procs.append(start_engine(url, NS, "--snapshot-every", "0", log_dir=tmp_path))
+            await asyncio.sleep(1.5)
+            load.stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), 90)
+            return load, before, stalled
+
+    load, before, stalled = run(body(), 240)
+    assert before > 20 and len(load.acked) > stalled  # orders were acked before the kill and after the restart
+    assert not load.codes, load.codes  # the gateways waited for the engine: nothing refused, nothing unknown
+    st = wait_engine_idle(url, 1)
+    clean = RJ.recover(redis_server.client(), RJ.Keys(NS), use_snapshot=False).engine
+    assert clean.state_hash() == st["state_hash"]
+    live = open_orders(clean)
+    assert load.must_be_open() <= live  # every acknowledged order is there, with its id...
+    assert not {oid for _a, _c, oid in live} & load.cancelled  # ...and every acknowledged cancel took effect
+
+
+def test_redis_restarted_mid_run_fails_closed_with_the_documented_codes_and_trading_resumes_by_itself(
+        redis_server, procs, tmp_path):
+    url = redis_server.url
+    creds, _eng, ga, gb = start_venue(redis_server, procs, tmp_path)
+
+    async def body():
+        await _fund(ga.url, creds)
+        async with GatewayClient(ga.url, creds["alice"]) as a, GatewayClient(gb.url, creds["bob"]) as b, \
+                GatewayClient(gb.url) as md:
+            book = await md.subscribe_book(MARKET)
+            load = Load([a, b])
+            tasks = load.start()
+            await asyncio.sleep(1.0)
+            acked_before = len(load.acked)
+            redis_server.kill()
+            await asyncio.sleep(1.0)
+            during = len(load.codes)
+            # while Redis is down: a new order is refused "not placed"; nothing is acked
+            for c in (a, b):
+                try:
+                    await c.place(MARKET, "buy", 1, price="1.9000", tif="post_only")
+                    raise AssertionError("an order was acked while Redis was down")
+                except GatewayError as exc:
+                    assert exc.code == G.JOURNAL_UNAVAILABLE, exc
+            acked_down = len(load.acked)
+            assert md.connects == 1 and a.connects == 1 and b.connects == 1  # connections kept open
+            status, health, metrics = await asyncio.to_thread(_http_status, ga.port)
+            assert status == 503 and '"redis":false' in health and "perp_gateway_redis_up 0.0" in metrics
+            redis_server.start()  # same port and dir: Redis reloads its AOF
+            t_end = time.monotonic() + 30
+            while len(load.acked) < acked_down + 20:  # trading resumes on both gateways, no process restarted
+                assert time.monotonic() < t_end, f"no trading after Redis came back: {load.codes[-5:]}"
+                await asyncio.sleep(0.1)
+            load.stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), 60)
+            assert book.synced  # the book subscriber was kept, and is still in sequence
+            return load, acked_before, during, acked_down, md.connects
+
+    load, acked_before, during, acked_down, md_connects = run(body(), 240)
+    assert acked_before > 10 and during > 0
+    assert set(load.codes) <= {G.JOURNAL_UNAVAILABLE, G.STATUS_UNKNOWN_REDIS, G.STATUS_UNKNOWN_ENGINE}, load.codes
+    assert G.JOURNAL_UNAVAILABLE in load.codes
+    assert md_connects == 1
+    st = wait_engine_idle(url, 1)
+    clean = RJ.recover(redis_server.client(), RJ.Keys(NS), use_snapshot=False).engine
+    assert clean.state_hash() == st["state_hash"]
+    live = open_orders(clean)
+    assert load.must_be_open() <= live  # nothing acknowledged was lost across the Redis restart
+    assert not {oid for _a, _c, oid in live} & load.cancelled
+
+
+def test_a_gateway_killed_mid_stream_its_clients_reconnect_to_the_other_and_resync(redis_server, procs, tmp_path):
+    url = redis_server.url
+    creds, _eng, ga, gb = start_venue(redis_server, procs, tmp_path)
+
+    async def body():
+        await _fund(gb.url, creds)
+        async with GatewayClient(ga.url, creds["alice"], fallback_urls=(gb.url,), max_backoff_s=0.2) as a, \
+                GatewayClient(gb.url, creds["bob"]) as b, GatewayClient(gb.url) as watcher:
+            book_a = await a.subscribe_book(MARKET)
+            book_w = await watcher.subscribe_book(MARKET)
+            for i in range(5):
+                await b.place(MARKET, "sell", 2 + i, price=ticks_to_price(SPEC, 20_020 + i))
+            await a.place(MARKET, "buy", 3, price=ticks_to_price(SPEC, 19_950))
+            ga.kill()  # mid-stream: bob keeps trading on the other gateway
+            for i in range(5):
+                await b.place(MARKET, "buy", 1 + i, price=ticks_to_price(SPEC, 19_960 + i))
+            await a.wait_connected(20)
+            assert a.url == gb.url and a.connects == 2
+            ack = await a.place(MARKET, "buy", 2, price=ticks_to_price(SPEC, 19_940))  # trading on the other one
+            t_end = time.monotonic() + 10
+            while not (book_a.synced and book_a.seq == book_w.seq and book_a.seq >= ack.seq):
+                assert time.monotonic() < t_end, (book_a.seq, book_w.seq, ack.seq)
+                await asyncio.sleep(0.05)
+            assert book_a.levels() == book_w.levels()
+            assert len(await a.open_orders()) == 2  # the order placed through the killed gateway is there
+            # the killed gateway restarted: it resumes from snapshot + stream, with the same sequence
+            ga2 = start_gateway(redis_server.url, tmp_path / "keys.json", tmp_path / "a2")
+            procs.append(ga2)
+            async with GatewayClient(ga2.url) as late:
+                book_l = await late.subscribe_book(MARKET)
+                assert book_l.seq == book_w.seq and book_l.levels() == book_w.levels()
+                ack = await b.place(MARKET, "sell", 1, price=ticks_to_price(SPEC, 20_030))
+                t_end = time.monotonic() + 10
+                while not (book_l.seq >= ack.seq and book_w.seq >= ack.seq):
+                    assert time.monotonic() < t_end
+                    await asyncio.sleep(0.05)
+                assert book_l.seq == book_w.seq and book_l.levels() == book_w.levels() and book_l.resyncs == 0
+
+    run(body(), 120)
