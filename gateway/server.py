@@ -46,6 +46,7 @@ import numpy as np
 import structlog
 
 from gateway import protocol as P
+from gateway.admin import AdminApi
 from gateway.errors import GatewayCode as G
 from gateway.feed import IndexFeed
 from gateway.keys import ApiKey, Authenticator, KeyError_, KeyStore
@@ -294,6 +295,7 @@ class Gateway:
         self._keys_generation = self.keys.generation
         self._tiers = self._tier_table()
         self.port = config.port
+        self.admin = AdminApi.bind(self)  # the admin.* methods and the /console page (gateway/admin.py)
 
     # ---- start-up views --------------------------------------------------------------------
     def _rebuild_views(self) -> None:
@@ -367,6 +369,8 @@ class Gateway:
 
     # ---- HTTP: /healthz and /metrics on the same port --------------------------------------
     def _http(self, connection: Any, request: Any) -> Any:
+        if request.path.startswith("/console"):
+            return self.admin.http(connection, request)
         if request.path == "/healthz":
             ok = not self.broken and not self.draining
             body = self._enc.encode({"ok": ok, "seq": self.engine.seq, "connections": len(self.conns),
@@ -957,6 +961,7 @@ class Gateway:
             if p.clid:
                 self._pending_clids.discard((p.account, p.clid))
         self._apply_views(events)
+        self.admin.after_batch(ts)
         for i, p in enumerate(batch):
             if p.done is not None:
                 try:

@@ -1,0 +1,289 @@
+"""The operator's admin API over the gateway, and the `/console` page that uses it (docs/protocol.md, Admin API).
+
+Every `admin.*` method needs a key with the `admin` permission (the server's permission check on
+`protocol.METHODS`: a `read` or `trade` key is refused with 4107 before anything runs). This module
+owns the methods' parameter structs, registers them in the protocol's method table
+(`protocol.register_methods`) and binds their handlers on the `Gateway` (`AdminApi.bind`), so
+`gateway/server.py` carries three hooks only: the binding, the page's HTTP route and the
+per-batch fund sample.
+
+Queries read engine state **between batches** (`Gateway._when_idle`), so each answer is consistent
+with one sequence number (`seq` in every result):
+
+- `admin.overview`: per market the mark, anchor, last usable fix, the oracle's validity and gates,
+  the funding rate so far this hour (pro rata, what the hour pays if nothing changes), the full-hour
+  rate the samples predict, the cap and clamp in force, open interest, status and the fund's floor.
+- `admin.fund_history`: each insurance fund's cash and equity over time (`FundWatch` below) and
+  its floor.
+- `admin.accounts_at_risk`: accounts nearest to liquidation by margin ratio (maintenance margin /
+  equity, ceil, in ppm; liquidation at >= 1,000,000), from the engine's own vectorised risk sweep.
+
+Invariants: no method here changes engine state except by sequencing a journaled command through
+the gateway's queue like any order; a refused request (4xxx) sequences nothing. The operator named
+in an admin command is the authenticated key (id and label), never a client-supplied string.
+
+Known limits: the fund history is sampled by this process from the engine's arrays after each batch
+(cash on every change, equity at most once a second while the fund holds positions) and starts at
+the server's start-up state; the full cash ledger by kind comes from the event stream
+(`insurance_fund.ledger.fund_history` over `perp replay --events`).
+"""
+
+from __future__ import annotations
+
+import collections
+from importlib import resources
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+from gateway import protocol as P
+from perp import layout as L
+from perp.markets import ticks_to_price
+from risk.funding import rate_from_premium_sum_ppb
+
+if TYPE_CHECKING:
+    from gateway.server import Conn, Gateway
+
+FUND_POINTS = 20_000  # samples kept per fund (the oldest are dropped)
+FUND_EQUITY_EVERY_NS = 1_000_000_000  # equity sample period while the fund holds positions
+MAX_AT_RISK = 200
+VALIDITY_NAMES = ("fresh", "revised", "aging", "suppressed", "diverged", "too_volatile", "non_positive", "stale")
+
+
+# ---- parameters ------------------------------------------------------------------------------
+class FundHistoryParams(P._Params):
+    fund: Annotated[int, Meta(ge=0, le=15)] | None = None  # None: every fund account of the markets
+    since_seq: Annotated[int, Meta(ge=0)] = 0  # only points after this sequence number
+    limit: Annotated[int, Meta(ge=1, le=FUND_POINTS)] = 2_000  # the newest points
+
+
+class AccountsAtRiskParams(P._Params):
+    limit: Annotated[int, Meta(ge=1, le=MAX_AT_RISK)] = 20
+
+
+ADMIN_METHODS: dict[str, tuple[type, str]] = {
+    "admin.overview": (P.Empty, "admin"),
+    "admin.fund_history": (FundHistoryParams, "admin"),
+    "admin.accounts_at_risk": (AccountsAtRiskParams, "admin"),
+}
+P.register_methods(ADMIN_METHODS)
+
+
+# ---- results ---------------------------------------------------------------------------------
+class MarketOverview(msgspec.Struct, frozen=True):
+    market: str
+    status: int
+    mark: str | None
+    index: str | None  # the oracle's anchor
+    fix_price: str | None  # the last usable fix the engine holds (margin on the worse of anchor and fix)
+    oracle_validity: str
+    oracle_gates: int  # GATE_* bits (perp/layout.py)
+    funding_so_far_ppb: int  # what the hour pays if nothing changes (pro rata for the samples it has)
+    funding_predicted_ppb: int  # the full-hour rate the hour's samples give
+    funding_cap_ppb: int
+    funding_clamp_ppb: int
+    last_funding_rate_ppb: int
+    next_funding_ts_ns: int
+    funding_frozen: bool
+    premium_samples: int
+    open_interest_lots: int
+    insurance_fund_account: int
+    insurance_floor_micro: int
+
+
+class Overview(msgspec.Struct, frozen=True):
+    seq: int
+    ts_ns: int
+    markets: list[MarketOverview]
+
+
+class FundPoint(msgspec.Struct, frozen=True, array_like=True):
+    seq: int
+    ts_ns: int
+    cash_micro: int
+    equity_micro: int
+
+
+class FundSeries(msgspec.Struct, frozen=True):
+    fund: int
+    markets: list[str]
+    floor_micro: int
+    cash_micro: int
+    equity_micro: int
+    points: list[FundPoint]  # [seq, ts_ns, cash_micro, equity_micro], oldest first
+
+
+class FundHistoryResult(msgspec.Struct, frozen=True):
+    seq: int
+    funds: list[FundSeries]
+
+
+class AtRiskPosition(msgspec.Struct, frozen=True):
+    market: str
+    lots: int
+    liquidation_price: str | None  # None: no price liquidates it (or flat)
+
+
+class AtRiskAccount(msgspec.Struct, frozen=True):
+    account: int
+    equity_micro: int
+    maintenance_margin_micro: int
+    margin_ratio_ppm: int | None  # MM / equity (ceil); None: equity <= 0 (bankrupt)
+    positions: list[AtRiskPosition]
+
+
+class AtRiskResult(msgspec.Struct, frozen=True):
+    seq: int
+    accounts: list[AtRiskAccount]  # the nearest to liquidation first
+
+
+# ---- the fund's history ----------------------------------------------------------------------
+class FundWatch:
+    """Cash and equity of each insurance fund account over time, sampled from the engine's arrays
+    after every batch: a point whenever the fund's cash changed, and at most once a second while it
+    holds positions (its equity moves with the marks). O(funds) per batch, no event decoding."""
+
+    def __init__(self, gw: Gateway):
+        self.gw = gw
+        st = gw.engine.state
+        self.funds = sorted({int(f) for f in st.spec[:, L.S_FUND_ACCOUNT]})
+        self.points: dict[int, collections.deque[FundPoint]] = {
+            f: collections.deque(maxlen=FUND_POINTS) for f in self.funds}
+        for f in self.funds:
+            self._sample(f, gw.engine.seq, int(st.g[L.G_LAST_TS]))
+
+    def _sample(self, f: int, seq: int, ts_ns: int) -> None:
+        view = self.gw.engine.account(f)
+        self.points[f].append(FundPoint(seq, ts_ns, int(view.collateral_micro), int(view.equity_micro)))
+
+    def after_batch(self, ts_ns: int) -> None:
+        st = self.gw.engine.state
+        seq = self.gw.engine.seq
+        for f in self.funds:
+            last = self.points[f][-1]
+            if f >= st.collateral_micro.shape[0]:
+                continue
+            if int(st.collateral_micro[f]) != last.cash_micro:
+                self._sample(f, seq, ts_ns)
+            elif ts_ns - last.ts_ns >= FUND_EQUITY_EVERY_NS and st.position_lots[f].any():
+                self._sample(f, seq, ts_ns)
+
+
+# ---- the API ---------------------------------------------------------------------------------
+class AdminApi:
+    """The `admin.*` handlers of one Gateway (bound as its `_m_admin_*` methods)."""
+
+    def __init__(self, gw: Gateway):
+        self.gw = gw
+        self.fund_watch = FundWatch(gw)
+        self._page: dict[str, tuple[str, bytes]] = {}
+
+    @classmethod
+    def bind(cls, gw: Gateway) -> AdminApi:
+        api = cls(gw)
+        for method in ADMIN_METHODS:
+            setattr(gw, "_m_" + method.replace(".", "_"), getattr(api, "m_" + method.split(".", 1)[1]))
+        return api
+
+    # ---- queries -----------------------------------------------------------------------------
+    def after_batch(self, ts_ns: int) -> None:
+        """The server's per-batch hook (after the engine ran it, before its acks)."""
+        self.fund_watch.after_batch(ts_ns)
+
+    def m_overview(self, conn: Conn, rid: int, p: P.Empty, now: int) -> None:
+        self.gw._when_idle(lambda: self.gw._reply(conn, rid, self.overview()))
+
+    def overview(self) -> Overview:
+        eng = self.gw.engine
+        st = eng.state
+        out = []
+        for m, spec in enumerate(self.gw.specs):
+            row = st.mkt[m]
+            sp = st.spec[m]
+            px = (lambda t, spec=spec: ticks_to_price(spec, int(t)) if int(t) > 0 else None)
+            n = int(row[L.M_PREMIUM_N])
+            predicted = 0
+            if n and int(row[L.M_INDEX]) > 0:
+                predicted = int(rate_from_premium_sum_ppb(row[L.M_PREMIUM_SUM_PPB], row[L.M_PREMIUM_N],
+                                                          sp[L.S_INTEREST_PPB], sp[L.S_CLAMP_PPB], sp[L.S_CAP_PPB]))
+            validity = int(row[L.M_VALIDITY])
+            out.append(MarketOverview(
+                spec.symbol, int(row[L.M_STATUS]), px(eng.mark_ticks(m)), px(eng.index_ticks(m)), px(row[L.M_FIX_TICKS]),
+                VALIDITY_NAMES[validity] if 0 <= validity < len(VALIDITY_NAMES) else str(validity),
+                int(row[L.M_ORACLE_GATES]), eng.predicted_funding_rate_ppb(m), predicted, int(sp[L.S_CAP_PPB]),
+                int(sp[L.S_CLAMP_PPB]), int(row[L.M_LAST_RATE_PPB]), int(row[L.M_NEXT_FUNDING_TS]),
+                bool(row[L.M_FUNDING_FROZEN]), n, int(row[L.M_OPEN_INTEREST]), int(sp[L.S_FUND_ACCOUNT]),
+                int(row[L.M_INSURANCE_FLOOR_MICRO])))
+        return Overview(eng.seq, int(st.g[L.G_LAST_TS]), out)
+
+    def m_fund_history(self, conn: Conn, rid: int, p: FundHistoryParams, now: int) -> None:
+        self.gw._when_idle(lambda: self.gw._reply(conn, rid, self.fund_history(p)))
+
+    def fund_history(self, p: FundHistoryParams) -> FundHistoryResult | None:
+        eng = self.gw.engine
+        st = eng.state
+        funds = self.fund_watch.funds if p.fund is None else [f for f in self.fund_watch.funds if f == p.fund]
+        out = []
+        for f in funds:
+            markets = [i for i, s in enumerate(self.gw.specs) if s.insurance_fund_account == f]
+            pts = [q for q in self.fund_watch.points[f] if q.seq > p.since_seq][-p.limit:]
+            view = eng.account(f)
+            out.append(FundSeries(f, [self.gw.specs[m].symbol for m in markets],
+                                  int(st.mkt[markets[0], L.M_INSURANCE_FLOOR_MICRO]), int(view.collateral_micro),
+                                  int(view.equity_micro), pts))
+        return FundHistoryResult(eng.seq, out)
+
+    def m_accounts_at_risk(self, conn: Conn, rid: int, p: AccountsAtRiskParams, now: int) -> None:
+        self.gw._when_idle(lambda: self.gw._reply(conn, rid, self.accounts_at_risk(p.limit)))
+
+    def accounts_at_risk(self, limit: int) -> AtRiskResult:
+        """Accounts holding positions, the nearest to liquidation first: bankrupt ones (equity <= 0),
+        then by margin ratio descending, ties by account id. Venue accounts (< 16) are left out."""
+        from gateway.server import RESERVED_ACCOUNTS
+
+        eng = self.gw.engine
+        sweep = eng.risk_sweep()
+        equity = sweep.equity_micro.tolist()
+        maint = sweep.maintenance_micro.tolist()
+        ranked = []
+        for a in range(RESERVED_ACCOUNTS, len(maint)):
+            mm = maint[a]
+            if mm <= 0:
+                continue
+            eq = equity[a]
+            ratio = None if eq <= 0 else -(-mm * 1_000_000 // eq)
+            ranked.append((0 if ratio is None else 1, -(ratio or 0), a, ratio))
+        ranked.sort()
+        out = []
+        for _, _, a, ratio in ranked[:limit]:
+            view = eng.account(a)
+            out.append(AtRiskAccount(a, equity[a], maint[a], ratio,
+                                     [AtRiskPosition(pv.market, pv.lots, self._price(pv.market, pv.liquidation_price_ticks))
+                                      for pv in view.positions if pv.lots]))
+        return AtRiskResult(eng.seq, out)
+
+    def _price(self, market: str, ticks: int | None) -> str | None:
+        if ticks is None or ticks <= 0:
+            return None
+        return ticks_to_price(self.gw.specs[self.gw.market_index[market]], ticks)
+
+    # ---- the page ----------------------------------------------------------------------------
+    def http(self, connection: Any, request: Any) -> Any:
+        """`GET /console` (and its script and style): the operator console, static files shipped
+        in gateway/console/. None for any other path."""
+        path = request.path.split("?", 1)[0]
+        name = {"/console": "index.html", "/console/": "index.html", "/console/console.js": "console.js",
+                "/console/console.css": "console.css"}.get(path)
+        if name is None:
+            return None
+        if name not in self._page:
+            ctype = {"html": "text/html", "js": "text/javascript", "css": "text/css"}[name.rsplit(".", 1)[1]]
+            self._page[name] = (ctype + "; charset=utf-8",
+                                resources.files("gateway").joinpath("console", name).read_bytes())
+        ctype, body = self._page[name]
+        resp = connection.respond(200, body.decode())  # sets Content-Length
+        del resp.headers["Content-Type"]  # websockets' Headers is multi-valued: replace, not add
+        resp.headers["Content-Type"] = ctype
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
