@@ -106,6 +106,8 @@ from perp.layout import (
     M_BEST_BID,
     M_FROZEN_N,
     M_FUNDING_FROZEN,
+    M_PAUSED_OPS,
+    PAUSE_FUNDING,
     M_INDEX,
     M_MARK,
     M_N_ASK_ORDERS,
@@ -522,7 +524,7 @@ def _funding_clock(st, m, ts, seq, ev, n):
         if nxt_p <= ts and nxt_p <= nxt_f:
             until = nxt_f if nxt_f < ts else ts
             k = (until - nxt_p) // ip + 1
-            if st.mkt[m, M_FUNDING_FROZEN]:
+            if st.mkt[m, M_FUNDING_FROZEN] or (st.mkt[m, M_PAUSED_OPS] & PAUSE_FUNDING) != 0:
                 st.mkt[m, M_FROZEN_N] += k
             else:
                 st.mkt[m, M_PREMIUM_N] += k

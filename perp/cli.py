@@ -5,7 +5,8 @@
 - `perp replay COMMANDS.jsonl [--events OUT.jsonl]`: audit any command file, print the state hash;
 - `perp bench matching|risk`: reproducible benchmarks that print their figures;
 - `perp config show`: the effective market config;
-- `perp oracle replay`: the hourly anchor over the real daily fixes.
+- `perp oracle replay`: the hourly anchor over the real daily fixes;
+- `perp admin --journal DIR audit|params|apply`: admin commands offline on a stopped venue (perp/admin_cli.py).
 """
 
 from __future__ import annotations
@@ -544,6 +545,10 @@ def sim_sweep(scenario: str, grid: tuple[str, ...], jobs: int, dask_address: str
 
 
 main.add_command(sim_group, "sim")
+
+from perp.admin_cli import admin as admin_group  # noqa: E402 - registered last, like the simulator's group
+
+main.add_command(admin_group, "admin")
 
 
 if __name__ == "__main__":

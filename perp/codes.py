@@ -54,6 +54,7 @@ class ResultCode(IntEnum):
     INVALID_TIMESTAMP = 1029  # negative, or past the engine's time horizon (2**62 ns)
     ORACLE_REDUCE_ONLY = 1030  # the oracle's gates allow only orders that reduce a position
     INVALID_GAP_MODE = 1031  # clock_gap: unknown settlement mode
+    OPERATION_PAUSED = 1032  # an operator paused this operation in the market (set_pauses)
 
     # cancel reasons (carried by `cancelled` events)
     CANCEL_BY_USER = 1101
@@ -74,6 +75,14 @@ class ResultCode(IntEnum):
     JOURNAL_HEADER_MISMATCH = 5011  # another schema version or markets config than the engine's
     SNAPSHOT_CORRUPT = 5012  # bad magic, framing or checksum
     SNAPSHOT_HASH_MISMATCH = 5013  # the restored state does not hash to the hash stored with it
+    # admin commands (issue 15, perp/admin.py, docs/operations.md): 5100-5149; tier values keep their
+    # risk codes (2001-2012), an unknown market its 1001
+    ADMIN_INVALID_VALUE = 5101  # a field out of its bounds or against the spec loader's rules; the message names it
+    ADMIN_CONFIRM_REQUIRED = 5102  # the what-if is not zero: the change needs confirm=true (the reply carries it)
+    ADMIN_BAD_IDENTITY = 5103  # operator or reason empty, too long, or with control characters
+    ADMIN_BAD_EFFECTIVE_TIME = 5104  # an effective time before the command's time or too far ahead
+    ADMIN_PAYLOAD_MISSING = 5105  # an admin row whose payload (the journal's side record) is unknown
+    ADMIN_NO_CHANGE = 5106  # the command changes nothing (every value already in force or pending)
 
 
 def describe(code: int) -> str:

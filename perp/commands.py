@@ -8,6 +8,7 @@ See docs/commands.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Annotated, Literal
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from perp import layout as L
 from perp.markets import MarketsConfig, MarketSpec, clip_text, price_to_ticks
+from risk.tiers import LeverageTier
 
 I64 = Annotated[int, msgspec.Meta(ge=-(1 << 63), le=(1 << 63) - 1)]  # every integer field: int64 or refused
 MAX_LINE_BYTES = 4096  # a command line longer than this is refused before it is parsed
@@ -136,8 +138,141 @@ class SetStatus(_Cmd, tag="set_status"):
     status: Status
 
 
+# ---- admin commands (issue 15; perp/admin.py applies them, docs/operations.md lists them) ---------------
+# Each carries the operator's identity and a reason (1..MAX_OPERATOR_CHARS / MAX_REASON_CHARS printable
+# characters, checked by the engine) and travels as a CK_ADMIN row whose payload -- this struct, msgpack --
+# is a side record of the journal (perp/journal.py), keyed by a hash that the row carries.
+PauseOp = Literal["trading", "liquidation", "funding", "withdrawals"]
+
+
+class _Admin(_Cmd):
+    operator: str
+    reason: str
+
+
+class SetFundingParams(_Admin, tag="set_funding_params"):
+    """Funding cap and clamp, effective at the next funding hour."""
+
+    market: str
+    cap_ppb: I64
+    clamp_ppb: I64
+
+
+class SetTiers(_Admin, tag="set_tiers"):
+    """A market's leverage tiers at `effective_ts_ns` (0: the next funding hour); a non-zero what-if
+    needs `confirm`."""
+
+    market: str
+    tiers: tuple[LeverageTier, ...]
+    effective_ts_ns: I64 = 0
+    confirm: bool = False
+
+
+class SetOpenInterestCap(_Admin, tag="set_open_interest_cap"):
+    market: str
+    open_interest_cap_lots: I64  # 0: no cap
+
+
+class SetFees(_Admin, tag="set_fees"):
+    market: str
+    maker_fee_ppm: I64
+    taker_fee_ppm: I64
+    fee_share_to_fund_ppm: I64 | None = None  # None: unchanged
+
+
+class SetLiquidationParams(_Admin, tag="set_liquidation_params"):
+    """Liquidation parameters and rate limits; a field left out (None) is unchanged."""
+
+    market: str
+    liquidation_fee_share_ppm: I64 | None = None
+    liquidation_max_fee_ppm: I64 | None = None
+    liquidation_partial_above_usd: I64 | None = None
+    liquidation_chunk_ppm: I64 | None = None
+    liquidation_cooldown_s: I64 | None = None
+    liquidation_buffer_ppm: I64 | None = None
+    liquidation_max_per_sweep_usd: I64 | None = None
+    liquidation_max_per_minute_usd: I64 | None = None
+    insurance_max_loss_per_minute_usd: I64 | None = None
+    liquidation_throttle_ppm: I64 | None = None
+    fund_unwind_chunk_usd: I64 | None = None
+    fund_unwind_limit_bps: I64 | None = None
+    fund_unwind_per_minute_usd: I64 | None = None
+
+
+class SetFundFloor(_Admin, tag="set_fund_floor"):
+    """The insurance fund's floor (the audited form of set_insurance_floor)."""
+
+    floor_micro: I64
+    market: str | None = None  # None: every market
+
+
+class FundTopUp(_Admin, tag="fund_top_up"):
+    """An operator's deposit into an insurance fund account (the audited form of fund_deposit)."""
+
+    account: I64
+    amount_micro: I64
+
+
+class SetMarketStatus(_Admin, tag="set_market_status"):
+    """Market status (the audited form of set_status)."""
+
+    market: str
+    status: Status
+
+
+class SetPauses(_Admin, tag="set_pauses"):
+    """The operations paused in a market (None: every market); an empty list resumes all."""
+
+    paused: tuple[PauseOp, ...]
+    market: str | None = None
+
+
+class SetOracleParams(_Admin, tag="set_oracle_params"):
+    """The oracle feed's parameters for a market's anchor (applied by the feed at the edge from the next
+    hour it renders); a field left out (None) is unchanged."""
+
+    market: str
+    half_life_s: I64 | None = None
+    max_hourly_move_ppm: I64 | None = None
+    fresh_max_age_s: I64 | None = None
+    stale_after_s: I64 | None = None
+
+
+class SuppressFix(_Admin, tag="suppress_fix"):
+    """Suppress (or, with `lift`, restore) one day's fix of a market's series, with a reason: the feed
+    treats the day as suppressed."""
+
+    market: str
+    fix_date: str  # YYYY-MM-DD, the fix's UTC date
+    lift: bool = False
+
+
+AdminCommand = (SetFundingParams | SetTiers | SetOpenInterestCap | SetFees | SetLiquidationParams | SetFundFloor
+                | FundTopUp | SetMarketStatus | SetPauses | SetOracleParams | SuppressFix)
+ADMIN_TYPES: tuple[type, ...] = AdminCommand.__args__
+ADMIN_KINDS = {t.__struct_config__.tag: i + 1 for i, t in enumerate(ADMIN_TYPES)}  # the row's C_CLID
+ADMIN_NAMES = {v: k for k, v in ADMIN_KINDS.items()}
+
 Command = (Place | Cancel | CancelAll | Amend | SetIndex | SetStatus | Deposit | Withdraw | SetLeverage | Liquidate
-           | SetInsuranceFloor | FundDeposit | ClockGap)
+           | SetInsuranceFloor | FundDeposit | ClockGap | SetFundingParams | SetTiers | SetOpenInterestCap | SetFees
+           | SetLiquidationParams | SetFundFloor | FundTopUp | SetMarketStatus | SetPauses | SetOracleParams
+           | SuppressFix)
+_admin_decoder = msgspec.msgpack.Decoder(AdminCommand)
+
+
+def admin_payload(cmd: AdminCommand) -> tuple[int, bytes]:
+    """(key, bytes) of an admin command's payload: msgpack of the struct; the key is a 62-bit blake2b of
+    those bytes (what the row carries in C_ORDER_ID)."""
+    data = msgspec.msgpack.encode(cmd)
+    return payload_key(data), data
+
+
+def payload_key(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") & ((1 << 62) - 1)
+
+
+def decode_admin_payload(data: bytes) -> AdminCommand:
+    return _admin_decoder.decode(data)
 
 _decoder = msgspec.json.Decoder(Command)
 
@@ -188,6 +323,7 @@ class CommandEncoder:
     def __init__(self, markets: MarketsConfig):
         self.specs: list[MarketSpec] = list(markets.market)
         self.market_index = {s.symbol: i for i, s in enumerate(self.specs)}
+        self.payloads: dict[int, bytes] = {}  # admin payloads by key: what the journal writes as side records
 
     def _market(self, symbol: str) -> int:
         try:
@@ -288,6 +424,14 @@ class CommandEncoder:
             r[L.C_KIND] = L.CK_SET_INSURANCE_FLOOR
             r[L.C_MARKET] = -1 if cmd.market is None else self._market(cmd.market)
             r[L.C_SIZE] = cmd.amount_micro
+        elif isinstance(cmd, ADMIN_TYPES):
+            market = getattr(cmd, "market", None)
+            key, data = admin_payload(cmd)
+            self.payloads[key] = data
+            r[L.C_KIND] = L.CK_ADMIN
+            r[L.C_MARKET] = -1 if market is None else self._market(market)
+            r[L.C_ORDER_ID] = key
+            r[L.C_CLID] = ADMIN_KINDS[cmd.__struct_config__.tag]
         else:  # pragma: no cover - the union is closed
             raise CommandFormatError(f"unsupported command {type(cmd).__name__}")
         return r

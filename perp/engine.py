@@ -17,15 +17,22 @@ from typing import NamedTuple
 
 import numpy as np
 
+import msgspec
+
+from perp import admin as admin_mod
 from perp import layout as L
 from perp import state as S
-from perp.commands import Command, CommandEncoder
+from perp.admin import AdminError, AdminRejected, AdminState, AuditEntry, WhatIf, decode_admin_state, encode_admin_state
+from perp.codes import ResultCode, describe
+from perp.commands import Command, CommandEncoder, payload_key
+from perp.journal import config_hash
 from perp.events import Event, decode_rows
 from perp.kernel import new_event_buffer, process_batch
 from perp.markets import (
     MarketsConfig,
     MarketSpec,
     MarketSpecError,
+    clip_text,
     load_markets,
     spec_row,
     tier_schedule,
@@ -54,18 +61,27 @@ def tier_table(specs: Sequence[MarketSpec], tiers: Mapping[str, TierSchedule] | 
 class Engine:
     def __init__(self, markets: MarketsConfig | None = None, *, tiers: Mapping[str, TierSchedule] | None = None,
                  order_capacity: int = 1 << 14, account_capacity: int = 1 << 10, event_rows: int = 1 << 16,
-                 state: S.EngineState | None = None):
-        """A fresh engine, or (with `state`) one around a restored state whose spec table must be
-        the one `markets` gives; the tiers then come from the state."""
+                 state: S.EngineState | None = None, admin: AdminState | None = None):
+        """A fresh engine, or (with `state`) one around a restored state. `markets` is the config the
+        venue started under; the parameters in force are the state's (`admin`: what admin commands
+        changed, from the snapshot). Without `admin` the state's spec table must be the one `markets`
+        gives (a snapshot of a venue no admin command changed); the tiers come from the state."""
         self.markets = markets if markets is not None else load_markets()
-        self.specs = list(self.markets.market)
         self.encoder = CommandEncoder(self.markets)
-        rows = np.stack([spec_row(s) for s in self.specs])
+        rows = np.stack([spec_row(s) for s in self.markets.market])
         if state is None:
-            state = S.new_state(rows, tier_table(self.specs, tiers), order_capacity, account_capacity)
-        elif not np.array_equal(rows, state.spec):
-            raise ValueError("snapshot spec table does not match its markets config")
+            state = S.new_state(rows, tier_table(self.markets.market, tiers), order_capacity, account_capacity)
+        if admin is None:
+            if not np.array_equal(rows, state.spec):
+                raise ValueError("snapshot spec table does not match its markets config")
+            admin = AdminState(config_hash(state.spec, state.tiers), list(self.markets.market))
+        elif (len(admin.specs) != rows.shape[0]
+              or not np.array_equal(np.stack([spec_row(s) for s in admin.specs]), state.spec)):
+            raise ValueError("snapshot spec table does not match the parameters its admin log put in force")
         self.state = state
+        self.admin = admin
+        self.specs = admin.specs  # in force (admin commands replace entries)
+        self.admin_rejections: dict[int, AdminError] = {}  # seq -> why (the last MAX_KEPT_REJECTIONS)
         self._ev = new_event_buffer(event_rows)
 
     # ---- capacity ----------------------------------------------------------------------------
@@ -103,8 +119,30 @@ class Engine:
                     kernel_ns: list[int] | None = None) -> None:
         """Process command rows, handing each kernel call's events to `on_events` as a view of the
         engine's event buffer: valid only until `on_events` returns (copy what you keep). No copy
-        is made otherwise -- the publisher's path."""
+        is made otherwise -- the publisher's path. Admin rows, and the first rows at or after a
+        pending change's effective time, are processed one by one (perp/admin.py)."""
         cmds = np.ascontiguousarray(cmds, dtype=np.int64)
+        start = 0
+        total = cmds.shape[0]
+        while start < total:
+            stop = self._next_special(cmds, start)
+            self._kernel_rows(cmds[start:stop], on_events, batch, kernel_ns)
+            if stop < total:
+                self._special_row(cmds[stop], on_events)
+            start = stop + 1
+
+    def _next_special(self, cmds: np.ndarray, start: int) -> int:
+        """Index of the first row from `start` that is an admin command or reaches a pending change."""
+        rest = cmds[start:]
+        special = rest[:, L.C_KIND] == L.CK_ADMIN
+        if self.admin.pending:
+            due = min(p.effective_ts_ns for p in self.admin.pending)
+            special |= rest[:, L.C_TS] >= due
+        hits = np.flatnonzero(special)
+        return start + int(hits[0]) if hits.size else cmds.shape[0]
+
+    def _kernel_rows(self, cmds: np.ndarray, on_events: Callable[[np.ndarray], object], batch: int,
+                     kernel_ns: list[int] | None) -> None:
         for start in range(0, cmds.shape[0], batch):
             chunk = cmds[start:start + batch]
             self._ensure_capacity(chunk)
@@ -126,6 +164,83 @@ class Engine:
             if kernel_ns is not None:
                 kernel_ns.append(spent)
 
+    def _one_row(self, row: np.ndarray) -> np.ndarray:
+        out: list[np.ndarray] = []
+        self._kernel_rows(row.reshape(1, -1), lambda ev: out.append(ev.copy()), 1, None)
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def _special_row(self, row: np.ndarray, on_events: Callable[[np.ndarray], object]) -> None:
+        """One row by the edge's rules: an admin command (validate, kernel clock step, apply), or a row
+        that reaches a pending change's effective time (applied before it; undone if it is refused)."""
+        st = self.state
+        seq = int(st.g[L.G_SEQ]) + 1
+        ts = int(row[L.C_TS])
+        plan = None
+        kernel_row = row
+        if row[L.C_KIND] == L.CK_ADMIN:
+            plan = self._admin_plan(row, seq, ts)
+            if isinstance(plan, AdminError):
+                st.g[L.G_SEQ] = seq
+                self._remember_rejection(seq, plan)
+                on_events(_admin_reject_row(row, seq, plan.code))
+                return
+            kernel_row = plan.kernel_row
+        saved = (self.admin.copy(), st.spec.copy(), st.tiers.copy()) if self.admin.pending else None
+        before = admin_mod.activate(self, ts, after_step=False) if saved is not None else []
+        ev = self._one_row(kernel_row)
+        if ev.shape[0] == 1 and ev[0, L.E_KIND] == L.EV_REJECTED:
+            if saved is not None:
+                self.admin, spec, tiers = saved
+                self.specs = self.admin.specs
+                st.spec[:] = spec
+                st.tiers[:] = tiers
+            if plan is not None:
+                ev[0, L.E_OTHER] = L.CK_ADMIN
+                ev[0, L.E_CLID] = row[L.C_CLID]
+                self._remember_rejection(seq, AdminError(int(ev[0, L.E_CODE]), "ts_ns" if ev[0, L.E_CODE] in
+                                                         _CLOCK_CODES else "type", describe(int(ev[0, L.E_CODE]))))
+            on_events(ev)
+            return
+        parts = [self._effective_rows(before, seq, ts)] if before else []
+        if plan is not None and ev[-1, L.E_KIND] == L.EV_ADMIN:
+            ev = ev[:-1]  # the kernel's clock-step event: the full admin event replaces it below
+        parts.append(ev)
+        if plan is not None:
+            admin_mod.commit(self, plan, seq, ts)
+            parts.append(_admin_event_row(row, seq, ts, plan))
+        after = admin_mod.activate(self, int(st.g[L.G_LAST_TS]), after_step=True) if self.admin.pending else []
+        if after:
+            parts.append(self._effective_rows(after, seq, int(st.g[L.G_LAST_TS])))
+        on_events(np.concatenate(parts) if len(parts) > 1 else parts[0])
+
+    def _admin_plan(self, row: np.ndarray, seq: int, ts: int):
+        from perp.commands import decode_admin_payload
+
+        key = int(row[L.C_ORDER_ID])
+        data = self.encoder.payloads.get(key)
+        if data is None or payload_key(data) != key:
+            return AdminError(int(ResultCode.ADMIN_PAYLOAD_MISSING), "payload",
+                              f"no payload {key} for this admin row (the journal's side record is missing)")
+        try:
+            cmd = decode_admin_payload(data)
+        except msgspec.DecodeError as exc:
+            return AdminError(int(ResultCode.ADMIN_PAYLOAD_MISSING), "payload", f"undecodable payload: {exc}")
+        return admin_mod.prepare(self, cmd, ts, key)
+
+    def _remember_rejection(self, seq: int, error: AdminError) -> None:
+        self.admin_rejections[seq] = error
+        while len(self.admin_rejections) > MAX_KEPT_REJECTIONS:
+            self.admin_rejections.pop(next(iter(self.admin_rejections)))
+
+    def _effective_rows(self, changes, seq: int, ts: int) -> np.ndarray:
+        from perp.commands import ADMIN_KINDS
+
+        out = np.zeros((len(changes), L.N_EV_COLS), np.int64)
+        for i, p in enumerate(changes):
+            out[i, [L.E_KIND, L.E_SEQ, L.E_TS, L.E_MARKET, L.E_ACCOUNT, L.E_ORDER_ID, L.E_CLID, L.E_PRICE]] = (
+                L.EV_ADMIN_EFFECTIVE, seq, ts, p.market, -1, p.seq, ADMIN_KINDS[p.command], p.effective_ts_ns)
+        return out
+
     def submit(self, commands: Iterable[Command]) -> list[Event]:
         rows = self.encode(commands)
         return list(decode_rows(self.submit_rows(rows), self.specs))
@@ -145,20 +260,94 @@ class Engine:
         return int(self.state.g[L.G_SEQ])
 
     def state_hash(self, include_clock: bool = True) -> str:
-        return S.state_hash(self.state, include_clock)
+        """The kernel state's logical hash, combined with the admin state's digest (parameters in force
+        and pending, audit log, oracle overrides) once an admin command has changed anything."""
+        h = S.state_hash(self.state, include_clock)
+        if self.admin.is_pristine():
+            return h
+        import hashlib
+
+        return hashlib.blake2b(b"perp-admin-v1" + bytes.fromhex(h) + self.admin.digest(), digest_size=32).hexdigest()
 
     def market_index(self, symbol: str) -> int:
         return self.encoder.market_index[symbol]
 
     def snapshot(self, path: str | Path) -> None:
-        S.save_snapshot(self.state, path, {"markets": _markets_json(self.markets)})  # tiers are in the state
+        S.save_snapshot(self.state, path, self.snapshot_meta())  # tiers are in the state
+
+    def snapshot_meta(self) -> dict[str, str]:
+        """What a snapshot stores besides the arrays: the base markets config and the admin state."""
+        return {"markets": _markets_json(self.markets), "admin": encode_admin_state(self.admin),
+                "state_hash_full": self.state_hash()}
 
     @classmethod
     def from_snapshot(cls, path: str | Path) -> Engine:
-        import msgspec
-
         st, meta = S.load_snapshot(path)
-        return cls(msgspec.json.decode(meta["markets"], type=MarketsConfig), state=st)
+        return cls.from_state(st, meta, path)
+
+    @classmethod
+    def from_state(cls, st: S.EngineState, meta: dict[str, str], path: str | Path = "snapshot") -> Engine:
+        """The engine of a loaded snapshot: its markets config, its admin state (verified: the full state
+        hash must be the one stored)."""
+        admin = decode_admin_state(meta["admin"]) if "admin" in meta else None
+        eng = cls(msgspec.json.decode(meta["markets"], type=MarketsConfig), state=st, admin=admin)
+        if "state_hash_full" in meta and eng.state_hash() != meta["state_hash_full"]:
+            raise S.SnapshotHashMismatch(f"{path}: the restored admin state hashes to {eng.state_hash()}, "
+                                         f"the snapshot was saved at {meta['state_hash_full']}")
+        return eng
+
+    @property
+    def config_hash(self) -> str:
+        """The hash of the markets config the venue started under (what its journal's header names)."""
+        return self.admin.base_config_hash
+
+    # ---- admin (perp/admin.py, docs/operations.md) ---------------------------------------------
+    def check_admin(self, cmd, ts_ns: int | None = None) -> AdminError | None:
+        """Why `cmd` would be refused now (at `ts_ns`, default the engine's clock), or None; changes nothing.
+        The clock's own refusals (time going back, too far ahead) are the kernel's and not checked here."""
+        ts = int(self.state.g[L.G_LAST_TS]) if ts_ns is None else ts_ns
+        plan = admin_mod.prepare(self, cmd, ts, 0)
+        return plan if isinstance(plan, AdminError) else None
+
+    def rejection(self, seq: int) -> AdminError | None:
+        """Why the admin command at `seq` was refused (field and message; the what-if for 5102)."""
+        return self.admin_rejections.get(seq)
+
+    def what_if_tiers(self, market: str, tiers) -> WhatIf:
+        """What `set_tiers(market, tiers)` would do to the accounts now, without changing anything.
+        Raises AdminRejected (the error names the field) for invalid tiers."""
+        m = self._admin_market(market)
+        checked, bad = admin_mod.check_tiers(market, tiers)
+        if bad is not None:
+            raise AdminRejected(bad)
+        eff = admin_mod.next_funding_hour(self.state.spec, m, int(self.state.g[L.G_LAST_TS]))
+        return admin_mod.what_if(self.state, m, admin_mod.tier_row(market, checked), eff)
+
+    def audit_log(self, market: str | None = None) -> list[AuditEntry]:
+        """Every applied admin change, oldest first (one entry per changed field); with `market`, that
+        market's and the venue-wide ones."""
+        return [e for e in self.admin.audit if market is None or e.market in (None, market)]
+
+    def market_params(self, market: str) -> dict:
+        """The parameters in force for `market` and the changes pending, with their effective times."""
+        m = self._admin_market(market)
+        return admin_mod.market_params(self, m)
+
+    def oracle_params(self, market: str) -> dict[str, int]:
+        """The oracle feed's parameters for `market` (AnchorConfig fields), operators' changes applied."""
+        return admin_mod.oracle_params(self.admin, self._admin_market(market))
+
+    def suppressed_fixes(self, market: str) -> list[str]:
+        """Fix dates (YYYY-MM-DD) an operator suppressed for `market`'s series."""
+        self._admin_market(market)
+        return list(self.admin.suppressed.get(market, []))
+
+    def _admin_market(self, market: str) -> int:
+        try:
+            return self.encoder.market_index[market]
+        except KeyError:
+            raise AdminRejected(AdminError(int(ResultCode.UNKNOWN_MARKET), "market",
+                                           f"unknown market {clip_text(market)}")) from None
 
     # ---- views (read-only, for the CLI, gateway and tests) --------------------------------------
     def best_bid_ask(self, market: int) -> tuple[int | None, int | None]:
@@ -253,6 +442,27 @@ class SweepResult(NamedTuple):
 
 
 def _markets_json(markets: MarketsConfig) -> str:
-    import msgspec
-
     return msgspec.json.encode(markets).decode()
+
+
+MAX_KEPT_REJECTIONS = 1024
+_CLOCK_CODES = {int(ResultCode.TIMESTAMP_REGRESSION), int(ResultCode.TIMESTAMP_TOO_FAR_AHEAD),
+                int(ResultCode.INVALID_TIMESTAMP)}
+
+
+def _admin_reject_row(row: np.ndarray, seq: int, code: int) -> np.ndarray:
+    """The `rejected` event of an admin command the edge refused (as the kernel's _reject writes it)."""
+    ev = np.zeros((1, L.N_EV_COLS), np.int64)
+    ev[0, [L.E_KIND, L.E_SEQ, L.E_TS, L.E_MARKET, L.E_ACCOUNT, L.E_ORDER_ID, L.E_CLID, L.E_CODE, L.E_OTHER]] = (
+        L.EV_REJECTED, seq, row[L.C_TS], row[L.C_MARKET], row[L.C_ACCOUNT], row[L.C_ORDER_ID], row[L.C_CLID], code,
+        L.CK_ADMIN)
+    return ev
+
+
+def _admin_event_row(row: np.ndarray, seq: int, ts: int, plan) -> np.ndarray:
+    """The `admin` event of an applied admin command: kind, payload key, effective time, pending, entries."""
+    ev = np.zeros((1, L.N_EV_COLS), np.int64)
+    ev[0, [L.E_KIND, L.E_SEQ, L.E_TS, L.E_MARKET, L.E_ACCOUNT, L.E_ORDER_ID, L.E_CLID, L.E_PRICE, L.E_SIZE,
+           L.E_CODE]] = (L.EV_ADMIN, seq, ts, plan.market, -1, row[L.C_ORDER_ID], row[L.C_CLID],
+                         plan.effective_ts_ns, len(plan.entries), 1 if plan.pending is not None else 0)
+    return ev

@@ -14,6 +14,7 @@ import numpy as np
 
 from perp import layout as L
 from perp.codes import describe
+from perp.commands import ADMIN_NAMES
 from perp.markets import MarketSpec, ticks_to_price
 
 _SIDE = ("buy", "sell")
@@ -24,7 +25,7 @@ _CMD = {L.CK_PLACE: "place", L.CK_CANCEL: "cancel", L.CK_CANCEL_ALL: "cancel_all
         L.CK_SET_INDEX: "set_index", L.CK_SET_STATUS: "set_status", L.CK_DEPOSIT: "deposit",
         L.CK_WITHDRAW: "withdraw", L.CK_SET_LEVERAGE: "set_leverage", L.CK_LIQUIDATE: "liquidate",
         L.CK_SET_INSURANCE_FLOOR: "set_insurance_floor", L.CK_FUND_DEPOSIT: "fund_deposit",
-        L.CK_CLOCK_GAP: "clock_gap"}
+        L.CK_CLOCK_GAP: "clock_gap", L.CK_ADMIN: "admin"}
 _VALIDITY = ("fresh", "revised", "aging", "suppressed", "diverged", "too_volatile", "non_positive", "stale")
 _PHASE = {L.LQ_STARTED: "started", L.LQ_ORDER: "order", L.LQ_FEE: "fee", L.LQ_BACKSTOP: "backstop",
           L.LQ_ADL: "adl", L.LQ_BAD_DEBT: "bad_debt", L.LQ_DONE: "done", L.LQ_SWEEP: "sweep",
@@ -236,9 +237,30 @@ class ClockGapCrossed(_Ev, tag="clock_gap"):
     previous_ts_ns: int
 
 
+class AdminApplied(_Ev, tag="admin"):
+    """An admin command was accepted and applied (docs/operations.md): its changes are in the audit log
+    under this `seq`; `pending` says they wait for `effective_ts_ns` (otherwise in force from `ts_ns`)."""
+
+    command: str
+    market: str | None
+    effective_ts_ns: int
+    pending: bool
+    entries: int  # audit entries it wrote (one per changed field)
+
+
+class AdminEffective(_Ev, tag="admin_effective"):
+    """Pending changes of the admin command at `origin_seq` took effect (emitted by the command whose
+    time reached `effective_ts_ns`)."""
+
+    command: str
+    market: str | None
+    origin_seq: int
+    effective_ts_ns: int
+
+
 Event = (Accepted | Rejected | Fill | Cancelled | Amended | BookLevel | IndexSet | MarkChanged
          | StatusChanged | CancelAllDone | Deposited | Withdrawn | LeverageSet | FundingPaid | LiquidationStep
-         | InsuranceFloorSet | FundDeposited | ClockGapCrossed)
+         | InsuranceFloorSet | FundDeposited | ClockGapCrossed | AdminApplied | AdminEffective)
 
 
 def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
@@ -249,8 +271,10 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
         kind = r[L.E_KIND]
         seq, ts, m = r[L.E_SEQ], r[L.E_TS], r[L.E_MARKET]
         if kind == L.EV_REJECTED:
-            yield Rejected(seq, ts, _CMD.get(r[L.E_OTHER], str(r[L.E_OTHER])), r[L.E_ACCOUNT], r[L.E_CLID],
-                           r[L.E_ORDER_ID], r[L.E_CODE], describe(r[L.E_CODE]))
+            command = (ADMIN_NAMES.get(r[L.E_CLID], "admin") if r[L.E_OTHER] == L.CK_ADMIN
+                       else _CMD.get(r[L.E_OTHER], str(r[L.E_OTHER])))
+            yield Rejected(seq, ts, command, r[L.E_ACCOUNT], r[L.E_CLID], r[L.E_ORDER_ID], r[L.E_CODE],
+                           describe(r[L.E_CODE]))
             continue
         sym = symbols[m] if 0 <= m < len(symbols) else None
         spec = specs[m] if 0 <= m < len(specs) else None
@@ -312,6 +336,12 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
             yield FundDeposited(seq, ts, r[L.E_ACCOUNT], r[L.E_SIZE], r[L.E_FEE])
         elif kind == L.EV_CLOCK_GAP:
             yield ClockGapCrossed(seq, ts, r[L.E_SIZE], r[L.E_OTHER])
+        elif kind == L.EV_ADMIN:
+            yield AdminApplied(seq, ts, ADMIN_NAMES.get(r[L.E_CLID], str(r[L.E_CLID])), sym, r[L.E_PRICE],
+                               r[L.E_CODE] == 1, r[L.E_SIZE])
+        elif kind == L.EV_ADMIN_EFFECTIVE:
+            yield AdminEffective(seq, ts, ADMIN_NAMES.get(r[L.E_CLID], str(r[L.E_CLID])), sym, r[L.E_ORDER_ID],
+                                 r[L.E_PRICE])
         else:  # pragma: no cover - the kernel emits only the kinds above
             raise ValueError(f"unknown event kind {kind}")
 

@@ -17,13 +17,18 @@ Invariant: a command the gate refuses changes nothing (not the clock either: the
 gate before it advances time). The table is data, so docs/risk.md prints it and a test checks the
 document against it row by row.
 
-| status       | place      | amend      | cancel | leverage | deposit | withdraw | liquidate | fund unwind |
-|--------------|------------|------------|--------|----------|---------|----------|-----------|-------------|
-| active       | allow      | allow      | allow  | allow    | allow   | allow    | allow     | allow       |
-| post_only    | post-only  | allow      | allow  | allow    | allow   | allow    | defer     | defer       |
-| cancel_only  | deny       | shrink     | allow  | allow    | allow   | allow    | defer     | defer       |
-| reduce_only  | reduce     | reduce     | allow  | allow    | allow   | allow    | allow     | defer       |
-| halted       | deny       | deny       | allow  | deny     | allow   | deny     | defer     | defer       |
+| status       | place      | amend      | cancel | leverage | deposit | withdraw | liquidate | fund unwind | admin |
+|--------------|------------|------------|--------|----------|---------|----------|-----------|-------------|-------|
+| active       | allow      | allow      | allow  | allow    | allow   | allow    | allow     | allow       | allow |
+| post_only    | post-only  | allow      | allow  | allow    | allow   | allow    | defer     | defer       | allow |
+| cancel_only  | deny       | shrink     | allow  | allow    | allow   | allow    | defer     | defer       | allow |
+| reduce_only  | reduce     | reduce     | allow  | allow    | allow   | allow    | allow     | defer       | allow |
+| halted       | deny       | deny       | allow  | deny     | allow   | deny     | defer     | defer       | allow |
+
+Operator pauses (`set_pauses`, `mkt[m, M_PAUSED_OPS]`, as Drift has) come after the table: a paused
+operation is refused (`OPERATION_PAUSED`, 1032) or deferred whatever the status allows -- trading
+(place, amend), liquidation (the sweep and the fund's actions defer), funding (samples count as frozen),
+withdrawals (by an account holding a position or orders in the market).
 
 - *reduce*: allowed only when it cannot raise exposure (a reduce-only order; an amend that does not
   raise the size of an order that is not reduce-only);
@@ -43,6 +48,7 @@ from perp.book import _reducible, taker_loss_tick_lots
 from perp.kcodes import (
     R_INSUFFICIENT_MARGIN,
     R_MARKET_STATUS_FORBIDS,
+    R_OPERATION_PAUSED,
     R_OPEN_INTEREST_CAP,
     R_ORACLE_REDUCE_ONLY,
     R_POSITION_LIMIT,
@@ -69,14 +75,15 @@ _KIND_COLUMNS = (
     ("place", L.CK_PLACE), ("amend", L.CK_AMEND), ("cancel", L.CK_CANCEL), ("cancel_all", L.CK_CANCEL_ALL),
     ("set_leverage", L.CK_SET_LEVERAGE), ("deposit", L.CK_DEPOSIT), ("withdraw", L.CK_WITHDRAW),
     ("liquidate", L.CK_LIQUIDATE), ("fund_takeover", GK_FUND_TAKEOVER), ("fund_unwind", GK_FUND_UNWIND),
+    ("admin", L.CK_ADMIN),
 )
 _PERMIT_ROWS = {
-    #              place        amend     cancel   cxl-all  leverage deposit  withdraw liquidate fund-take fund-unwind
-    "active":      (P_ALLOW,     P_ALLOW,  P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW),
-    "post_only":   (P_POST_ONLY, P_ALLOW,  P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER, P_DEFER, P_DEFER),
-    "cancel_only": (P_DENY,      P_SHRINK, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER, P_DEFER, P_DEFER),
-    "reduce_only": (P_REDUCE,    P_REDUCE, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER),
-    "halted":      (P_DENY,      P_DENY,   P_ALLOW, P_ALLOW, P_DENY,  P_ALLOW, P_DENY,  P_DEFER, P_DEFER, P_DEFER),
+    #              place        amend     cancel   cxl-all  leverage deposit  withdraw liquidate fund-take fund-unwind admin
+    "active":      (P_ALLOW,     P_ALLOW,  P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW),
+    "post_only":   (P_POST_ONLY, P_ALLOW,  P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER, P_DEFER, P_DEFER, P_ALLOW),
+    "cancel_only": (P_DENY,      P_SHRINK, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER, P_DEFER, P_DEFER, P_ALLOW),
+    "reduce_only": (P_REDUCE,    P_REDUCE, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_ALLOW, P_DEFER, P_ALLOW),
+    "halted":      (P_DENY,      P_DENY,   P_ALLOW, P_ALLOW, P_DENY,  P_ALLOW, P_DENY,  P_DEFER, P_DEFER, P_DEFER, P_ALLOW),
 }
 
 
@@ -117,7 +124,9 @@ def is_reserved(a):
 
 @njit(**_K)
 def liquidation_permission(st, m):
-    """`P_ALLOW` or `P_DEFER` for the liquidation sweep in market m."""
+    """`P_ALLOW` or `P_DEFER` for the liquidation sweep in market m (an operator's pause defers it)."""
+    if (st.mkt[m, L.M_PAUSED_OPS] & L.PAUSE_LIQUIDATION) != 0:
+        return P_DEFER
     return PERMIT[st.mkt[m, L.M_STATUS], L.CK_LIQUIDATE]
 
 
@@ -132,7 +141,7 @@ def fund_action_permitted(st, m, kind):
     """May the fund take over (`GK_FUND_TAKEOVER`) or unwind (`GK_FUND_UNWIND`) in market m now?
     Unwinding also stops while the oracle says reduce-only."""
     p = PERMIT[st.mkt[m, L.M_STATUS], kind]
-    if p != P_ALLOW:
+    if p != P_ALLOW or (st.mkt[m, L.M_PAUSED_OPS] & L.PAUSE_LIQUIDATION) != 0:
         return False
     if kind == GK_FUND_UNWIND and (st.mkt[m, L.M_ORACLE_GATES] & L.GATE_REDUCE_ONLY) != 0:
         return False
@@ -144,6 +153,8 @@ def fund_action_permitted(st, m, kind):
 def place_status_code(st, m, reduce_only, post_only):
     """Market status and the oracle's reduce-only gate for a new order (0 = permitted)."""
     p = PERMIT[st.mkt[m, L.M_STATUS], L.CK_PLACE]
+    if (st.mkt[m, L.M_PAUSED_OPS] & L.PAUSE_TRADING) != 0:
+        return R_OPERATION_PAUSED
     if p == P_DENY:
         return R_MARKET_STATUS_FORBIDS
     if p == P_POST_ONLY and not post_only:
@@ -159,6 +170,8 @@ def place_status_code(st, m, reduce_only, post_only):
 def amend_status_code(st, m, grows, reprices, order_reduce_only):
     """Market status and the oracle's reduce-only gate for an amend (0 = permitted)."""
     p = PERMIT[st.mkt[m, L.M_STATUS], L.CK_AMEND]
+    if (st.mkt[m, L.M_PAUSED_OPS] & L.PAUSE_TRADING) != 0:
+        return R_OPERATION_PAUSED
     if p == P_DENY:
         return R_MARKET_STATUS_FORBIDS
     if p == P_SHRINK and (grows or reprices):
@@ -178,6 +191,8 @@ def account_status_code(st, a, kind):
         if st.position_lots[a, m] != 0 or st.accounts[a, L.AC_OPEN + m] != 0:
             if PERMIT[st.mkt[m, L.M_STATUS], kind] != P_ALLOW:
                 return R_MARKET_STATUS_FORBIDS
+            if kind == L.CK_WITHDRAW and (st.mkt[m, L.M_PAUSED_OPS] & L.PAUSE_WITHDRAWALS) != 0:
+                return R_OPERATION_PAUSED
     return 0
 
 

@@ -7,6 +7,8 @@ File layout (schema 2):
         (schema version, journal id, hash of the markets config it was written under, first seq)
     records, each  [b"PJR2"][u32 payload length][u32 CRC32 of payload][u32 CRC32 of the 12 bytes before]
                    payload: [i64 seq0][u32 width][u32 rows] + rows x width int64 little-endian
+                   or, a side record (width 0): [i64 key][u32 0][u32 n] + n bytes, the msgpack payload
+                   of an admin command whose CK_ADMIN row (in the next command record) names `key`
 
 Invariants:
 
@@ -139,6 +141,24 @@ def encode_record(seq0: int, rows: np.ndarray) -> bytes:
     return _frame(_PAYLOAD_HDR.pack(seq0, rows.shape[1], rows.shape[0]) + rows.tobytes())
 
 
+MAX_SIDE_BYTES = 1 << 20
+
+
+def encode_side_record(key: int, data: bytes) -> bytes:
+    """A side record: an admin command's payload (width 0), named by the key its CK_ADMIN row carries."""
+    return _frame(_PAYLOAD_HDR.pack(key, 0, len(data)) + data)
+
+
+def admin_payloads_of(rows: np.ndarray, payloads: dict[int, bytes]) -> list[tuple[int, bytes]]:
+    """(key, payload) of every admin row in `rows` whose payload is known, in row order, each key once."""
+    keys = rows[rows[:, L.C_KIND] == L.CK_ADMIN, L.C_ORDER_ID].tolist() if rows.shape[0] else []
+    seen: dict[int, bytes] = {}
+    for k in keys:
+        if k not in seen and k in payloads:
+            seen[k] = payloads[k]
+    return list(seen.items())
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -196,6 +216,7 @@ class JournalReader:
         self.next_seq = self.header.first_seq
         self.torn: TornTail | None = None
         self.records_read = 0
+        self.payloads: dict[int, bytes] = {}  # admin payloads from side records (key -> msgpack bytes)
 
     def close(self) -> None:
         self._fh.close()
@@ -239,6 +260,13 @@ class JournalReader:
             if length < _PAYLOAD_HDR.size:
                 raise self._corrupt("record too short")
             seq0, width, n_rows = _PAYLOAD_HDR.unpack_from(payload)
+            if width == 0:  # a side record: an admin payload (key, bytes) for a row of the next record
+                if length != _PAYLOAD_HDR.size + n_rows or n_rows > MAX_SIDE_BYTES:
+                    raise self._corrupt(f"side record of {n_rows} bytes in {length}")
+                self.payloads[seq0] = bytes(payload[_PAYLOAD_HDR.size:])
+                self.end_offset = pos + _FRAME.size + length
+                self.records_read += 1
+                continue
             if width != L.N_CMD_COLS or length != _PAYLOAD_HDR.size + 8 * width * n_rows:
                 raise self._corrupt(f"record of width {width} and {n_rows} rows in {length} bytes")
             if seq0 != self.next_seq:
@@ -370,13 +398,14 @@ class Journal:
         self._last_sync_ns = time.monotonic_ns()
         self.synced_seq = self.next_seq - 1  # every command up to here is on disk
 
-    def append(self, rows: np.ndarray) -> int:
-        """Append a batch as one record (one write); returns the sequence number of its first row."""
+    def append(self, rows: np.ndarray, payloads: list[tuple[int, bytes]] = ()) -> int:
+        """Append a batch as one record (one write, after the side records of its admin payloads);
+        returns the sequence number of its first row."""
         rows = np.ascontiguousarray(rows, dtype="<i8")
         if rows.ndim != 2 or rows.shape[1] != L.N_CMD_COLS:
             raise ValueError(f"journal rows must be (n, {L.N_CMD_COLS})")
         seq0 = self.next_seq
-        data = memoryview(encode_record(seq0, rows))
+        data = memoryview(b"".join([*(encode_side_record(k, d) for k, d in payloads), encode_record(seq0, rows)]))
         while data:
             data = data[os.write(self._fd, data):]
         self.next_seq += rows.shape[0]
@@ -492,7 +521,10 @@ def _intact_records_after(path: Path, offset: int) -> tuple[int, tuple[int, int]
         end = pos + _FRAME.size + length
         if (zlib.crc32(buf[pos:pos + 12]) == frame_crc and length >= _PAYLOAD_HDR.size and end <= len(buf)
                 and zlib.crc32(buf[pos + _FRAME.size:end]) == crc):
-            seq0, _, n_rows = _PAYLOAD_HDR.unpack_from(buf, pos + _FRAME.size)
+            seq0, width, n_rows = _PAYLOAD_HDR.unpack_from(buf, pos + _FRAME.size)
+            if width == 0:  # a side record carries no commands
+                pos = buf.find(REC_MAGIC, end)
+                continue
             count += 1
             first = seq0 if first is None else first
             last = seq0 + n_rows - 1

@@ -129,6 +129,7 @@ from perp.layout import (
     C_TIF,
     C_TS,
     C_TYPE,
+    CK_ADMIN,
     CK_AMEND,
     CK_CANCEL,
     CK_CANCEL_ALL,
@@ -151,6 +152,7 @@ from perp.layout import (
     EV_AMENDED,
     EV_CANCEL_ALL_DONE,
     EV_CANCELLED,
+    EV_ADMIN,
     EV_CLOCK_GAP,
     EV_DEPOSIT,
     EV_FUND_DEPOSIT,
@@ -815,6 +817,15 @@ def _dispatch(st, c, kind, seq, ev, n):
         return _set_leverage(st, c, seq, ev, n)
     if kind == CK_LIQUIDATE:
         return liquidate_sweep(st, ts, seq, ev, n)
+    if kind == CK_ADMIN:
+        # the edge (perp/admin.py) validated the command and applies it after this clock step; the
+        # kernel's part is the clock and the gate, like any operator command (PERMIT: always allowed)
+        m = c[C_MARKET]
+        if m < -1 or m >= st.mkt.shape[0]:
+            return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
+        if m >= 0 and permission(st, m, CK_ADMIN) != P_ALLOW:
+            return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
+        return _emit(ev, n, EV_ADMIN, seq, ts, m, -1, c[C_ORDER_ID], c[C_CLID], 0, ts, 0, 0, 0, 0, 0)
     if kind == CK_SET_INSURANCE_FLOOR:
         if c[C_SIZE] < 0:
             return _reject(c, ev, n, seq, R_NON_POSITIVE_AMOUNT)

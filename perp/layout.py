@@ -54,6 +54,8 @@ CK_SET_INSURANCE_FLOOR = 11  # operator: C_SIZE = the fund's floor, micro-USD
 CK_FUND_DEPOSIT = 12  # operator: top up an insurance fund account (C_ACCOUNT), C_SIZE micro-USD
 CK_CLOCK_GAP = 13  # operator: the venue was down; cross to C_TS, C_FLAGS = GAP_* settlement mode
 GAP_NO_FUNDING = 0  # hours with no samples pay nothing (dYdX pads missing samples with zero premium)
+CK_ADMIN = 14  # operator: an admin command (perp/admin.py); C_ORDER_ID = its payload key (the journal's side
+#               record), C_CLID = its ADMIN_* kind; the kernel runs the clock and the gate, the edge the rest
 
 INDEX_FUNDING_FROZEN = 1  # set_index flags bit: the oracle's gates freeze funding for this anchor
 
@@ -100,6 +102,10 @@ EV_LIQUIDATION = 15  # one step of the waterfall; E_CODE = LQ_* phase (docs/liqu
 EV_INSURANCE_FLOOR = 16  # E_SIZE = the new floor
 EV_FUND_DEPOSIT = 17  # operator top-up of a fund: E_ACCOUNT = the fund, E_SIZE = amount, E_FEE = its cash after
 EV_CLOCK_GAP = 18  # the clock crossed a gap: E_SIZE = funding hours skipped (paid nothing), E_OTHER = the old clock
+EV_ADMIN = 19  # an admin command applied (perp/admin.py): E_CLID = its ADMIN_* kind, E_ORDER_ID = payload key,
+#               E_PRICE = effective time (ns), E_CODE = 1 if pending (effective later), E_SIZE = audit entries
+EV_ADMIN_EFFECTIVE = 20  # pending admin changes took effect: E_ORDER_ID = the seq of the command that made
+#                          them, E_PRICE = their effective time, E_CLID = its ADMIN_* kind
 
 LQ_STARTED = 1  # E_FEE = equity, E_OTHER = maintenance margin
 LQ_ORDER = 2  # a liquidation order through the book: E_SIZE = lots asked, E_REMAINING = lots filled,
@@ -187,7 +193,7 @@ M_LEVERAGE_SCALE_PPM = 19  # the oracle's leverage scale for new risk (1e6 = non
 M_BAND_ANCHOR = 20  # ticks: centre of the order band while GATE_BAND_FROZEN (the last fresh anchor)
 M_FIX_TICKS = 21  # ticks: the last usable fix (margin on the worse of anchor and fix); 0 = none
 M_VALIDITY = 22  # the oracle's validity code (oracle.validity order: 0 = fresh)
-M_RESERVED_23 = 23
+M_PAUSED_OPS = 23  # PAUSE_* bits: operations an operator paused in this market (set_pauses)
 # 24-31: the liquidation waterfall's per-market state (rate-limit windows, fund unwind)
 M_LIQ_WINDOW_START_NS = 24  # start of the current one-minute rate-limit window (UTC minute grid; 0 = none)
 M_LIQ_WINDOW_NOTIONAL_MICRO = 25  # notional liquidated in the window (at the mark)
@@ -200,6 +206,13 @@ M_LIQ_RESERVED_31 = 31
 N_MKT_COLS = 32
 
 NO_PRICE = -1
+
+# per-operation pauses (mkt[m, M_PAUSED_OPS]), as Drift has
+PAUSE_TRADING = 1  # no place or amend (cancels always pass)
+PAUSE_LIQUIDATION = 2  # the sweep defers this market
+PAUSE_FUNDING = 4  # premium samples count as frozen: the hour pays nothing for them
+PAUSE_WITHDRAWALS = 8  # no withdrawal by an account holding a position or orders here
+PAUSE_ALL = 15
 
 # ---- market spec table (config, one row per market) --------------------------------------------
 S_MIN_TICK = 0  # lowest price on the ladder, ticks (>= 1)

@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import structlog
 
@@ -44,7 +43,7 @@ from perp.journal import (
     JournalHeaderMismatch,
     JournalReader,
     ScanResult,
-    config_hash,
+    admin_payloads_of,
 )
 from perp.markets import MarketsConfig
 
@@ -54,8 +53,9 @@ SNAPSHOT_SUFFIX = ".snap"
 
 
 def engine_config_hash(engine: Engine) -> str:
-    """The config hash journals carry: what the engine's kernel sees of the markets and tiers."""
-    return config_hash(engine.state.spec, engine.state.tiers)
+    """The config hash journals carry: what the engine's kernel saw of the markets and tiers when the venue
+    started (admin commands change the parameters in force, not the config the journal started under)."""
+    return engine.config_hash
 
 
 def snapshot_name(journal_id: str, seq: int) -> str:
@@ -105,7 +105,7 @@ class JournaledEngine:
                    keep_snapshots=keep_snapshots)
 
     def submit_rows(self, rows: np.ndarray, auto_liquidate: bool = True) -> np.ndarray:
-        self.journal.append(rows)
+        self.journal.append(rows, admin_payloads_of(rows, self.engine.encoder.payloads))
         events = self.engine.submit_rows(rows)
         if auto_liquidate and rows.shape[0]:
             kinds = events[:, L.E_KIND]
@@ -143,8 +143,7 @@ class JournaledEngine:
             self.snapshot_dir.mkdir(parents=True, exist_ok=True)
             path = self.snapshot_dir / snapshot_name(self.journal.journal_id, seq)
         path = Path(path)
-        S.save_snapshot(self.engine.state, path, {
-            "markets": msgspec.json.encode(self.engine.markets).decode(),
+        S.save_snapshot(self.engine.state, path, self.engine.snapshot_meta() | {
             "journal_id": self.journal.journal_id,
             "config_hash": engine_config_hash(self.engine),
         })
@@ -177,7 +176,7 @@ def _load_bound_snapshot(path: Path, journal_id: str) -> Engine:
         raise S.SnapshotMismatch(f"{path} names no journal; recovery needs a snapshot taken by the sequencer")
     if bound_to != journal_id:
         raise S.SnapshotMismatch(f"{path} belongs to journal {bound_to}, not to {journal_id}")
-    return Engine(msgspec.json.decode(meta["markets"], type=MarketsConfig), state=st)
+    return Engine.from_state(st, meta, path)
 
 
 def _engine_from_snapshot_dir(snapshot_dir: Path, journal_id: str) -> tuple[Engine | None, Path | None]:
@@ -230,6 +229,7 @@ def recover_detailed(journal_path: str | Path, *, snapshot: str | Path | None = 
             if end <= engine.seq:
                 continue
             skip = engine.seq + 1 - seq0
+            engine.encoder.payloads.update(reader.payloads)  # the side records read so far
             engine.stream_rows(rows[skip:], _drop_events)  # recovery publishes nothing
             replayed += rows.shape[0] - skip
         last_seq = reader.next_seq - 1

@@ -41,6 +41,8 @@ from perp.layout import (
     M_FIX_TICKS,
     M_FROZEN_N,
     M_FUNDING_FROZEN,
+    M_PAUSED_OPS,
+    PAUSE_FUNDING,
     M_INDEX,
     M_LAST_RATE_PPB,
     M_LEVERAGE_SCALE_PPM,
@@ -310,8 +312,8 @@ def settle_funding(st, m):
     """Pay the hour's funding on market m. Returns (rate ppb, paid by payers, remainder to the fund,
     samples). Resets the hour's samples."""
     rate = funding_rate_now(st, m)
-    if st.mkt[m, M_FUNDING_FROZEN]:
-        rate = 0  # frozen at the hour: nothing is paid, the samples are discarded
+    if st.mkt[m, M_FUNDING_FROZEN] or (st.mkt[m, M_PAUSED_OPS] & PAUSE_FUNDING) != 0:
+        rate = 0  # frozen (or paused by an operator) at the hour: nothing is paid, the samples are discarded
     samples = st.mkt[m, M_PREMIUM_N] + st.mkt[m, M_FROZEN_N]
     paid = 0
     received = 0

@@ -447,7 +447,7 @@ def test_the_documented_permission_table_is_the_one_the_engine_runs():
              "post-only": "post_only"}
     columns = {"place": "place", "amend": "amend", "cancel": "cancel", "leverage": "set_leverage",
                "deposit": "deposit", "withdraw": "withdraw", "liquidate": "liquidate",
-               "fund takeover": "fund_takeover", "fund unwind": "fund_unwind"}
+               "fund takeover": "fund_takeover", "fund unwind": "fund_unwind", "admin": "admin"}
     documented = {r[0]: {columns[h]: names[v] for h, v in zip(header[1:], r[1:], strict=True)} for r in body}
     engine = {r["status"]: {k: r[k] for k in columns.values()} for r in permit_table()}
     assert documented == engine
