@@ -39,8 +39,13 @@ from msgspec import Meta
 
 from gateway import protocol as P
 from perp import layout as L
+from gateway.errors import GatewayCode as G
+from perp import admin as engine_admin
+from perp import events as E
+from perp.commands import AdminCommand, SetFundingParams, SetTiers
 from perp.markets import ticks_to_price
 from risk.funding import rate_from_premium_sum_ppb
+from risk.tiers import LeverageTier
 
 if TYPE_CHECKING:
     from gateway.server import Conn, Gateway
@@ -62,10 +67,58 @@ class AccountsAtRiskParams(P._Params):
     limit: Annotated[int, Meta(ge=1, le=MAX_AT_RISK)] = 20
 
 
+class MarketParams(P._Params):
+    market: P.Symbol
+
+
+class AuditLogParams(P._Params):
+    market: P.Symbol | None = None  # None: every entry; otherwise the market's and the venue-wide ones
+    since_seq: Annotated[int, Meta(ge=0)] = 0
+
+
+# Values are checked by the engine (perp/admin.py, the spec loader's rules), so that a refusal names
+# its field with the engine's code; here only the JSON types and the text lengths.
+Reason = Annotated[str, Meta(max_length=2_000)]
+Int64 = Annotated[int, Meta(ge=-(1 << 63), le=(1 << 63) - 1)]
+
+
+class WhatIfTiersParams(P._Params):
+    market: P.Symbol
+    tiers: Annotated[list[LeverageTier], Meta(max_length=64)]
+
+
+class SetTiersParams(P._Params):
+    market: P.Symbol
+    tiers: Annotated[list[LeverageTier], Meta(max_length=64)]
+    reason: Reason
+    effective_ts_ns: Int64 = 0  # 0: the next funding hour
+    confirm: bool = False  # needed when the what-if is not zero
+
+
+class SetFundingParamsParams(P._Params):
+    market: P.Symbol
+    cap_ppb: Int64
+    clamp_ppb: Int64
+    reason: Reason
+
+
+class SubmitParams(P._Params):
+    """Any admin command of perp/commands.py (`{"type": "set_fees", "market": ..., "reason": ...}`);
+    the gateway adds the operator (the key) and the time."""
+
+    command: dict[str, Any]
+
+
 ADMIN_METHODS: dict[str, tuple[type, str]] = {
     "admin.overview": (P.Empty, "admin"),
     "admin.fund_history": (FundHistoryParams, "admin"),
     "admin.accounts_at_risk": (AccountsAtRiskParams, "admin"),
+    "admin.market_params": (MarketParams, "admin"),
+    "admin.audit_log": (AuditLogParams, "admin"),
+    "admin.what_if_tiers": (WhatIfTiersParams, "admin"),
+    "admin.set_tiers": (SetTiersParams, "admin"),
+    "admin.set_funding_params": (SetFundingParamsParams, "admin"),
+    "admin.submit": (SubmitParams, "admin"),
 }
 P.register_methods(ADMIN_METHODS)
 
@@ -136,6 +189,30 @@ class AtRiskAccount(msgspec.Struct, frozen=True):
 class AtRiskResult(msgspec.Struct, frozen=True):
     seq: int
     accounts: list[AtRiskAccount]  # the nearest to liquidation first
+
+
+class AuditLogResult(msgspec.Struct, frozen=True):
+    seq: int
+    entries: list[engine_admin.AuditEntry]  # oldest first
+
+
+class AdminAck(msgspec.Struct, frozen=True):
+    """An admin command accepted and applied (the engine's `admin` event): in force from `ts_ns`, or
+    `pending` until `effective_ts_ns`; `entries` audit entries were written under `seq`."""
+
+    seq: int
+    ts_ns: int
+    command: str
+    market: str | None
+    effective_ts_ns: int
+    pending: bool
+    entries: int
+
+
+def admin_error(err: engine_admin.AdminError) -> P.ErrorBody:
+    """The engine's refusal of an admin command or query: 4400 with its code, the field it names and,
+    for a change that needs confirmation, the what-if."""
+    return P.ErrorBody(int(G.ENGINE_REJECTED), err.message, err.code, err.field, err.what_if)
 
 
 # ---- the fund's history ----------------------------------------------------------------------
@@ -267,6 +344,110 @@ class AdminApi:
         if ticks is None or ticks <= 0:
             return None
         return ticks_to_price(self.gw.specs[self.gw.market_index[market]], ticks)
+
+    # ---- parameters, audit log, what-if --------------------------------------------------------
+    def _engine_market(self, conn: Conn, rid: int, market: str) -> bool:
+        if market not in self.gw.market_index:
+            self.gw._reply(conn, rid, error=P.ErrorBody(int(G.UNKNOWN_MARKET), f"unknown market {market!r}"))
+            return False
+        return True
+
+    def m_market_params(self, conn: Conn, rid: int, p: MarketParams, now: int) -> None:
+        if self._engine_market(conn, rid, p.market):
+            self.gw._when_idle(lambda: self.gw._reply(
+                conn, rid, {"seq": self.gw.engine.seq, **self.gw.engine.market_params(p.market)}))
+
+    def m_audit_log(self, conn: Conn, rid: int, p: AuditLogParams, now: int) -> None:
+        if p.market is not None and not self._engine_market(conn, rid, p.market):
+            return
+
+        def go() -> None:
+            entries = [e for e in self.gw.engine.audit_log(p.market) if e.seq > p.since_seq]
+            self.gw._reply(conn, rid, AuditLogResult(self.gw.engine.seq, entries))
+
+        self.gw._when_idle(go)
+
+    def m_what_if_tiers(self, conn: Conn, rid: int, p: WhatIfTiersParams, now: int) -> None:
+        """What the tiers would do to the accounts now (the engine's what_if_tiers: nothing is
+        sequenced, nothing changes). Invalid tiers: 4400 with the engine's code and field."""
+        if not self._engine_market(conn, rid, p.market):
+            return
+
+        def go() -> None:
+            try:
+                w = self.gw.engine.what_if_tiers(p.market, tuple(p.tiers))
+            except engine_admin.AdminRejected as exc:
+                self.gw._reply(conn, rid, error=admin_error(exc.error))
+                return
+            self.gw._reply(conn, rid, w)
+
+        self.gw._when_idle(go)
+
+    # ---- commands ------------------------------------------------------------------------------
+    def operator(self, conn: Conn) -> str:
+        """The operator an admin command names: the key that signed the logon, and its label."""
+        key = conn.key
+        label = "".join(ch for ch in key.label if ch.isprintable()).strip()
+        text = f"{key.key} ({label})" if label else key.key
+        return text[: engine_admin.MAX_OPERATOR_CHARS]
+
+    def m_set_tiers(self, conn: Conn, rid: int, p: SetTiersParams, now: int) -> None:
+        self._sequence(conn, rid, now, SetTiers(ts_ns=0, operator=self.operator(conn), reason=p.reason,
+                                                market=p.market, tiers=tuple(p.tiers),
+                                                effective_ts_ns=p.effective_ts_ns, confirm=p.confirm))
+
+    def m_set_funding_params(self, conn: Conn, rid: int, p: SetFundingParamsParams, now: int) -> None:
+        self._sequence(conn, rid, now, SetFundingParams(ts_ns=0, operator=self.operator(conn), reason=p.reason,
+                                                        market=p.market, cap_ppb=p.cap_ppb, clamp_ppb=p.clamp_ppb))
+
+    def m_submit(self, conn: Conn, rid: int, p: SubmitParams, now: int) -> None:
+        claimed = sorted({"operator", "ts_ns"} & set(p.command))
+        if claimed:
+            self.gw._reply(conn, rid, error=P.ErrorBody(int(G.BAD_PARAMS), f"admin.submit: {', '.join(claimed)} "
+                                                        "are set by the gateway (the key, its clock)"))
+            return
+        fields = {**p.command, "operator": self.operator(conn), "ts_ns": 0}
+        try:
+            cmd = msgspec.convert(fields, AdminCommand)
+        except msgspec.ValidationError as exc:
+            self.gw._reply(conn, rid, error=P.ErrorBody(int(G.BAD_PARAMS), f"admin.submit: {exc}"))
+            return
+        self._sequence(conn, rid, now, cmd)
+
+    def _sequence(self, conn: Conn, rid: int, now: int, cmd: Any) -> None:
+        """Journal and run one admin command like an order (group commit, fsync, engine batch); the
+        reply is the engine's `admin` event, or its refusal with the field and the what-if."""
+        from gateway.server import Pending
+
+        market = getattr(cmd, "market", None)
+        if market is not None and not self._engine_market(conn, rid, market):
+            return
+        if (e := self.gw._refuse_commands()) is not None:
+            self.gw._reply(conn, rid, error=e)
+            return
+        try:
+            row = self.gw.engine.encoder.row(cmd)
+        except Exception as exc:  # noqa: BLE001 - the encoder's refusal of a malformed command
+            self.gw._reply(conn, rid, error=P.ErrorBody(int(G.BAD_PARAMS), str(exc)))
+            return
+
+        def done(seq: int, evs: list, error: P.ErrorBody | None, result: Any = None, received_ns: int = 0) -> None:
+            if error is not None and error.engine_code is not None:
+                rejection = self.gw.engine.rejection(seq)
+                if rejection is not None:
+                    error = admin_error(rejection)
+            elif error is None:
+                applied = next((e for e in evs if type(e) is E.AdminApplied), None)
+                if applied is None:
+                    error = P.ErrorBody(int(G.STATUS_UNKNOWN_ENGINE), "the engine reported no outcome")
+                else:
+                    result = AdminAck(applied.seq, applied.ts_ns, applied.command, applied.market,
+                                      applied.effective_ts_ns, applied.pending, applied.entries)
+            conn.log.info("admin_command", seq=seq, command=type(cmd).__name__, market=market,
+                          code=None if error is None else error.code)
+            self.gw._reply(conn, rid, result, error, received_ns)
+
+        self.gw._enqueue(Pending(row, "admin", conn.key.account, done, now))
 
     # ---- the page ----------------------------------------------------------------------------
     def http(self, connection: Any, request: Any) -> Any:

@@ -208,6 +208,8 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     code: int
     msg: str
     engine_code: int | None = None  # with ENGINE_REJECTED: the engine's result code (perp/codes.py)
+    field: str | None = None  # admin refusals: the field the engine names ("tiers[1].maintenance_margin_ppm")
+    what_if: Any = None  # admin refusals that need confirmation: the engine's what-if
 
 
 class Reply(msgspec.Struct, frozen=True, omit_defaults=True):
