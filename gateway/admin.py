@@ -17,6 +17,14 @@ with one sequence number (`seq` in every result):
   its floor.
 - `admin.accounts_at_risk`: accounts nearest to liquidation by margin ratio (maintenance margin /
   equity, ceil, in ppm; liquidation at >= 1,000,000), from the engine's own vectorised risk sweep.
+- `admin.market_params`, `admin.audit_log`, `admin.what_if_tiers`: the engine's own views
+  (perp/admin.py): parameters in force and pending, the audit log, a tier change's what-if.
+
+Commands (`admin.set_tiers`, `admin.set_funding_params`, `admin.submit` for any other admin command)
+are sequenced like orders: journaled with one fsync in a group commit, run by the engine, and
+answered from the engine's `admin` event ("accepted at seq, effective at T, pending or in force").
+The engine validates them (the spec loader's rules); its refusal travels as 4400 with its code, the
+field it names and, for a tier change that needs `confirm`, the what-if (`Engine.rejection(seq)`).
 
 Invariants: no method here changes engine state except by sequencing a journaled command through
 the gateway's queue like any order; a refused request (4xxx) sequences nothing. The operator named
@@ -42,7 +50,7 @@ from perp import layout as L
 from gateway.errors import GatewayCode as G
 from perp import admin as engine_admin
 from perp import events as E
-from perp.commands import AdminCommand, SetFundingParams, SetTiers
+from perp.commands import VALIDITY_CODES, AdminCommand, SetFundingParams, SetTiers
 from perp.markets import ticks_to_price
 from risk.funding import rate_from_premium_sum_ppb
 from risk.tiers import LeverageTier
@@ -53,7 +61,7 @@ if TYPE_CHECKING:
 FUND_POINTS = 20_000  # samples kept per fund (the oldest are dropped)
 FUND_EQUITY_EVERY_NS = 1_000_000_000  # equity sample period while the fund holds positions
 MAX_AT_RISK = 200
-VALIDITY_NAMES = ("fresh", "revised", "aging", "suppressed", "diverged", "too_volatile", "non_positive", "stale")
+VALIDITY_NAMES = {code: name for name, code in VALIDITY_CODES.items()}  # the engine's M_VALIDITY codes
 
 
 # ---- parameters ------------------------------------------------------------------------------
@@ -287,7 +295,7 @@ class AdminApi:
             validity = int(row[L.M_VALIDITY])
             out.append(MarketOverview(
                 spec.symbol, int(row[L.M_STATUS]), px(eng.mark_ticks(m)), px(eng.index_ticks(m)), px(row[L.M_FIX_TICKS]),
-                VALIDITY_NAMES[validity] if 0 <= validity < len(VALIDITY_NAMES) else str(validity),
+                VALIDITY_NAMES.get(validity, str(validity)),
                 int(row[L.M_ORACLE_GATES]), eng.predicted_funding_rate_ppb(m), predicted, int(sp[L.S_CAP_PPB]),
                 int(sp[L.S_CLAMP_PPB]), int(row[L.M_LAST_RATE_PPB]), int(row[L.M_NEXT_FUNDING_TS]),
                 bool(row[L.M_FUNDING_FROZEN]), n, int(row[L.M_OPEN_INTEREST]), int(sp[L.S_FUND_ACCOUNT]),
