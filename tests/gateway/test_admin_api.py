@@ -288,3 +288,22 @@ def test_admin_submit_runs_any_admin_command_with_the_key_as_operator(tmp_path):
             assert [e.seq for e in v.gw.engine.audit_log()] == [ack["seq"]] * len(entries)
 
     run(body())
+
+
+def test_accounts_at_risk_shares_one_sweep_a_second_and_says_which_seq_it_shows(tmp_path):
+    async def body():
+        async with venue(tmp_path, deposits=False) as v, v.client("admin") as admin, v.client("alice") as alice, \
+                v.client("bob") as bob:
+            await alice_4x_long(v, admin, alice, bob)
+            api, t0 = v.gw.admin, time.monotonic_ns()
+            first = api._at_risk_cached(5, t0)
+            assert first.seq == v.gw.engine.seq and [a.account for a in first.accounts] == [ALICE, BOB]
+            await admin.deposit(ALICE, 3_000_000_000)  # alice is safer now; the engine's seq moves on
+            shared = api._at_risk_cached(2, t0 + 500_000_000)
+            assert shared.seq == first.seq < v.gw.engine.seq and shared.accounts == first.accounts[:2]
+            fresh = api._at_risk_cached(5, t0 + 1_500_000_000)
+            assert fresh.seq == v.gw.engine.seq
+            assert fresh.accounts[0].margin_ratio_ppm < first.accounts[0].margin_ratio_ppm
+            assert api._at_risk_cached(50, t0 + 1_600_000_000).seq == v.gw.engine.seq  # more than it holds: a sweep
+
+    run(body())
