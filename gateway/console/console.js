@@ -6,6 +6,7 @@
 "use strict";
 
 const POLL_MS = 1000;
+const RECONNECT_MS = 1000;
 const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, nextId: 1, waiting: new Map(), serverTs: null, helloAt: 0,
@@ -92,10 +93,14 @@ function connect() {
     ws.onmessage = (ev) => onFrame(ev.data, resolve);
     ws.onerror = () => reject(new Error("could not connect to " + url));
     ws.onclose = (ev) => {
-      $("conn-status").textContent = `disconnected (${ev.code}${ev.reason ? " " + ev.reason : ""})`;
+      if (state.ws !== ws) return;
+      $("conn-status").textContent = `disconnected (${ev.code}${ev.reason ? " " + ev.reason : ""})` +
+        (state.cred ? ", reconnecting" : "");
       $("conn-status").classList.remove("live");
       for (const w of state.waiting.values()) w.reject(new Error("connection lost"));
       state.waiting.clear();
+      reject(new Error("could not connect to " + url));
+      reconnectSoon();
     };
   });
 }
@@ -127,14 +132,8 @@ async function logon(ev) {
       kind = c.kind; key = c.key; secret = c.secret_hex;
     }
     if (!key || !secret) throw new Error("a key and its secret are needed");
-    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) await connect();
-    const ts = serverNowNs(), n = nonce();
-    const signature = await sign(kind, secret, `perp-logon/v1\n${key}\n${ts}\n${n}`);
-    const res = await call("logon", { key, ts_ns: ts, nonce: n, signature, version: 1 });
-    if (!res.permissions.includes("admin")) throw new Error(`key ${key} has no admin permission (${res.permissions.join(",")})`);
-    $("whoami").textContent = `${res.key} · account ${res.account}`;
-    $("conn-status").textContent = "live";
-    $("conn-status").classList.add("live");
+    await session({ kind, key, secret });
+    state.cred = { kind, key, secret };  // kept in this page only, to log on again after a reconnect
     $("logon-panel").hidden = true;
     $("console").hidden = false;
     await start();
@@ -143,25 +142,55 @@ async function logon(ev) {
   }
 }
 
+async function session(c) {  // connect (if needed) and log on with an admin key
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) await connect();
+  const ts = serverNowNs(), n = nonce();
+  const signature = await sign(c.kind, c.secret, `perp-logon/v1\n${c.key}\n${ts}\n${n}`);
+  const res = await call("logon", { key: c.key, ts_ns: ts, nonce: n, signature, version: 1 });
+  if (!res.permissions.includes("admin")) throw new Error(`key ${c.key} has no admin permission (${res.permissions.join(",")})`);
+  $("whoami").textContent = `${res.key} · account ${res.account}`;
+  $("conn-status").textContent = "live";
+  $("conn-status").classList.add("live");
+}
+
+function reconnectSoon() {  // after a lost connection (a restarted server): log on again, resubscribe
+  if (!state.cred || state.reconnecting) return;
+  state.reconnecting = true;
+  setTimeout(async () => {
+    try {
+      await session(state.cred);
+      state.reconnecting = false;
+      await start(true);
+    } catch (e) {
+      state.reconnecting = false;
+      $("conn-status").textContent = `reconnecting (${e.code ? e.code + " " : ""}${e.message})`;
+      if (!e.code || e.code >= 4900) reconnectSoon();  // a refused key (41xx) is not retried
+    }
+  }, RECONNECT_MS);
+}
+
 // ---- live data --------------------------------------------------------------------------------
-async function start() {
+async function start(resume = false) {  // resume: after a reconnect, the forms keep what is typed in them
   const ov = await call("admin.overview");
-  state.markets = ov.markets.map((m) => m.market);
-  for (const spec of (await call("query.markets")).markets) state.tickSize.set(spec.symbol, String(spec.tick_size_usd));
-  for (const sel of document.querySelectorAll(".market-select")) {
-    sel.replaceChildren(...state.markets.map((m) => el("option", { value: m }, m)));
+  if (!resume) {
+    state.markets = ov.markets.map((m) => m.market);
+    for (const spec of (await call("query.markets")).markets) state.tickSize.set(spec.symbol, String(spec.tick_size_usd));
+    for (const sel of document.querySelectorAll(".market-select")) {
+      sel.replaceChildren(...state.markets.map((m) => el("option", { value: m }, m)));
+    }
   }
   applyOverview(ov);
   for (const m of state.markets) {
     await call("subscribe", { channel: "ticker", market: m });
     await call("subscribe", { channel: "liquidations", market: m });
   }
-  await loadParams($("tiers-market").value, true);
-  fillFunding();
-  poll();
+  await loadParams($("tiers-market").value, !resume);
+  if (!resume) fillFunding();
+  if (!state.polling) poll();
 }
 
 async function poll() {
+  state.polling = true;
   try {
     const [ov, fund, risk] = await Promise.all([
       call("admin.overview"), call("admin.fund_history", { since_seq: state.fundSeq, limit: 20000 }),
@@ -172,7 +201,10 @@ async function poll() {
     await refreshAudit();
     await loadParams($("tiers-market").value, false);
   } catch (e) {
-    if (state.ws.readyState !== WebSocket.OPEN) return;
+    if (state.ws.readyState !== WebSocket.OPEN) {
+      state.polling = false;  // start() polls again once the page has logged on again
+      return;
+    }
   }
   setTimeout(poll, POLL_MS);
 }
