@@ -59,6 +59,8 @@ from risk.tiers import LeverageTier
 if TYPE_CHECKING:
     from gateway.server import Conn, Gateway
 
+CONSOLE_CSP = ("default-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+               "base-uri 'none'; form-action 'none'")
 FUND_POINTS = 20_000  # samples kept per fund (the oldest are dropped)
 FUND_EQUITY_EVERY_NS = 1_000_000_000  # equity sample period while the fund holds positions
 MAX_AT_RISK = 200
@@ -493,4 +495,9 @@ class AdminApi:
         del resp.headers["Content-Type"]  # websockets' Headers is multi-valued: replace, not add
         resp.headers["Content-Type"] = ctype
         resp.headers["Cache-Control"] = "no-store"
+        # an operator's page: never framed by another site (clickjacking), scripts and sockets only
+        # from this server
+        resp.headers["Content-Security-Policy"] = CONSOLE_CSP
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
         return resp

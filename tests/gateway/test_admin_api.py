@@ -3,6 +3,7 @@ engine state consistent with one sequence number, and refuses `read` and `trade`
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgspec
@@ -305,5 +306,29 @@ def test_accounts_at_risk_shares_one_sweep_a_second_and_says_which_seq_it_shows(
             assert fresh.seq == v.gw.engine.seq
             assert fresh.accounts[0].margin_ratio_ppm < first.accounts[0].margin_ratio_ppm
             assert api._at_risk_cached(50, t0 + 1_600_000_000).seq == v.gw.engine.seq  # more than it holds: a sweep
+
+    run(body())
+
+
+def test_the_console_page_is_served_with_headers_that_keep_it_from_being_framed(tmp_path):
+    import urllib.request
+
+    async def body():
+        async with venue(tmp_path, deposits=False) as v:
+            http = v.url.replace("ws://", "http://")
+
+            def get(path):
+                with urllib.request.urlopen(http + path, timeout=10) as r:
+                    return r.status, dict(r.headers), r.read()
+
+            loop = asyncio.get_running_loop()
+            status, headers, page = await loop.run_in_executor(None, get, "/console")
+            assert status == 200 and headers["Content-Type"].startswith("text/html")
+            assert b'<script src="/console/console.js">' in page
+            assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+            assert headers["X-Frame-Options"] == "DENY"
+            for path, ctype in (("/console/console.js", "text/javascript"), ("/console/console.css", "text/css")):
+                status, headers, data = await loop.run_in_executor(None, get, path)
+                assert status == 200 and headers["Content-Type"].startswith(ctype) and len(data) > 1000
 
     run(body())
