@@ -50,24 +50,32 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 600) -> No
 
 async def shoot(http: str, cred: dict, out: Path, seconds: float, profile: Path) -> None:
     async with chromium_page(profile) as page:
-        await page.goto(http + "/console")
-        await page.fill("#logon-credential", json.dumps(cred))
-        await page.click("#logon-button")
-        await page.wait_for_selector("#console", state="visible", timeout=30_000)
-        await page.wait_for_timeout(seconds * 500)
-        await page.fill("#funding-cap", "275000")
-        await page.fill("#funding-reason", "halve the cap while the index is aging")
-        await page.click("#funding-apply")
-        await page.wait_for_function("document.querySelector('#funding-result').textContent.startsWith('accepted')",
-                                     timeout=30_000)
-        await page.locator("#tiers-table tbody tr:first-child .tier-leverage").fill("3")
-        await page.locator("#tiers-table tbody tr:nth-child(2) .tier-leverage").fill("3")
-        await page.fill("#tiers-reason", "3x until the next fix")
-        await page.click("#tiers-check")
-        await page.wait_for_timeout(seconds * 500)
-        await page.screenshot(path=str(out), full_page=True)
-        if page.js_errors:
-            raise SystemExit(f"script errors on the page: {page.js_errors}")
+        try:
+            await _drive(page, http, cred, out, seconds)
+        except Exception:
+            print(await page.locator("body").inner_text(), file=sys.stderr)  # what the operator saw
+            raise
+
+
+async def _drive(page, http: str, cred: dict, out: Path, seconds: float) -> None:
+    await page.goto(http + "/console")
+    await page.fill("#logon-credential", json.dumps(cred))
+    await page.click("#logon-button")
+    await page.wait_for_selector("#console", state="visible", timeout=30_000)
+    await page.wait_for_timeout(seconds * 500)
+    await page.fill("#funding-cap", "275000")
+    await page.fill("#funding-reason", "halve the cap while the index is aging")
+    await page.click("#funding-apply")
+    await page.wait_for_function("() => document.querySelector('#funding-result').textContent.startsWith('accepted')",
+                                 timeout=30_000)
+    await page.locator("#tiers-table tbody tr:first-child .tier-leverage").fill("3")
+    await page.locator("#tiers-table tbody tr:nth-child(2) .tier-leverage").fill("3")
+    await page.fill("#tiers-reason", "3x until the next fix")
+    await page.click("#tiers-check")
+    await page.wait_for_timeout(seconds * 500)
+    await page.screenshot(path=str(out), full_page=True)
+    if page.js_errors:
+        raise SystemExit(f"script errors on the page: {page.js_errors}")
 
 
 def main() -> None:

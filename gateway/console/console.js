@@ -347,13 +347,24 @@ function auditValue(field, text) {  // tier lists (JSON in the audit log) in the
 }
 
 // ---- parameters and forms ---------------------------------------------------------------------
-async function loadParams(market, fillForm) {
-  const p = await call("admin.market_params", { market });
-  state.params.set(market, p);
+async function loadParams(market, fillForm) {  // every market's parameters; fills the tier form with one
+  for (const m of state.markets) state.params.set(m, await call("admin.market_params", { market: m }));
+  const p = state.params.get(market);
   if (fillForm) fillTiers(p); else markTiersInForce(p);
-  const pend = (p.pending || []).map((c) => `${c.command} at seq ${c.seq}: ${Object.keys(c.changes || {}).join(", ") || "tiers"}` +
-    (c.tiers ? ` (tiers ${c.tiers.map(tierText).join(" | ")})` : "") + `, effective ${utc(c.effective_ts_ns)}`);
-  $("tiers-pending").textContent = pend.length ? "pending: " + pend.join("; ") : "";
+  renderPending();
+}
+
+function renderPending() {  // the engine's pending changes of every market, with their effective times
+  const items = [];
+  for (const [market, p] of state.params) {
+    for (const c of p.pending || []) {
+      const what = Object.entries(c.changes || {}).map(([k, v]) => `${k} ${v}`)
+        .concat(c.tiers ? [`tiers ${c.tiers.map(tierText).join(" | ")}`] : []).join(", ");
+      items.push(el("li", { "data-seq": c.seq }, `${market} ${c.command} (seq ${c.seq}): ${what}; effective ${utc(c.effective_ts_ns)}`));
+    }
+  }
+  $("pending").replaceChildren(...items);
+  $("pending-none").hidden = items.length > 0;
 }
 
 const tierText = (t) => `${t.max_notional_usd === null ? "∞" : "$" + t.max_notional_usd.toLocaleString("en-US")} ${t.max_leverage}x mm ${t.maintenance_margin_ppm}`;

@@ -128,7 +128,8 @@ def test_console_logs_on_shows_live_state_and_applies_a_confirmed_tier_change(tm
             await wait_text(page, "#tiers-result", "t.startsWith('accepted at seq') && t.includes('(pending)')")
             pending = v.gw.engine.market_params(MARKET)["pending"]
             assert pending and pending[0]["tiers"][0]["max_notional_usd"] == 1000
-            await wait_text(page, "#tiers-pending", "t.includes('set_tiers')")
+            await wait_text(page, "#pending", f"t.includes('{MARKET} set_tiers (seq {pending[0]['seq']})') && "
+                                              "t.includes('tiers $1,000 5x')")
 
             # the audit entry on the page: operator (the key), field, old -> new, reason
             audit_row = "#audit tbody tr:first-child"
@@ -145,7 +146,8 @@ def test_console_logs_on_shows_live_state_and_applies_a_confirmed_tier_change(tm
                 await v.gw.submit_system([Liquidate(ts_ns=0)])
             assert v.gw.engine.market_params(MARKET)["tiers"][0]["max_notional_usd"] == 1000
             await wait_text(page, "#tiers-table tbody tr:first-child .tier-in-force", "t.startsWith('$1,000 5x')")
-            await wait_text(page, "#tiers-pending", "t === ''")
+            await wait_text(page, "#pending", "t === ''")
+            assert await page.locator("#pending-none").is_visible()
 
             # the funding cap form: an invalid cap is refused inline, a valid one is accepted
             await page.fill("#funding-cap", "-5")
