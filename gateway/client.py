@@ -36,11 +36,15 @@ from perp import events as E
 
 
 class GatewayError(Exception):
-    def __init__(self, code: int, msg: str, engine_code: int | None = None):
-        super().__init__(f"{code} {msg}" + (f" (engine code {engine_code})" if engine_code else ""))
+    def __init__(self, code: int, msg: str, engine_code: int | None = None, field: str | None = None,
+                 what_if: Any = None):
+        super().__init__(f"{code} {msg}" + (f" (engine code {engine_code})" if engine_code else "")
+                         + (f" at {field}" if field else ""))
         self.code = code
         self.msg = msg
         self.engine_code = engine_code
+        self.field = field  # admin refusals: the field the engine names
+        self.what_if = what_if  # admin refusals that need confirmation: the what-if (a dict)
 
 
 class ConnectionLost(Exception):
@@ -272,7 +276,7 @@ class GatewayClient:
                     fut.set_result(msg.result)
                 else:
                     err = msg.error or P.ErrorBody(0, "no error body")
-                    fut.set_exception(GatewayError(err.code, err.msg, err.engine_code))
+                    fut.set_exception(GatewayError(err.code, err.msg, err.engine_code, err.field, err.what_if))
             return
         ch = msg.channel
         if ch == "book":

@@ -150,6 +150,16 @@ METHODS: dict[str, tuple[type, str | None]] = {
     "admin.deposit": (AdminDeposit, "admin"),
 }
 _PARAM_DECODERS = {name: msgspec.json.Decoder(t) for name, (t, _) in METHODS.items()}
+
+
+def register_methods(methods: dict[str, tuple[type, str | None]]) -> None:
+    """Add a module's methods to the table (gateway.admin registers the admin API this way, so its
+    params structs live beside their handlers). A name already taken is a programming error."""
+    taken = sorted(m for m in set(methods) & set(METHODS) if METHODS[m] != methods[m])
+    if taken:
+        raise ValueError(f"methods already registered: {taken}")
+    METHODS.update(methods)
+    _PARAM_DECODERS.update({name: msgspec.json.Decoder(t) for name, (t, _) in methods.items()})
 _request_decoder = msgspec.json.Decoder(Request)
 
 
@@ -204,6 +214,8 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     code: int
     msg: str
     engine_code: int | None = None  # with ENGINE_REJECTED: the engine's result code (perp/codes.py)
+    field: str | None = None  # admin refusals: the field the engine names ("tiers[1].maintenance_margin_ppm")
+    what_if: Any = None  # admin refusals that need confirmation: the engine's what-if
 
 
 class Reply(msgspec.Struct, frozen=True, omit_defaults=True):

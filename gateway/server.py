@@ -55,6 +55,7 @@ import structlog
 from websockets.protocol import State as _WsState
 
 from gateway import protocol as P
+from gateway.admin import AdminApi
 from gateway.batch_events import BatchEvents, PriceText
 from gateway.deadman import DeadmanStore
 from gateway.errors import GatewayCode as G
@@ -329,6 +330,7 @@ class Gateway:
         self._tiers = self._tier_table()
         self._handlers = {name: getattr(self, "_m_" + name.replace(".", "_")) for name in P.METHODS}
         self.port = config.port
+        self.admin = AdminApi.bind(self)  # the admin.* methods and the /console page (gateway/admin.py)
 
     def _open_engine(self) -> JournaledEngine:
         """The backend behind the sequencer: embedded, the file journal + engine, recovered from
@@ -417,6 +419,8 @@ class Gateway:
 
     # ---- HTTP: /healthz and /metrics on the same port --------------------------------------
     def _http(self, connection: Any, request: Any) -> Any:
+        if request.path.startswith("/console"):
+            return self.admin.http(connection, request)
         if request.path == "/healthz":
             ok = not self.broken and not self.draining
             body = self._enc.encode({"ok": ok, "seq": self.engine.seq, "connections": len(self.conns),
@@ -1073,6 +1077,7 @@ class Gateway:
             if p.clid:
                 self._pending_clids.discard((p.account, p.clid))
         self._apply_views(events)
+        self.admin.after_batch(ts)
         for i, p in enumerate(batch):
             if p.done is not None:
                 from_rows = p.kind in _ACK_FROM_ROWS

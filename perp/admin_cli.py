@@ -16,17 +16,22 @@ import click
 import msgspec
 
 
-@click.group(short_help="Admin commands: audit log, parameters, apply (offline with --journal).")
+@click.group(short_help="Admin commands: offline with --journal DIR, online with --key FILE.")
 @click.option("--journal", "data_dir", type=click.Path(file_okay=False), default=None,
               help="a stopped venue's data directory (journal.bin, snapshots/)")
 @click.option("--markets", "markets_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="markets TOML the venue started under (default: the embedded markets.toml)")
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="online: an admin key's credential file, for a running perp serve (gateway/admin_cli.py)")
+@click.option("--url", default="ws://127.0.0.1:8765", show_default=True, help="online: the gateway")
 @click.pass_context
-def admin(ctx: click.Context, data_dir: str | None, markets_path: str | None) -> None:
+def admin(ctx: click.Context, data_dir: str | None, markets_path: str | None, key_path: str | None,
+          url: str) -> None:
     """Admin commands (docs/operations.md).
 
-    With --journal DIR they work offline on a stopped venue's data directory."""
-    ctx.obj = {"data_dir": data_dir, "markets_path": markets_path}
+    With --journal DIR they work offline on a stopped venue's data directory; with --key FILE
+    they go through a running gateway's admin API."""
+    ctx.obj = {"data_dir": data_dir, "markets_path": markets_path, "key_path": key_path, "url": url}
 
 
 def _venue(ctx: click.Context, writable: bool = False):
@@ -38,7 +43,7 @@ def _venue(ctx: click.Context, writable: bool = False):
 
     data_dir = ctx.obj["data_dir"]
     if data_dir is None:
-        raise click.UsageError("give --journal DIR (a stopped venue's data directory)")
+        raise click.UsageError("give --journal DIR (a stopped venue's data directory), or --key FILE for a running one")
     data = Path(data_dir)
     journal = data / "journal.bin"
     if not journal.exists():
@@ -61,7 +66,11 @@ def _venue(ctx: click.Context, writable: bool = False):
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @click.pass_context
 def admin_audit(ctx: click.Context, market: str | None, as_json: bool) -> None:
-    """The audit log, rebuilt by recovery."""
+    """The audit log, rebuilt by recovery (online with --key: the running venue's)."""
+    if ctx.obj["key_path"] and not ctx.obj["data_dir"]:
+        from gateway.admin_cli import online_audit
+
+        return online_audit(ctx, market)
     eng = _venue(ctx)
     entries = eng.audit_log(market)
     if as_json:
@@ -84,6 +93,10 @@ def admin_params(ctx: click.Context, market: str, as_json: bool) -> None:
     """The parameters in force for MARKET and the changes pending."""
     from perp.admin import AdminRejected
 
+    if ctx.obj["key_path"] and not ctx.obj["data_dir"]:
+        from gateway.admin_cli import online_params
+
+        return online_params(ctx, market)
     eng = _venue(ctx)
     try:
         params = eng.market_params(market)

@@ -558,7 +558,9 @@ def sim_sweep(scenario: str, grid: tuple[str, ...], jobs: int, dask_address: str
 main.add_command(sim_group, "sim")
 
 from perp.admin_cli import admin as admin_group  # noqa: E402 - registered last, like the simulator's group
+from gateway.admin_cli import register_online  # noqa: E402 - `perp admin --key FILE ...` (the admin API)
 
+register_online(admin_group)
 main.add_command(admin_group, "admin")
 
 
