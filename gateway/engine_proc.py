@@ -35,6 +35,7 @@ from gateway.feed import IndexFeed
 from gateway.limits import WallClock
 from perp import layout as L
 from perp.commands import Liquidate
+from perp.journal import admin_payloads_of
 from perp.markets import load_markets
 from perp.sequencer import engine_config_hash
 
@@ -155,19 +156,21 @@ class EngineProcess:
                 await self._status()
                 continue
             entries = got[0][1]
-            take, n_rows, parts, src = 0, 0, [], []
+            take, n_rows, parts, src, payloads = 0, 0, [], [], []
             for eid, fields in entries:
                 try:
                     rows = RJ.rows_from_bytes(fields[b"r"])
                     source, b = fields[b"g"].decode(), int(fields[b"b"])
-                except (KeyError, ValueError) as exc:  # never from our gateways; skipped the same way on replay
+                    carried = RJ.payloads_from_bytes(fields.get(b"p"))
+                except (KeyError, ValueError, msgspec.DecodeError) as exc:  # never from our gateways
                     log.error("cmd_entry_skipped", id=eid.decode(), error=repr(exc))
-                    rows, source, b = np.zeros((0, L.N_CMD_COLS), np.int64), "?", 0
+                    rows, source, b, carried = np.zeros((0, L.N_CMD_COLS), np.int64), "?", 0, []
                 if take and n_rows + rows.shape[0] > self.cfg.max_batch:
                     break
                 take += 1
                 n_rows += rows.shape[0]
                 parts.append(rows)
+                payloads.extend(carried)
                 src.append((source, b, rows.shape[0]))
             last_id = entries[take - 1][0].decode()
             if n_rows == 0:
@@ -177,9 +180,9 @@ class EngineProcess:
             ts = self.clock.now_ns()
             rows[:, L.C_TS] = ts
             seq0 = self.engine.seq + 1
-            events = RJ.apply_batch(self.engine, rows)
+            events = RJ.apply_batch(self.engine, rows, payloads)
             RJ.advance_chains(self.chains, events, self.engine.seq)
-            rec = RJ.SeqRecord(seq0, ts, last_id, rows, src)
+            rec = RJ.SeqRecord(seq0, ts, last_id, rows, src, admin_payloads_of(rows, self.engine.encoder.payloads))
             self.seq_id = await self._append_record(rec, events)
             self.cmd_id = last_id
             self.batches += 1
@@ -249,7 +252,7 @@ class EngineProcess:
         self._timer_batch += 1
         row = self.engine.encoder.row(command)[None, :]
         try:
-            await self.aw.xadd(self.keys.cmd, {"g": SOURCE, "b": self._timer_batch, "r": RJ.rows_to_bytes(row)})
+            await self.aw.xadd(self.keys.cmd, RJ.cmd_fields(SOURCE, self._timer_batch, row, self.engine.encoder.payloads))
         except RJ.redis_down_errors() as exc:  # the next tick tries again
             self._down(exc)
             raise

@@ -147,7 +147,7 @@ class RedisGateway(Gateway):
         self._next_b += 1
         self._inflight[b] = (time.monotonic(), batch)
         try:
-            await self._w.xadd(self.rkeys.cmd, {"g": self.gid, "b": b, "r": RJ.rows_to_bytes(rows)})
+            await self._w.xadd(self.rkeys.cmd, RJ.cmd_fields(self.gid, b, rows, self.engine.encoder.payloads))
         except RJ.redis_down_errors() as exc:
             self._set_down(exc)
 
@@ -218,7 +218,7 @@ class RedisGateway(Gateway):
                     batch.append(self._foreign(row))
             off += n
         funding_before = self._funding_watch(rec.ts_ns)
-        ev_rows = RJ.apply_batch(self.engine, rec.rows)
+        ev_rows = RJ.apply_batch(self.engine, rec.rows, rec.payloads)
         self._complete_batch(batch, rec.seq0, ev_rows, rec.ts_ns, funding_before)
 
     def _foreign(self, row: np.ndarray) -> Pending:

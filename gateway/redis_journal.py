@@ -50,6 +50,7 @@ from perp import layout as L
 from perp import state as S
 from perp.commands import Liquidate
 from perp.engine import Engine
+from perp.journal import admin_payloads_of
 from perp.markets import MarketsConfig
 from perp.sequencer import engine_config_hash, moved_mark_or_index
 
@@ -139,28 +140,54 @@ def rows_from_bytes(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<i8").reshape(-1, L.N_CMD_COLS).astype(np.int64)
 
 
+def payloads_to_bytes(payloads: list[tuple[int, bytes]]) -> bytes:
+    """Admin commands' payloads (perp.commands.admin_payload: key, msgpack) as one field value."""
+    return msgspec.msgpack.encode(payloads)
+
+
+def payloads_from_bytes(blob: bytes | None) -> list[tuple[int, bytes]]:
+    return [] if not blob else [(int(k), bytes(d)) for k, d in msgspec.msgpack.decode(blob)]
+
+
+def cmd_fields(source: str, batch: int, rows: np.ndarray, payloads: dict[int, bytes]) -> dict[str, Any]:
+    """An `NS:cmd` entry: the source, its batch number, the rows and, when the rows hold admin
+    commands, their payloads (`p`), which travel with their rows the way the file journal writes
+    them as side records (perp/journal.py)."""
+    fields: dict[str, Any] = {"g": source, "b": batch, "r": rows_to_bytes(rows)}
+    carried = admin_payloads_of(rows, payloads)
+    if carried:
+        fields["p"] = payloads_to_bytes(carried)
+    return fields
+
+
 class SeqRecord(msgspec.Struct, frozen=True):
-    """One engine batch as `NS:seq` holds it."""
+    """One engine batch as `NS:seq` holds it (with the payloads of its admin commands, if any)."""
 
     seq0: int
     ts_ns: int
     cmd_id: str
     rows: np.ndarray
     src: list[tuple[str, int, int]]  # (source id, its batch number, commands) in stream order
+    payloads: list[tuple[int, bytes]] = []
 
     def fields(self) -> dict[str, Any]:
-        return {"s": self.seq0, "t": self.ts_ns, "c": self.cmd_id, "r": rows_to_bytes(self.rows),
-                "src": msgspec.json.encode(self.src)}
+        out = {"s": self.seq0, "t": self.ts_ns, "c": self.cmd_id, "r": rows_to_bytes(self.rows),
+               "src": msgspec.json.encode(self.src)}
+        if self.payloads:
+            out["p"] = payloads_to_bytes(self.payloads)
+        return out
 
     @classmethod
     def parse(cls, fields: dict[bytes, bytes]) -> SeqRecord:
         return cls(int(fields[b"s"]), int(fields[b"t"]), fields[b"c"].decode(), rows_from_bytes(fields[b"r"]),
-                   [tuple(x) for x in msgspec.json.decode(fields[b"src"])])
+                   [tuple(x) for x in msgspec.json.decode(fields[b"src"])], payloads_from_bytes(fields.get(b"p")))
 
 
-def apply_batch(engine: Engine, rows: np.ndarray) -> np.ndarray:
+def apply_batch(engine: Engine, rows: np.ndarray, payloads: list[tuple[int, bytes]] = ()) -> np.ndarray:
     """One engine batch as the sequencer runs it: the rows, then the sweep after a batch that moved a
-    mark or an index (at the batch's time). The engine process and every replica call this."""
+    mark or an index (at the batch's time). The engine process and every replica call this, with the
+    payloads of the batch's admin commands (without them an admin row is refused, as in replay)."""
+    engine.encoder.payloads.update(payloads)
     events = engine.submit_rows(rows)
     if rows.shape[0] and moved_mark_or_index(events):
         sweep = engine.encode([Liquidate(ts_ns=int(engine.state.g[L.G_LAST_TS]))])
@@ -363,7 +390,7 @@ def recover(r: Any, keys: Keys, markets: MarketsConfig | None = None, *, use_sna
         if rec.seq0 != engine.seq + 1:
             raise RuntimeError(f"{keys.seq} record {eid} starts at seq {rec.seq0} but the engine is at {engine.seq}: "
                                f"the stream does not continue the snapshot (trimmed above it?)")
-        advance_chains(chains, apply_batch(engine, rec.rows), engine.seq)
+        advance_chains(chains, apply_batch(engine, rec.rows, rec.payloads), engine.seq)
         if engine.seq < end:
             raise RuntimeError(f"record {eid}: the engine ended at seq {engine.seq}, before {end}")
         seq_id, cmd_id = eid, rec.cmd_id

@@ -328,9 +328,9 @@ class Gateway:
         self._index_step: int | None = None
         self._keys_generation = self.keys.generation
         self._tiers = self._tier_table()
+        self.admin = AdminApi.bind(self)  # the admin.* methods and the /console page (gateway/admin.py)
         self._handlers = {name: getattr(self, "_m_" + name.replace(".", "_")) for name in P.METHODS}
         self.port = config.port
-        self.admin = AdminApi.bind(self)  # the admin.* methods and the /console page (gateway/admin.py)
 
     def _open_engine(self) -> JournaledEngine:
         """The backend behind the sequencer: embedded, the file journal + engine, recovered from
