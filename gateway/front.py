@@ -241,7 +241,11 @@ class RedisGateway(Gateway):
 
 
 def _redis_config(config: ServerConfig) -> ServerConfig:
-    """A front process runs no timers, feed or journal of its own: the engine does."""
+    """A front process runs no timers, feed or journal of its own: the engine does. Its book deltas
+    are one per engine record (`book_interval_ms` 0), never merged over this process's own wall-clock
+    interval: so every gateway pushes the same deltas with the same `seq` / `prev_seq`, and a client
+    that moves to another gateway continues the same chain."""
     import msgspec
 
-    return msgspec.structs.replace(config, index_feed=False, liquidation_interval_ms=0, snapshot_on_exit=False)
+    return msgspec.structs.replace(config, index_feed=False, liquidation_interval_ms=0, snapshot_on_exit=False,
+                                   book_interval_ms=0)
