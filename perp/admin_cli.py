@@ -16,7 +16,7 @@ import click
 import msgspec
 
 
-@click.group(short_help="Admin commands: audit log, parameters, apply (offline with --journal).")
+@click.group(short_help="Admin commands on a stopped venue: audit log, parameters, apply.")
 @click.option("--journal", "data_dir", type=click.Path(file_okay=False), default=None,
               help="a stopped venue's data directory (journal.bin, snapshots/)")
 @click.option("--markets", "markets_path", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -100,7 +100,7 @@ def admin_params(ctx: click.Context, market: str, as_json: bool) -> None:
                    f"{json.dumps({k: v for k, v in p.items() if k in ('changes', 'tiers')})}")
 
 
-@admin.command("apply")
+@admin.command("apply", short_help="Validate one admin command; with --yes, journal it.")
 @click.argument("command_file", type=click.File("rb"))
 @click.option("--yes", is_flag=True, help="append it to the journal (without: validate and show only)")
 @click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
