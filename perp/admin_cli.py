@@ -113,7 +113,7 @@ def admin_params(ctx: click.Context, market: str, as_json: bool) -> None:
                    f"{json.dumps({k: v for k, v in p.items() if k in ('changes', 'tiers')})}")
 
 
-@admin.command("apply")
+@admin.command("apply", short_help="Validate one admin command; with --yes, journal it.")
 @click.argument("command_file", type=click.File("rb"))
 @click.option("--yes", is_flag=True, help="append it to the journal (without: validate and show only)")
 @click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
