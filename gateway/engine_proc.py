@@ -267,6 +267,7 @@ class EngineProcess:
                 if self.feed is not None:
                     step = self.feed.step_of(now)
                     if step != index_step:
+                        self.feed.follow(self.engine)  # the operators' oracle parameters (admin commands)
                         cmd = self.feed.point(step)
                         await self._append_timer(cmd)
                         index_step = step

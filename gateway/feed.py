@@ -9,6 +9,11 @@ path; a smaller step (tests, demos) walks the path faster. Each step becomes one
 `set_index` command stamped by the server's clock, carrying the point's validity and every gate
 (the oracle's own `HourlyAnchor.set_index_command`).
 
+The operators' oracle parameters (half-life, hourly move cap, staleness limits) and their manual fix
+suppressions are admin commands journaled in the engine (docs/operations.md); `follow(engine)`, which the
+server calls before each step, recomputes the path under them when they change, so the next `set_index`
+is the anchor they ask for (the steps already sent are journaled and never change).
+
 Limits: the replay is a demo feed; a live venue reads new fixes (the oracle's Redis reader) instead.
 """
 
@@ -23,12 +28,16 @@ from perp.markets import MarketSpec
 
 
 class IndexFeed:
-    def __init__(self, spec: MarketSpec, path: list[tuple[int, int, SetIndex]], step_ns: int):
+    def __init__(self, spec: MarketSpec, path: list[tuple[int, int, SetIndex]], step_ns: int,
+                 csv_path: Path | None = None, days: int = 180):
         if not path:
             raise ValueError("the anchor path is empty")
         self.spec = spec
         self.path = path
         self.step_ns = step_ns
+        self.csv_path = csv_path  # where `follow` recomputes the path from (None: it cannot)
+        self.days = days
+        self._operators: tuple = ((), ())  # the operator parameters the path was computed under
 
     @classmethod
     def from_csv(cls, spec: MarketSpec, csv_path: Path | None = None, step_ns: int = 3_600_000_000_000,
@@ -36,7 +45,26 @@ class IndexFeed:
         from oracle.readers import default_csv_path
         from sims.demo_session import anchor_path
 
-        return cls(spec, anchor_path(csv_path or default_csv_path(), spec, days), step_ns)
+        csv_path = csv_path or default_csv_path()
+        return cls(spec, anchor_path(csv_path, spec, days), step_ns, csv_path, days)
+
+    def follow(self, engine) -> bool:
+        """Recompute the path under the operators' oracle parameters and suppressed fixes if they
+        changed since the last call (perp.engine.Engine.oracle_overrides / suppressed_fixes).
+        Returns whether it did."""
+        import datetime as dt
+
+        from sims.demo_session import anchor_path
+
+        overrides = engine.oracle_overrides(self.spec.symbol)
+        suppressed = engine.suppressed_fixes(self.spec.symbol)
+        key = (tuple(sorted(overrides.items())), tuple(sorted(suppressed)))
+        if key == self._operators or self.csv_path is None:
+            return False
+        self.path = anchor_path(self.csv_path, self.spec, self.days, overrides=overrides,
+                                suppressed=[dt.date.fromisoformat(d) for d in suppressed])
+        self._operators = key
+        return True
 
     def step_of(self, ts_ns: int) -> int:
         return ts_ns // self.step_ns

@@ -1364,6 +1364,19 @@ class Gateway:
                 log.error("timer_failed", error=repr(exc))
                 await asyncio.sleep(1.0)
 
+    def _feed_step(self, step: int) -> None:
+        """Between batches: the feed follows the operators' oracle parameters (admin commands in the
+        engine), then its point for `step` is queued as a journaled set_index."""
+        if self.feed.follow(self.engine):
+            log.info("index_feed_reconfigured", market=self.feed.spec.symbol,
+                     overrides=self.engine.oracle_overrides(self.feed.spec.symbol),
+                     suppressed=self.engine.suppressed_fixes(self.feed.spec.symbol))
+        cmd = self.feed.point(step)
+        row = self.engine.encoder.row(cmd)
+        self._enqueue(Pending(row, "system", -1, None))
+        log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity,
+                 funding_frozen=cmd.funding_frozen)
+
     async def _timers(self) -> None:
         liq_ns = self.cfg.liquidation_interval_ms * 1_000_000
         next_liq = time.monotonic_ns() + liq_ns
@@ -1373,11 +1386,7 @@ class Gateway:
                 step = self.feed.step_of(now)
                 if step != self._index_step:
                     self._index_step = step
-                    cmd = self.feed.point(step)
-                    row = self.engine.encoder.row(cmd)
-                    self._enqueue(Pending(row, "system", -1, None))
-                    log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity,
-                             funding_frozen=cmd.funding_frozen)
+                    self._when_idle(lambda step=step: self._feed_step(step))
             self._check_revocations()
             self._sweep_idle()
             mono = time.monotonic_ns()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 
@@ -45,13 +46,19 @@ LEVERAGED_X10 = 45  # opens 4.5x its deposit of notional at the first hour's anc
 MAX_LEAN_TICKS = 16  # beyond the impact depth (~10 ticks) the premium, and so funding, is not zero
 
 
-def anchor_path(csv_path: Path, spec: MarketSpec, days: int,
-                half_life_s: int = 21_600) -> list[tuple[int, int, SetIndex]]:
+def anchor_path(csv_path: Path, spec: MarketSpec, days: int, half_life_s: int = 21_600,
+                overrides: Mapping[str, int] | None = None,
+                suppressed: Iterable[dt.date] = ()) -> list[tuple[int, int, SetIndex]]:
     """(ts_ns, anchor_price_ticks, set_index command) for each hour of the last `days` days of the
-    series; the command is the oracle's own, with that hour's validity and every gate."""
+    series; the command is the oracle's own, with that hour's validity and every gate. `overrides`
+    (AnchorConfig fields) and `suppressed` fix dates are the operators' (perp.engine.Engine.oracle_overrides
+    and suppressed_fixes), applied over the whole path."""
     fixes = read_csv_fixes(csv_path, spec.series).records
     config = AnchorConfig(series_id=spec.series, tick_size_usd=spec.tick_size_usd, half_life_s=half_life_s)
+    if overrides:
+        config = msgspec.structs.replace(config, **overrides)
     anchor = HourlyAnchor(config)
+    anchor.set_manual_suppressions(suppressed)
     points, _ = anchor.replay(fixes, max(f.strike_ts_ns for f in fixes) + 24 * HOUR_NS - 1)
     return [(p.ts_ns, p.anchor_price_ticks, msgspec.convert(anchor.set_index_command(p, spec.symbol), SetIndex))
             for p in points[-24 * days:]]

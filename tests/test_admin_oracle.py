@@ -66,3 +66,29 @@ def test_the_sims_feed_follows_the_engines_oracle_parameters_and_suppressions():
     assert feed.anchor.config.half_life_s == 7200
     point = feed.point_at(t0 + 2 * HOUR_NS)
     assert Validity.SUPPRESSED in point.flags
+
+
+def test_the_serve_feed_follows_the_operators_half_life_and_suppressed_fixes_from_the_engine():
+    """`perp serve`'s index feed (gateway.feed.IndexFeed) recomputes its anchor path when an admin
+    command changes the oracle's parameters or suppresses a fix, and only then."""
+    import datetime as dt
+
+    from gateway.feed import IndexFeed
+    from oracle.readers import default_csv_path, read_csv_fixes
+
+    eng = Engine()
+    spec = eng.specs[0]
+    feed = IndexFeed.from_csv(spec, days=30)
+    default = [cmd.price for _, _, cmd in feed.path]
+    assert feed.follow(eng) is False  # nothing set by operators: the path it started with
+    t0 = 1_767_225_600_000_000_000
+    eng.submit([SetOracleParams(ts_ns=t0, market=spec.symbol, half_life_s=3600, **WHO)])
+    assert feed.follow(eng) is True
+    fast = [cmd.price for _, _, cmd in feed.path]
+    assert len(fast) == len(default) and fast != default  # a 1 h half-life follows the fixes faster
+    assert feed.follow(eng) is False  # unchanged parameters: no recomputation
+    last_strike_ns = max(r.strike_ts_ns for r in read_csv_fixes(default_csv_path(), spec.series).records)
+    day = dt.datetime.fromtimestamp(last_strike_ns // 1_000_000_000, dt.timezone.utc).date().isoformat()
+    eng.submit([SuppressFix(ts_ns=t0 + 1, market=spec.symbol, fix_date=day, **WHO)])
+    assert feed.follow(eng) is True
+    assert feed.path[-1][2].validity == "suppressed"  # the last day's fix is held and flagged
