@@ -133,7 +133,12 @@ ADMIN_METHODS: dict[str, tuple[type, str]] = {
     "admin.set_funding_params": (SetFundingParamsParams, "admin"),
     "admin.submit": (SubmitParams, "admin"),
 }
+# Public, as venues publish their insurance fund's balance: the same series without a logon.
+PUBLIC_METHODS: dict[str, tuple[type, str | None]] = {
+    "query.insurance_fund": (FundHistoryParams, None),
+}
 P.register_methods(ADMIN_METHODS)
+P.register_methods(PUBLIC_METHODS)
 
 
 # ---- results ---------------------------------------------------------------------------------
@@ -275,6 +280,7 @@ class AdminApi:
         api = cls(gw)
         for method in ADMIN_METHODS:
             setattr(gw, "_m_" + method.replace(".", "_"), getattr(api, "m_" + method.split(".", 1)[1]))
+        gw._m_query_insurance_fund = api.m_fund_history  # the public copy of admin.fund_history
         return api
 
     # ---- queries -----------------------------------------------------------------------------

@@ -105,6 +105,18 @@ def test_fund_history_records_a_top_up_as_cash_and_equity_with_the_floor(tmp_pat
     run(body())
 
 
+def test_the_insurance_fund_history_is_public_without_a_logon_and_equals_the_admin_series(tmp_path):
+    async def body():
+        async with venue(tmp_path) as v, v.client("admin") as admin, v.client(None) as anon:
+            fund = v.gw.specs[0].insurance_fund_account
+            await v.gw.submit_system([FundDeposit(ts_ns=0, account=fund, amount_micro=1_000_000_000)])
+            public = await anon.request("query.insurance_fund", {"fund": fund})
+            assert public == await admin.request("admin.fund_history", {"fund": fund})
+            assert public["funds"][0]["points"][-1][2] == int(v.gw.engine.state.collateral_micro[fund])
+
+    run(body())
+
+
 def test_accounts_at_risk_lists_the_most_leveraged_account_first_with_its_margin_ratio(tmp_path):
     async def body():
         async with venue(tmp_path, deposits=False) as v, v.client("admin") as admin, v.client("alice") as alice, \
