@@ -28,22 +28,82 @@ def default_cache_dir() -> Path:
     return base / "perp" / "numba"
 
 
-KERNEL_PACKAGES = ("perp", "risk", "liquidation")  # every module whose njit code is inlined into the kernels
+KERNEL_PACKAGES = ("perp", "risk", "liquidation")  # where the kernels' njit code lives
 SOURCE_TAG_PREFIX = "src-"
 
 
+def _imports(tree) -> set[str]:
+    """Every module name a module imports at its top level (for `from a import b`, both `a` and `a.b`).
+    Imports inside functions are left out: compiled code sees only its module's globals, so a lazy
+    import is always the Python side's."""
+    import ast
+
+    out: set[str] = set()
+    nodes = list(tree.body)
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, (ast.If, ast.Try)):
+            nodes.extend(node.body + node.orelse + getattr(node, "finalbody", [])
+                         + [b for h in getattr(node, "handlers", []) for b in h.body])
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+    return out
+
+
+def kernel_sources(root: Path | None = None) -> list[Path]:
+    """The source files compiled code can depend on: every module of the kernel packages that imports
+    numba, and every project module those import, transitively (constants such as perp.layout are
+    frozen into the compiled code, so they count). Modules no kernel module imports -- the CLI, the
+    engine's Python edge, the admin commands' validation, docs -- are left out: editing them does not
+    recompile anything."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] if root is None else root
+
+    def module_file(name: str) -> Path | None:
+        parts = name.split(".")
+        for cand in (root.joinpath(*parts).with_suffix(".py"), root.joinpath(*parts, "__init__.py")):
+            if cand.is_file():
+                return cand
+        return None
+
+    graph: dict[Path, set[str]] = {}
+    todo = [f for pkg in KERNEL_PACKAGES for f in sorted((root / pkg).glob("*.py"))]
+    seeds = []
+    for f in todo:
+        graph[f] = _imports(ast.parse(f.read_bytes(), str(f)))
+        if any(m == "numba" or m.startswith("numba.") for m in graph[f]):
+            seeds.append(f)
+    keep: set[Path] = set()
+    stack = list(seeds)
+    while stack:
+        f = stack.pop()
+        if f in keep:
+            continue
+        keep.add(f)
+        if f not in graph:
+            graph[f] = _imports(ast.parse(f.read_bytes(), str(f)))
+        for name in graph[f]:
+            dep = module_file(name)
+            if dep is not None and dep not in keep and dep.name != "__init__.py":
+                stack.append(dep)
+    return sorted(keep, key=lambda p: p.relative_to(root).as_posix())
+
+
 def source_tag(root: Path | None = None) -> str:
-    """A digest of every kernel package's Python sources. numba keys a cache entry on its own
+    """A digest of the kernel sources (`kernel_sources`). numba keys a cache entry on its own
     function's file only, but the command kernel inlines functions from a dozen modules: without this a
     change to, say, liquidation/kernel.py would silently keep running the old compiled kernel."""
     import hashlib
 
     root = Path(__file__).resolve().parents[1] if root is None else root
     h = hashlib.blake2b(digest_size=8)
-    for pkg in KERNEL_PACKAGES:
-        for f in sorted((root / pkg).glob("*.py")):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
+    for f in kernel_sources(root):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
     return SOURCE_TAG_PREFIX + h.hexdigest()
 
 
