@@ -114,6 +114,7 @@ def test_funding_history_lists_every_position_payment_and_survives_a_restart(tmp
     async def body():
         async with venue(tmp_path, clock=WallClock(0, clock)) as v, v.client("alice") as alice, \
                 v.client("bob") as bob:
+            clock.start_of_next_hour()  # logged on: now one funding hour ahead, whatever the time of day
             await bob.place(MARKET, "sell", 100, price="2.0100")
             await alice.place(MARKET, "buy", 100, price="2.0100")  # alice long 100, bob short 100
             await alice.place(MARKET, "buy", 600, price="2.0090")

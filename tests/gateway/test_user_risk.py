@@ -12,11 +12,21 @@ from tests.gateway.conftest import ALICE, BOB, MARKET, run, venue
 MINUTE_NS = 60 * 10**9
 
 
+HOUR_NS = 3_600_000_000_000
+
+
 class ManualTime:
-    """The server's clock source, moved by the test (the server still never goes backwards)."""
+    """The server's clock source, moved by the test (the server still never goes backwards). It starts
+    at the wall clock, so that clients can log on (their signed timestamps must fall in the receive
+    window around it)."""
 
     def __init__(self):
         self.now = time.time_ns()
+
+    def start_of_next_hour(self) -> None:
+        """Jump to one second into the next hour: a test's hour of minutes after this crosses exactly
+        one funding hour whatever the time of day it runs at (started at hh:59 it crossed two)."""
+        self.now = (self.now // HOUR_NS + 1) * HOUR_NS + 1_000_000_000
 
     def __call__(self) -> int:
         return self.now
@@ -41,6 +51,7 @@ def test_hourly_funding_is_paid_per_position_on_the_user_channel(tmp_path):
                 await c.subscribe("user")
                 await c.next_push("user")
             await watcher.subscribe("funding", MARKET)
+            clock.start_of_next_hour()  # logged on: now one funding hour ahead, whatever the time of day
             # a book above the $2.0000 index: the premium is positive, longs pay shorts
             await bob.place(MARKET, "sell", 100, price="2.0100")
             await alice.place(MARKET, "buy", 100, price="2.0100")  # alice long 100, bob short 100
@@ -60,7 +71,8 @@ def test_hourly_funding_is_paid_per_position_on_the_user_channel(tmp_path):
                 view = v.gw.engine.account(acct)
                 assert view.positions[0].funding_micro == pay.amount_micro
             assert pay.amount_micro > 0  # bob, short, received
-            pub = await watcher.next_push("funding")
+            got = await pushes_until(watcher, "funding", lambda p: p.data[0].seq == pay.seq)
+            pub = got[-1]  # (the jump to the next hour paid an empty hour first, at rate 0)
             assert pub.data[0].rate_ppb == pay.rate_ppb and not hasattr(pub.data[0], "account")
             assert v.gw.engine.money_conserved()
 
