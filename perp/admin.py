@@ -46,6 +46,7 @@ from perp.commands import (
     ADMIN_KINDS,
     AdminCommand,
     FundTopUp,
+    ListMarket,
     SetFees,
     SetFundFloor,
     SetFundingParams,
@@ -191,6 +192,7 @@ class Plan:
     pauses: int | None = None  # new PAUSE_* bits
     oracle: dict[str, int] | None = None
     suppressed: list[str] | None = None
+    listing: MarketSpec | None = None  # list_market: the new market's spec
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
@@ -488,7 +490,46 @@ def prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
         plan.suppressed = days
         return plan
 
+    if isinstance(cmd, ListMarket):
+        bad = check_listing(engine, cmd.spec)
+        if bad is not None:
+            return bad
+        plan.market = len(admin.specs)  # the index it gets (the kernel row's market stays -1: not listed yet)
+        plan.listing = cmd.spec
+        plan.entries.append(("spec", "", msgspec.json.encode(cmd.spec).decode()))
+        plan.entries.append(("status", "", cmd.status))
+        return plan
+
     return _err(ResultCode.UNKNOWN_COMMAND, "type", f"unsupported admin command {type(cmd).__name__}")
+
+
+MAX_MARKETS = 64  # a venue lists at most this many markets (every account row has a column per market)
+SPEC_FIELDS = tuple(f for f in MarketSpec.__struct_fields__ if f != "tier")
+
+
+def check_listing(engine, spec: MarketSpec) -> AdminError | None:
+    """A new market's spec against the markets file's rules (perp.markets.validate_spec, risk.tiers for its
+    tiers) and the venue: a symbol not listed yet, at most MAX_MARKETS markets. The error names the spec's
+    field (`spec.insurance_fund_account`, `spec.tier[1].max_leverage`)."""
+    if not isinstance(spec, MarketSpec):
+        return _err(ResultCode.ADMIN_INVALID_VALUE, "spec", "spec must be a market spec")
+    if spec.symbol in engine.encoder.market_index:
+        return _err(ResultCode.ADMIN_INVALID_VALUE, "spec.symbol", f"market {clip_text(spec.symbol)} is already listed")
+    if len(engine.admin.specs) >= MAX_MARKETS:
+        return _err(ResultCode.ADMIN_INVALID_VALUE, "spec", f"the venue already lists {MAX_MARKETS} markets")
+    if spec.tier:
+        _, bad = check_tiers(spec.symbol, spec.tier)
+        if bad is not None:
+            return _err(bad.code, "spec." + bad.field.replace("tiers", "tier", 1), bad.message)
+    try:
+        validate_spec(spec)
+    except MarketSpecError as exc:
+        text = str(exc)
+        after = text.split(": ", 1)[-1]  # the loader's text after "market 'X': " names the field first
+        named = min((f for f in (*SPEC_FIELDS, "tier") if f in after), key=lambda f: (after.index(f), -len(f)),
+                    default=None)
+        return _err(ResultCode.ADMIN_INVALID_VALUE, f"spec.{named}" if named else "spec", text)
+    return None
 
 
 def pause_names(bits: int) -> str:
@@ -539,7 +580,9 @@ def commit(engine, plan: Plan, seq: int, ts: int) -> None:
             admin.suppressed[sym] = plan.suppressed
         else:
             admin.suppressed.pop(sym, None)
-    market_name = getattr(cmd, "market", None)
+    if plan.listing is not None:
+        engine.add_market(plan.listing, STATUS_NAMES.index(cmd.status))
+    market_name = plan.listing.symbol if plan.listing is not None else getattr(cmd, "market", None)
     command = cmd.__struct_config__.tag
     for f, old, new in plan.entries:
         admin.audit.append(AuditEntry(seq, ts, cmd.operator, command, market_name, f, old, new, cmd.reason,
