@@ -23,7 +23,8 @@ Effective times: funding cap and clamp at the next funding hour (the hour in pro
 the values it started with: the change takes effect right after the command whose clock step pays
 that hour); tiers at `effective_ts_ns` (0: the next funding hour), in force for every command at or
 after that time (applied before such a command runs; undone if the command is refused); everything
-else at the command's own time.
+else at the command's own time -- `list_market` too: the engine grows its arrays by one market
+(perp.state.grow_markets) and every later command can trade it.
 
 Invariants: the audit log, the pending changes and the specs in force are a pure function of the
 command stream (replay rebuilds them exactly); `digest()` covers them and the engine's state hash
