@@ -1102,7 +1102,7 @@ class Gateway:
         """The batch's funding payments per position: recorded in the funding history (durable),
         and returned as user-channel events for the accounts that have a subscriber."""
         paid = {self.market_index[e.market]: (e.seq, e.ts_ns, e.rate_ppb, e.index_ticks)
-                for e in events if type(e) is E.FundingPaid}
+                for e in events if type(e) is E.FundingPaid and e.market is not None}  # see _fan_out
         if not paid:
             return []
         rows = payments(before, self.engine.funding_positions(before.accounts), paid)
@@ -1269,7 +1269,7 @@ class Gateway:
             if t is E.LiquidationStep and e.market is not None:
                 liqs[self.market_index[e.market]].append(
                     P.PublicLiquidation(e.seq, e.phase, e.side, e.price_ticks, e.lots, e.filled))
-            elif t is E.FundingPaid:
+            elif t is E.FundingPaid and e.market is not None:  # None: a market listed after this gateway started
                 funding[self.market_index[e.market]].append(
                     P.PublicFunding(e.seq, e.rate_ppb, e.index_ticks, e.paid_micro, e.frozen))
             acct = getattr(e, "account", None)

@@ -23,7 +23,8 @@ Effective times: funding cap and clamp at the next funding hour (the hour in pro
 the values it started with: the change takes effect right after the command whose clock step pays
 that hour); tiers at `effective_ts_ns` (0: the next funding hour), in force for every command at or
 after that time (applied before such a command runs; undone if the command is refused); everything
-else at the command's own time.
+else at the command's own time -- `list_market` too: the engine grows its arrays by one market
+(perp.state.grow_markets) and every later command can trade it.
 
 Invariants: the audit log, the pending changes and the specs in force are a pure function of the
 command stream (replay rebuilds them exactly); `digest()` covers them and the engine's state hash
@@ -46,6 +47,7 @@ from perp.commands import (
     ADMIN_KINDS,
     AdminCommand,
     FundTopUp,
+    ListMarket,
     SetFees,
     SetFundFloor,
     SetFundingParams,
@@ -191,6 +193,7 @@ class Plan:
     pauses: int | None = None  # new PAUSE_* bits
     oracle: dict[str, int] | None = None
     suppressed: list[str] | None = None
+    listing: MarketSpec | None = None  # list_market: the new market's spec
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
@@ -488,7 +491,46 @@ def prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
         plan.suppressed = days
         return plan
 
+    if isinstance(cmd, ListMarket):
+        bad = check_listing(engine, cmd.spec)
+        if bad is not None:
+            return bad
+        plan.market = len(admin.specs)  # the index it gets (the kernel row's market stays -1: not listed yet)
+        plan.listing = cmd.spec
+        plan.entries.append(("spec", "", msgspec.json.encode(cmd.spec).decode()))
+        plan.entries.append(("status", "", cmd.status))
+        return plan
+
     return _err(ResultCode.UNKNOWN_COMMAND, "type", f"unsupported admin command {type(cmd).__name__}")
+
+
+MAX_MARKETS = 64  # a venue lists at most this many markets (every account row has a column per market)
+SPEC_FIELDS = tuple(f for f in MarketSpec.__struct_fields__ if f != "tier")
+
+
+def check_listing(engine, spec: MarketSpec) -> AdminError | None:
+    """A new market's spec against the markets file's rules (perp.markets.validate_spec, risk.tiers for its
+    tiers) and the venue: a symbol not listed yet, at most MAX_MARKETS markets. The error names the spec's
+    field (`spec.insurance_fund_account`, `spec.tier[1].max_leverage`)."""
+    if not isinstance(spec, MarketSpec):
+        return _err(ResultCode.ADMIN_INVALID_VALUE, "spec", "spec must be a market spec")
+    if spec.symbol in engine.encoder.market_index:
+        return _err(ResultCode.ADMIN_INVALID_VALUE, "spec.symbol", f"market {clip_text(spec.symbol)} is already listed")
+    if len(engine.admin.specs) >= MAX_MARKETS:
+        return _err(ResultCode.ADMIN_INVALID_VALUE, "spec", f"the venue already lists {MAX_MARKETS} markets")
+    if spec.tier:
+        _, bad = check_tiers(spec.symbol, spec.tier)
+        if bad is not None:
+            return _err(bad.code, "spec." + bad.field.replace("tiers", "tier", 1), bad.message)
+    try:
+        validate_spec(spec)
+    except MarketSpecError as exc:
+        text = str(exc)
+        after = text.split(": ", 1)[-1]  # the loader's text after "market 'X': " names the field first
+        named = min((f for f in (*SPEC_FIELDS, "tier") if f in after), key=lambda f: (after.index(f), -len(f)),
+                    default=None)
+        return _err(ResultCode.ADMIN_INVALID_VALUE, f"spec.{named}" if named else "spec", text)
+    return None
 
 
 def pause_names(bits: int) -> str:
@@ -539,7 +581,9 @@ def commit(engine, plan: Plan, seq: int, ts: int) -> None:
             admin.suppressed[sym] = plan.suppressed
         else:
             admin.suppressed.pop(sym, None)
-    market_name = getattr(cmd, "market", None)
+    if plan.listing is not None:
+        engine.add_market(plan.listing, STATUS_NAMES.index(cmd.status))
+    market_name = plan.listing.symbol if plan.listing is not None else getattr(cmd, "market", None)
     command = cmd.__struct_config__.tag
     for f, old, new in plan.entries:
         admin.audit.append(AuditEntry(seq, ts, cmd.operator, command, market_name, f, old, new, cmd.reason,

@@ -247,8 +247,17 @@ class SuppressFix(_Admin, tag="suppress_fix"):
     lift: bool = False
 
 
+class ListMarket(_Admin, tag="list_market"):
+    """A new market from a full spec (the fields and rules of a `[[market]]` of perp/markets.toml, its
+    `[[market.tier]]` rows included), listed at the command's time with `status`; it gets the next market
+    index."""
+
+    spec: MarketSpec
+    status: Status = "active"
+
+
 AdminCommand = (SetFundingParams | SetTiers | SetOpenInterestCap | SetFees | SetLiquidationParams | SetFundFloor
-                | FundTopUp | SetMarketStatus | SetPauses | SetOracleParams | SuppressFix)
+                | FundTopUp | SetMarketStatus | SetPauses | SetOracleParams | SuppressFix | ListMarket)
 ADMIN_TYPES: tuple[type, ...] = AdminCommand.__args__
 ADMIN_KINDS = {t.__struct_config__.tag: i + 1 for i, t in enumerate(ADMIN_TYPES)}  # the row's C_CLID
 ADMIN_NAMES = {v: k for k, v in ADMIN_KINDS.items()}
@@ -256,7 +265,7 @@ ADMIN_NAMES = {v: k for k, v in ADMIN_KINDS.items()}
 Command = (Place | Cancel | CancelAll | Amend | SetIndex | SetStatus | Deposit | Withdraw | SetLeverage | Liquidate
            | SetInsuranceFloor | FundDeposit | ClockGap | SetFundingParams | SetTiers | SetOpenInterestCap | SetFees
            | SetLiquidationParams | SetFundFloor | FundTopUp | SetMarketStatus | SetPauses | SetOracleParams
-           | SuppressFix)
+           | SuppressFix | ListMarket)
 _admin_decoder = msgspec.msgpack.Decoder(AdminCommand)
 
 
@@ -329,6 +338,12 @@ class CommandEncoder:
         self.specs: list[MarketSpec] = list(markets.market)
         self.market_index = {s.symbol: i for i, s in enumerate(self.specs)}
         self.payloads: dict[int, bytes] = {}  # admin payloads by key: what the journal writes as side records
+
+    def add_market(self, spec: MarketSpec) -> int:
+        """A listed market (admin `list_market`): its symbol gets the next index; returns it."""
+        self.specs.append(spec)
+        self.market_index[spec.symbol] = len(self.specs) - 1
+        return len(self.specs) - 1
 
     def _market(self, symbol: str) -> int:
         try:

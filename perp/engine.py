@@ -81,9 +81,12 @@ class Engine:
             if not np.array_equal(rows, state.spec):
                 raise ValueError("snapshot spec table does not match its markets config")
             admin = AdminState(config_hash(state.spec, state.tiers), list(self.markets.market))
-        elif (len(admin.specs) != rows.shape[0]
+        elif (len(admin.specs) < rows.shape[0]
+              or [s.symbol for s in admin.specs[:rows.shape[0]]] != [s.symbol for s in self.markets.market]
               or not np.array_equal(np.stack([spec_row(s) for s in admin.specs]), state.spec)):
             raise ValueError("snapshot spec table does not match the parameters its admin log put in force")
+        for spec in admin.specs[rows.shape[0]:]:  # markets an operator listed (list_market) after the start
+            self.encoder.add_market(spec)
         self.state = state
         self.admin = admin
         self.specs = admin.specs  # in force (admin commands replace entries)
@@ -218,6 +221,7 @@ class Engine:
         if plan is not None:
             admin_mod.commit(self, plan, seq, ts)
             parts.append(_admin_event_row(row, seq, ts, plan))
+        st = self.state  # list_market replaced it
         after = admin_mod.activate(self, int(st.g[L.G_LAST_TS]), after_step=True) if self.admin.pending else []
         if after:
             parts.append(self._effective_rows(after, seq, int(st.g[L.G_LAST_TS])))
@@ -323,6 +327,19 @@ class Engine:
         return self.admin.base_config_hash
 
     # ---- admin (perp/admin.py, docs/operations.md) ---------------------------------------------
+    def add_market(self, spec: MarketSpec, status: int = L.ST_ACTIVE) -> int:
+        """List a validated market (admin `list_market`, applied after its clock step): the state grows by
+        one market (perp.state.grow_markets), the admin state, the specs in force and the encoder know its
+        symbol. It shares the floor of a market naming the same insurance fund (0 if none). `self.specs`
+        becomes a new list (one longer): a gateway that sized its per-market views at start keeps its own
+        list and refuses the new symbol until it is restarted. Returns the market's index."""
+        st = self.state
+        same_fund = np.flatnonzero(st.spec[:, L.S_FUND_ACCOUNT] == spec.insurance_fund_account)
+        floor = int(st.mkt[same_fund[0], L.M_INSURANCE_FLOOR_MICRO]) if same_fund.size else 0
+        self.state = S.grow_markets(st, spec_row(spec), tier_table([spec])[0], status, floor)
+        self.specs = self.admin.specs = [*self.admin.specs, spec]
+        return self.encoder.add_market(spec)
+
     def check_admin(self, cmd, ts_ns: int | None = None) -> AdminError | None:
         """Why `cmd` would be refused now (at `ts_ns`, default the engine's clock), or None; changes nothing.
         The clock's own refusals (time going back, too far ahead) are the kernel's and not checked here."""

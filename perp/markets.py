@@ -220,7 +220,7 @@ def validate_spec(spec: MarketSpec) -> None:
         if not -10_000 <= v <= 100_000:
             raise MarketSpecError(f"market {sym!r}: {field} = {v} must be between -10000 and 100000 ppm")
     if spec.maker_fee_ppm + spec.taker_fee_ppm < 0:
-        raise MarketSpecError(f"market {sym!r}: maker rebate exceeds the taker fee (the venue would pay to trade)")
+        raise MarketSpecError(f"market {sym!r}: maker_fee_ppm: the maker rebate exceeds the taker fee (the venue would pay to trade)")
     # the fee ledger keeps the taker fee less the fund's share and pays the maker's rebate: never negative
     if spec.taker_fee_ppm * (MICRO - spec.fee_share_to_fund_ppm) + spec.maker_fee_ppm * MICRO < 0:
         raise MarketSpecError(

@@ -161,6 +161,43 @@ def grow_accounts(st: EngineState, new_capacity: int) -> EngineState:
                        active=np.concatenate([st.active, np.zeros((new_capacity - old, 3), np.int64)]))
 
 
+def grow_markets(st: EngineState, spec_row: np.ndarray, tier_row: np.ndarray, status: int = L.ST_ACTIVE,
+                 insurance_floor_micro: int = 0) -> EngineState:
+    """Copy into arrays with one more market (index `n_markets`), listed with `spec_row` (N_SPEC_COLS),
+    `tier_row` (MAX_TIERS x N_T_COLS), `status` and its fund's floor. Every existing row is copied
+    unchanged; the new market has an empty book (its ladder widens `levels` when its price range is
+    wider), no positions, and its clock starts at the next command (like a fresh venue's); its fund
+    account is below the account high-water mark. Deterministic: a replay grows the same way."""
+    n = st.mkt.shape[0]
+    cap = account_capacity(st)
+    n_levels = max(st.levels.shape[2], int(spec_row[L.S_MAX_TICK] - spec_row[L.S_MIN_TICK]) + 1)
+    levels = np.zeros((n + 1, 2, n_levels, L.N_LEVEL_COLS), np.int64)
+    levels[..., L.LV_HEAD] = -1
+    levels[..., L.LV_TAIL] = -1
+    levels[:n, :, : st.levels.shape[2]] = st.levels
+    accounts = np.zeros((cap, st.accounts.shape[1] + 1), np.int64)
+    accounts[:, : st.accounts.shape[1]] = st.accounts
+
+    def wider(a: np.ndarray) -> np.ndarray:  # [account, market, ...] with one more market column
+        out = np.zeros((a.shape[0], n + 1) + a.shape[2:], np.int64)
+        out[:, :n] = a
+        return out
+
+    mkt = np.zeros((n + 1, L.N_MKT_COLS), np.int64)
+    mkt[:n] = st.mkt
+    mkt[n, L.M_BEST_BID] = L.NO_PRICE
+    mkt[n, L.M_BEST_ASK] = L.NO_PRICE
+    mkt[n, L.M_STATUS] = status
+    mkt[n, L.M_INSURANCE_FLOOR_MICRO] = insurance_floor_micro
+    g = st.g.copy()
+    g[L.G_ACCOUNT_HWM] = max(int(g[L.G_ACCOUNT_HWM]), int(spec_row[L.S_FUND_ACCOUNT]) + 1)
+    return st._replace(levels=levels, accounts=accounts, position_lots=wider(st.position_lots),
+                       cost_basis_micro=wider(st.cost_basis_micro), acct_mkt=wider(st.acct_mkt), mkt=mkt,
+                       spec=np.concatenate([st.spec, spec_row.reshape(1, -1).astype(np.int64)]), g=g,
+                       tiers=np.ascontiguousarray(np.concatenate([st.tiers, tier_row[None].astype(np.int64)])),
+                       mkt_undo=np.zeros_like(mkt))
+
+
 def rebuild_active(st: EngineState) -> None:
     """List (in `st.active`) every account holding a position or a negative balance, in id order:
     for states built directly in the arrays (benchmarks, tools), never needed after commands."""
