@@ -10,25 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 from gateway.limits import WallClock
 from perp.commands import FundDeposit, Liquidate, SetIndex
 from tests.console.conftest import chromium_page
-from tests.gateway.conftest import ALICE, BOB, MARKET, run, venue
+from tests.gateway.conftest import ALICE, BOB, MARKET, MINUTE_NS, ManualTime, run, venue
 
-MINUTE_NS = 60 * 10**9
 WAIT_MS = 15_000
-
-
-class ManualTime:
-    """The server's clock source, moved by the test (the server's clock never goes backwards)."""
-
-    def __init__(self):
-        self.now = time.time_ns()
-
-    def __call__(self) -> int:
-        return self.now
 
 
 async def text_of(page, selector: str) -> str:

@@ -14,9 +14,8 @@ from gateway.errors import GatewayCode as G
 from gateway.limits import WallClock
 from perp.commands import FundDeposit, Liquidate
 from risk.tiers import LeverageTier
-from tests.gateway.conftest import ALICE, BOB, MARKET, run, venue
+from tests.gateway.conftest import ALICE, BOB, MARKET, MINUTE_NS, ManualTime, run, venue
 
-MINUTE_NS = 60 * 10**9
 ADMIN_QUERIES = ("admin.overview", "admin.fund_history", "admin.accounts_at_risk", "admin.audit_log")
 _TIERS = [{"max_leverage": 5, "maintenance_margin_ppm": 100_000, "max_notional_usd": None}]
 # valid params for every admin method (params are parsed before the permission is checked)
@@ -143,16 +142,6 @@ def test_accounts_at_risk_lists_the_most_leveraged_account_first_with_its_margin
 
 
 # ---- the engine's admin commands through the gateway --------------------------------------------
-class ManualTime:
-    """The server's clock source, moved by the test (the server's clock never goes backwards)."""
-
-    def __init__(self):
-        self.now = time.time_ns()
-
-    def __call__(self) -> int:
-        return self.now
-
-
 async def cross_effective_time(v, clock: ManualTime, effective_ts_ns: int) -> None:
     """Move the server's clock past `effective_ts_ns` in ten-minute steps, each a journaled timer tick."""
     while clock.now < effective_ts_ns:

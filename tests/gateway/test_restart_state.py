@@ -15,7 +15,7 @@ from gateway.errors import GatewayCode as G
 from gateway.limits import WallClock
 from perp.commands import Liquidate
 from tests.gateway.conftest import ALICE, BOB, MARKET, run, venue
-from tests.gateway.test_user_risk import MINUTE_NS, ManualTime
+from tests.gateway.conftest import MINUTE_NS, ManualTime
 
 
 async def _open_orders_of(v, acct: int) -> int:

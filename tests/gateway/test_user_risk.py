@@ -3,33 +3,12 @@ account ids)."""
 
 from __future__ import annotations
 
-import time
 
 from gateway.limits import WallClock
 from perp.commands import Liquidate, SetIndex
-from tests.gateway.conftest import ALICE, BOB, MARKET, run, venue
-
-MINUTE_NS = 60 * 10**9
+from tests.gateway.conftest import ALICE, BOB, MARKET, MINUTE_NS, ManualTime, run, venue
 
 
-HOUR_NS = 3_600_000_000_000
-
-
-class ManualTime:
-    """The server's clock source, moved by the test (the server still never goes backwards). It starts
-    at the wall clock, so that clients can log on (their signed timestamps must fall in the receive
-    window around it)."""
-
-    def __init__(self):
-        self.now = time.time_ns()
-
-    def start_of_next_hour(self) -> None:
-        """Jump to one second into the next hour: a test's hour of minutes after this crosses exactly
-        one funding hour whatever the time of day it runs at (started at hh:59 it crossed two)."""
-        self.now = (self.now // HOUR_NS + 1) * HOUR_NS + 1_000_000_000
-
-    def __call__(self) -> int:
-        return self.now
 
 
 async def pushes_until(client, channel, pred, timeout_s=10.0):
