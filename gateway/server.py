@@ -326,6 +326,7 @@ class Gateway:
         self._committer: asyncio.Task | None = None
         self._stopped: asyncio.Event | None = None
         self._index_step: int | None = None
+        self._index_resumed = self.engine.seq > 0  # recovered: the feed's current step may be in already
         self._keys_generation = self.keys.generation
         self._tiers = self._tier_table()
         self.admin = AdminApi.bind(self)  # the admin.* methods and the /console page (gateway/admin.py)
@@ -1373,9 +1374,21 @@ class Gateway:
                      suppressed=self.engine.suppressed_fixes(self.feed.spec.symbol))
         cmd = self.feed.point(step)
         row = self.engine.encoder.row(cmd)
+        resumed, self._index_resumed = self._index_resumed, False
+        if resumed and self._index_in_force(row):
+            return  # a restart in the same step: the journal holds this anchor already; sending it again
+            # would only move the clock (and make the recovered state differ from the one that stopped)
         self._enqueue(Pending(row, "system", -1, None))
         log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity,
                  funding_frozen=cmd.funding_frozen)
+
+    def _index_in_force(self, row: np.ndarray) -> bool:
+        """Whether the engine already holds this set_index row: its anchor, validity, gates, leverage
+        scale and fix (the columns perp.commands.CommandEncoder writes)."""
+        mkt = self.engine.state.mkt[int(row[L.C_MARKET])]
+        held = (mkt[L.M_INDEX], mkt[L.M_VALIDITY], mkt[L.M_ORACLE_GATES], mkt[L.M_LEVERAGE_SCALE_PPM], mkt[L.M_FIX_TICKS])
+        sent = (row[L.C_PRICE], row[L.C_CLID], row[L.C_FLAGS], row[L.C_SIZE], row[L.C_ORDER_ID])
+        return tuple(map(int, held)) == tuple(map(int, sent))
 
     async def _timers(self) -> None:
         liq_ns = self.cfg.liquidation_interval_ms * 1_000_000
