@@ -315,6 +315,19 @@ def check_tiers(symbol: str, tiers) -> tuple[tuple[LeverageTier, ...] | None, Ad
     return tiers, None
 
 
+def market_tiers(admin: AdminState, m: int, symbol: str,
+                 tiers) -> tuple[tuple[LeverageTier, ...] | None, AdminError | None]:
+    """Tiers for market m checked as `set_tiers` checks them: risk.tiers' rules (check_tiers), then the
+    spec loader's with the market's other fields in force or pending (a first tier below the market's
+    `default_leverage` is refused, 5101). `Engine.what_if_tiers` uses the same function, so a what-if
+    refuses exactly what the change would."""
+    checked, bad = check_tiers(symbol, tiers)
+    if bad is not None:
+        return None, bad
+    bad = _check_spec(_applied(latest_spec(admin, m), {}, checked), {"tiers": "tier"})
+    return (None, bad) if bad is not None else (checked, None)
+
+
 # ---- prepare: validate, and say what would change ------------------------------------------------------
 def prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
     """Validate `cmd` at time `ts` against the engine's state (before its clock step)."""
@@ -357,15 +370,11 @@ def prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
         return plan
 
     if isinstance(cmd, SetTiers):
-        tiers, bad = check_tiers(market_name, cmd.tiers)
+        tiers, bad = market_tiers(admin, m, market_name, cmd.tiers)
         if bad is not None:
             return bad
-        base = latest_spec(admin, m)
-        if tuple(base.tier) == tiers:
+        if tuple(latest_spec(admin, m).tier) == tiers:
             return _err(ResultCode.ADMIN_NO_CHANGE, "tiers", "these tiers are already in force or pending")
-        bad = _check_spec(_applied(base, {}, tiers), {"tiers": "tier"})
-        if bad is not None:
-            return bad
         eff = cmd.effective_ts_ns if cmd.effective_ts_ns else next_funding_hour(st.spec, m, ts)
         if eff < ts:
             return _err(ResultCode.ADMIN_BAD_EFFECTIVE_TIME, "effective_ts_ns",

@@ -353,9 +353,10 @@ class Engine:
 
     def what_if_tiers(self, market: str, tiers) -> WhatIf:
         """What `set_tiers(market, tiers)` would do to the accounts now, without changing anything.
-        Raises AdminRejected (the error names the field) for invalid tiers."""
+        Raises AdminRejected (the error names the field) for tiers `set_tiers` would refuse (the same
+        validation: admin.market_tiers)."""
         m = self._admin_market(market)
-        checked, bad = admin_mod.check_tiers(market, tiers)
+        checked, bad = admin_mod.market_tiers(self.admin, m, market, tiers)
         if bad is not None:
             raise AdminRejected(bad)
         eff = admin_mod.next_funding_hour(self.state.spec, m, int(self.state.g[L.G_LAST_TS]))
