@@ -13,8 +13,10 @@ How one admin row is processed (`Engine`, between kernel batches):
    `oracle.anchor.validate_config`): the error names the field. A refusal is a `rejected` event with
    its code; nothing changes but the sequence number (as for every rejected command).
 2. The kernel runs the row's clock step and gate (a CK_ADMIN row, or the kernel command an admin
-   command is the audited form of: `fund_top_up` -> fund_deposit, `set_market_status` -> set_status,
-   `set_fund_floor` -> set_insurance_floor). If the kernel refuses it, nothing changes.
+   command is the audited form of: `set_market_status` -> set_status, `set_fund_floor` ->
+   set_insurance_floor; `fund_top_up`'s CK_ADMIN row carries the fund and the amount, and its clock step
+   credits the fund -- the only way an operator's money enters a fund: the stream's retired
+   `fund_deposit` rows are refused, 1033). If the kernel refuses it, nothing changes.
 3. `commit` applies it: parameters in force are `AdminState.specs` (the base spec with every change
    applied) and their kernel rows `st.spec[m]`, `st.tiers[m]`; a change with a later effective time is
    **pending** until the clock reaches it. Every changed field is an `AuditEntry`.
@@ -420,13 +422,10 @@ def prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
                         f"account {cmd.account} is no market's insurance fund (funds: {sorted(funds)})")
         old = int(st.collateral_micro[cmd.account])
         plan.entries.append(("fund_cash_micro", str(old), str(old + cmd.amount_micro)))
-        r = plan.kernel_row
-        r[L.C_KIND] = L.CK_FUND_DEPOSIT
+        r = plan.kernel_row  # CK_ADMIN, kind ADMIN_FUND_TOP_UP: the kernel's clock step credits the fund
         r[L.C_ACCOUNT] = cmd.account
         r[L.C_SIZE] = cmd.amount_micro
         r[L.C_MARKET] = -1
-        r[L.C_ORDER_ID] = 0
-        r[L.C_CLID] = 0
         return plan
 
     if isinstance(cmd, SetMarketStatus):
