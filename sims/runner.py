@@ -161,7 +161,7 @@ class Runner:
             setup_ts = t0 - 60 * 1_000_000_000
             setup: list[Command] = []
             if sc.fund.deposit_usd:
-                setup.append(FundTopUp(ts_ns=setup_ts, operator="sim", reason="the scenario's starting fund",
+                setup.append(FundTopUp(ts_ns=setup_ts, operator="sims", reason="the scenario's starting fund",
                                        account=FUND_ACCOUNT, amount_micro=sc.fund.deposit_usd * MICRO))
             if sc.fund.floor_usd:
                 setup.append(SetInsuranceFloor(ts_ns=setup_ts, amount_micro=sc.fund.floor_usd * MICRO))
