@@ -162,7 +162,7 @@ E_SIDE = 7
 E_PRICE = 8  # ticks
 E_SIZE = 9  # lots: accepted size, fill size, cancelled size, book level total
 E_REMAINING = 10  # lots left on the order after a fill; order count for book events
-E_FEE = 11  # micro-USD (fills); mark events: the basis EMA in micro-ticks
+E_FEE = 11  # micro-USD (fills); mark events: the basis EMA in micro-ticks; index events: M_FIX_VINTAGE_DATE
 E_CODE = 12  # rejection / cancel reason; fills: 1 = maker, 2 = taker; amend: 1 = kept priority
 E_OTHER = 13  # fills: counterparty order id; rejects: the command kind; accepted: type*16+tif
 N_EV_COLS = 14
