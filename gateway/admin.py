@@ -10,7 +10,8 @@ per-batch fund sample.
 Queries read engine state **between batches** (`Gateway._when_idle`), so each answer is consistent
 with one sequence number (`seq` in every result):
 
-- `admin.overview`: per market the mark, anchor, last usable fix, the oracle's validity and gates,
+- `admin.overview`: per market the mark, anchor, last usable fix with its vintage and date, the oracle's
+  validity and gates,
   the funding rate so far this hour (pro rata, what the hour pays if nothing changes), the full-hour
   rate the samples predict, the cap and clamp in force, open interest, status and the fund's floor.
 - `admin.fund_history`: each insurance fund's cash and equity over time (`FundWatch` below) and
@@ -51,6 +52,7 @@ from perp import layout as L
 from gateway.errors import GatewayCode as G
 from perp import admin as engine_admin
 from perp import events as E
+from perp.codes import ResultCode
 from perp.commands import VALIDITY_CODES, AdminCommand, SetFundingParams, SetTiers
 from perp.markets import ticks_to_price
 from risk.funding import rate_from_premium_sum_ppb
@@ -161,6 +163,8 @@ class MarketOverview(msgspec.Struct, frozen=True):
     open_interest_lots: int
     insurance_fund_account: int
     insurance_floor_micro: int
+    fix_vintage: str | None = None  # the fix's vintage: provisional / final / revised (None: not given)
+    fix_date: str | None = None  # the fix's UTC date, YYYY-MM-DD (None: not given)
 
 
 class Overview(msgspec.Struct, frozen=True):
@@ -305,13 +309,15 @@ class AdminApi:
                 predicted = int(rate_from_premium_sum_ppb(row[L.M_PREMIUM_SUM_PPB], row[L.M_PREMIUM_N],
                                                           sp[L.S_INTEREST_PPB], sp[L.S_CLAMP_PPB], sp[L.S_CAP_PPB]))
             validity = int(row[L.M_VALIDITY])
+            mv = eng.market_view(m)
             out.append(MarketOverview(
                 spec.symbol, int(row[L.M_STATUS]), px(eng.mark_ticks(m)), px(eng.index_ticks(m)), px(row[L.M_FIX_TICKS]),
                 VALIDITY_NAMES.get(validity, str(validity)),
                 int(row[L.M_ORACLE_GATES]), eng.predicted_funding_rate_ppb(m), predicted, int(sp[L.S_CAP_PPB]),
                 int(sp[L.S_CLAMP_PPB]), int(row[L.M_LAST_RATE_PPB]), int(row[L.M_NEXT_FUNDING_TS]),
                 bool(row[L.M_FUNDING_FROZEN]), n, int(row[L.M_OPEN_INTEREST]), int(sp[L.S_FUND_ACCOUNT]),
-                int(row[L.M_INSURANCE_FLOOR_MICRO])))
+                int(row[L.M_INSURANCE_FLOOR_MICRO]), mv.fix_vintage,
+                None if mv.fix_date is None else mv.fix_date.isoformat()))
         return Overview(eng.seq, int(st.g[L.G_LAST_TS]), out)
 
     def m_fund_history(self, conn: Conn, rid: int, p: FundHistoryParams, now: int) -> None:
@@ -435,6 +441,12 @@ class AdminApi:
                                                         market=p.market, cap_ppb=p.cap_ppb, clamp_ppb=p.clamp_ppb))
 
     def m_submit(self, conn: Conn, rid: int, p: SubmitParams, now: int) -> None:
+        if p.command.get("type") == "fund_deposit":  # retired: one audited path into a fund
+            self.gw._reply(conn, rid, error=P.ErrorBody(
+                int(G.BAD_PARAMS), "admin.submit: fund_deposit is retired (1033 FUND_DEPOSIT_RETIRED): a fund takes "
+                "an operator's money only by fund_top_up (account, amount_micro, reason)",
+                engine_code=int(ResultCode.FUND_DEPOSIT_RETIRED), field="type"))
+            return
         claimed = sorted({"operator", "ts_ns"} & set(p.command))
         if claimed:
             self.gw._reply(conn, rid, error=P.ErrorBody(int(G.BAD_PARAMS), f"admin.submit: {', '.join(claimed)} "

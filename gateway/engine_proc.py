@@ -37,6 +37,7 @@ from perp import layout as L
 from perp.commands import Liquidate
 from perp.journal import admin_payloads_of
 from perp.markets import load_markets
+from perp.journal import SCHEMA_VERSION
 from perp.sequencer import engine_config_hash
 
 log = structlog.get_logger("gateway.engine")
@@ -72,7 +73,8 @@ class EngineProcess:
             from perp.engine import Engine
 
             self.r.hset(self.keys.meta, mapping={"markets": msgspec.json.encode(markets),
-                                                 "config_hash": engine_config_hash(Engine(markets))})
+                                                 "config_hash": engine_config_hash(Engine(markets)),
+                                                 "journal_schema": SCHEMA_VERSION})
             registered = markets
         rec = RJ.recover(self.r, self.keys, registered)
         self.engine = rec.engine

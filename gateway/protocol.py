@@ -348,6 +348,9 @@ class Ticker(msgspec.Struct, frozen=True):
     next_funding_ts_ns: int
     funding_frozen: bool
     oracle_validity: int  # oracle.validity order: 0 = fresh
+    fix_price: str | None = None  # the last usable fix the oracle's set_index carried (None: none)
+    fix_vintage: str | None = None  # its vintage: provisional / final / revised (None: not given)
+    fix_date: str | None = None  # its UTC date, YYYY-MM-DD (None: not given)
 
 
 class FundingPayment(msgspec.Struct, frozen=True, tag_field="type", tag="funding_payment"):

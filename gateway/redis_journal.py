@@ -6,7 +6,7 @@ Keys, all under a namespace (`--namespace`, default `perp`):
 |---|---|---|---|
 | `NS:cmd` | stream | gateways, the engine's timers | one entry per group commit: `g` source id, `b` the source's batch number, `r` command rows |
 | `NS:seq` | stream | the engine | one entry per engine batch, written **after** the engine ran it: `s` first sequence number, `t` the batch's `ts_ns`, `c` the last `NS:cmd` id it consumed, `r` its rows (stamped with `t`), `src` `[[g, b, n], ...]` |
-| `NS:meta` | hash | the engine (first start) | `markets` (the config as JSON), `config_hash` |
+| `NS:meta` | hash | the engine (first start) | `markets` (the config as JSON), `config_hash`, `journal_schema` (perp.journal.SCHEMA_VERSION: what the rows mean) |
 | `NS:snap:SEQ` | string | the engine | a verified snapshot (perp/state.py format) whose metadata names the `NS:seq` and `NS:cmd` ids it covers |
 | `NS:snaps` | sorted set | the engine | snapshot keys scored by sequence number (the newest `keep` are kept) |
 | `NS:engine` | hash | the engine | status: `seq`, `seq_id`, `ts_ns`, `state_hash` (refreshed when idle) |
@@ -50,7 +50,7 @@ from perp import layout as L
 from perp import state as S
 from perp.commands import Liquidate
 from perp.engine import Engine
-from perp.journal import admin_payloads_of
+from perp.journal import SCHEMA_CHANGES, SCHEMA_VERSION, JournalHeaderMismatch, admin_payloads_of
 from perp.markets import MarketsConfig
 from perp.sequencer import engine_config_hash, moved_mark_or_index
 
@@ -357,12 +357,27 @@ def records(r: Any, keys: Keys, after: str = "0-0", chunk: int = 512):
         start = "(" + got[-1][0].decode()
 
 
+def check_journal_schema(r: Any, keys: Keys) -> None:
+    """Refuse (JournalHeaderMismatch, 5011) a namespace whose `NS:seq` was written under another journal
+    schema than this engine's (perp.journal.SCHEMA_VERSION), or before the schema was recorded (no
+    `journal_schema` but records): its rows would replay to another state, as a journal file's would."""
+    raw = r.hget(keys.meta, "journal_schema")
+    if raw is None and not r.xlen(keys.seq):
+        return
+    schema = int(raw) if raw is not None else 2  # records without a recorded schema predate schema 3
+    if schema != SCHEMA_VERSION:
+        why = SCHEMA_CHANGES.get(schema, "")
+        raise JournalHeaderMismatch(f"namespace {keys.ns!r}: a journal of schema {schema}; this engine reads "
+                                    f"schema {SCHEMA_VERSION}" + (f" ({why})" if why else ""))
+
+
 def recover(r: Any, keys: Keys, markets: MarketsConfig | None = None, *, use_snapshot: bool = True) -> Recovered:
     """The engine the newest loadable snapshot plus the `NS:seq` records after it describe (without
     a snapshot: every record from the start of the stream). A damaged snapshot is skipped for the one
     before it; a record that does not continue the sequence is refused (the stream was tampered with
     or trimmed above the snapshot)."""
     t0 = time.perf_counter()
+    check_journal_schema(r, keys)
     engine, seq_id, cmd_id, snap_seq, chains = None, "0-0", "0-0", 0, None
     if use_snapshot:
         for key in r.zrevrange(keys.snaps, 0, -1):

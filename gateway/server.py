@@ -1238,7 +1238,8 @@ class Gateway:
         px = lambda t: None if not t else ticks_to_price(spec, t)
         return P.Ticker(px(eng.mark_ticks(m)), px(eng.index_ticks(m)), px(bid), px(ask),
                         mv.open_interest_lots, eng.predicted_funding_rate_ppb(m), mv.last_funding_rate_ppb,
-                        mv.next_funding_ts_ns, mv.funding_frozen, mv.oracle_validity)
+                        mv.next_funding_ts_ns, mv.funding_frozen, mv.oracle_validity, px(mv.fix_ticks), mv.fix_vintage,
+                        None if mv.fix_date is None else mv.fix_date.isoformat())
 
     def _open_orders(self, acct: int) -> list[P.OpenOrder]:
         rows = self.engine.open_orders()
@@ -1384,10 +1385,12 @@ class Gateway:
 
     def _index_in_force(self, row: np.ndarray) -> bool:
         """Whether the engine already holds this set_index row: its anchor, validity, gates, leverage
-        scale and fix (the columns perp.commands.CommandEncoder writes)."""
+        scale, fix and the fix's vintage and date (the columns perp.commands.CommandEncoder writes)."""
         mkt = self.engine.state.mkt[int(row[L.C_MARKET])]
-        held = (mkt[L.M_INDEX], mkt[L.M_VALIDITY], mkt[L.M_ORACLE_GATES], mkt[L.M_LEVERAGE_SCALE_PPM], mkt[L.M_FIX_TICKS])
-        sent = (row[L.C_PRICE], row[L.C_CLID], row[L.C_FLAGS], row[L.C_SIZE], row[L.C_ORDER_ID])
+        held = (mkt[L.M_INDEX], mkt[L.M_VALIDITY], mkt[L.M_ORACLE_GATES], mkt[L.M_LEVERAGE_SCALE_PPM], mkt[L.M_FIX_TICKS],
+                mkt[L.M_FIX_VINTAGE_DATE])
+        sent = (row[L.C_PRICE], row[L.C_CLID], row[L.C_FLAGS], row[L.C_SIZE], row[L.C_ORDER_ID],
+                (int(row[L.C_TIF]) << L.FIX_DAY_SHIFT) | int(row[L.C_SIDE]))
         return tuple(map(int, held)) == tuple(map(int, sent))
 
     async def _timers(self) -> None:

@@ -76,7 +76,7 @@ def fund_history(events: Iterable[Event], specs: list[MarketSpec], fund: int | N
     basis: dict[str, tuple[int, int]] = {}  # the fund's own position per market: (lots, cost basis)
     for ev in events:
         if isinstance(ev, (Deposited, FundDeposited)) and ev.account == FUND_ACCOUNT:
-            entries.append(FundEntry(ev.seq, ev.ts_ns, "top_up", ev.amount_micro))  # an operator's fund_deposit
+            entries.append(FundEntry(ev.seq, ev.ts_ns, "top_up", ev.amount_micro))  # an operator's fund_top_up
         elif isinstance(ev, Withdrawn) and ev.account == FUND_ACCOUNT:
             entries.append(FundEntry(ev.seq, ev.ts_ns, "withdrawal", -ev.amount_micro))
         elif isinstance(ev, Fill):

@@ -131,6 +131,7 @@ class AnchorPoint(msgspec.Struct, frozen=True, kw_only=True):
     anchor_micro_ticks: int
     fix_price_ticks: int
     fix_date: dt.date
+    fix_vintage: Vintage  # the vintage of the fix of fix_date as the oracle holds it at this hour
     fix_strike_ts_ns: int
     fix_age_s: int
     pending_fix_price_ticks: int | None
@@ -138,6 +139,8 @@ class AnchorPoint(msgspec.Struct, frozen=True, kw_only=True):
     flags: tuple[Validity, ...]
     notes: tuple[str, ...]
     gates: Gates
+    pending_fix_date: dt.date | None = None  # the fix the pending price is (a held jump's day, or fix_date)
+    pending_fix_vintage: Vintage | None = None
 
     def set_index_args(self, market: str) -> tuple[str, int, int]:
         """``(market, ts_ns, index_price_ticks)`` for the engine's ``set_index`` command."""
@@ -183,6 +186,7 @@ class _View:
     flags: set[Validity]
     notes: set[str]
     pending_micro: int | None
+    pending_day: _Day | None = None  # the day whose price pending_micro is
 
 
 def _median(values: list[int]) -> int:
@@ -204,7 +208,8 @@ class HourlyAnchor:
         self._stepped_through_ns: int | None = None
         self._last_published_ns: int | None = None
         self._first_published_ns: int | None = None
-        self._held: tuple[int, dt.date, int] | None = None  # last target: (micro-ticks, fix date, strike ns)
+        # last target: (micro-ticks, fix date, strike ns, vintage)
+        self._held: tuple[int, dt.date, int, Vintage] | None = None
         self._manual: dict[dt.date, dict[str, int | None]] = {}  # operator-suppressed days: source -> price kept
 
     # ------------------------------------------------------------------ operator changes (admin commands)
@@ -391,6 +396,7 @@ class HourlyAnchor:
         flags: set[Validity] = set()
         notes: set[str] = set()
         pending = None
+        pending_day = None
         age_ns = hour_ns - day.strike_ts_ns
         if age_ns > cfg.stale_after_s * NS_PER_S:
             flags.add(Validity.STALE)
@@ -402,7 +408,7 @@ class HourlyAnchor:
             notes.add(f"suppressed:{latest.suppression_reason}")
         for newer in (d for d in source.days.values() if d.fix_date > day.fix_date and d.quarantined):
             flags.add(Validity.TOO_VOLATILE)
-            pending = newer.price_micro
+            pending, pending_day = newer.price_micro, newer
         if source.fault is not None and source.fault[0] > day.fix_date:
             flags.add(source.fault[1])
             notes.add(f"rejected_price_for:{source.fault[0].isoformat()}")
@@ -411,10 +417,11 @@ class HourlyAnchor:
                 flags.add(Validity.REVISED)
                 notes.add(f"revised_after_window:{d.fix_date.isoformat()}")
         if day.late_revision_micro is not None and pending is None:
-            pending = day.late_revision_micro
+            pending, pending_day = day.late_revision_micro, day
         if day.strike_ts_ns > scheduled_strike_ns(day.fix_date) + cfg.late_strike_grace_s * NS_PER_S:
             notes.add("late_strike")
-        return _View(source=name, day=day, age_ns=age_ns, flags=flags, notes=notes, pending_micro=pending)
+        return _View(source=name, day=day, age_ns=age_ns, flags=flags, notes=notes, pending_micro=pending,
+                     pending_day=pending_day)
 
     def _target(self, hour_ns: int) -> tuple[int, list[_View], set[Validity], set[str]] | None:
         cfg = self.config
@@ -454,7 +461,7 @@ class HourlyAnchor:
         if found is None and self._held is None:
             return None
         if found is None:  # every usable fix was withdrawn (a final suppressed it): hold the last target
-            target, fix_date, strike_ns = self._held  # type: ignore[misc]
+            target, fix_date, strike_ns, vintage = self._held  # type: ignore[misc]
             age_ns = hour_ns - strike_ns
             flags = {Validity.SUPPRESSED}
             if age_ns > self.config.stale_after_s * NS_PER_S:
@@ -462,14 +469,14 @@ class HourlyAnchor:
             elif age_ns > self.config.fresh_max_age_s * NS_PER_S:
                 flags.add(Validity.AGING)
             notes = {"no_usable_fix:target_held"}
-            pendings: list[int] = []
+            pendings: list[_View] = []
         else:
             target, used, flags, notes = found
             newest = max(used, key=lambda v: (v.day.fix_date, v.day.strike_ts_ns))
-            fix_date, strike_ns = newest.day.fix_date, newest.day.strike_ts_ns
+            fix_date, strike_ns, vintage = newest.day.fix_date, newest.day.strike_ts_ns, newest.day.vintage
             age_ns = max(v.age_ns for v in used)
-            pendings = [v.pending_micro for v in used if v.pending_micro is not None]
-            self._held = (target, fix_date, strike_ns)
+            pendings = [v for v in used if v.pending_micro is not None]
+            self._held = (target, fix_date, strike_ns, vintage)
         if self._anchor_micro is None:
             self._anchor_micro = target
             notes.add("seeded")
@@ -491,9 +498,12 @@ class HourlyAnchor:
             anchor_micro_ticks=self._anchor_micro,
             fix_price_ticks=micro_to_ticks_half_up(target),
             fix_date=fix_date,
+            fix_vintage=vintage,
             fix_strike_ts_ns=strike_ns,
             fix_age_s=age_ns // NS_PER_S,
-            pending_fix_price_ticks=micro_to_ticks_half_up(pendings[0]) if pendings else None,
+            pending_fix_price_ticks=micro_to_ticks_half_up(pendings[0].pending_micro) if pendings else None,  # type: ignore[arg-type]
+            pending_fix_date=pendings[0].pending_day.fix_date if pendings else None,  # type: ignore[union-attr]
+            pending_fix_vintage=pendings[0].pending_day.vintage if pendings else None,  # type: ignore[union-attr]
             validity=worst(flags),
             flags=ordered_flags,
             notes=tuple(sorted(notes)),
@@ -506,16 +516,23 @@ class HourlyAnchor:
         anchor's whole ticks as an exact decimal string, so it is on the grid of a market with this tick
         size. ``fix_price`` (what margin on the worse of anchor and fix compares with) is the pending
         fix when there is one (the newest word: a held jump or a late revision), else the fix the anchor
-        walks toward."""
+        walks toward. ``fix_date`` and ``fix_vintage`` name that same fix: its UTC date and the vintage the
+        oracle holds for it (provisional, final or revised), what the console shows next to the price."""
         g = point.gates
-        fix = point.pending_fix_price_ticks if point.pending_fix_price_ticks is not None else point.fix_price_ticks
+        pending = point.pending_fix_price_ticks is not None
+        fix = point.pending_fix_price_ticks if pending else point.fix_price_ticks
+        fix_date = point.pending_fix_date if pending and point.pending_fix_date is not None else point.fix_date
+        vintage = point.pending_fix_vintage if pending and point.pending_fix_vintage is not None else point.fix_vintage
+        usable = bool(fix and fix > 0)
         return {"type": "set_index", "ts_ns": point.ts_ns, "market": market,
                 "price": str(ticks_to_usd(point.anchor_price_ticks, self.tick_usd)),
                 "funding_frozen": g.funding_frozen,
                 "margin_on_worse_of_anchor_and_fix": g.margin_on_worse_of_anchor_and_fix,
                 "reduce_only": g.reduce_only, "leverage_scale_ppm": g.leverage_scale_ppm,
                 "liquidations_throttled": g.liquidations_throttled, "order_band_frozen": g.order_band_frozen,
-                "fix_price": str(ticks_to_usd(fix, self.tick_usd)) if fix and fix > 0 else None,
+                "fix_price": str(ticks_to_usd(fix, self.tick_usd)) if usable else None,
+                "fix_vintage": vintage.value if usable else None,
+                "fix_date": fix_date.isoformat() if usable else None,
                 "validity": point.validity.value}
 
     # ------------------------------------------------------------------ state
@@ -529,7 +546,8 @@ class HourlyAnchor:
                      d.late_revision_ts_ns] for _, d in sorted(src.days.items())]
             fault = None if src.fault is None else [src.fault[0].isoformat(), src.fault[1].value]
             sources.append([name, days, fault])
-        held = None if self._held is None else [self._held[0], self._held[1].isoformat(), self._held[2]]
+        held = None if self._held is None else [self._held[0], self._held[1].isoformat(), self._held[2],
+                                                 self._held[3].value]
         state = [self.config, self.alpha_ppb, self._anchor_micro, held, self._stepped_through_ns,
                  self._last_published_ns, self._first_published_ns, sources]
         if self._manual:

@@ -13,8 +13,10 @@ How one admin row is processed (`Engine`, between kernel batches):
    `oracle.anchor.validate_config`): the error names the field. A refusal is a `rejected` event with
    its code; nothing changes but the sequence number (as for every rejected command).
 2. The kernel runs the row's clock step and gate (a CK_ADMIN row, or the kernel command an admin
-   command is the audited form of: `fund_top_up` -> fund_deposit, `set_market_status` -> set_status,
-   `set_fund_floor` -> set_insurance_floor). If the kernel refuses it, nothing changes.
+   command is the audited form of: `set_market_status` -> set_status, `set_fund_floor` ->
+   set_insurance_floor; `fund_top_up`'s CK_ADMIN row carries the fund and the amount, and its clock step
+   credits the fund -- the only way an operator's money enters a fund: the stream's retired
+   `fund_deposit` rows are refused, 1033). If the kernel refuses it, nothing changes.
 3. `commit` applies it: parameters in force are `AdminState.specs` (the base spec with every change
    applied) and their kernel rows `st.spec[m]`, `st.tiers[m]`; a change with a later effective time is
    **pending** until the clock reaches it. Every changed field is an `AuditEntry`.
@@ -315,6 +317,19 @@ def check_tiers(symbol: str, tiers) -> tuple[tuple[LeverageTier, ...] | None, Ad
     return tiers, None
 
 
+def market_tiers(admin: AdminState, m: int, symbol: str,
+                 tiers) -> tuple[tuple[LeverageTier, ...] | None, AdminError | None]:
+    """Tiers for market m checked as `set_tiers` checks them: risk.tiers' rules (check_tiers), then the
+    spec loader's with the market's other fields in force or pending (a first tier below the market's
+    `default_leverage` is refused, 5101). `Engine.what_if_tiers` uses the same function, so a what-if
+    refuses exactly what the change would."""
+    checked, bad = check_tiers(symbol, tiers)
+    if bad is not None:
+        return None, bad
+    bad = _check_spec(_applied(latest_spec(admin, m), {}, checked), {"tiers": "tier"})
+    return (None, bad) if bad is not None else (checked, None)
+
+
 # ---- prepare: validate, and say what would change ------------------------------------------------------
 def prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
     """Validate `cmd` at time `ts` against the engine's state (before its clock step)."""
@@ -357,15 +372,11 @@ def prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
         return plan
 
     if isinstance(cmd, SetTiers):
-        tiers, bad = check_tiers(market_name, cmd.tiers)
+        tiers, bad = market_tiers(admin, m, market_name, cmd.tiers)
         if bad is not None:
             return bad
-        base = latest_spec(admin, m)
-        if tuple(base.tier) == tiers:
+        if tuple(latest_spec(admin, m).tier) == tiers:
             return _err(ResultCode.ADMIN_NO_CHANGE, "tiers", "these tiers are already in force or pending")
-        bad = _check_spec(_applied(base, {}, tiers), {"tiers": "tier"})
-        if bad is not None:
-            return bad
         eff = cmd.effective_ts_ns if cmd.effective_ts_ns else next_funding_hour(st.spec, m, ts)
         if eff < ts:
             return _err(ResultCode.ADMIN_BAD_EFFECTIVE_TIME, "effective_ts_ns",
@@ -411,13 +422,10 @@ def prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
                         f"account {cmd.account} is no market's insurance fund (funds: {sorted(funds)})")
         old = int(st.collateral_micro[cmd.account])
         plan.entries.append(("fund_cash_micro", str(old), str(old + cmd.amount_micro)))
-        r = plan.kernel_row
-        r[L.C_KIND] = L.CK_FUND_DEPOSIT
+        r = plan.kernel_row  # CK_ADMIN, kind ADMIN_FUND_TOP_UP: the kernel's clock step credits the fund
         r[L.C_ACCOUNT] = cmd.account
         r[L.C_SIZE] = cmd.amount_micro
         r[L.C_MARKET] = -1
-        r[L.C_ORDER_ID] = 0
-        r[L.C_CLID] = 0
         return plan
 
     if isinstance(cmd, SetMarketStatus):

@@ -55,6 +55,7 @@ class ResultCode(IntEnum):
     ORACLE_REDUCE_ONLY = 1030  # the oracle's gates allow only orders that reduce a position
     INVALID_GAP_MODE = 1031  # clock_gap: unknown settlement mode
     OPERATION_PAUSED = 1032  # an operator paused this operation in the market (set_pauses)
+    FUND_DEPOSIT_RETIRED = 1033  # fund_deposit: a fund takes an operator's money only by the audited fund_top_up
 
     # cancel reasons (carried by `cancelled` events)
     CANCEL_BY_USER = 1101

@@ -8,6 +8,7 @@ See docs/commands.md.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from typing import Annotated, Literal
@@ -76,6 +77,19 @@ class Amend(_Cmd, tag="amend"):
 
 Validity = Literal["fresh", "revised", "aging", "suppressed", "diverged", "too_volatile", "non_positive", "stale"]
 VALIDITY_CODES = {v: i for i, v in enumerate(Validity.__args__)}  # oracle.validity.Validity order
+FixVintage = Literal["provisional", "final", "revised"]  # oracle.records.Vintage
+FIX_VINTAGE_CODES = {"provisional": L.FIX_VINTAGE_PROVISIONAL, "final": L.FIX_VINTAGE_FINAL,
+                     "revised": L.FIX_VINTAGE_REVISED}
+FIX_VINTAGE_NAMES = {v: k for k, v in FIX_VINTAGE_CODES.items()}
+
+
+def fix_vintage_date(packed: int) -> tuple[str | None, dt.date | None]:
+    """(vintage name, fix date) of a packed `mkt[m, M_FIX_VINTAGE_DATE]` (or an `index` event's): the
+    vintage code in the low FIX_DAY_SHIFT bits, the date's ordinal above them; None for "not given"."""
+    packed = int(packed)
+    day = packed >> L.FIX_DAY_SHIFT
+    return (FIX_VINTAGE_NAMES.get(packed & ((1 << L.FIX_DAY_SHIFT) - 1)),
+            dt.date.fromordinal(day) if 0 < day <= L.MAX_FIX_DAY else None)
 
 
 class SetIndex(_Cmd, tag="set_index"):
@@ -92,10 +106,14 @@ class SetIndex(_Cmd, tag="set_index"):
     order_band_frozen: bool = False
     fix_price: str | None = None  # the last usable fix (for margin on the worse of anchor and fix)
     validity: Validity = "fresh"
+    fix_vintage: FixVintage | None = None  # that fix's vintage as the oracle holds it (None: not given)
+    fix_date: str | None = None  # that fix's UTC date, YYYY-MM-DD (None: not given)
 
 
 class FundDeposit(_Cmd, tag="fund_deposit"):
-    """Operator: top up an insurance fund account (the only deposit a fund takes)."""
+    """Retired: always refused by the engine (1033 FUND_DEPOSIT_RETIRED, a `rejected` event; nothing
+    changes). A fund takes an operator's money only by the audited admin `fund_top_up` (operator, reason,
+    audit entry). Still decoded, so an old command file or client gets that code, not a format error."""
 
     account: I64
     amount_micro: I64
@@ -207,7 +225,8 @@ class SetFundFloor(_Admin, tag="set_fund_floor"):
 
 
 class FundTopUp(_Admin, tag="fund_top_up"):
-    """An operator's deposit into an insurance fund account (the audited form of fund_deposit)."""
+    """An operator's deposit into an insurance fund account: the only deposit a fund takes (audited; the
+    retired fund_deposit is refused, 1033)."""
 
     account: I64
     amount_micro: I64
@@ -261,6 +280,7 @@ AdminCommand = (SetFundingParams | SetTiers | SetOpenInterestCap | SetFees | Set
 ADMIN_TYPES: tuple[type, ...] = AdminCommand.__args__
 ADMIN_KINDS = {t.__struct_config__.tag: i + 1 for i, t in enumerate(ADMIN_TYPES)}  # the row's C_CLID
 ADMIN_NAMES = {v: k for k, v in ADMIN_KINDS.items()}
+assert ADMIN_KINDS["fund_top_up"] == L.ADMIN_FUND_TOP_UP  # the kernel credits the fund for this kind only
 
 Command = (Place | Cancel | CancelAll | Amend | SetIndex | SetStatus | Deposit | Withdraw | SetLeverage | Liquidate
            | SetInsuranceFloor | FundDeposit | ClockGap | SetFundingParams | SetTiers | SetOpenInterestCap | SetFees
@@ -428,6 +448,15 @@ class CommandEncoder:
             r[L.C_SIZE] = cmd.leverage_scale_ppm
             r[L.C_ORDER_ID] = 0 if cmd.fix_price is None else self._ticks(m, cmd.fix_price, "fix_price")
             r[L.C_CLID] = VALIDITY_CODES[cmd.validity]
+            r[L.C_SIDE] = L.FIX_VINTAGE_NONE if cmd.fix_vintage is None else FIX_VINTAGE_CODES[cmd.fix_vintage]
+            if cmd.fix_date is not None:
+                try:
+                    day = dt.date.fromisoformat(cmd.fix_date)
+                except (TypeError, ValueError):
+                    day = None
+                if day is None or day.isoformat() != cmd.fix_date:
+                    raise CommandFormatError(f"fix_date {clip_text(cmd.fix_date)} is not a date (YYYY-MM-DD)")
+                r[L.C_TIF] = day.toordinal()
         elif isinstance(cmd, SetStatus):
             m = self._market(cmd.market)
             r[L.C_KIND] = L.CK_SET_STATUS

@@ -10,6 +10,7 @@ the same `state_hash()`, whatever the batch sizes.
 
 from __future__ import annotations
 
+import datetime as _dt
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -353,9 +354,10 @@ class Engine:
 
     def what_if_tiers(self, market: str, tiers) -> WhatIf:
         """What `set_tiers(market, tiers)` would do to the accounts now, without changing anything.
-        Raises AdminRejected (the error names the field) for invalid tiers."""
+        Raises AdminRejected (the error names the field) for tiers `set_tiers` would refuse (the same
+        validation: admin.market_tiers)."""
         m = self._admin_market(market)
-        checked, bad = admin_mod.check_tiers(market, tiers)
+        checked, bad = admin_mod.market_tiers(self.admin, m, market, tiers)
         if bad is not None:
             raise AdminRejected(bad)
         eff = admin_mod.next_funding_hour(self.state.spec, m, int(self.state.g[L.G_LAST_TS]))
@@ -477,9 +479,12 @@ class Engine:
 
     def market_view(self, market: int) -> MarketView:
         """The market's public figures besides the prices (see `MarketView`)."""
+        from perp.commands import fix_vintage_date
+
         row = self.state.mkt[market]
+        vintage, day = fix_vintage_date(row[L.M_FIX_VINTAGE_DATE])
         return MarketView(int(row[L.M_OPEN_INTEREST]), int(row[L.M_LAST_RATE_PPB]), int(row[L.M_NEXT_FUNDING_TS]),
-                          bool(row[L.M_FUNDING_FROZEN]), int(row[L.M_VALIDITY]))
+                          bool(row[L.M_FUNDING_FROZEN]), int(row[L.M_VALIDITY]), int(row[L.M_FIX_TICKS]), vintage, day)
 
     def tier_rows(self, market: int) -> list[TierRow]:
         """The leverage tiers the engine margins the market with (its state: a snapshot's or an
@@ -529,6 +534,9 @@ class MarketView(NamedTuple):
     next_funding_ts_ns: int  # 0 until the clock has started
     funding_frozen: bool  # the current anchor's gates freeze funding
     oracle_validity: int  # oracle.validity order: 0 = fresh
+    fix_ticks: int  # the last usable fix the last set_index carried (0: none)
+    fix_vintage: str | None  # its vintage: provisional / final / revised (None: not given)
+    fix_date: _dt.date | None  # its UTC date (None: not given)
 
 
 class TierRow(NamedTuple):

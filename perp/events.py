@@ -14,7 +14,7 @@ import numpy as np
 
 from perp import layout as L
 from perp.codes import describe
-from perp.commands import ADMIN_NAMES
+from perp.commands import ADMIN_NAMES, fix_vintage_date
 from perp.markets import MarketSpec, ticks_to_price
 
 _SIDE = ("buy", "sell")
@@ -121,6 +121,8 @@ class IndexSet(_Ev, tag="index"):
     leverage_scale_ppm: int = 1_000_000
     fix_price_ticks: int = 0  # the last usable fix (0: none)
     validity: str = "fresh"
+    fix_vintage: str | None = None  # that fix's vintage (provisional / final / revised; None: not given)
+    fix_date: str | None = None  # that fix's UTC date, YYYY-MM-DD (None: not given)
 
 
 class Deposited(_Ev, tag="deposit"):
@@ -300,8 +302,10 @@ def decode_rows(rows: np.ndarray, specs: list[MarketSpec]) -> Iterator[Event]:
                             r[L.E_SIZE], r[L.E_REMAINING])
         elif kind == L.EV_INDEX:
             v = r[L.E_CLID]
+            vintage, day = fix_vintage_date(r[L.E_FEE])
             yield IndexSet(seq, ts, sym, r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]), r[L.E_CODE] == 1,
-                           r[L.E_OTHER], r[L.E_SIZE], r[L.E_REMAINING], _VALIDITY[v] if 0 <= v < len(_VALIDITY) else str(v))
+                           r[L.E_OTHER], r[L.E_SIZE], r[L.E_REMAINING], _VALIDITY[v] if 0 <= v < len(_VALIDITY) else str(v),
+                           vintage, None if day is None else day.isoformat())
         elif kind == L.EV_MARK:
             yield MarkChanged(seq, ts, sym, r[L.E_PRICE], ticks_to_price(spec, r[L.E_PRICE]), r[L.E_OTHER],
                               r[L.E_FEE])

@@ -1,8 +1,8 @@
 """Append-only command journal: a checksummed header, then framed, checksummed records.
 
-File layout (schema 2):
+File layout (schema 3; the frames are schema 2's, the version says what the rows mean):
 
-    b"PERPJNL2"
+    b"PERPJNL3"
     [u32 header length][u32 CRC32 of the header] header: msgpack `JournalHeader`
         (schema version, journal id, hash of the markets config it was written under, first seq)
     records, each  [b"PJR2"][u32 payload length][u32 CRC32 of payload][u32 CRC32 of the 12 bytes before]
@@ -57,8 +57,13 @@ import structlog
 from perp import layout as L
 from perp.codes import ResultCode
 
-MAGIC = b"PERPJNL2"
-SCHEMA_VERSION = 2
+MAGIC = b"PERPJNL3"
+# 3: a fund takes an operator's money only by the audited admin `fund_top_up`; a `fund_deposit` row
+# (CK_FUND_DEPOSIT), which schema 2 applied, is refused (1033). A schema-2 journal is refused whole
+# (5011) rather than replayed to another state: see docs/journal.md, "Schema 3".
+SCHEMA_VERSION = 3
+SCHEMA_CHANGES = {2: "schema 2 applied fund_deposit rows, which schema 3 refuses (a fund takes an operator's "
+                     "money only by the audited fund_top_up): replaying it would not rebuild its state"}
 REC_MAGIC = b"PJR2"
 _FILE_HDR = struct.Struct("<II")  # header length, CRC32 of the header
 _FRAME = struct.Struct("<4sIII")  # record magic, payload length, payload CRC32, frame CRC32 (first 12 bytes)
@@ -176,8 +181,10 @@ def _read_header(fh: BinaryIO, path: Path) -> tuple[JournalHeader, int]:
         raise JournalCorrupt(f"{path}: not a journal ({len(head)} bytes, cut inside the magic)")
     if head[: len(MAGIC)] != MAGIC:
         if len(head) >= len(MAGIC) and head.startswith(b"PERPJNL"):
-            raise JournalHeaderMismatch(f"{path}: a journal of schema {head[7:8].decode(errors='replace')} "
-                                        f"({head[:8]!r}); this engine reads schema {SCHEMA_VERSION}")
+            old = head[7:8].decode(errors="replace")
+            why = SCHEMA_CHANGES.get(int(old), "") if old.isdigit() else ""
+            raise JournalHeaderMismatch(f"{path}: a journal of schema {old} ({head[:8]!r}); this engine reads "
+                                        f"schema {SCHEMA_VERSION}" + (f" ({why})" if why else ""))
         raise JournalCorrupt(f"{path}: not a journal (bad magic)")
     if len(head) < len(MAGIC) + _FILE_HDR.size:
         raise JournalCorrupt(f"{path}: header cut short")
@@ -192,8 +199,9 @@ def _read_header(fh: BinaryIO, path: Path) -> tuple[JournalHeader, int]:
     except msgspec.DecodeError as exc:
         raise JournalCorrupt(f"{path}: undecodable header: {exc}") from None
     if header.schema_version != SCHEMA_VERSION:
+        why = SCHEMA_CHANGES.get(header.schema_version, "")
         raise JournalHeaderMismatch(f"{path}: schema version {header.schema_version}, this engine reads "
-                                    f"{SCHEMA_VERSION}")
+                                    f"{SCHEMA_VERSION}" + (f" ({why})" if why else ""))
     return header, len(head) + length
 
 

@@ -77,6 +77,7 @@ from perp.kcodes import (  # noqa: F401 - constants, numba inlines them
     R_CANCEL_REDUCE_ONLY,
     R_CANCEL_SELF_TRADE,
     R_DUPLICATE_CLID,
+    R_FUND_DEPOSIT_RETIRED,
     R_INSUFFICIENT_MARGIN,
     R_INVALID_CLID,
     R_INVALID_GAP_MODE,
@@ -115,6 +116,7 @@ from perp.kcodes import (  # noqa: F401 - constants, numba inlines them
 )
 from perp.layout import (
     AC_OPEN,
+    ADMIN_FUND_TOP_UP,
     AM_LEVERAGE,
     BUY,
     C_ACCOUNT,
@@ -163,6 +165,9 @@ from perp.layout import (
     EV_REJECTED,
     EV_STATUS,
     EV_WITHDRAWAL,
+    FIX_DAY_SHIFT,
+    FIX_VINTAGE_NONE,
+    FIX_VINTAGE_REVISED,
     FLAG_REDUCE_ONLY,
     FOK,
     G_ACCOUNT_HWM,
@@ -186,6 +191,7 @@ from perp.layout import (
     M_BEST_ASK,
     M_BEST_BID,
     M_FIX_TICKS,
+    M_FIX_VINTAGE_DATE,
     M_FUNDING_FROZEN,
     M_INDEX,
     M_INSURANCE_FLOOR_MICRO,
@@ -203,6 +209,7 @@ from perp.layout import (
     MARKET,
     MAX_CLIENT_ORDER_ID,
     MAX_DEPOSITS_TOTAL_MICRO,
+    MAX_FIX_DAY,
     MAX_TS_NS,
     N_EV_COLS,
     N_STATUSES,
@@ -526,6 +533,11 @@ def _set_index(st, c, seq, ev, n):
         fix = st.spec[m, S_MIN_TICK]
     if c[C_CLID] < 0:
         return _reject(c, ev, n, seq, R_INVALID_STATUS)
+    vintage = c[C_SIDE]
+    fix_day = c[C_TIF]
+    if vintage < FIX_VINTAGE_NONE or vintage > FIX_VINTAGE_REVISED or fix_day < 0 or fix_day > MAX_FIX_DAY:
+        return _reject(c, ev, n, seq, R_INVALID_STATUS)
+    fix_vintage_date = (fix_day << FIX_DAY_SHIFT) | vintage
     st.mkt[m, M_INDEX] = price
     frozen = 1 if gates & GATE_FUNDING_FROZEN else 0
     st.mkt[m, M_FUNDING_FROZEN] = frozen
@@ -533,10 +545,11 @@ def _set_index(st, c, seq, ev, n):
     st.mkt[m, M_LEVERAGE_SCALE_PPM] = scale
     st.mkt[m, M_FIX_TICKS] = fix
     st.mkt[m, M_VALIDITY] = c[C_CLID]
+    st.mkt[m, M_FIX_VINTAGE_DATE] = fix_vintage_date
     if (gates & GATE_BAND_FROZEN) == 0 or st.mkt[m, M_BAND_ANCHOR] == 0:
         st.mkt[m, M_BAND_ANCHOR] = price  # the last anchor the band may follow
     ts = c[C_TS]
-    n = _emit(ev, n, EV_INDEX, seq, ts, m, -1, 0, c[C_CLID], 0, price, scale, fix, 0, frozen, gates)
+    n = _emit(ev, n, EV_INDEX, seq, ts, m, -1, 0, c[C_CLID], 0, price, scale, fix, fix_vintage_date, frozen, gates)
     return _refresh_mark(st, m, seq, ts, ev, n)
 
 
@@ -558,12 +571,13 @@ def _set_status(st, c, seq, ev, n):
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _deposit(st, c, seq, ev, n):
     """A trader's deposit (CK_DEPOSIT, never into a venue account) or an operator's top-up of an
-    insurance fund (CK_FUND_DEPOSIT, only into a fund account)."""
+    insurance fund (the CK_ADMIN row of an admin fund_top_up that the edge validated, only into a fund
+    account)."""
     a = c[C_ACCOUNT]
     amount = c[C_SIZE]
     if not _valid_account(st, a):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
-    if (c[C_KIND] == CK_FUND_DEPOSIT) != is_fund(st, a) or (c[C_KIND] == CK_DEPOSIT and is_reserved(a)):
+    if (c[C_KIND] == CK_ADMIN) != is_fund(st, a) or (c[C_KIND] == CK_DEPOSIT and is_reserved(a)):
         return _reject(c, ev, n, seq, R_RESERVED_ACCOUNT)
     if amount <= 0:
         return _reject(c, ev, n, seq, R_NON_POSITIVE_AMOUNT)
@@ -809,8 +823,10 @@ def _dispatch(st, c, kind, seq, ev, n):
         return _set_index(st, c, seq, ev, n)
     if kind == CK_SET_STATUS:
         return _set_status(st, c, seq, ev, n)
-    if kind == CK_DEPOSIT or kind == CK_FUND_DEPOSIT:
+    if kind == CK_DEPOSIT:
         return _deposit(st, c, seq, ev, n)
+    if kind == CK_FUND_DEPOSIT:  # retired: the only way into a fund is the audited fund_top_up below
+        return _reject(c, ev, n, seq, R_FUND_DEPOSIT_RETIRED)
     if kind == CK_WITHDRAW:
         return _withdraw(st, c, seq, ev, n)
     if kind == CK_SET_LEVERAGE:
@@ -825,6 +841,8 @@ def _dispatch(st, c, kind, seq, ev, n):
             return _reject(c, ev, n, seq, R_UNKNOWN_MARKET)
         if m >= 0 and permission(st, m, CK_ADMIN) != P_ALLOW:
             return _reject(c, ev, n, seq, R_MARKET_STATUS_FORBIDS)
+        if c[C_CLID] == ADMIN_FUND_TOP_UP:
+            return _deposit(st, c, seq, ev, n)
         return _emit(ev, n, EV_ADMIN, seq, ts, m, -1, c[C_ORDER_ID], c[C_CLID], 0, ts, 0, 0, 0, 0, 0)
     if kind == CK_SET_INSURANCE_FLOOR:
         if c[C_SIZE] < 0:

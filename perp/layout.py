@@ -51,11 +51,13 @@ CK_WITHDRAW = 8  # C_SIZE = amount, micro-USD
 CK_SET_LEVERAGE = 9  # C_SIZE = leverage (whole x)
 CK_LIQUIDATE = 10  # timer: the liquidation sweep over every account (liquidation/kernel.py)
 CK_SET_INSURANCE_FLOOR = 11  # operator: C_SIZE = the fund's floor, micro-USD
-CK_FUND_DEPOSIT = 12  # operator: top up an insurance fund account (C_ACCOUNT), C_SIZE micro-USD
+CK_FUND_DEPOSIT = 12  # retired: always refused (1033); a fund's top-up is the admin fund_top_up (ADMIN_FUND_TOP_UP)
 CK_CLOCK_GAP = 13  # operator: the venue was down; cross to C_TS, C_FLAGS = GAP_* settlement mode
 GAP_NO_FUNDING = 0  # hours with no samples pay nothing (dYdX pads missing samples with zero premium)
 CK_ADMIN = 14  # operator: an admin command (perp/admin.py); C_ORDER_ID = its payload key (the journal's side
 #               record), C_CLID = its ADMIN_* kind; the kernel runs the clock and the gate, the edge the rest
+ADMIN_FUND_TOP_UP = 7  # the CK_ADMIN kind (perp.commands.ADMIN_KINDS) whose kernel row also credits the fund
+#                        C_ACCOUNT with C_SIZE micro-USD: the only way money enters a fund from outside
 
 INDEX_FUNDING_FROZEN = 1  # set_index flags bit: the oracle's gates freeze funding for this anchor
 
@@ -71,9 +73,9 @@ C_KIND = 0
 C_TS = 1
 C_ACCOUNT = 2
 C_MARKET = 3  # -1 = all markets (cancel_all)
-C_SIDE = 4
+C_SIDE = 4  # set_index: the fix's vintage (FIX_VINTAGE_*)
 C_TYPE = 5
-C_TIF = 6
+C_TIF = 6  # set_index: the fix's UTC date as a date ordinal (0 = none)
 C_PRICE = 7  # ticks; place: limit price; amend: new price (0 = unchanged); set_index: index
 C_SIZE = 8  # lots; place: size; amend: new remaining size (0 = unchanged); set_index: leverage scale ppm
 C_CLID = 9  # client order id, 0 = none; set_index: the oracle's validity code
@@ -160,7 +162,7 @@ E_SIDE = 7
 E_PRICE = 8  # ticks
 E_SIZE = 9  # lots: accepted size, fill size, cancelled size, book level total
 E_REMAINING = 10  # lots left on the order after a fill; order count for book events
-E_FEE = 11  # micro-USD (fills); mark events: the basis EMA in micro-ticks
+E_FEE = 11  # micro-USD (fills); mark events: the basis EMA in micro-ticks; index events: M_FIX_VINTAGE_DATE
 E_CODE = 12  # rejection / cancel reason; fills: 1 = maker, 2 = taker; amend: 1 = kept priority
 E_OTHER = 13  # fills: counterparty order id; rejects: the command kind; accepted: type*16+tif
 N_EV_COLS = 14
@@ -202,10 +204,20 @@ M_LIQ_SWEEP_NOTIONAL_MICRO = 27  # notional liquidated by the last sweep (reset 
 M_FUND_UNWIND_WINDOW_START_NS = 28  # start of the fund-unwind pace window (UTC minute grid)
 M_FUND_UNWIND_WINDOW_MICRO = 29  # notional the fund unwound in that window
 M_LIQ_WAITING = 30  # unhealthy positions the last sweep left waiting (deferred or rate-limited)
-M_LIQ_RESERVED_31 = 31
+# the last usable fix's vintage and UTC date, set by every set_index: FIX_DAY_SHIFT bits of vintage code
+# (FIX_VINTAGE_*) under the date's proleptic Gregorian ordinal (datetime.date.toordinal; 0 = no date)
+M_FIX_VINTAGE_DATE = 31
 N_MKT_COLS = 32
 
 NO_PRICE = -1
+
+# the fix's vintage (set_index's C_SIDE, the low FIX_DAY_SHIFT bits of mkt[m, M_FIX_VINTAGE_DATE])
+FIX_VINTAGE_NONE = 0
+FIX_VINTAGE_PROVISIONAL = 1
+FIX_VINTAGE_FINAL = 2
+FIX_VINTAGE_REVISED = 3
+FIX_DAY_SHIFT = 2
+MAX_FIX_DAY = 3_652_059  # datetime.date.max.toordinal(): set_index's C_TIF is the fix date's ordinal
 
 # per-operation pauses (mkt[m, M_PAUSED_OPS]), as Drift has
 PAUSE_TRADING = 1  # no place or amend (cancels always pass)

@@ -68,9 +68,10 @@ async def _drive(page, http: str, cred: dict, out: Path, seconds: float) -> None
     await page.click("#funding-apply")
     await page.wait_for_function("() => document.querySelector('#funding-result').textContent.startsWith('accepted')",
                                  timeout=30_000)
-    await page.locator("#tiers-table tbody tr:first-child .tier-leverage").fill("3")
+    # a valid what-if (the first tier keeps the market's default 5x: a lower one is refused, 5101)
+    await page.locator("#tiers-table tbody tr:first-child .tier-notional").fill("25000")
     await page.locator("#tiers-table tbody tr:nth-child(2) .tier-leverage").fill("3")
-    await page.fill("#tiers-reason", "3x until the next fix")
+    await page.fill("#tiers-reason", "5x only up to $25,000 until the next fix")
     await page.click("#tiers-check")
     await page.wait_for_timeout(seconds * 500)
     await page.screenshot(path=str(out), full_page=True)

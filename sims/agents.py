@@ -5,7 +5,7 @@ commands with `ts_ns=0`; the runner stamps them in order. Agents never compute m
 liquidations themselves: whatever the engine rejects is rejected (and counted from its events).
 
 Accounts are >= 16 (scenario validation); the insurance fund is topped up by the runner with
-`FundDeposit`, never by an agent.
+the audited admin `FundTopUp` (operator "sims"), never by an agent.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import msgspec
 import numpy as np
 
 from perp import events as E
-from perp.commands import Command, FundDeposit, Liquidate, SetInsuranceFloor, SetTiers
+from perp.commands import Command, FundTopUp, Liquidate, SetInsuranceFloor, SetTiers
 from perp.engine import Engine
 from perp.markets import MarketsConfig, MarketSpec
 from sims.agents import Agent, Ctx, build_agents, initial_deposits
@@ -161,7 +161,8 @@ class Runner:
             setup_ts = t0 - 60 * 1_000_000_000
             setup: list[Command] = []
             if sc.fund.deposit_usd:
-                setup.append(FundDeposit(ts_ns=setup_ts, account=FUND_ACCOUNT, amount_micro=sc.fund.deposit_usd * MICRO))
+                setup.append(FundTopUp(ts_ns=setup_ts, operator="sims", reason="the scenario's starting fund",
+                                       account=FUND_ACCOUNT, amount_micro=sc.fund.deposit_usd * MICRO))
             if sc.fund.floor_usd:
                 setup.append(SetInsuranceFloor(ts_ns=setup_ts, amount_micro=sc.fund.floor_usd * MICRO))
             setup += initial_deposits(self.agents, setup_ts)

@@ -77,7 +77,7 @@ class Oracle(_S):
 
 
 class Fund(_S):
-    deposit_usd: NonNeg = 50_000  # FundDeposit into account 0 at the start
+    deposit_usd: NonNeg = 50_000  # the operator's fund_top_up into account 0 at the start
     floor_usd: NonNeg = 0  # SetInsuranceFloor
 
 

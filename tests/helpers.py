@@ -69,7 +69,35 @@ RICH_MICRO = 10**12  # $1M: enough that margin never binds in the matching prope
 
 
 def small_engine(**kw) -> Engine:
-    return Engine(SMALL_MARKETS, **kw)
+    return know_top_ups(Engine(SMALL_MARKETS, **kw))
+
+
+def fund_top_up(ts: int, account: int, amount_micro: int):
+    """An operator's audited `fund_top_up` into fund `account`: the only way money enters a fund."""
+    from perp.commands import FundTopUp
+
+    return FundTopUp(ts_ns=ts, operator="tests", reason="fund the insurance fund", account=account,
+                     amount_micro=amount_micro)
+
+
+TOP_UP_PAYLOADS: dict[int, bytes] = {}  # the admin payloads of every top_up_row built (what a journal's side records hold)
+
+
+def top_up_row(ts: int, account: int, amount_micro: int) -> np.ndarray:
+    """The CK_ADMIN row of an operator's `fund_top_up` (the only way money enters a fund) for raw-row
+    streams; its payload is kept in TOP_UP_PAYLOADS, which an engine must know (`know_top_ups`) to run it."""
+    from perp.commands import admin_payload
+
+    key, data = admin_payload(fund_top_up(ts, account, amount_micro))
+    TOP_UP_PAYLOADS[key] = data
+    r = row(L.CK_ADMIN, ts, account=0, market=-1, otype=0, tif=0, clid=L.ADMIN_FUND_TOP_UP, order_id=key)
+    return r
+
+
+def know_top_ups(engine: Engine) -> Engine:
+    """`engine` with the payloads of the top_up_row rows (as a replay reads them from the journal)."""
+    engine.encoder.payloads.update(TOP_UP_PAYLOADS)
+    return engine
 
 
 def row(kind: int, ts: int, account: int = 0, market: int = 0, side: int = 0, otype: int = L.LIMIT,

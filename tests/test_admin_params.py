@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from perp.admin import AdminRejected
 from perp.codes import ResultCode
 from perp.commands import Deposit, Place, SetFundingParams, SetIndex, SetTiers
 from perp.engine import Engine
@@ -222,6 +223,9 @@ def test_set_tiers_rejects_each_invalid_table_naming_the_tier_field(ts):
     # the spec loader's own rule: default leverage 5 above the first tier's 3x
     (ev,) = e.submit([tiers_cmd(ts(), [LeverageTier(3, 100_000)], confirm=True)])
     assert ev.code == ResultCode.ADMIN_INVALID_VALUE and "default_leverage" in e.rejection(ev.seq).message
+    with pytest.raises(AdminRejected) as refused:  # the what-if refuses it the same way (one validation)
+        e.what_if_tiers(M, [LeverageTier(3, 100_000)])
+    assert (refused.value.error.code, refused.value.error.field) == (ev.code, e.rejection(ev.seq).field)
     (ev,) = e.submit([tiers_cmd(ts(), [LeverageTier(5, 50_000)], effective_ts_ns=T0 - 1)])
     assert ev.code == ResultCode.ADMIN_BAD_EFFECTIVE_TIME and e.rejection(ev.seq).field == "effective_ts_ns"
     with pytest.raises(ValueError, match="tiers\\[0\\]|tier"):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from perp import layout as L
 from perp.codes import ResultCode
 from perp.gate import RESERVED_ACCOUNTS
-from tests.helpers import SECOND, T0, assert_money_conserved, row, small_engine
+from tests.helpers import SECOND, T0, assert_money_conserved, row, small_engine, top_up_row
 
 HOUR = 3600 * SECOND
 TRADERS = (16, 17, 18, 19, 20)  # ids below 16 are venue accounts (issue 9, rule 1); 0 is the fund
@@ -90,7 +90,7 @@ def liquidation_streams(draw):
            row(L.CK_DEPOSIT, ts, account=RICH, size=10**12)]
     fund = draw(st.sampled_from([0, 10**6, 10**7, 10**9]))
     if fund:  # the fund is topped up only by the operator (issue 9, rule 1)
-        out.append(row(L.CK_FUND_DEPOSIT, ts, account=0, size=fund))
+        out.append(top_up_row(ts, 0, fund))
     for a in TRADERS:
         out.append(row(L.CK_DEPOSIT, ts, account=a, size=draw(st.integers(3 * 10**6, 3 * 10**7))))
         m = draw(st.sampled_from([0, 0, 1]))
@@ -114,8 +114,8 @@ def liquidation_streams(draw):
             out.append(row(L.CK_SET_INSURANCE_FLOOR, ts, size=draw(st.sampled_from([0, 10**6, 10**12]))))
         elif kind == "dep":
             a = draw(st.sampled_from((0,) + TRADERS))
-            out.append(row(L.CK_FUND_DEPOSIT if a == 0 else L.CK_DEPOSIT, ts, account=a,
-                           size=draw(st.integers(1, 10**7))))
+            amount = draw(st.integers(1, 10**7))
+            out.append(top_up_row(ts, 0, amount) if a == 0 else row(L.CK_DEPOSIT, ts, account=a, size=amount))
         else:
             out.append(row(L.CK_PLACE, ts, account=draw(st.sampled_from(TRADERS + (RICH,))), market=m,
                            side=draw(st.integers(0, 1)),

@@ -37,7 +37,7 @@ from perp.events import (
 )
 from perp.markets import MarketSpecError, load_markets, parse_markets
 from risk.errors import RiskCode
-from tests.helpers import SECOND, T0
+from tests.helpers import SECOND, T0, fund_top_up
 
 H = "H100-PERP"
 HOUR = 3600 * SECOND
@@ -178,11 +178,27 @@ def test_venue_accounts_cannot_act_through_trader_commands(eng, account):
 
 
 def test_only_a_fund_takes_a_fund_top_up(eng):
-    (ev,) = eng.submit([FundDeposit(ts_ns=T0 + 1, account=0, amount_micro=10**9)])
+    (ev, _applied) = eng.submit([fund_top_up(T0 + 1, 0, 10**9)])
     assert ev.fund_cash_after_micro == 10**9
-    assert rejected(eng.submit([FundDeposit(ts_ns=T0 + 2, account=A, amount_micro=1)]), ResultCode.RESERVED_ACCOUNT)
-    assert rejected(eng.submit([FundDeposit(ts_ns=T0 + 3, account=5, amount_micro=1)]), ResultCode.RESERVED_ACCOUNT)
-    assert eng.money_conserved()
+    for account in (A, 5):  # a trader, a venue account that is no market's fund
+        (refused,) = eng.submit([fund_top_up(T0 + 2, account, 1)])
+        assert isinstance(refused, Rejected) and refused.code == ResultCode.ADMIN_INVALID_VALUE
+        assert eng.rejection(refused.seq).field == "account"
+    assert eng.money_conserved() and eng.ledger()["insurance_fund_micro"] == 10**9
+
+
+def test_the_retired_fund_deposit_is_refused_with_its_code_and_changes_nothing(eng):
+    """One path into a fund: the unaudited fund_deposit (a typed command or a raw CK_FUND_DEPOSIT row,
+    into a fund or anywhere) is refused 1033 and leaves every balance and the audit log as they were."""
+    before = frozen(eng)
+    for account in (0, A):
+        assert rejected(eng.submit([FundDeposit(ts_ns=T0 + 1, account=account, amount_micro=10**9)]),
+                        ResultCode.FUND_DEPOSIT_RETIRED)
+        assert frozen(eng) == before
+    raw = eng.encode([FundDeposit(ts_ns=T0 + 1, account=0, amount_micro=10**9)])
+    assert raw[0, L.C_KIND] == L.CK_FUND_DEPOSIT
+    assert eng.decode(eng.submit_rows(raw))[0].code == ResultCode.FUND_DEPOSIT_RETIRED
+    assert frozen(eng) == before and eng.ledger()["insurance_fund_micro"] == 0 and eng.audit_log() == []
 
 
 # ---- row 5: a bounded clock that a rejection never moves --------------------------------------------

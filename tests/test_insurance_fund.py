@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from insurance_fund.ledger import fund_history
 from perp.codes import ResultCode
-from perp.commands import Deposit, FundDeposit, Liquidate, Place, SetIndex
+from perp.commands import Deposit, Liquidate, Place, SetIndex
 from perp.events import Rejected
-from tests.helpers import SECOND, T0
+from tests.helpers import SECOND, T0, fund_top_up
 from tests.test_liquidation import M, _shorts, long_2000
 
 
@@ -33,7 +33,7 @@ def test_the_fund_history_from_events_adds_up_to_its_cash():
 def test_an_operator_top_up_is_in_the_fund_history():
     e = long_2000(fund_usd=10_000)
     start = e.ledger()["insurance_fund_micro"]
-    events = e.submit([FundDeposit(ts_ns=T0 + 8, account=0, amount_micro=123_456)])
+    events = e.submit([fund_top_up(T0 + 8, 0, 123_456)])
     assert e.ledger()["insurance_fund_micro"] == start + 123_456
     history = fund_history(events, e.specs)
     assert history.totals().get("top_up") == 123_456
@@ -64,7 +64,7 @@ def test_markets_can_keep_separate_insurance_funds():
         one, msgspec.structs.replace(two, insurance_fund_account=1, fee_share_to_fund_ppm=500_000)])
     e = Engine(markets, tiers=SMALL_TIERS)
     e.submit([SetIndex(ts_ns=T0, market="TEST-PERP", price="2.00"), SetIndex(ts_ns=T0, market="TEST2-PERP", price="2.00"),
-              FundDeposit(ts_ns=T0, account=0, amount_micro=10**9), FundDeposit(ts_ns=T0, account=1, amount_micro=10**9),
+              fund_top_up(T0, 0, 10**9), fund_top_up(T0, 1, 10**9),
               Deposit(ts_ns=T0, account=105, amount_micro=10**10),
               # IM 25% (4x) of $160 = $40, plus the taker fee 160,000,000 x 400 ppm = 64,000 (issue 9, rule 5)
               Deposit(ts_ns=T0, account=106, amount_micro=4 * 10**7 + 64_000),

@@ -114,7 +114,7 @@ def test_a_new_journal_is_created_with_a_header_naming_its_config(tmp_path):
     live = JournaledEngine.open(path, markets=MARKETS)
     live.close()
     with JournalReader(path) as r:
-        assert r.header.schema_version == 2 and r.header.config_hash == CONFIG and len(r.header.journal_id) == 16
+        assert r.header.schema_version == 3 and r.header.config_hash == CONFIG and len(r.header.journal_id) == 16
     assert recover(path, markets=MARKETS).seq == 0  # a header-only journal is a new venue at seq 0
     assert not list(tmp_path.glob(".*creating*"))
 
@@ -240,6 +240,22 @@ def test_a_journal_of_the_previous_schema_is_refused_as_a_header_mismatch(tmp_pa
     path.write_bytes(b"PERPJNL1" + b"\x10\x00\x00\x00" + b"\0" * 20)
     with pytest.raises(JournalHeaderMismatch, match="schema 1"):
         recover(path, markets=MARKETS)
+
+
+def test_a_schema_2_journal_is_refused_whole_because_it_applied_fund_deposit(tmp_path, stream):
+    """Schema 3 refuses the retired fund_deposit rows schema 2 applied: an old journal is refused with
+    5011 and the reason, never replayed to another state (docs/journal.md, "Schema 3")."""
+    path = tmp_path / "old.bin"
+    _journal(path, stream[:50])
+    whole = path.read_bytes()
+    assert whole.startswith(b"PERPJNL3")
+    path.write_bytes(b"PERPJNL2" + whole[8:])
+    with pytest.raises(JournalHeaderMismatch, match="schema 2.*fund_deposit") as info:
+        recover(path, markets=MARKETS)
+    assert info.value.code == ResultCode.JOURNAL_HEADER_MISMATCH
+    with pytest.raises(JournalHeaderMismatch, match="fund_deposit"):
+        JournaledEngine.open(path, markets=MARKETS)
+    assert path.read_bytes() == b"PERPJNL2" + whole[8:]  # refused, never truncated or rewritten
 
 
 def test_journal_recover_reports_the_state_reached_and_refuses_with_the_code(tmp_path, stream):

@@ -3,13 +3,12 @@ micro-USD, maintenance 10% up to $250k, liquidation fee 10% of the closed part's
 margin, positions above $100k in 20% chunks 30 s apart).
 
 Account 101 is long 2,000 lots bought at 2.0000 from account 102 with $900 of collateral (a $2.00
-taker fee leaves $898). Account 0 is the insurance fund, topped up by the operator (FundDeposit); trader ids start at 16."""
+taker fee leaves $898). Account 0 is the insurance fund, topped up by the operator (fund_top_up); trader ids start at 16."""
 
 from __future__ import annotations
 
 from perp.commands import (
     Deposit,
-    FundDeposit,
     Liquidate,
     Place,
     SetIndex,
@@ -17,7 +16,7 @@ from perp.commands import (
 )
 from perp.engine import Engine
 from perp.events import Fill, LiquidationStep
-from tests.helpers import SECOND, T0, assert_money_conserved
+from tests.helpers import SECOND, T0, assert_money_conserved, fund_top_up
 
 M = "H100-PERP"
 
@@ -35,7 +34,7 @@ def assert_conserved(e: Engine) -> None:
 def long_2000(fund_usd: int = 10_000, engine: Engine | None = None) -> Engine:
     e = Engine() if engine is None else engine
     e.submit([SetIndex(ts_ns=T0, market=M, price="2.0000"),
-              FundDeposit(ts_ns=T0, account=0, amount_micro=fund_usd * 10**6),
+              fund_top_up(T0, 0, fund_usd * 10**6),
               Deposit(ts_ns=T0, account=101, amount_micro=900 * 10**6),
               Deposit(ts_ns=T0, account=102, amount_micro=10_000 * 10**6),
               Deposit(ts_ns=T0, account=103, amount_micro=100_000 * 10**6),
@@ -140,7 +139,7 @@ def test_adl_ties_go_to_the_lowest_account_id():
 def test_a_large_position_is_liquidated_in_a_chunk_that_restores_health_then_cools_down():
     e = Engine()
     e.submit([SetIndex(ts_ns=T0, market=M, price="2.0000"),
-              FundDeposit(ts_ns=T0, account=0, amount_micro=10**10),
+              fund_top_up(T0, 0, 10**10),
               Deposit(ts_ns=T0, account=101, amount_micro=26_000 * 10**6),
               Deposit(ts_ns=T0, account=102, amount_micro=10**12), Deposit(ts_ns=T0, account=103, amount_micro=10**12),
               Place(ts_ns=T0 + 1, account=102, market=M, side="sell", size_lots=60_000, price="2.0000"),
@@ -194,7 +193,7 @@ def test_the_sequencer_sweeps_after_a_mark_move_and_replay_reproduces_it(tmp_pat
     live = JournaledEngine.open(tmp_path / "j.bin")
     e = live.engine
     cmds = [SetIndex(ts_ns=T0, market=M, price="2.0000"),
-            FundDeposit(ts_ns=T0, account=0, amount_micro=10_000 * 10**6),
+            fund_top_up(T0, 0, 10_000 * 10**6),
             Deposit(ts_ns=T0, account=101, amount_micro=900 * 10**6),
             Deposit(ts_ns=T0, account=102, amount_micro=10_000 * 10**6),
             Place(ts_ns=T0 + 1, account=102, market=M, side="sell", size_lots=2000, price="2.0000"),

@@ -30,7 +30,7 @@ from oracle.units import (
 from perp import layout as L
 from perp.engine import Engine
 from perp.events import LiquidationStep
-from tests.helpers import SECOND, T0, row
+from tests.helpers import SECOND, T0, know_top_ups, row, top_up_row
 
 HOUR = 3600 * SECOND
 MINUTE = 60 * SECOND
@@ -63,7 +63,7 @@ def _stream(seed: int, traders: int, fund_usd: int = 100_000, walked: bool = Tru
     rng = np.random.default_rng(seed)
     index = 21_432  # $2.1432 per GPU-hour
     ts = T0
-    cmds = [row(L.CK_SET_INDEX, ts, market=0, price=index), row(L.CK_FUND_DEPOSIT, ts, account=0, size=fund_usd * USD),
+    cmds = [row(L.CK_SET_INDEX, ts, market=0, price=index), top_up_row(ts, 0, fund_usd * USD),
             row(L.CK_SET_INSURANCE_FLOOR, ts, market=-1, size=25_000 * USD)]
     cmds += [row(L.CK_DEPOSIT, ts, account=mk, size=50_000_000 * USD) for mk in MAKERS]
     ts += SECOND
@@ -103,7 +103,7 @@ def _stream(seed: int, traders: int, fund_usd: int = 100_000, walked: bool = Tru
 
 
 def _run(cmds: list[np.ndarray]) -> tuple[Engine, list]:
-    e = Engine(account_capacity=4096)
+    e = know_top_ups(Engine(account_capacity=4096))
     rows = e.submit_rows(np.stack(cmds))
     return e, e.decode(rows[rows[:, L.E_KIND] == L.EV_LIQUIDATION])
 
@@ -143,7 +143,7 @@ def test_a_walked_gap_leaves_no_loss_without_an_owner_and_replays_exactly(walked
     assert total == g[L.G_DEPOSITS_MICRO] - g[L.G_WITHDRAWALS_MICRO]
     assert int(s.position_lots[:, 0].sum()) == 0
     # a replay of the same rows gives the same state, in other batch sizes
-    again = Engine(account_capacity=1024)
+    again = know_top_ups(Engine(account_capacity=1024))
     for start in range(0, len(cmds), 777):
         again.submit_rows(np.stack(cmds[start:start + 777]))
     assert again.state_hash() == e.state_hash()

@@ -12,7 +12,7 @@ self-closing reduce-only orders, floors, halts, tight rate limits, two markets):
    rows without bounds checks, so this bound is what keeps it inside its buffer).
 
 The streams run inside issue 9's gate: traders 101-106, quoting accounts 107/108, the fund topped up
-by fund_deposit; no command is refused for a reserved account or the clock bound, and a separate test
+by the operator's fund_top_up; no command is refused for a reserved account or the clock bound, and a separate test
 shows that the streams reach every step of the waterfall (with the first version's ids 1-9 every
 trader command was refused 1027 and the invariants held vacuously on an empty venue).
 """
@@ -32,7 +32,7 @@ from perp import layout as L
 from perp.codes import ResultCode
 from perp.engine import Engine
 from perp.events import Fill, LiquidationStep
-from tests.helpers import SECOND, SMALL_MARKETS, SMALL_TIERS, T0, row
+from tests.helpers import SECOND, SMALL_MARKETS, SMALL_TIERS, T0, know_top_ups, row, top_up_row
 
 FUNDS = {0}
 # issue 9, rule 1: ids below 16 are venue accounts (every trader command from them is refused 1027),
@@ -44,11 +44,11 @@ TICK = 109
 
 def _engine(tight: bool) -> Engine:
     if not tight:
-        return Engine(SMALL_MARKETS, tiers=SMALL_TIERS)
+        return know_top_ups(Engine(SMALL_MARKETS, tiers=SMALL_TIERS))
     specs = [msgspec.structs.replace(s, liquidation_max_per_sweep_usd=60, liquidation_max_per_minute_usd=150,
                                      insurance_max_loss_per_minute_usd=5, fund_unwind_chunk_usd=20,
                                      fund_unwind_per_minute_usd=30) for s in SMALL_MARKETS.market]
-    return Engine(msgspec.structs.replace(SMALL_MARKETS, market=specs), tiers=SMALL_TIERS)
+    return know_top_ups(Engine(msgspec.structs.replace(SMALL_MARKETS, market=specs), tiers=SMALL_TIERS))
 
 
 def _equities(e: Engine, marks: list[int]) -> list[int]:
@@ -105,7 +105,7 @@ def streams(draw):
     index = [200, 160]
     bounds = [(100, 400), (100, 300)]
     out = [row(L.CK_SET_INDEX, ts, market=0, price=200), row(L.CK_SET_INDEX, ts, market=1, price=160),
-           row(L.CK_FUND_DEPOSIT, ts, account=0, size=draw(st.integers(0, 3 * 10**7)) + 1)]
+           top_up_row(ts, 0, draw(st.integers(0, 3 * 10**7)) + 1)]
     out += [row(L.CK_DEPOSIT, ts, account=a, size=draw(st.integers(3 * 10**6, 3 * 10**7)))
             for a in range(TRADER, TRADER + 6)]
     out += [row(L.CK_DEPOSIT, ts, account=a, size=10**12) for a in RICH]

@@ -235,14 +235,16 @@ function renderMarkets() {
   const body = $("markets").tBodies[0];
   body.replaceChildren(...state.markets.map((sym) => {
     const o = state.overview.get(sym) || {}, t = state.tickers.get(sym) || {};
-    // the ticker push is the freshest for what it carries; the overview adds cap, fix and samples
+    // the ticker push is the freshest for what it carries (the fix with its vintage too); the overview
+    // adds cap, validity and samples
     const mark = t.mark ?? o.mark, index = t.index ?? o.index, oi = t.open_interest_lots ?? o.open_interest_lots;
+    const fix = "fix_price" in t ? t : o;
     const soFar = t.predicted_funding_rate_ppb ?? o.funding_so_far_ppb;
     const validity = o.oracle_validity || "–";
     const tr = el("tr", { "data-market": sym },
       el("td", {}, sym), el("td", {}, STATUS[o.status] ?? o.status ?? "–"),
       el("td", { "data-col": "mark" }, mark ?? "–"), el("td", { "data-col": "index" }, index ?? "–"),
-      el("td", { "data-col": "fix" }, o.fix_price ?? "–"),
+      el("td", { "data-col": "fix" }, fixText(fix)),
       el("td", { "data-col": "validity", class: VALIDITY_CLASS[validity] || "" }, validity + (o.funding_frozen ? " · funding frozen" : "")),
       el("td", { "data-col": "funding" }, soFar === undefined ? "–" : ppb(soFar)),
       el("td", { "data-col": "predicted" }, o.funding_predicted_ppb === undefined ? "–" : ppb(o.funding_predicted_ppb)),
@@ -251,6 +253,12 @@ function renderMarkets() {
       el("td", { "data-col": "oi" }, oi ?? "–"));
     return tr;
   }));
+}
+
+// "2.1432 · 2026-11-30 · final": the last usable fix, its UTC date and the vintage the oracle holds
+function fixText(f) {
+  if (!f.fix_price) return "–";
+  return [f.fix_price, f.fix_date, f.fix_vintage].filter((x) => x).join(" · ");
 }
 
 function applyFund(res) {

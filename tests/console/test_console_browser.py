@@ -12,9 +12,10 @@ import json
 import os
 
 from gateway.limits import WallClock
-from perp.commands import FundDeposit, Liquidate, SetIndex
+from perp.commands import Liquidate, SetIndex
 from tests.console.conftest import chromium_page
 from tests.gateway.conftest import ALICE, BOB, MARKET, MINUTE_NS, ManualTime, run, venue
+from tests.helpers import fund_top_up
 
 WAIT_MS = 15_000
 
@@ -69,6 +70,13 @@ def test_console_logs_on_shows_live_state_and_applies_a_confirmed_tier_change(tm
             assert await text_of(page, f"{row} td[data-col=validity]") == "fresh"
             assert "500000 ppb" in await text_of(page, f"{row} td[data-col=cap]")
 
+            # the latest fix with its date and vintage (issue 15), pushed live: a provisional, then its final
+            assert await text_of(page, f"{row} td[data-col=fix]") == "–"
+            for vintage in ("provisional", "final"):
+                await v.gw.submit_system([SetIndex(ts_ns=0, market=MARKET, price="2.0000", fix_price="2.0100",
+                                                   fix_vintage=vintage, fix_date="2026-11-30")])
+                await wait_text(page, f"{row} td[data-col=fix]", f"t === '2.0100 · 2026-11-30 · {vintage}'")
+
             # live: a trade moves open interest on the page (the ticker push)
             await bob.place(MARKET, "sell", 2000, price="2.0000")
             await alice.place(MARKET, "buy", 2000, price="2.0000")  # alice: $4,000 long on $1,000
@@ -80,7 +88,7 @@ def test_console_logs_on_shows_live_state_and_applies_a_confirmed_tier_change(tm
 
             # the insurance fund: a top-up shows in its equity and on the chart
             fund = v.gw.specs[0].insurance_fund_account
-            await v.gw.submit_system([FundDeposit(ts_ns=0, account=fund, amount_micro=250_000_000_000)])
+            await v.gw.submit_system([fund_top_up(0, fund, 250_000_000_000)])
             await wait_text(page, "[data-col=fund-equity]", "t.startsWith('$250,000.')")  # + fee share
             assert await page.locator("#fund-equity-line").count() == 1
             assert await page.locator("#fund-floor-line").count() == 1

@@ -12,9 +12,11 @@ import pytest
 from gateway.client import GatewayError
 from gateway.errors import GatewayCode as G
 from gateway.limits import WallClock
-from perp.commands import FundDeposit, Liquidate
+from perp.codes import ResultCode
+from perp.commands import Liquidate
 from risk.tiers import LeverageTier
 from tests.gateway.conftest import ALICE, BOB, MARKET, MINUTE_NS, ManualTime, run, venue
+from tests.helpers import fund_top_up
 
 ADMIN_QUERIES = ("admin.overview", "admin.fund_history", "admin.accounts_at_risk", "admin.audit_log")
 _TIERS = [{"max_leverage": 5, "maintenance_margin_ppm": 100_000, "max_notional_usd": None}]
@@ -88,7 +90,7 @@ def test_fund_history_records_a_top_up_as_cash_and_equity_with_the_floor(tmp_pat
             before = await admin.request("admin.fund_history", {"fund": fund})
             (series,) = before["funds"]
             cash0 = series["cash_micro"]
-            await v.gw.submit_system([FundDeposit(ts_ns=0, account=fund, amount_micro=5_000_000_000)])  # $5,000
+            await v.gw.submit_system([fund_top_up(0, fund, 5_000_000_000)])  # $5,000
             after = await admin.request("admin.fund_history", {"fund": fund, "since_seq": before["seq"]})
             (series,) = after["funds"]
             assert series["fund"] == fund and MARKET in series["markets"]
@@ -108,7 +110,7 @@ def test_the_insurance_fund_history_is_public_without_a_logon_and_equals_the_adm
     async def body():
         async with venue(tmp_path) as v, v.client("admin") as admin, v.client(None) as anon:
             fund = v.gw.specs[0].insurance_fund_account
-            await v.gw.submit_system([FundDeposit(ts_ns=0, account=fund, amount_micro=1_000_000_000)])
+            await v.gw.submit_system([fund_top_up(0, fund, 1_000_000_000)])
             public = await anon.request("query.insurance_fund", {"fund": fund})
             assert public == await admin.request("admin.fund_history", {"fund": fund})
             assert public["funds"][0]["points"][-1][2] == int(v.gw.engine.state.collateral_micro[fund])
@@ -288,6 +290,19 @@ def test_admin_submit_runs_any_admin_command_with_the_key_as_operator(tmp_path):
                     await admin.request("admin.submit", {"command": bad})
                 assert exc.value.code in (G.BAD_PARAMS, G.ENGINE_REJECTED)
             assert [e.seq for e in v.gw.engine.audit_log()] == [ack["seq"]] * len(entries)
+            fund = v.gw.engine.specs[0].insurance_fund_account
+            seq0, cash0 = v.gw.engine.seq, v.gw.engine.ledger()["insurance_fund_micro"]
+            with pytest.raises(GatewayError) as exc:  # the retired unaudited path into a fund: coded, nothing sequenced
+                await admin.request("admin.submit", {"command": {"type": "fund_deposit", "account": fund,
+                                                                 "amount_micro": 10**6, "reason": "x"}})
+            assert (exc.value.code, exc.value.engine_code) == (G.BAD_PARAMS, ResultCode.FUND_DEPOSIT_RETIRED)
+            assert (v.gw.engine.seq, v.gw.engine.ledger()["insurance_fund_micro"]) == (seq0, cash0)
+            ack = await admin.request("admin.submit", {"command": {"type": "fund_top_up", "account": fund,
+                                                                   "amount_micro": 10**6, "reason": "seed the fund"}})
+            assert v.gw.engine.ledger()["insurance_fund_micro"] == cash0 + 10**6
+            (top_up,) = [e for e in v.gw.engine.audit_log() if e.seq == ack["seq"]]
+            assert (top_up.field, int(top_up.new) - int(top_up.old), top_up.reason) == ("fund_cash_micro", 10**6,
+                                                                                          "seed the fund")
 
     run(body())
 

@@ -141,6 +141,30 @@ def test_trades_and_ticker(tmp_path):
     run(body())
 
 
+def test_the_ticker_carries_the_fix_with_its_date_and_vintage_and_a_final_changes_it(tmp_path):
+    """Issue 15: the latest fix with its vintage. A provisional then its final at the same price: the
+    ticker updates on the vintage alone; admin.overview says the same."""
+    from perp.commands import SetIndex
+
+    def index(vintage: str) -> SetIndex:
+        return SetIndex(ts_ns=0, market=MARKET, price="2.0000", fix_price="2.0100", fix_vintage=vintage,
+                        fix_date="2026-11-30")
+
+    async def body():
+        async with venue(tmp_path) as v, v.client(None) as watcher, v.client("admin") as admin:
+            await watcher.subscribe("ticker", MARKET)
+            snap = await watcher.next_push("ticker")
+            assert (snap.data.fix_price, snap.data.fix_vintage, snap.data.fix_date) == (None, None, None)
+            for vintage in ("provisional", "final"):
+                await v.gw.submit_system([index(vintage)])
+                tk = await watcher.next_push("ticker")
+                assert (tk.data.fix_price, tk.data.fix_date, tk.data.fix_vintage) == ("2.0100", "2026-11-30", vintage)
+                (ov,) = (await admin.request("admin.overview", {}))["markets"]
+                assert (ov["fix_price"], ov["fix_date"], ov["fix_vintage"]) == ("2.0100", "2026-11-30", vintage)
+
+    run(body())
+
+
 def test_subscription_limit_unsubscribe_and_the_user_snapshot(tmp_path):
     async def body():
         from gateway.errors import GatewayCode as G

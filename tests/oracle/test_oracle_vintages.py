@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from oracle_factories import at, fix, hour_of, run
+from oracle_factories import at, day, fix, hour_of, run
 
 from oracle.errors import OracleCode
 from oracle.records import Vintage
@@ -208,3 +208,32 @@ def test_final_that_suppresses_the_only_priced_fix_holds_the_last_target_without
     assert "no_usable_fix:target_held" in held.notes
     assert at(points, 1, 5).flags == (Validity.AGING, Validity.SUPPRESSED)
     assert at(points, 2, 3).validity is Validity.STALE
+
+
+def test_the_set_index_command_names_the_fix_its_date_and_the_vintage_the_oracle_holds():
+    """Issue 15: the console shows the latest fix with its vintage. A provisional, its final, then a
+    revision inside the window: each hour's command carries that day's date and the vintage held then."""
+    records = [fix(0, "3.0000"), fix(1, "3.1000"), fix(1, "3.1000", F, published_ns=hour_of(1, 12, 5)),
+               fix(1, "3.1500", R, original="3.1000", published_ns=hour_of(1, 18, 5))]
+    anchor, points, rejections = run(records, hour_of(1, 20))
+    assert rejections == []
+
+    def rendered(hh: int) -> tuple:
+        c = anchor.set_index_command(at(points, 1, hh), "H100-PERP")
+        return c["fix_price"], c["fix_date"], c["fix_vintage"]
+
+    assert at(points, 0, 5).fix_vintage is P
+    assert rendered(1) == ("3.1000", "2026-01-02", "provisional")
+    assert rendered(12) == ("3.1000", "2026-01-02", "provisional")  # the final is published at 12:05
+    assert rendered(13) == ("3.1000", "2026-01-02", "final")
+    assert rendered(19) == ("3.1500", "2026-01-02", "revised")
+
+
+def test_a_held_jump_is_the_pending_fix_with_its_own_date_and_vintage():
+    """fix_price is the newest word (a jump held as too_volatile): its date and vintage go with it."""
+    records = [fix(0, "3.0000"), fix(1, "3.0000", F, published_ns=hour_of(1, 0, 40)), fix(2, "4.5000")]
+    anchor, points, _ = run(records, hour_of(2, 3))
+    point = at(points, 2, 3)
+    assert point.validity is Validity.TOO_VOLATILE and point.fix_date == day(1) and point.fix_vintage is F
+    c = anchor.set_index_command(point, "H100-PERP")
+    assert (c["fix_price"], c["fix_date"], c["fix_vintage"]) == ("4.5000", "2026-01-03", "provisional")

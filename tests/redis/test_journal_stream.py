@@ -58,6 +58,35 @@ def test_an_engine_refuses_a_redis_with_appendfsync_everysec_unless_told_unsafe(
         srv.kill()
 
 
+def test_a_namespace_written_before_journal_schema_3_is_refused_with_the_reason(redis_server):
+    """NS:meta records the journal schema; records under another schema, or under none (written before
+    it was recorded: schema 2, which applied fund_deposit rows), are refused 5011, never replayed."""
+    from perp.codes import ResultCode
+    from perp.journal import SCHEMA_VERSION, JournalHeaderMismatch
+
+    keys = RJ.Keys("schema")
+    r = redis_server.client()
+    cfg = EngineConfig(redis_url=redis_server.url, namespace="schema", index_feed=False, liquidation_interval_ms=0)
+
+    async def first() -> None:
+        eng = EngineProcess(cfg)
+        await eng.start()
+        _append(r, keys, _commands(10))
+        await _until(eng, 10)
+        await eng.stop()
+
+    run(first(), 60)
+    assert int(r.hget(keys.meta, "journal_schema")) == SCHEMA_VERSION
+    assert RJ.recover(r, keys).engine.seq >= 10
+    r.hdel(keys.meta, "journal_schema")  # as a namespace written before the schema was recorded
+    with pytest.raises(JournalHeaderMismatch, match="schema 2.*fund_deposit") as info:
+        RJ.recover(r, keys)
+    assert info.value.code == ResultCode.JOURNAL_HEADER_MISMATCH
+    r.hset(keys.meta, "journal_schema", SCHEMA_VERSION + 1)
+    with pytest.raises(JournalHeaderMismatch, match=f"schema {SCHEMA_VERSION + 1}"):
+        EngineProcess(cfg)
+
+
 def test_recovery_is_the_newest_snapshot_plus_the_stream_after_it_and_trimming_keeps_it_replayable(redis_server):
     keys = RJ.Keys("snap")
     r = redis_server.client()

@@ -66,7 +66,9 @@ def test_the_tier_change_takes_effect_at_its_hour_and_the_top_up_reaches_the_fun
     top = next(c for c in rows if c["command"] == "fund_top_up")
     deposits = [e for e in res.events if isinstance(e, E.FundDeposited) and e.seq == top["seq"]]
     assert top["applied"] and deposits and deposits[0].amount_micro == 100_000 * 1_000_000
-    audit = eng.audit_log("H100-PERP")
+    start, *audit = eng.audit_log("H100-PERP")  # the runner's starting fund is an audited top-up too
+    assert (start.command, start.field, start.operator, start.reason) == (
+        "fund_top_up", "fund_cash_micro", "sims", "the scenario's starting fund")
     assert [(a.command, a.field) for a in audit] == [("set_funding_params", "cap_ppb"), ("set_tiers", "tiers"),
                                                      ("fund_top_up", "fund_cash_micro")]
     assert all(a.operator == "sims" and "scenario change at hour" in a.reason for a in audit)
@@ -80,4 +82,4 @@ def test_a_tier_change_that_hurts_without_confirm_is_refused_by_the_engine_with_
     assert not row["applied"] and row["code"] == 5102  # ADMIN_CONFIRM_REQUIRED
     assert row["what_if"]["accounts_below_im"] > 0
     assert int(res.engine.state.tiers[0][1, L.T_MMR_PPM]) == 125_000  # the launch tiers stay
-    assert [a.command for a in res.engine.audit_log()] == ["set_funding_params", "fund_top_up"]
+    assert [a.command for a in res.engine.audit_log()] == ["fund_top_up", "set_funding_params", "fund_top_up"]

@@ -73,4 +73,4 @@ fund_top_up_usd = 10_000
     assert [c["applied"] for c in metrics(local)["parameter_changes"]] == [True, True, True]
     assert remote.engine.state_hash() == local.engine.state_hash()
     assert metrics(remote) == metrics(local)
-    assert [a.field for a in remote.engine.audit_log()] == ["cap_ppb", "tiers", "fund_cash_micro"]
+    assert [a.field for a in remote.engine.audit_log()] == ["fund_cash_micro", "cap_ppb", "tiers", "fund_cash_micro"]
