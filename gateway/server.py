@@ -244,6 +244,23 @@ def _make_metrics() -> _Metrics:
     return m
 
 
+_PIPELINE_DEPTH = 2  # batches run by the engine and not yet answered: one fsyncing, one waiting for it
+
+
+@dataclass(slots=True)
+class _Settled:
+    """A batch the engine ran, with what its acks and pushes read from engine state at that moment."""
+
+    batch: list[Pending | None]  # None: another gateway's command (gateway.front)
+    seq0: int
+    events: BatchEvents
+    ts: int
+    seq: int  # the engine's last seq after the batch (and its sweep)
+    funding_before: Any
+    funding_after: Any
+    tickers: dict[int, P.Ticker]  # touched markets with a ticker subscriber
+
+
 _ACK_FROM_ROWS = frozenset(("place", "cancel"))  # acked from raw event rows (the hot path), not structs
 _VIEW_COLS = [L.E_KIND, L.E_MARKET, L.E_ACCOUNT, L.E_ORDER_ID, L.E_CLID, L.E_SIDE, L.E_PRICE, L.E_SIZE, L.E_REMAINING]
 _BOOK_COLS = [L.E_MARKET, L.E_SIDE, L.E_PRICE, L.E_SIZE]
@@ -311,7 +328,9 @@ class Gateway:
         self._queue_since_ns = 0  # monotonic time the oldest queued command arrived
         self._wake: asyncio.Event | None = None
         self._gather: asyncio.Future | None = None
-        self._in_batch = False
+        self._in_batch = False  # a batch is between its engine run and its acks: reads wait (_when_idle)
+        self._pipeline: collections.deque[asyncio.Task] = collections.deque()  # batches awaiting fsync + acks
+        self._journal_lost = False  # a fsync failed: nothing after it is acknowledged
         self._deferred: list[Callable[[], None]] = []
         self._dirty: list[Conn] = []  # connections with frames queued since the last flush
         self._flush_scheduled = False
@@ -395,7 +414,9 @@ class Gateway:
             self._publish_book(m)  # nothing pending is left unsent
         self._wake.set()
         if self._committer is not None:
-            await self._committer
+            await self._committer  # returns once the pipeline is drained: every batch answered
+        for m in range(len(self.specs)):
+            self._publish_book(m)  # what the last batches left pending
         if self.cfg.snapshot_on_exit and not self.broken:
             path = self.jeng.snapshot()  # atomic, fsynced, bound to the journal (perp/sequencer.py)
             log.info("snapshot", path=str(path), seq=self.engine.seq)
@@ -1014,6 +1035,17 @@ class Gateway:
         else:
             fn()
 
+    def _run_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for fn in deferred:
+            fn()
+
+    async def _drain_pipeline(self) -> None:
+        """Wait until every batch run by the engine has been fsynced and answered (the last one to
+        finish runs the deferred reads)."""
+        while self._pipeline:
+            await asyncio.wait({self._pipeline[-1]})
+
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -1021,6 +1053,7 @@ class Gateway:
             if not self._queue:
                 self._wake.clear()
                 if self.draining:
+                    await self._drain_pipeline()
                     return
                 continue
             # gather: for group_commit_us after the first queued command (commands that queued
@@ -1032,55 +1065,104 @@ class Gateway:
                 await self._gather
                 timer.cancel()
                 self._gather = None
+            while self._pipeline and (self._deferred or len(self._pipeline) >= _PIPELINE_DEPTH):
+                await asyncio.wait({self._pipeline[0]})  # reads wait for a drained pipeline
             batch = self._queue[: self.cfg.max_batch]
             del self._queue[: self.cfg.max_batch]
             await self._run_batch(loop, batch)
-            deferred, self._deferred = self._deferred, []
-            for fn in deferred:
-                fn()
+            if not self._pipeline:
+                self._run_deferred()
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Pending]) -> None:
+        """One group commit, pipelined: on this thread the batch is stamped, written to the journal
+        (no fsync yet) and run by the engine, and everything its acks and pushes need from engine
+        state is read (`_settle`); its fsync then runs in the engine thread while the next batch is
+        gathered and run, and only once the fsync returned are its acks and pushes sent
+        (`_finish`, in batch order). No ack or push leaves before its batch is durable."""
         rows = np.array([p.row for p in batch], dtype=np.int64)  # rows: arrays or tuples (places)
         ts = self.clock.now_ns()
         rows[:, L.C_TS] = ts
         seq0 = self.engine.seq + 1
         funding_before = self._funding_watch(ts)
-        self._in_batch = True
         t0 = time.perf_counter()
         try:
-            ev_rows = await loop.run_in_executor(self._executor, self.jeng.submit_rows, rows)
+            ev_rows = self.jeng.run_rows(rows)
         except Exception as exc:
             durable = self.jeng.durable_seq >= seq0 + len(batch) - 1  # written and fsynced
-            code = G.STATUS_UNKNOWN_ENGINE if durable else G.STATUS_UNKNOWN_JOURNAL
             self.broken = True
-            log.error("batch_failed", seq=seq0, commands=len(batch), code=int(code), error=repr(exc))
-            for p in batch:
-                if p.done is not None:
-                    p.done(0, [], _err(code, "status unknown: query before retrying"), None, p.received_ns)
+            self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_ENGINE if durable else G.STATUS_UNKNOWN_JOURNAL, exc)
             return
+        settled = self._settle(batch, seq0, ev_rows, ts, funding_before)
+        fsync = loop.run_in_executor(self._executor, self.jeng.commit_upto, self.engine.seq)
+        prev = self._pipeline[-1] if self._pipeline else None
+        self._pipeline.append(loop.create_task(self._finish(prev, fsync, settled, t0)))
+        self._in_batch = True
+
+    async def _finish(self, prev: asyncio.Task | None, fsync: asyncio.Future, settled: _Settled, t0: float) -> None:
+        """After the batch before it was answered and its own fsync returned: its acks and pushes;
+        if a fsync failed (this one or an earlier one's), "status unknown" for every command."""
+        batch, seq0 = settled.batch, settled.seq0
+        try:
+            if prev is not None:
+                await asyncio.wait({prev})
+            try:
+                await fsync
+            except Exception as exc:  # noqa: BLE001 - nothing of this batch or after it may be acked
+                self._journal_lost = True
+                self.broken = True
+                self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_JOURNAL, exc)
+                return
+            if self._journal_lost:  # an earlier fsync failed: what follows it cannot be recovered
+                self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_JOURNAL, None)
+                return
+            spent = time.perf_counter() - t0
+            if spent > 0.1:
+                log.warning("slow_batch", seq=seq0, commands=len(batch), seconds=round(spent, 4))
+            if self.metrics.batch_seconds is not None:
+                self.metrics.batch_seconds.observe(spent)
+                self.metrics.batch_commands.observe(len(batch))
+            self._publish_batch(settled)
         finally:
-            self._in_batch = False
-        spent = time.perf_counter() - t0
-        if spent > 0.1:
-            log.warning("slow_batch", seq=seq0, commands=len(batch), seconds=round(spent, 4))
-        if self.metrics.batch_seconds is not None:
-            self.metrics.batch_seconds.observe(spent)
-            self.metrics.batch_commands.observe(len(batch))
-        self._complete_batch(batch, seq0, ev_rows, ts, funding_before)
+            self._pipeline.popleft()  # batches finish in order: this one is the oldest
+            if not self._pipeline:
+                self._in_batch = False
+                self._run_deferred()
+
+    def _answer_unknown(self, batch: list[Pending], seq0: int, code: G, exc: BaseException | None) -> None:
+        log.error("batch_failed", seq=seq0, commands=len(batch), code=int(code), error=repr(exc))
+        for p in batch:
+            if p.done is not None:
+                p.done(0, [], _err(code, "status unknown: query before retrying"), None, p.received_ns)
 
     def _complete_batch(self, batch: list[Pending], seq0: int, ev_rows: np.ndarray, ts: int,
                         funding_before: Any) -> None:
-        """After the engine ran `batch` (sequence numbers seq0..): views, every ack, then market
-        data and private events. `batch` may end before the batch's last sequence number (a sweep
-        the sequencer appended); events past it are fanned out, not acked."""
+        """After the engine ran `batch` (sequence numbers seq0..) and it is durable: views, every
+        ack, then market data and private events (the Redis gateway's path; the embedded one
+        settles at once and publishes after the fsync)."""
+        self._publish_batch(self._settle(batch, seq0, ev_rows, ts, funding_before))
+
+    def _settle(self, batch: list[Pending], seq0: int, ev_rows: np.ndarray, ts: int,
+                funding_before: Any) -> _Settled:
+        """Right after the engine ran the batch, before the next one: every read of engine state
+        that the batch's acks and pushes need (the engine may be further on when they are sent)."""
         events = BatchEvents(ev_rows, seq0, len(batch), self.specs)
+        self.admin.after_batch(ts)
+        tickers = {m: self._ticker(m) for m in events.touched_markets() if self.subscribers.get(("ticker", m))}
+        funding_after = None if funding_before is None else self.engine.funding_positions(funding_before.accounts)
+        return _Settled(batch, seq0, events, ts, self.engine.seq, funding_before, funding_after, tickers)
+
+    def _publish_batch(self, st: _Settled) -> None:
+        """A settled batch once durable: views, every ack, then market data and private events.
+        `batch` may end before the batch's last sequence number (a sweep the sequencer appended);
+        events past it are fanned out, not acked. A None in `batch` is a command this process did
+        not place (the Redis gateway): its events are fanned out, nothing is acked."""
+        batch, seq0, events = st.batch, st.seq0, st.events
         for p in batch:  # these places are now live or gone: the views below say which
-            if p.clid:
+            if p is not None and p.clid:
                 self._pending_clids.discard((p.account, p.clid))
         self._apply_views(events)
-        self.admin.after_batch(ts)
         for i, p in enumerate(batch):
-            if p.done is not None:
+            if p is not None and p.done is not None:
                 from_rows = p.kind in _ACK_FROM_ROWS
                 evs = [] if from_rows else events.events_of(i)
                 try:
@@ -1092,21 +1174,21 @@ class Gateway:
         if self.metrics.acks is not None:
             self.metrics.acks.inc(len(batch))
             self.metrics.ack_latency.flush()
-        self._fan_out(events, ts, funding_before)
+        self._fan_out(st)
 
     def _funding_watch(self, ts: int) -> Any:
         """Before a batch that will cross a funding hour: the cumulative funding and the positions
         of every account (gateway.funding_history)."""
         return self.engine.funding_positions() if self.engine.funding_due(ts) else None
 
-    def _funding_payments(self, before: Any, events: list) -> list:
+    def _funding_payments(self, before: Any, after: Any, events: list) -> list:
         """The batch's funding payments per position: recorded in the funding history (durable),
         and returned as user-channel events for the accounts that have a subscriber."""
         paid = {self.market_index[e.market]: (e.seq, e.ts_ns, e.rate_ppb, e.index_ticks)
                 for e in events if type(e) is E.FundingPaid and e.market is not None}  # see _fan_out
         if not paid:
             return []
-        rows = payments(before, self.engine.funding_positions(before.accounts), paid)
+        rows = payments(before, after, paid)
         self.funding_history.append(rows)
         return [self._funding_payment(r) for r in rows.tolist() if self.user_conns.get(r[3])]
 
@@ -1247,12 +1329,12 @@ class Gateway:
                             ticks_to_price(self.specs[m], price), rem)
                 for m, side, price, oid, _a, clid, rem, _f in rows.tolist()]
 
-    def _fan_out(self, events: BatchEvents, ts: int, funding_before: Any = None) -> None:
+    def _fan_out(self, st: _Settled) -> None:
         """One push per stream and batch, each encoded once and shared (the same bytes) by every
         subscriber: the book delta (absolute sizes of the changed levels), the taker trades, the
         ticker of each touched market, liquidation and funding steps, and per account with a
         user-channel subscriber the list of its events (decoded from its rows only)."""
-        seq = self.engine.seq
+        events, ts, seq = st.events, st.ts, st.seq
         px = self._price_text
         book: list[dict[tuple[int, int], int]] = [{} for _ in self.specs]
         for m, side, price, size in events.book_levels()[:, _BOOK_COLS].tolist():
@@ -1276,8 +1358,8 @@ class Gateway:
             acct = getattr(e, "account", None)
             if acct is not None and acct in watched:
                 users[acct].append(e)
-        if funding_before is not None:
-            for fp in self._funding_payments(funding_before, decoded):
+        if st.funding_before is not None:
+            for fp in self._funding_payments(st.funding_before, st.funding_after, decoded):
                 users[fp.account].append(fp)
         for m in events.touched_markets():
             sym = self.specs[m].symbol
@@ -1291,8 +1373,8 @@ class Gateway:
                 subs = self.subscribers.get((channel, m))
                 if items and subs:
                     self._broadcast((channel, m), self._push(channel, sym, "update", seq, 0, items))
-            if self.subscribers.get(("ticker", m)):
-                tk = self._ticker(m)
+            tk = st.tickers.get(m)
+            if tk is not None and self.subscribers.get(("ticker", m)):
                 if tk != self.last_ticker[m]:
                     self.last_ticker[m] = tk
                     frame = self._push("ticker", sym, "update", seq, self.ticker_seq[m], tk)

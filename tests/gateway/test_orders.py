@@ -168,23 +168,30 @@ def test_markets_query_shows_specs_and_tiers(tmp_path):
     run(body())
 
 
+def _hold_first_fsync(jeng, fail: bool = False):
+    """Make the first group commit's fsync wait for the returned event (and then raise if `fail`)."""
+    import threading
+
+    real = jeng.commit_upto
+    gate = threading.Event()
+    calls = [0]
+
+    def held(last_seq):
+        calls[0] += 1
+        if calls[0] == 1:
+            gate.wait(10)
+            if fail:
+                raise OSError(5, "Input/output error")
+        return real(last_seq)
+
+    jeng.commit_upto = held
+    return gate, calls
+
+
 def test_a_cancel_by_client_order_id_of_a_place_still_queued_is_sequenced(tmp_path):
     async def body():
-        import threading
-
         async with venue(tmp_path, group_commit_us=300_000) as v, v.client("alice") as alice:
-            jeng = v.gw.jeng
-            real = jeng.submit_rows
-            gate = threading.Event()
-            calls = [0]
-
-            def held(rows, *a, **kw):
-                calls[0] += 1
-                if calls[0] == 1:
-                    gate.wait(10)  # batch N is in the engine thread until released
-                return real(rows, *a, **kw)
-
-            jeng.submit_rows = held
+            gate, calls = _hold_first_fsync(v.gw.jeng)  # batch N is in its fsync until released
             first = asyncio.create_task(alice.place(MARKET, "buy", 1, price="1.9000", client_order_id=1))
             while calls[0] == 0:
                 await asyncio.sleep(0.005)
@@ -215,5 +222,53 @@ def test_self_trade_prevention_modes(tmp_path):
             await alice.place(MARKET, "sell", 5, price="2.0000", stp="cancel_both")
             assert await alice.open_orders() == []
             assert v.gw.engine.position_lots(ALICE, 0) == 0
+
+    run(body())
+
+
+def test_the_next_batch_runs_during_a_fsync_but_no_ack_leaves_before_its_own_fsync(tmp_path):
+    async def body():
+        async with venue(tmp_path) as v, v.client("alice") as alice, v.client("bob") as bob:
+            gate, calls = _hold_first_fsync(v.gw.jeng)
+            first = asyncio.create_task(alice.place(MARKET, "buy", 1, price="1.9000", client_order_id=1))
+            while calls[0] == 0:
+                await asyncio.sleep(0.005)
+            seq_first = v.gw.engine.seq
+            second = asyncio.create_task(bob.place(MARKET, "buy", 2, price="1.9100", client_order_id=2))
+            for _ in range(400):  # the second batch is run by the engine while the first one's fsync waits
+                if v.gw.engine.seq > seq_first:
+                    break
+                await asyncio.sleep(0.005)
+            assert v.gw.engine.seq > seq_first and calls[0] == 1
+            await asyncio.sleep(0.05)
+            assert not first.done() and not second.done()  # neither is durable yet: no ack
+            assert v.gw.jeng.durable_seq < seq_first
+            gate.set()
+            a, b = await first, await second
+            assert (a.status, b.status) == ("resting", "resting") and a.seq < b.seq
+            assert v.gw.jeng.durable_seq == v.gw.engine.seq
+
+    run(body())
+
+
+def test_a_failed_fsync_answers_status_unknown_for_its_batch_and_the_one_run_behind_it(tmp_path):
+    async def body():
+        async with venue(tmp_path) as v, v.client("alice") as alice, v.client("bob") as bob:
+            gate, calls = _hold_first_fsync(v.gw.jeng, fail=True)
+            first = asyncio.create_task(alice.place(MARKET, "buy", 1, price="1.9000", client_order_id=1))
+            while calls[0] == 0:
+                await asyncio.sleep(0.005)
+            seq_first = v.gw.engine.seq
+            second = asyncio.create_task(bob.place(MARKET, "buy", 2, price="1.9100", client_order_id=2))
+            while v.gw.engine.seq == seq_first:
+                await asyncio.sleep(0.005)
+            gate.set()
+            for task in (first, second):
+                with pytest.raises(GatewayError) as exc:
+                    await task
+                assert exc.value.code == G.STATUS_UNKNOWN_JOURNAL
+            with pytest.raises(GatewayError) as exc:
+                await alice.place(MARKET, "buy", 1, price="1.9000", client_order_id=3)
+            assert exc.value.code == G.SHUTTING_DOWN
 
     run(body())
