@@ -244,9 +244,6 @@ def _make_metrics() -> _Metrics:
     return m
 
 
-_PIPELINE_DEPTH = 2  # batches run by the engine and not yet answered: one fsyncing, one waiting for it
-
-
 @dataclass(slots=True)
 class _Settled:
     """A batch the engine ran, with what its acks and pushes read from engine state at that moment."""
@@ -328,6 +325,8 @@ class Gateway:
         self._queue_since_ns = 0  # monotonic time the oldest queued command arrived
         self._wake: asyncio.Event | None = None
         self._gather: asyncio.Future | None = None
+        self._journal_wait: asyncio.Future | None = None  # the committer waits for the fsync in flight
+        self._fsync_in_flight = False
         self._in_batch = False  # a batch is between its engine run and its acks: reads wait (_when_idle)
         self._pipeline: collections.deque[asyncio.Task] = collections.deque()  # batches awaiting fsync + acks
         self._journal_lost = False  # a fsync failed: nothing after it is acknowledged
@@ -1026,8 +1025,10 @@ class Gateway:
             self._queue_since_ns = time.monotonic_ns()  # the gather window runs from the first command
         self._queue.append(p)
         self._wake.set()
-        if self._gather is not None and len(self._queue) >= self.cfg.max_batch:
-            _wake_future(self._gather)
+        if len(self._queue) >= self.cfg.max_batch:
+            for fut in (self._gather, self._journal_wait):
+                if fut is not None:
+                    _wake_future(fut)
 
     def _when_idle(self, fn: Callable[[], None]) -> None:
         if self._in_batch:
@@ -1065,7 +1066,13 @@ class Gateway:
                 await self._gather
                 timer.cancel()
                 self._gather = None
-            while self._pipeline and (self._deferred or len(self._pipeline) >= _PIPELINE_DEPTH):
+            # while a fsync is in flight the batch keeps gathering: it is cut when the journal is
+            # free (or at max_batch), so each fsync covers everything that queued during the last
+            while self._fsync_in_flight and len(self._queue) < self.cfg.max_batch and not self.draining:
+                self._journal_wait = loop.create_future()
+                await self._journal_wait
+                self._journal_wait = None
+            while self._pipeline and self._deferred:
                 await asyncio.wait({self._pipeline[0]})  # reads wait for a drained pipeline
             batch = self._queue[: self.cfg.max_batch]
             del self._queue[: self.cfg.max_batch]
@@ -1079,6 +1086,12 @@ class Gateway:
         state is read (`_settle`); its fsync then runs in the engine thread while the next batch is
         gathered and run, and only once the fsync returned are its acks and pushes sent
         (`_finish`, in batch order). No ack or push leaves before its batch is durable."""
+        if self._journal_lost:  # a fsync failed: nothing more is written (these were not)
+            for p in batch:
+                if p.done is not None:
+                    p.done(0, [], _err(G.SHUTTING_DOWN, "the journal failed: not sequenced, nothing was done"),
+                           None, p.received_ns)
+            return
         rows = np.array([p.row for p in batch], dtype=np.int64)  # rows: arrays or tuples (places)
         ts = self.clock.now_ns()
         rows[:, L.C_TS] = ts
@@ -1094,6 +1107,8 @@ class Gateway:
             return
         settled = self._settle(batch, seq0, ev_rows, ts, funding_before)
         fsync = loop.run_in_executor(self._executor, self.jeng.commit_upto, self.engine.seq)
+        self._fsync_in_flight = True
+        fsync.add_done_callback(self._journal_freed)  # before _finish's own wake-up (callbacks run in order)
         prev = self._pipeline[-1] if self._pipeline else None
         self._pipeline.append(loop.create_task(self._finish(prev, fsync, settled, t0)))
         self._in_batch = True
@@ -1107,6 +1122,9 @@ class Gateway:
                 await asyncio.wait({prev})
             try:
                 await fsync
+                # one loop step for the committer (woken by _journal_freed) to cut and run the next
+                # batch and start its fsync before this batch's acks are written
+                await asyncio.sleep(0)
             except Exception as exc:  # noqa: BLE001 - nothing of this batch or after it may be acked
                 self._journal_lost = True
                 self.broken = True
@@ -1127,6 +1145,11 @@ class Gateway:
             if not self._pipeline:
                 self._in_batch = False
                 self._run_deferred()
+
+    def _journal_freed(self, _fsync: asyncio.Future) -> None:
+        self._fsync_in_flight = False
+        if self._journal_wait is not None:
+            _wake_future(self._journal_wait)
 
     def _answer_unknown(self, batch: list[Pending], seq0: int, code: G, exc: BaseException | None) -> None:
         log.error("batch_failed", seq=seq0, commands=len(batch), code=int(code), error=repr(exc))

@@ -226,7 +226,7 @@ def test_self_trade_prevention_modes(tmp_path):
     run(body())
 
 
-def test_the_next_batch_runs_during_a_fsync_but_no_ack_leaves_before_its_own_fsync(tmp_path):
+def test_commands_queued_during_a_fsync_go_in_one_batch_once_it_returns_and_none_is_acked_before_its_own(tmp_path):
     async def body():
         async with venue(tmp_path) as v, v.client("alice") as alice, v.client("bob") as bob:
             gate, calls = _hold_first_fsync(v.gw.jeng)
@@ -234,24 +234,25 @@ def test_the_next_batch_runs_during_a_fsync_but_no_ack_leaves_before_its_own_fsy
             while calls[0] == 0:
                 await asyncio.sleep(0.005)
             seq_first = v.gw.engine.seq
-            second = asyncio.create_task(bob.place(MARKET, "buy", 2, price="1.9100", client_order_id=2))
-            for _ in range(400):  # the second batch is run by the engine while the first one's fsync waits
-                if v.gw.engine.seq > seq_first:
-                    break
+            queued = [asyncio.create_task(c.place(MARKET, "buy", 2, price="1.9100", client_order_id=10 + i))
+                      for i in range(3) for c in (alice, bob)]
+            while len(v.gw._queue) < len(queued):
                 await asyncio.sleep(0.005)
-            assert v.gw.engine.seq > seq_first and calls[0] == 1
-            await asyncio.sleep(0.05)
-            assert not first.done() and not second.done()  # neither is durable yet: no ack
+            await asyncio.sleep(0.05)  # far past the gather window: the journal is busy, so they wait
+            assert v.gw.engine.seq == seq_first and not first.done()  # the first is not durable: no ack
             assert v.gw.jeng.durable_seq < seq_first
             gate.set()
-            a, b = await first, await second
-            assert (a.status, b.status) == ("resting", "resting") and a.seq < b.seq
-            assert v.gw.jeng.durable_seq == v.gw.engine.seq
+            a = await first
+            acks = [await t for t in queued]
+            assert a.status == "resting" and all(x.status == "resting" for x in acks)
+            seqs = sorted(x.seq for x in acks)
+            assert seqs == list(range(seq_first + 1, seq_first + 1 + len(queued)))  # one batch
+            assert calls[0] == 2 and v.gw.jeng.durable_seq == v.gw.engine.seq  # two fsyncs in all
 
     run(body())
 
 
-def test_a_failed_fsync_answers_status_unknown_for_its_batch_and_the_one_run_behind_it(tmp_path):
+def test_a_failed_fsync_answers_its_batch_status_unknown_and_sequences_nothing_after_it(tmp_path):
     async def body():
         async with venue(tmp_path) as v, v.client("alice") as alice, v.client("bob") as bob:
             gate, calls = _hold_first_fsync(v.gw.jeng, fail=True)
@@ -260,13 +261,15 @@ def test_a_failed_fsync_answers_status_unknown_for_its_batch_and_the_one_run_beh
                 await asyncio.sleep(0.005)
             seq_first = v.gw.engine.seq
             second = asyncio.create_task(bob.place(MARKET, "buy", 2, price="1.9100", client_order_id=2))
-            while v.gw.engine.seq == seq_first:
+            while not v.gw._queue:
                 await asyncio.sleep(0.005)
             gate.set()
-            for task in (first, second):
-                with pytest.raises(GatewayError) as exc:
-                    await task
-                assert exc.value.code == G.STATUS_UNKNOWN_JOURNAL
+            with pytest.raises(GatewayError) as exc:
+                await first
+            assert exc.value.code == G.STATUS_UNKNOWN_JOURNAL
+            with pytest.raises(GatewayError) as exc:
+                await second  # queued behind the failed fsync: never written
+            assert exc.value.code == G.SHUTTING_DOWN and v.gw.engine.seq == seq_first
             with pytest.raises(GatewayError) as exc:
                 await alice.place(MARKET, "buy", 1, price="1.9000", client_order_id=3)
             assert exc.value.code == G.SHUTTING_DOWN
