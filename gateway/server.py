@@ -6,29 +6,33 @@ The flow of one order (../shared/DESIGN.md):
    logon and the key's permission are checked, and the order is validated against the market spec
    (tick grid, size range, own orders only, client order id not used before). Anything refused here
    gets its 4000-4899 code and never reaches the journal or the engine.
-2. valid commands join the sequencer's queue. **Group commit**: the committer waits for up to
-   `group_commit_us` after the first command (or until `max_batch` are queued), stamps them all with
-   one wall-clock reading (never decreasing), and hands the batch to `JournaledEngine.submit_rows`:
-   one journal append with one fsync, then one engine batch (in a worker thread, so sockets keep
-   being read during the fsync).
-3. only then are the batch's acks sent, followed by its market data (book deltas with absolute
-   level sizes -- merged over `book_interval_ms` --, trades, ticker) and each account's private
-   events. The batch's events stay int64 rows (gateway.batch_events): acks are read from each
+2. valid commands join the sequencer's queue. **Group commit, pipelined**: the committer waits for
+   up to `group_commit_us` after the first command -- and, while the previous batch's fsync is
+   still running, until it returns -- (or until `max_batch` are queued), stamps them all with one
+   wall-clock reading (never decreasing), writes them as one journal record and runs them as one
+   engine batch (`JournaledEngine.run_rows`, on the loop thread), reads what the acks and pushes
+   need from engine state (`_settle`), and starts the one fsync of the batch in the engine thread
+   (`commit_upto`). The next batch is written and run while this one's acks go out.
+3. only once the batch's fsync returned are its acks sent (batches in order), followed by its
+   market data (book deltas with absolute level sizes -- merged over `book_interval_ms` --,
+   trades, ticker) and each account's private events. The batch's events stay int64 rows (gateway.batch_events): acks are read from each
    command's rows, the public streams from numpy selections, and only the rows of accounts with
    a user-channel subscriber (and the rare liquidation and funding rows) become Python objects.
    Every push is encoded and framed once (gateway.wire) and the same bytes are queued for each
    subscriber; a connection's frames of one event-loop turn leave in one socket write.
 
-Reads that touch engine state (queries, snapshots on subscribe) run between batches, never during
-one, so every snapshot is consistent with the stream of deltas that follows it (`seq`/`prev_seq`).
+Reads that touch engine state (queries, snapshots on subscribe) run with the pipeline drained, never
+while a batch is between its engine run and its acks, so every snapshot is consistent with the stream
+of deltas that follows it (`seq`/`prev_seq`).
 
 This module is the only wall-clock reader of the venue (gateway.limits.WallClock); timers (the
 liquidation sweep tick, which also carries the clock over funding hours, the index feed and the
 dead-man's switches) enter the same queue as journaled commands.
 
-If a journal append or an engine batch raises, the gateway cannot tell what is durable: every
-command of that batch is answered with a 4900-range "status unknown" code and the gateway stops
-taking commands (fail-stop); a restart recovers from snapshot + journal.
+If a journal append, an engine batch or a fsync raises, the gateway cannot tell what is durable:
+every command of that batch (and of a batch already run behind a failed fsync) is answered with a
+4900-range "status unknown" code, commands still queued get 4300 (not sequenced), and the gateway
+stops taking commands (fail-stop); a restart recovers from snapshot + journal.
 
 Incoming frames skip the websockets message queue (gateway.fastws): each whole frame is handed
 to `_on_frame` from the protocol's `data_received`.
