@@ -263,7 +263,7 @@ class _Settled:
 
 
 _ACK_FROM_ROWS = frozenset(("place", "cancel"))  # acked from raw event rows (the hot path), not structs
-_VIEW_COLS = [L.E_KIND, L.E_MARKET, L.E_ACCOUNT, L.E_ORDER_ID, L.E_CLID, L.E_SIDE, L.E_PRICE, L.E_SIZE, L.E_REMAINING]
+_OWNER_COLS = [L.E_ORDER_ID, L.E_ACCOUNT, L.E_CLID]
 _BOOK_COLS = [L.E_MARKET, L.E_SIDE, L.E_PRICE, L.E_SIZE]
 _TRADE_COLS = [L.E_MARKET, L.E_PRICE, L.E_SIZE, L.E_SIDE, L.E_SEQ]
 
@@ -1241,27 +1241,31 @@ class Gateway:
 
     def _apply_views(self, events: BatchEvents) -> None:
         """The gateway's views (live order owners, live client order ids, the L2 books) follow
-        the batch's event rows: accepted orders, fully filled or cancelled ones, book levels."""
+        the batch's event rows: accepted orders, fully filled or cancelled ones, book levels.
+        Applied by kind (numpy selections, then one loop each): an order id is accepted once and
+        before it is filled or cancelled, and client order ids are never reused, so doing every
+        acceptance before every removal ends in the same views as row order; book rows keep
+        their order (the last size of a level wins)."""
         ev = events.of_kind(L.EV_ACCEPTED, L.EV_FILL, L.EV_CANCELLED, L.EV_BOOK)
         if ev.shape[0] == 0:
             return
         owner, live_clid, books = self.owner, self.live_clid, self.books
-        for kind, m, acct, oid, clid, side, price, size, remaining in ev[:, _VIEW_COLS].tolist():
-            if kind == L.EV_ACCEPTED:
-                if size > 0:
-                    owner[oid] = (acct, clid)
-                    if clid:
-                        live_clid[(acct, clid)] = oid
-            elif kind == L.EV_BOOK:
-                lv = books[m][side]
-                if size:
-                    lv[price] = size
-                else:
-                    lv.pop(price, None)
-            elif kind == L.EV_CANCELLED or remaining == 0:
-                gone = owner.pop(oid, None)
-                if gone is not None and gone[1]:
-                    live_clid.pop(gone, None)
+        k = ev[:, L.E_KIND]
+        for oid, acct, clid in ev[(k == L.EV_ACCEPTED) & (ev[:, L.E_SIZE] > 0)][:, _OWNER_COLS].tolist():
+            owner[oid] = (acct, clid)
+            if clid:
+                live_clid[(acct, clid)] = oid
+        gone_mask = (k == L.EV_CANCELLED) | ((k == L.EV_FILL) & (ev[:, L.E_REMAINING] == 0))
+        for oid in ev[gone_mask, L.E_ORDER_ID].tolist():
+            gone = owner.pop(oid, None)
+            if gone is not None and gone[1]:
+                live_clid.pop(gone, None)
+        for m, side, price, size in ev[k == L.EV_BOOK][:, _BOOK_COLS].tolist():
+            lv = books[m][side]
+            if size:
+                lv[price] = size
+            else:
+                lv.pop(price, None)
 
     def _outcome(self, p: Pending, seq: int, evs: list) -> tuple[Any, P.ErrorBody | None]:
         """The reply of a sequenced command from its events: event rows (lists of ints) for the
