@@ -44,12 +44,8 @@ import structlog
 from gateway import redis_journal as RJ
 from gateway.errors import GatewayCode as G
 from gateway.server import Gateway, Pending, ServerConfig, _err
-from perp import layout as L
 
 log = structlog.get_logger("gateway.front")
-
-_KINDS = {L.CK_PLACE: "place", L.CK_CANCEL: "cancel", L.CK_CANCEL_ALL: "cancel_all", L.CK_AMEND: "amend",
-          L.CK_DEPOSIT: "deposit"}
 
 
 class Replica:
@@ -203,7 +199,7 @@ class RedisGateway(Gateway):
             return
         if rec.seq0 != self.engine.seq + 1:
             raise RuntimeError(f"record starts at seq {rec.seq0}, the replica is at {self.engine.seq}")
-        batch: list[Pending] = []
+        batch: list[Pending | None] = []
         off = 0
         now = time.monotonic()
         for g, b, n in rec.src:
@@ -213,22 +209,12 @@ class RedisGateway(Gateway):
                 if self.metrics.batch_seconds is not None:  # XADD to the engine's record: journal + engine
                     self.metrics.batch_seconds.observe(now - mine[0])
                     self.metrics.batch_commands.observe(n)
-            else:
-                for row in rec.rows[off:off + n]:
-                    batch.append(self._foreign(row))
+            else:  # another gateway's commands (or the engine's timers): applied and fanned out, not acked
+                batch.extend([None] * n)
             off += n
         funding_before = self._funding_watch(rec.ts_ns)
         ev_rows = RJ.apply_batch(self.engine, rec.rows, rec.payloads)
         self._complete_batch(batch, rec.seq0, ev_rows, rec.ts_ns, funding_before)
-
-    def _foreign(self, row: np.ndarray) -> Pending:
-        """A command of another gateway (or the engine's timers): applied, not acknowledged here;
-        its client order id is used from now on on this gateway too (the replica engine keeps them)."""
-        kind = int(row[L.C_KIND])
-        acct, clid = int(row[L.C_ACCOUNT]), int(row[L.C_CLID])
-        if kind == L.CK_PLACE and clid:  # the replica's engine records it as used when it applies the row
-            return Pending(row, "place", acct, None, 0, clid)
-        return Pending(row, _KINDS.get(kind, "system"), acct, None)
 
     def _http(self, connection: Any, request: Any) -> Any:  # /healthz says whether Redis is reachable
         if request.path == "/healthz" and not self.redis_up:

@@ -6,29 +6,33 @@ The flow of one order (../shared/DESIGN.md):
    logon and the key's permission are checked, and the order is validated against the market spec
    (tick grid, size range, own orders only, client order id not used before). Anything refused here
    gets its 4000-4899 code and never reaches the journal or the engine.
-2. valid commands join the sequencer's queue. **Group commit**: the committer waits for up to
-   `group_commit_us` after the first command (or until `max_batch` are queued), stamps them all with
-   one wall-clock reading (never decreasing), and hands the batch to `JournaledEngine.submit_rows`:
-   one journal append with one fsync, then one engine batch (in a worker thread, so sockets keep
-   being read during the fsync).
-3. only then are the batch's acks sent, followed by its market data (book deltas with absolute
-   level sizes -- merged over `book_interval_ms` --, trades, ticker) and each account's private
-   events. The batch's events stay int64 rows (gateway.batch_events): acks are read from each
+2. valid commands join the sequencer's queue. **Group commit, pipelined**: the committer waits for
+   up to `group_commit_us` after the first command -- and, while the previous batch's fsync is
+   still running, until it returns -- (or until `max_batch` are queued), stamps them all with one
+   wall-clock reading (never decreasing), writes them as one journal record and runs them as one
+   engine batch (`JournaledEngine.run_rows`, on the loop thread), reads what the acks and pushes
+   need from engine state (`_settle`), and starts the one fsync of the batch in the engine thread
+   (`commit_upto`). The next batch is written and run while this one's acks go out.
+3. only once the batch's fsync returned are its acks sent (batches in order), followed by its
+   market data (book deltas with absolute level sizes -- merged over `book_interval_ms` --,
+   trades, ticker) and each account's private events. The batch's events stay int64 rows (gateway.batch_events): acks are read from each
    command's rows, the public streams from numpy selections, and only the rows of accounts with
    a user-channel subscriber (and the rare liquidation and funding rows) become Python objects.
    Every push is encoded and framed once (gateway.wire) and the same bytes are queued for each
    subscriber; a connection's frames of one event-loop turn leave in one socket write.
 
-Reads that touch engine state (queries, snapshots on subscribe) run between batches, never during
-one, so every snapshot is consistent with the stream of deltas that follows it (`seq`/`prev_seq`).
+Reads that touch engine state (queries, snapshots on subscribe) run with the pipeline drained, never
+while a batch is between its engine run and its acks, so every snapshot is consistent with the stream
+of deltas that follows it (`seq`/`prev_seq`).
 
 This module is the only wall-clock reader of the venue (gateway.limits.WallClock); timers (the
 liquidation sweep tick, which also carries the clock over funding hours, the index feed and the
 dead-man's switches) enter the same queue as journaled commands.
 
-If a journal append or an engine batch raises, the gateway cannot tell what is durable: every
-command of that batch is answered with a 4900-range "status unknown" code and the gateway stops
-taking commands (fail-stop); a restart recovers from snapshot + journal.
+If a journal append, an engine batch or a fsync raises, the gateway cannot tell what is durable:
+every command of that batch (and of a batch already run behind a failed fsync) is answered with a
+4900-range "status unknown" code, commands still queued get 4300 (not sequenced), and the gateway
+stops taking commands (fail-stop); a restart recovers from snapshot + journal.
 
 Incoming frames skip the websockets message queue (gateway.fastws): each whole frame is handed
 to `_on_frame` from the protocol's `data_received`.
@@ -244,8 +248,22 @@ def _make_metrics() -> _Metrics:
     return m
 
 
+@dataclass(slots=True)
+class _Settled:
+    """A batch the engine ran, with what its acks and pushes read from engine state at that moment."""
+
+    batch: list[Pending | None]  # None: another gateway's command (gateway.front)
+    seq0: int
+    events: BatchEvents
+    ts: int
+    seq: int  # the engine's last seq after the batch (and its sweep)
+    funding_before: Any
+    funding_after: Any
+    tickers: dict[int, P.Ticker]  # touched markets with a ticker subscriber
+
+
 _ACK_FROM_ROWS = frozenset(("place", "cancel"))  # acked from raw event rows (the hot path), not structs
-_VIEW_COLS = [L.E_KIND, L.E_MARKET, L.E_ACCOUNT, L.E_ORDER_ID, L.E_CLID, L.E_SIDE, L.E_PRICE, L.E_SIZE, L.E_REMAINING]
+_OWNER_COLS = [L.E_ORDER_ID, L.E_ACCOUNT, L.E_CLID]
 _BOOK_COLS = [L.E_MARKET, L.E_SIDE, L.E_PRICE, L.E_SIZE]
 _TRADE_COLS = [L.E_MARKET, L.E_PRICE, L.E_SIZE, L.E_SIDE, L.E_SEQ]
 
@@ -311,7 +329,11 @@ class Gateway:
         self._queue_since_ns = 0  # monotonic time the oldest queued command arrived
         self._wake: asyncio.Event | None = None
         self._gather: asyncio.Future | None = None
-        self._in_batch = False
+        self._journal_wait: asyncio.Future | None = None  # the committer waits for the fsync in flight
+        self._fsync_in_flight = False
+        self._in_batch = False  # a batch is between its engine run and its acks: reads wait (_when_idle)
+        self._pipeline: collections.deque[asyncio.Task] = collections.deque()  # batches awaiting fsync + acks
+        self._journal_lost = False  # a fsync failed: nothing after it is acknowledged
         self._deferred: list[Callable[[], None]] = []
         self._dirty: list[Conn] = []  # connections with frames queued since the last flush
         self._flush_scheduled = False
@@ -395,7 +417,9 @@ class Gateway:
             self._publish_book(m)  # nothing pending is left unsent
         self._wake.set()
         if self._committer is not None:
-            await self._committer
+            await self._committer  # returns once the pipeline is drained: every batch answered
+        for m in range(len(self.specs)):
+            self._publish_book(m)  # what the last batches left pending
         if self.cfg.snapshot_on_exit and not self.broken:
             path = self.jeng.snapshot()  # atomic, fsynced, bound to the journal (perp/sequencer.py)
             log.info("snapshot", path=str(path), seq=self.engine.seq)
@@ -1005,14 +1029,27 @@ class Gateway:
             self._queue_since_ns = time.monotonic_ns()  # the gather window runs from the first command
         self._queue.append(p)
         self._wake.set()
-        if self._gather is not None and len(self._queue) >= self.cfg.max_batch:
-            _wake_future(self._gather)
+        if len(self._queue) >= self.cfg.max_batch:
+            for fut in (self._gather, self._journal_wait):
+                if fut is not None:
+                    _wake_future(fut)
 
     def _when_idle(self, fn: Callable[[], None]) -> None:
         if self._in_batch:
             self._deferred.append(fn)
         else:
             fn()
+
+    def _run_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for fn in deferred:
+            fn()
+
+    async def _drain_pipeline(self) -> None:
+        """Wait until every batch run by the engine has been fsynced and answered (the last one to
+        finish runs the deferred reads)."""
+        while self._pipeline:
+            await asyncio.wait({self._pipeline[-1]})
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -1021,6 +1058,7 @@ class Gateway:
             if not self._queue:
                 self._wake.clear()
                 if self.draining:
+                    await self._drain_pipeline()
                     return
                 continue
             # gather: for group_commit_us after the first queued command (commands that queued
@@ -1032,55 +1070,126 @@ class Gateway:
                 await self._gather
                 timer.cancel()
                 self._gather = None
+            # while a fsync is in flight the batch keeps gathering: it is cut when the journal is
+            # free (or at max_batch), so each fsync covers everything that queued during the last
+            while self._fsync_in_flight and len(self._queue) < self.cfg.max_batch and not self.draining:
+                self._journal_wait = loop.create_future()
+                await self._journal_wait
+                self._journal_wait = None
+            while self._pipeline and self._deferred:
+                await asyncio.wait({self._pipeline[0]})  # reads wait for a drained pipeline
             batch = self._queue[: self.cfg.max_batch]
             del self._queue[: self.cfg.max_batch]
             await self._run_batch(loop, batch)
-            deferred, self._deferred = self._deferred, []
-            for fn in deferred:
-                fn()
+            if not self._pipeline:
+                self._run_deferred()
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Pending]) -> None:
+        """One group commit, pipelined: on this thread the batch is stamped, written to the journal
+        (no fsync yet) and run by the engine, and everything its acks and pushes need from engine
+        state is read (`_settle`); its fsync then runs in the engine thread while the next batch is
+        gathered and run, and only once the fsync returned are its acks and pushes sent
+        (`_finish`, in batch order). No ack or push leaves before its batch is durable."""
+        if self._journal_lost:  # a fsync failed: nothing more is written (these were not)
+            for p in batch:
+                if p.done is not None:
+                    p.done(0, [], _err(G.SHUTTING_DOWN, "the journal failed: not sequenced, nothing was done"),
+                           None, p.received_ns)
+            return
         rows = np.array([p.row for p in batch], dtype=np.int64)  # rows: arrays or tuples (places)
         ts = self.clock.now_ns()
         rows[:, L.C_TS] = ts
         seq0 = self.engine.seq + 1
         funding_before = self._funding_watch(ts)
-        self._in_batch = True
         t0 = time.perf_counter()
         try:
-            ev_rows = await loop.run_in_executor(self._executor, self.jeng.submit_rows, rows)
+            ev_rows = self.jeng.run_rows(rows)
         except Exception as exc:
             durable = self.jeng.durable_seq >= seq0 + len(batch) - 1  # written and fsynced
-            code = G.STATUS_UNKNOWN_ENGINE if durable else G.STATUS_UNKNOWN_JOURNAL
             self.broken = True
-            log.error("batch_failed", seq=seq0, commands=len(batch), code=int(code), error=repr(exc))
-            for p in batch:
-                if p.done is not None:
-                    p.done(0, [], _err(code, "status unknown: query before retrying"), None, p.received_ns)
+            self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_ENGINE if durable else G.STATUS_UNKNOWN_JOURNAL, exc)
             return
+        settled = self._settle(batch, seq0, ev_rows, ts, funding_before)
+        fsync = loop.run_in_executor(self._executor, self.jeng.commit_upto, self.engine.seq)
+        self._fsync_in_flight = True
+        fsync.add_done_callback(self._journal_freed)  # before _finish's own wake-up (callbacks run in order)
+        prev = self._pipeline[-1] if self._pipeline else None
+        self._pipeline.append(loop.create_task(self._finish(prev, fsync, settled, t0)))
+        self._in_batch = True
+
+    async def _finish(self, prev: asyncio.Task | None, fsync: asyncio.Future, settled: _Settled, t0: float) -> None:
+        """After the batch before it was answered and its own fsync returned: its acks and pushes;
+        if a fsync failed (this one or an earlier one's), "status unknown" for every command."""
+        batch, seq0 = settled.batch, settled.seq0
+        try:
+            if prev is not None:
+                await asyncio.wait({prev})
+            try:
+                await fsync
+                # one loop step for the committer (woken by _journal_freed) to cut and run the next
+                # batch and start its fsync before this batch's acks are written
+                await asyncio.sleep(0)
+            except Exception as exc:  # noqa: BLE001 - nothing of this batch or after it may be acked
+                self._journal_lost = True
+                self.broken = True
+                self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_JOURNAL, exc)
+                return
+            if self._journal_lost:  # an earlier fsync failed: what follows it cannot be recovered
+                self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_JOURNAL, None)
+                return
+            spent = time.perf_counter() - t0
+            if spent > 0.1:
+                log.warning("slow_batch", seq=seq0, commands=len(batch), seconds=round(spent, 4))
+            if self.metrics.batch_seconds is not None:
+                self.metrics.batch_seconds.observe(spent)
+                self.metrics.batch_commands.observe(len(batch))
+            self._publish_batch(settled)
         finally:
-            self._in_batch = False
-        spent = time.perf_counter() - t0
-        if spent > 0.1:
-            log.warning("slow_batch", seq=seq0, commands=len(batch), seconds=round(spent, 4))
-        if self.metrics.batch_seconds is not None:
-            self.metrics.batch_seconds.observe(spent)
-            self.metrics.batch_commands.observe(len(batch))
-        self._complete_batch(batch, seq0, ev_rows, ts, funding_before)
+            self._pipeline.popleft()  # batches finish in order: this one is the oldest
+            if not self._pipeline:
+                self._in_batch = False
+                self._run_deferred()
+
+    def _journal_freed(self, _fsync: asyncio.Future) -> None:
+        self._fsync_in_flight = False
+        if self._journal_wait is not None:
+            _wake_future(self._journal_wait)
+
+    def _answer_unknown(self, batch: list[Pending], seq0: int, code: G, exc: BaseException | None) -> None:
+        log.error("batch_failed", seq=seq0, commands=len(batch), code=int(code), error=repr(exc))
+        for p in batch:
+            if p.done is not None:
+                p.done(0, [], _err(code, "status unknown: query before retrying"), None, p.received_ns)
 
     def _complete_batch(self, batch: list[Pending], seq0: int, ev_rows: np.ndarray, ts: int,
                         funding_before: Any) -> None:
-        """After the engine ran `batch` (sequence numbers seq0..): views, every ack, then market
-        data and private events. `batch` may end before the batch's last sequence number (a sweep
-        the sequencer appended); events past it are fanned out, not acked."""
+        """After the engine ran `batch` (sequence numbers seq0..) and it is durable: views, every
+        ack, then market data and private events (the Redis gateway's path; the embedded one
+        settles at once and publishes after the fsync)."""
+        self._publish_batch(self._settle(batch, seq0, ev_rows, ts, funding_before))
+
+    def _settle(self, batch: list[Pending], seq0: int, ev_rows: np.ndarray, ts: int,
+                funding_before: Any) -> _Settled:
+        """Right after the engine ran the batch, before the next one: every read of engine state
+        that the batch's acks and pushes need (the engine may be further on when they are sent)."""
         events = BatchEvents(ev_rows, seq0, len(batch), self.specs)
+        self.admin.after_batch(ts)
+        tickers = {m: self._ticker(m) for m in events.touched_markets() if self.subscribers.get(("ticker", m))}
+        funding_after = None if funding_before is None else self.engine.funding_positions(funding_before.accounts)
+        return _Settled(batch, seq0, events, ts, self.engine.seq, funding_before, funding_after, tickers)
+
+    def _publish_batch(self, st: _Settled) -> None:
+        """A settled batch once durable: views, every ack, then market data and private events.
+        `batch` may end before the batch's last sequence number (a sweep the sequencer appended);
+        events past it are fanned out, not acked. A None in `batch` is a command this process did
+        not place (the Redis gateway): its events are fanned out, nothing is acked."""
+        batch, seq0, events = st.batch, st.seq0, st.events
         for p in batch:  # these places are now live or gone: the views below say which
-            if p.clid:
+            if p is not None and p.clid:
                 self._pending_clids.discard((p.account, p.clid))
         self._apply_views(events)
-        self.admin.after_batch(ts)
         for i, p in enumerate(batch):
-            if p.done is not None:
+            if p is not None and p.done is not None:
                 from_rows = p.kind in _ACK_FROM_ROWS
                 evs = [] if from_rows else events.events_of(i)
                 try:
@@ -1092,21 +1201,21 @@ class Gateway:
         if self.metrics.acks is not None:
             self.metrics.acks.inc(len(batch))
             self.metrics.ack_latency.flush()
-        self._fan_out(events, ts, funding_before)
+        self._fan_out(st)
 
     def _funding_watch(self, ts: int) -> Any:
         """Before a batch that will cross a funding hour: the cumulative funding and the positions
         of every account (gateway.funding_history)."""
         return self.engine.funding_positions() if self.engine.funding_due(ts) else None
 
-    def _funding_payments(self, before: Any, events: list) -> list:
+    def _funding_payments(self, before: Any, after: Any, events: list) -> list:
         """The batch's funding payments per position: recorded in the funding history (durable),
         and returned as user-channel events for the accounts that have a subscriber."""
         paid = {self.market_index[e.market]: (e.seq, e.ts_ns, e.rate_ppb, e.index_ticks)
                 for e in events if type(e) is E.FundingPaid and e.market is not None}  # see _fan_out
         if not paid:
             return []
-        rows = payments(before, self.engine.funding_positions(before.accounts), paid)
+        rows = payments(before, after, paid)
         self.funding_history.append(rows)
         return [self._funding_payment(r) for r in rows.tolist() if self.user_conns.get(r[3])]
 
@@ -1132,27 +1241,31 @@ class Gateway:
 
     def _apply_views(self, events: BatchEvents) -> None:
         """The gateway's views (live order owners, live client order ids, the L2 books) follow
-        the batch's event rows: accepted orders, fully filled or cancelled ones, book levels."""
+        the batch's event rows: accepted orders, fully filled or cancelled ones, book levels.
+        Applied by kind (numpy selections, then one loop each): an order id is accepted once and
+        before it is filled or cancelled, and client order ids are never reused, so doing every
+        acceptance before every removal ends in the same views as row order; book rows keep
+        their order (the last size of a level wins)."""
         ev = events.of_kind(L.EV_ACCEPTED, L.EV_FILL, L.EV_CANCELLED, L.EV_BOOK)
         if ev.shape[0] == 0:
             return
         owner, live_clid, books = self.owner, self.live_clid, self.books
-        for kind, m, acct, oid, clid, side, price, size, remaining in ev[:, _VIEW_COLS].tolist():
-            if kind == L.EV_ACCEPTED:
-                if size > 0:
-                    owner[oid] = (acct, clid)
-                    if clid:
-                        live_clid[(acct, clid)] = oid
-            elif kind == L.EV_BOOK:
-                lv = books[m][side]
-                if size:
-                    lv[price] = size
-                else:
-                    lv.pop(price, None)
-            elif kind == L.EV_CANCELLED or remaining == 0:
-                gone = owner.pop(oid, None)
-                if gone is not None and gone[1]:
-                    live_clid.pop(gone, None)
+        k = ev[:, L.E_KIND]
+        for oid, acct, clid in ev[(k == L.EV_ACCEPTED) & (ev[:, L.E_SIZE] > 0)][:, _OWNER_COLS].tolist():
+            owner[oid] = (acct, clid)
+            if clid:
+                live_clid[(acct, clid)] = oid
+        gone_mask = (k == L.EV_CANCELLED) | ((k == L.EV_FILL) & (ev[:, L.E_REMAINING] == 0))
+        for oid in ev[gone_mask, L.E_ORDER_ID].tolist():
+            gone = owner.pop(oid, None)
+            if gone is not None and gone[1]:
+                live_clid.pop(gone, None)
+        for m, side, price, size in ev[k == L.EV_BOOK][:, _BOOK_COLS].tolist():
+            lv = books[m][side]
+            if size:
+                lv[price] = size
+            else:
+                lv.pop(price, None)
 
     def _outcome(self, p: Pending, seq: int, evs: list) -> tuple[Any, P.ErrorBody | None]:
         """The reply of a sequenced command from its events: event rows (lists of ints) for the
@@ -1248,12 +1361,12 @@ class Gateway:
                             ticks_to_price(self.specs[m], price), rem)
                 for m, side, price, oid, _a, clid, rem, _f in rows.tolist()]
 
-    def _fan_out(self, events: BatchEvents, ts: int, funding_before: Any = None) -> None:
+    def _fan_out(self, st: _Settled) -> None:
         """One push per stream and batch, each encoded once and shared (the same bytes) by every
         subscriber: the book delta (absolute sizes of the changed levels), the taker trades, the
         ticker of each touched market, liquidation and funding steps, and per account with a
         user-channel subscriber the list of its events (decoded from its rows only)."""
-        seq = self.engine.seq
+        events, ts, seq = st.events, st.ts, st.seq
         px = self._price_text
         book: list[dict[tuple[int, int], int]] = [{} for _ in self.specs]
         for m, side, price, size in events.book_levels()[:, _BOOK_COLS].tolist():
@@ -1277,8 +1390,8 @@ class Gateway:
             acct = getattr(e, "account", None)
             if acct is not None and acct in watched:
                 users[acct].append(e)
-        if funding_before is not None:
-            for fp in self._funding_payments(funding_before, decoded):
+        if st.funding_before is not None:
+            for fp in self._funding_payments(st.funding_before, st.funding_after, decoded):
                 users[fp.account].append(fp)
         for m in events.touched_markets():
             sym = self.specs[m].symbol
@@ -1292,8 +1405,8 @@ class Gateway:
                 subs = self.subscribers.get((channel, m))
                 if items and subs:
                     self._broadcast((channel, m), self._push(channel, sym, "update", seq, 0, items))
-            if self.subscribers.get(("ticker", m)):
-                tk = self._ticker(m)
+            tk = st.tickers.get(m)
+            if tk is not None and self.subscribers.get(("ticker", m)):
                 if tk != self.last_ticker[m]:
                     self.last_ticker[m] = tk
                     frame = self._push("ticker", sym, "update", seq, self.ticker_seq[m], tk)

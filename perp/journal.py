@@ -428,18 +428,31 @@ class Journal:
         if self.synced_seq < self.next_seq - 1:
             self._sync()
 
+    def commit_upto(self, last_seq: int) -> None:
+        """Make records up to `last_seq` durable as the policy says, from another thread than the
+        one appending (the gateway's pipelined group commit: batch N is fsynced while batch N+1 is
+        appended). Only `last_seq` is claimed: records appended after it was chosen are covered
+        by their own call. Calls must come in seq order from one thread."""
+        if self.synced_seq < last_seq and self._fsync_per_policy(False):
+            self.synced_seq = max(self.synced_seq, last_seq)
+
     def _sync(self, force: bool = False) -> None:
+        if self._fsync_per_policy(force):
+            self.synced_seq = self.next_seq - 1
+
+    def _fsync_per_policy(self, force: bool) -> bool:
+        """Fsync now if the policy (or `force`) says so; whether it did."""
         if force or self.fsync_policy == "always":
             os.fsync(self._fd)
-        elif self.fsync_policy == "interval":
+            return True
+        if self.fsync_policy == "interval":
             now = time.monotonic_ns()
             if now - self._last_sync_ns < self.fsync_interval_ns:
-                return
+                return False
             os.fsync(self._fd)
             self._last_sync_ns = now
-        else:
-            return
-        self.synced_seq = self.next_seq - 1
+            return True
+        return False
 
     def sync(self) -> None:
         """Make every appended record durable now (before a snapshot names this sequence)."""

@@ -109,14 +109,28 @@ class JournaledEngine:
         an index. The batch is written before the engine sees it and fsynced (per the policy)
         before this returns -- one fsync for the batch and its sweep -- so whatever the caller
         acknowledges or publishes afterwards is durable."""
-        self.journal.append(rows, admin_payloads_of(rows, self.engine.encoder.payloads), sync=False)
-        events = self.engine.submit_rows(rows)
-        if auto_liquidate and rows.shape[0] and moved_mark_or_index(events):
-            events = np.concatenate([events, self.tick(self.engine.last_ts_ns)])
+        events = self.run_rows(rows, auto_liquidate)
         self.journal.commit()
         if self.snapshot_every and self.engine.seq - self._last_snapshot_seq >= self.snapshot_every:
             self.snapshot()
         return events
+
+    def run_rows(self, rows: np.ndarray, auto_liquidate: bool = True) -> np.ndarray:
+        """`submit_rows` without the fsync: the batch (and its sweep) is written to the journal
+        before the engine sees it, and is durable only once `commit_upto(engine.seq)` returned.
+        Whoever calls this must not acknowledge or publish anything of the batch before then."""
+        self.journal.append(rows, admin_payloads_of(rows, self.engine.encoder.payloads), sync=False)
+        events = self.engine.submit_rows(rows)
+        if auto_liquidate and rows.shape[0] and moved_mark_or_index(events):
+            sweep = self.engine.encode([Liquidate(ts_ns=self.engine.last_ts_ns)])
+            self.journal.append(sweep, sync=False)  # the caller's commit covers both records
+            events = np.concatenate([events, self.engine.submit_rows(sweep)])
+        return events
+
+    def commit_upto(self, last_seq: int) -> None:
+        """Fsync (per the policy) what `run_rows` wrote up to `last_seq`; safe from a worker thread
+        while the owner thread runs the next batch (perp.journal.Journal.commit_upto)."""
+        self.journal.commit_upto(last_seq)
 
     @property
     def durable_seq(self) -> int:

@@ -168,23 +168,30 @@ def test_markets_query_shows_specs_and_tiers(tmp_path):
     run(body())
 
 
+def _hold_first_fsync(jeng, fail: bool = False):
+    """Make the first group commit's fsync wait for the returned event (and then raise if `fail`)."""
+    import threading
+
+    real = jeng.commit_upto
+    gate = threading.Event()
+    calls = [0]
+
+    def held(last_seq):
+        calls[0] += 1
+        if calls[0] == 1:
+            gate.wait(10)
+            if fail:
+                raise OSError(5, "Input/output error")
+        return real(last_seq)
+
+    jeng.commit_upto = held
+    return gate, calls
+
+
 def test_a_cancel_by_client_order_id_of_a_place_still_queued_is_sequenced(tmp_path):
     async def body():
-        import threading
-
         async with venue(tmp_path, group_commit_us=300_000) as v, v.client("alice") as alice:
-            jeng = v.gw.jeng
-            real = jeng.submit_rows
-            gate = threading.Event()
-            calls = [0]
-
-            def held(rows, *a, **kw):
-                calls[0] += 1
-                if calls[0] == 1:
-                    gate.wait(10)  # batch N is in the engine thread until released
-                return real(rows, *a, **kw)
-
-            jeng.submit_rows = held
+            gate, calls = _hold_first_fsync(v.gw.jeng)  # batch N is in its fsync until released
             first = asyncio.create_task(alice.place(MARKET, "buy", 1, price="1.9000", client_order_id=1))
             while calls[0] == 0:
                 await asyncio.sleep(0.005)
@@ -215,5 +222,56 @@ def test_self_trade_prevention_modes(tmp_path):
             await alice.place(MARKET, "sell", 5, price="2.0000", stp="cancel_both")
             assert await alice.open_orders() == []
             assert v.gw.engine.position_lots(ALICE, 0) == 0
+
+    run(body())
+
+
+def test_commands_queued_during_a_fsync_go_in_one_batch_once_it_returns_and_none_is_acked_before_its_own(tmp_path):
+    async def body():
+        async with venue(tmp_path) as v, v.client("alice") as alice, v.client("bob") as bob:
+            gate, calls = _hold_first_fsync(v.gw.jeng)
+            first = asyncio.create_task(alice.place(MARKET, "buy", 1, price="1.9000", client_order_id=1))
+            while calls[0] == 0:
+                await asyncio.sleep(0.005)
+            seq_first = v.gw.engine.seq
+            queued = [asyncio.create_task(c.place(MARKET, "buy", 2, price="1.9100", client_order_id=10 + i))
+                      for i in range(3) for c in (alice, bob)]
+            while len(v.gw._queue) < len(queued):
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)  # far past the gather window: the journal is busy, so they wait
+            assert v.gw.engine.seq == seq_first and not first.done()  # the first is not durable: no ack
+            assert v.gw.jeng.durable_seq < seq_first
+            gate.set()
+            a = await first
+            acks = [await t for t in queued]
+            assert a.status == "resting" and all(x.status == "resting" for x in acks)
+            seqs = sorted(x.seq for x in acks)
+            assert seqs == list(range(seq_first + 1, seq_first + 1 + len(queued)))  # one batch
+            assert calls[0] == 2 and v.gw.jeng.durable_seq == v.gw.engine.seq  # two fsyncs in all
+
+    run(body())
+
+
+def test_a_failed_fsync_answers_its_batch_status_unknown_and_sequences_nothing_after_it(tmp_path):
+    async def body():
+        async with venue(tmp_path) as v, v.client("alice") as alice, v.client("bob") as bob:
+            gate, calls = _hold_first_fsync(v.gw.jeng, fail=True)
+            first = asyncio.create_task(alice.place(MARKET, "buy", 1, price="1.9000", client_order_id=1))
+            while calls[0] == 0:
+                await asyncio.sleep(0.005)
+            seq_first = v.gw.engine.seq
+            second = asyncio.create_task(bob.place(MARKET, "buy", 2, price="1.9100", client_order_id=2))
+            while not v.gw._queue:
+                await asyncio.sleep(0.005)
+            gate.set()
+            with pytest.raises(GatewayError) as exc:
+                await first
+            assert exc.value.code == G.STATUS_UNKNOWN_JOURNAL
+            with pytest.raises(GatewayError) as exc:
+                await second  # queued behind the failed fsync: never written
+            assert exc.value.code == G.SHUTTING_DOWN and v.gw.engine.seq == seq_first
+            with pytest.raises(GatewayError) as exc:
+                await alice.place(MARKET, "buy", 1, price="1.9000", client_order_id=3)
+            assert exc.value.code == G.SHUTTING_DOWN
 
     run(body())
