@@ -36,10 +36,20 @@ N_CHUNKS = 64
 
 
 # Fast paths (exactly equal to the split mul-div, proved by the tests against the numpy reference,
-# which always splits):
-# margin: x * rate_ppm fits int64 when x <= MM_FAST_MAX_MICRO (rate <= 1e6), about $9.2M of notional;
-# funding: y * rate_ppb fits int64 when |y| <= INT64_MAX // |rate_ppb| ($18M at a 0.05% rate).
+# which always splits), each one multiply and one *unsigned* division by a literal (a multiply-high
+# and a shift: no sign fix-up):
+# margin: x * rate_ppm + 999_999 fits int64 when x <= MM_FAST_MAX_MICRO (rate <= 1e6), about $9.2M of
+# notional, and is >= 0, so its unsigned floor is the ceiling of x * rate / 1e6;
+# funding: w = owed * rate_ppb with |w| <= FUND_OFFSET (|owed| <= FUND_OFFSET // |rate_ppb|, $18M at a
+# 0.05% rate): w + FUND_OFFSET lies in [0, 2 * FUND_OFFSET] < 2**64 and FUND_OFFSET is a multiple of
+# 1e9, so floor(w / 1e9) = (w + FUND_OFFSET) // 1e9 - FUND_OFFSET / 1e9 in uint64 arithmetic (two's
+# complement: the int64 bits of a negative w reinterpreted and added modulo 2**64 give the exact sum).
 MM_FAST_MAX_MICRO = (INT64_MAX - PPM) // PPM
+FUND_OFFSET = 9_000_000_000_000_000_000
+FUND_OFFSET_PPB_QUOTIENT = FUND_OFFSET // PPB
+_U_PPM = np.uint64(PPM)
+_U_PPB = np.uint64(PPB)
+_U_FUND_OFFSET = np.uint64(FUND_OFFSET)
 
 
 @njit(cache=True, parallel=True)
@@ -50,7 +60,7 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
     """One sweep over all accounts (see the module docstring).
 
     Returns (unhealthy count, funding remainder in micro-USD for the insurance fund; 0 unless
-    settle_funding).
+    settle_funding). Entries of `unhealthy_out` past the count are scratch (overwritten).
     """
     n_acc = position_lots.shape[0]
     n_mkt = position_lots.shape[1]
@@ -60,11 +70,17 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
     # tier 0 has no deduction; below MM_FAST_MAX_MICRO its product fits int64 (one division)
     bound0 = np.minimum(tier_bound_micro[:, 0], MM_FAST_MAX_MICRO)
     mmr0 = tier_mmr_ppm[:, 0].copy()
+    # a market pays this hour only at a non-zero rate: a frozen one (the oracle's gate: rate 0) or a
+    # flat premium skips its funding arithmetic, every delta there being floor(0) = 0
+    paying = np.zeros(n_mkt, dtype=np.bool_)
+    any_paying = False
     for m in range(n_mkt):
         r = funding_rate_ppb[m]
         if r < 0:
             r = -r
-        fund_fast_max[m] = INT64_MAX // r if r > 0 else INT64_MAX
+        fund_fast_max[m] = FUND_OFFSET // r if r > 0 else INT64_MAX
+        paying[m] = settle_funding and r != 0
+        any_paying |= paying[m]
     n_chunks = N_CHUNKS if n_acc >= N_CHUNKS else 1
     chunk_unhealthy = np.zeros(n_chunks, dtype=np.int64)
     chunk_funding = np.zeros(n_chunks, dtype=np.int64)
@@ -83,34 +99,36 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
                 equity += notional - cost_basis_micro[a, m]
                 notional = abs(notional)
                 if notional <= bound0[m]:
-                    mm += (notional * mmr0[m] + 999_999) // 1_000_000
+                    mm += np.int64(np.uint64(notional * mmr0[m] + 999_999) // _U_PPM)
                 else:
                     i = 0
                     while notional > tier_bound_micro[m, i]:
                         i += 1
                     rate = tier_mmr_ppm[m, i]
                     if notional <= MM_FAST_MAX_MICRO:
-                        mm += (notional * rate + 999_999) // 1_000_000 - tier_mm_deduction_micro[m, i]
+                        mm += np.int64(np.uint64(notional * rate + 999_999) // _U_PPM) - tier_mm_deduction_micro[m, i]
                     else:
                         mm += ppm_of_ceil(notional, rate) - tier_mm_deduction_micro[m, i]
-                if settle_funding:
+                if paying[m]:
                     owed = -lots * per_lot_anchor[m]
                     if -fund_fast_max[m] <= owed <= fund_fast_max[m]:
-                        d = (owed * funding_rate_ppb[m]) // 1_000_000_000
+                        shifted = np.uint64(owed * funding_rate_ppb[m]) + _U_FUND_OFFSET
+                        d = np.int64(shifted // _U_PPB) - FUND_OFFSET_PPB_QUOTIENT
                     else:
                         d = ppb_of_floor(owed, funding_rate_ppb[m])
                     fund += d
             collateral = collateral_micro[a]
             if settle_funding:
-                collateral += fund
-                collateral_micro[a] = collateral
+                if any_paying:  # otherwise every fund is 0: the balance is not rewritten
+                    collateral += fund
+                    collateral_micro[a] = collateral
                 funding_out[a] = fund
                 paid += fund
             equity += collateral
             equity_out[a] = equity
             maint_out[a] = mm
+            unhealthy_out[lo + k] = a  # written always, kept (k advanced) only when unhealthy: no branch
             if equity < mm:
-                unhealthy_out[lo + k] = a
                 k += 1
         chunk_unhealthy[c] = k
         chunk_funding[c] = paid
