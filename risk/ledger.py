@@ -241,22 +241,36 @@ def account_margin(st, a, add_m, add_side, add_lots):
 
 
 @njit(**_K)
-def equity_and_mm(st, a):
-    """(equity, maintenance margin) of account a at the marks: exactly `account_margin`'s first and
-    third values, without its initial-margin and withdrawal-floor work (resting orders, leverage and
-    a second tier lookup per position). The liquidation detection sweep visits every listed account
-    each second and needs only these two."""
+def detection_figures(st, a):
+    """(equity, maintenance margin, positions held, profitable positions) of account a at the marks,
+    in one pass over its markets: equity and maintenance exactly `account_margin`'s first and third
+    values, without its initial-margin and withdrawal-floor work (resting orders, leverage and a
+    second tier lookup per position); a position is profitable when its value at the mark exceeds
+    its cost basis. The liquidation detection sweep visits every listed account each second and
+    needs only these."""
     equity = st.collateral_micro[a]
     mm = 0
+    held = 0
+    profitable = 0
     for m in range(st.mkt.shape[0]):
         pos = st.position_lots[a, m]
+        basis = st.cost_basis_micro[a, m]
+        equity -= basis
         if pos != 0:
+            held += 1
             value = pos * st.mkt[m, M_MARK] * st.spec[m, S_MICRO_PER_TICK_LOT]
-            equity += value - st.cost_basis_micro[a, m]
+            equity += value
+            if value > basis:
+                profitable += 1
             mm += maintenance_margin_micro(value if value > 0 else -value, m, st.tiers[:, :, T_BOUND_MICRO],
                                            st.tiers[:, :, T_MMR_PPM], st.tiers[:, :, T_MM_DEDUCTION_MICRO])
-        else:
-            equity -= st.cost_basis_micro[a, m]
+    return equity, mm, held, profitable
+
+
+@njit(**_K)
+def equity_and_mm(st, a):
+    """(equity, maintenance margin) of account a at the marks (`detection_figures`' first two)."""
+    equity, mm, _, _ = detection_figures(st, a)
     return equity, mm
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from risk.intmath import INT64_MAX, PPB, PPM, ppb_of_floor, ppm_of_ceil
+from risk.intmath import INT64_MAX, PPB, PPM, PPM_FAST_MAX_MICRO, ppb_of_floor, ppm_of_ceil, ppm_of_ceil_fast
 
 N_CHUNKS = 64
 
@@ -38,16 +38,14 @@ N_CHUNKS = 64
 # Fast paths (exactly equal to the split mul-div, proved by the tests against the numpy reference,
 # which always splits), each one multiply and one *unsigned* division by a literal (a multiply-high
 # and a shift: no sign fix-up):
-# margin: x * rate_ppm + 999_999 fits int64 when x <= MM_FAST_MAX_MICRO (rate <= 1e6), about $9.2M of
-# notional, and is >= 0, so its unsigned floor is the ceiling of x * rate / 1e6;
+# margin: risk.intmath.ppm_of_ceil_fast for x <= MM_FAST_MAX_MICRO (about $9.2M of notional);
 # funding: w = owed * rate_ppb with |w| <= FUND_OFFSET (|owed| <= FUND_OFFSET // |rate_ppb|, $18M at a
 # 0.05% rate): w + FUND_OFFSET lies in [0, 2 * FUND_OFFSET] < 2**64 and FUND_OFFSET is a multiple of
 # 1e9, so floor(w / 1e9) = (w + FUND_OFFSET) // 1e9 - FUND_OFFSET / 1e9 in uint64 arithmetic (two's
 # complement: the int64 bits of a negative w reinterpreted and added modulo 2**64 give the exact sum).
-MM_FAST_MAX_MICRO = (INT64_MAX - PPM) // PPM
+MM_FAST_MAX_MICRO = PPM_FAST_MAX_MICRO
 FUND_OFFSET = 9_000_000_000_000_000_000
 FUND_OFFSET_PPB_QUOTIENT = FUND_OFFSET // PPB
-_U_PPM = np.uint64(PPM)
 _U_PPB = np.uint64(PPB)
 _U_FUND_OFFSET = np.uint64(FUND_OFFSET)
 
@@ -99,14 +97,14 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
                 equity += notional - cost_basis_micro[a, m]
                 notional = abs(notional)
                 if notional <= bound0[m]:
-                    mm += np.int64(np.uint64(notional * mmr0[m] + 999_999) // _U_PPM)
+                    mm += ppm_of_ceil_fast(notional, mmr0[m])
                 else:
                     i = 0
                     while notional > tier_bound_micro[m, i]:
                         i += 1
                     rate = tier_mmr_ppm[m, i]
                     if notional <= MM_FAST_MAX_MICRO:
-                        mm += np.int64(np.uint64(notional * rate + 999_999) // _U_PPM) - tier_mm_deduction_micro[m, i]
+                        mm += ppm_of_ceil_fast(notional, rate) - tier_mm_deduction_micro[m, i]
                     else:
                         mm += ppm_of_ceil(notional, rate) - tier_mm_deduction_micro[m, i]
                 if paying[m]:
