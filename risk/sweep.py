@@ -50,6 +50,39 @@ _U_PPB = np.uint64(PPB)
 _U_FUND_OFFSET = np.uint64(FUND_OFFSET)
 
 
+@njit(cache=True, inline="always")
+def _account_sums(a, n_mkt, position_lots, cost_basis_micro, per_lot_mark, bound0, mmr0, tier_bound_micro,
+                  tier_mmr_ppm, tier_mm_deduction_micro, paying, per_lot_anchor, fund_fast_max, funding_rate_ppb):
+    """(sum of position values less cost basis, maintenance margin, funding delta) of account a."""
+    equity = 0
+    mm = 0
+    fund = 0
+    for m in range(n_mkt):
+        lots = position_lots[a, m]
+        notional = lots * per_lot_mark[m]
+        equity += notional - cost_basis_micro[a, m]
+        notional = abs(notional)
+        if notional <= bound0[m]:
+            mm += ppm_of_ceil_fast(notional, mmr0[m])
+        else:
+            i = 0
+            while notional > tier_bound_micro[m, i]:
+                i += 1
+            rate = tier_mmr_ppm[m, i]
+            if notional <= MM_FAST_MAX_MICRO:
+                mm += ppm_of_ceil_fast(notional, rate) - tier_mm_deduction_micro[m, i]
+            else:
+                mm += ppm_of_ceil(notional, rate) - tier_mm_deduction_micro[m, i]
+        if paying[m]:
+            owed = -lots * per_lot_anchor[m]
+            if -fund_fast_max[m] <= owed <= fund_fast_max[m]:
+                shifted = np.uint64(owed * funding_rate_ppb[m]) + _U_FUND_OFFSET
+                fund += np.int64(shifted // _U_PPB) - FUND_OFFSET_PPB_QUOTIENT
+            else:
+                fund += ppb_of_floor(owed, funding_rate_ppb[m])
+    return equity, mm, fund
+
+
 @njit(cache=True, parallel=True)
 def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, micro_per_tick_lot,
                tier_bound_micro, tier_mmr_ppm, tier_mm_deduction_micro,
@@ -88,33 +121,16 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
         k = 0
         paid = 0
         for a in range(lo, hi):
-            equity = 0
-            mm = 0
-            fund = 0
-            for m in range(n_mkt):
-                lots = position_lots[a, m]
-                notional = lots * per_lot_mark[m]
-                equity += notional - cost_basis_micro[a, m]
-                notional = abs(notional)
-                if notional <= bound0[m]:
-                    mm += ppm_of_ceil_fast(notional, mmr0[m])
-                else:
-                    i = 0
-                    while notional > tier_bound_micro[m, i]:
-                        i += 1
-                    rate = tier_mmr_ppm[m, i]
-                    if notional <= MM_FAST_MAX_MICRO:
-                        mm += ppm_of_ceil_fast(notional, rate) - tier_mm_deduction_micro[m, i]
-                    else:
-                        mm += ppm_of_ceil(notional, rate) - tier_mm_deduction_micro[m, i]
-                if paying[m]:
-                    owed = -lots * per_lot_anchor[m]
-                    if -fund_fast_max[m] <= owed <= fund_fast_max[m]:
-                        shifted = np.uint64(owed * funding_rate_ppb[m]) + _U_FUND_OFFSET
-                        d = np.int64(shifted // _U_PPB) - FUND_OFFSET_PPB_QUOTIENT
-                    else:
-                        d = ppb_of_floor(owed, funding_rate_ppb[m])
-                    fund += d
+            # two markets (the launch venue) get their own loop: the market loop's trip count is
+            # then a constant, unrolled, with every per-market figure in a register
+            if n_mkt == 2:
+                equity, mm, fund = _account_sums(a, 2, position_lots, cost_basis_micro, per_lot_mark, bound0, mmr0,
+                                                 tier_bound_micro, tier_mmr_ppm, tier_mm_deduction_micro, paying,
+                                                 per_lot_anchor, fund_fast_max, funding_rate_ppb)
+            else:
+                equity, mm, fund = _account_sums(a, n_mkt, position_lots, cost_basis_micro, per_lot_mark, bound0,
+                                                 mmr0, tier_bound_micro, tier_mmr_ppm, tier_mm_deduction_micro,
+                                                 paying, per_lot_anchor, fund_fast_max, funding_rate_ppb)
             collateral = collateral_micro[a]
             if settle_funding:
                 if any_paying:  # otherwise every fund is 0: the balance is not rewritten

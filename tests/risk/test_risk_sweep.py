@@ -211,29 +211,34 @@ def _near(bound, spread=3):
 
 @st.composite
 def boundary_books(draw):
-    """One market at mark = anchor = k = 1 (notional = lots), positions drawn around the fast paths'
-    bounds: funding's FUND_OFFSET // |rate|, margin's MM_FAST_MAX_MICRO and the tier bounds."""
-    rate = draw(st.one_of(st.sampled_from([1, -1, PPB, -PPB, 500_000, -500_000, 3, -7]),
-                          st.integers(-PPB, PPB)))
+    """One or two markets (the kernel's generic and two-market loops) at mark = anchor = k = 1
+    (notional = lots), positions drawn around the fast paths' bounds: funding's FUND_OFFSET // |rate|,
+    margin's MM_FAST_MAX_MICRO and the tier bounds."""
+    n_mkt = draw(st.integers(1, 2))
+    rates = [draw(st.one_of(st.sampled_from([0, 1, -1, PPB, -PPB, 500_000, -500_000, 3, -7]),
+                            st.integers(-PPB, PPB))) for _ in range(n_mkt)]
     limit = INT64_MAX - PPB  # the kernel's precondition on |lots * price * k|
-    fund_bound = FUND_OFFSET // abs(rate) if rate else limit
     wide = validate_tiers("W", [LeverageTier(max_leverage=5, maintenance_margin_ppm=100_000,
                                              max_notional_usd=20_000_000),
                                 LeverageTier(max_leverage=2, maintenance_margin_ppm=250_000,
                                              max_notional_usd=9_000_000_000),
                                 LeverageTier(max_leverage=1, maintenance_margin_ppm=999_999)])
-    tiers = pack_tiers([wide])
-    magnitudes = st.one_of(_near(fund_bound), _near(MM_FAST_MAX_MICRO), _near(int(tiers.bound_micro[0, 0])),
-                           _near(int(tiers.bound_micro[0, 1])), st.integers(0, limit), _near(limit, 0))
+    tiers = pack_tiers([wide] * n_mkt)
     n_acc = draw(st.integers(1, 12))
-    # the kernel's other precondition: every balance and sum inside int64 (|funding| <= 2**61 / n_acc)
-    top = min(limit, (2**61 // n_acc) * PPB // max(abs(rate), 1))
-    lots = np.array([[min(draw(magnitudes), top) * draw(st.sampled_from([1, -1]))] for _ in range(n_acc)],
-                    dtype=np.int64)
+    lots = np.zeros((n_acc, n_mkt), dtype=np.int64)
+    for m, rate in enumerate(rates):
+        fund_bound = FUND_OFFSET // abs(rate) if rate else limit
+        magnitudes = st.one_of(_near(fund_bound), _near(MM_FAST_MAX_MICRO), _near(int(tiers.bound_micro[m, 0])),
+                               _near(int(tiers.bound_micro[m, 1])), st.integers(0, limit), _near(limit, 0))
+        # the kernel's other precondition: every balance and sum inside int64 (an account's maintenance
+        # <= its notionals' sum, |funding| <= 2**61 / n_acc)
+        top = min(limit // n_mkt, (2**61 // n_acc) * PPB // max(abs(rate), 1))
+        for a in range(n_acc):
+            lots[a, m] = min(draw(magnitudes), top) * draw(st.sampled_from([1, -1]))
     basis = lots.copy()  # entered at the mark: equity is the collateral, no sum near the int64 edge
     collateral = np.array([draw(st.integers(-2**60, 2**60)) for _ in range(n_acc)], dtype=np.int64)
-    one = np.ones(1, np.int64)
-    return (collateral, lots, basis, one, one.copy(), np.array([rate], np.int64), one.copy(),
+    one = np.ones(n_mkt, np.int64)
+    return (collateral, lots, basis, one, one.copy(), np.array(rates, np.int64), one.copy(),
             draw(st.booleans())), tiers
 
 
