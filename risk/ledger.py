@@ -66,8 +66,8 @@ from perp.layout import (
     T_MM_DEDUCTION_MICRO,
     T_MMR_PPM,
 )
-from risk.funding import funding_delta_micro, rate_from_premium_sum_ppb
-from risk.intmath import mul_div_ceil, mul_div_trunc, ppm_of_ceil
+from risk.funding import funding_delta_fast, rate_from_premium_sum_ppb
+from risk.intmath import mul_div_ceil, mul_div_trunc, ppb_fast_max, ppm_of_ceil
 from risk.tiers import initial_margin_micro, maintenance_margin_micro
 
 MAX_TRANSFER_MICRO = 1_000_000_000_000_000  # $1bn in one deposit or withdrawal
@@ -353,12 +353,13 @@ def settle_funding(st, m):
     received = 0
     if rate != 0:
         per_lot = st.mkt[m, M_INDEX] * st.spec[m, S_MICRO_PER_TICK_LOT]
+        fast_max = ppb_fast_max(rate)
         # every account holding a position is on the active list: O(positions), not O(highest id)
         for i in range(1, st.active[0, 0] + 1):
             a = st.active[i, 0]
             lots = st.position_lots[a, m]
             if lots != 0:
-                d = funding_delta_micro(lots, per_lot, rate)
+                d = funding_delta_fast(lots, per_lot, rate, fast_max)
                 st.collateral_micro[a] += d
                 st.acct_mkt[a, m, AM_FUNDING_MICRO] += d
                 if d < 0:
@@ -388,11 +389,12 @@ def unsettle_funding(st, m, index_ticks, rate, remainder):
     command whose clock advance paid it is rejected (a rejected command never moves the clock)."""
     if rate != 0:
         per_lot = index_ticks * st.spec[m, S_MICRO_PER_TICK_LOT]
+        fast_max = ppb_fast_max(rate)
         for i in range(1, st.active[0, 0] + 1):
             a = st.active[i, 0]
             lots = st.position_lots[a, m]
             if lots != 0:
-                d = funding_delta_micro(lots, per_lot, rate)
+                d = funding_delta_fast(lots, per_lot, rate, fast_max)
                 st.collateral_micro[a] -= d
                 st.acct_mkt[a, m, AM_FUNDING_MICRO] -= d
     st.collateral_micro[st.spec[m, S_FUND_ACCOUNT]] -= remainder

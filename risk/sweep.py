@@ -30,24 +30,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from risk.intmath import INT64_MAX, PPB, PPM, PPM_FAST_MAX_MICRO, ppb_of_floor, ppm_of_ceil, ppm_of_ceil_fast
+from risk.funding import funding_delta_fast
+from risk.intmath import PPB, PPB_FLOOR_OFFSET, PPM, PPM_FAST_MAX_MICRO, ppb_fast_max, ppm_of_ceil, ppm_of_ceil_fast
 
 N_CHUNKS = 64
 
 
-# Fast paths (exactly equal to the split mul-div, proved by the tests against the numpy reference,
-# which always splits), each one multiply and one *unsigned* division by a literal (a multiply-high
-# and a shift: no sign fix-up):
+# Fast paths (exactly equal to the split mul-div, proved by the tests against a Python-integer sweep
+# at their bounds and against the numpy reference, which always splits), each one multiply and one
+# *unsigned* division by a literal (a multiply-high and a shift: no signed floor's fix-up):
 # margin: risk.intmath.ppm_of_ceil_fast for x <= MM_FAST_MAX_MICRO (about $9.2M of notional);
-# funding: w = owed * rate_ppb with |w| <= FUND_OFFSET (|owed| <= FUND_OFFSET // |rate_ppb|, $18M at a
-# 0.05% rate): w + FUND_OFFSET lies in [0, 2 * FUND_OFFSET] < 2**64 and FUND_OFFSET is a multiple of
-# 1e9, so floor(w / 1e9) = (w + FUND_OFFSET) // 1e9 - FUND_OFFSET / 1e9 in uint64 arithmetic (two's
-# complement: the int64 bits of a negative w reinterpreted and added modulo 2**64 give the exact sum).
+# funding: risk.funding.funding_delta_fast for |owed| <= ppb_fast_max(rate) ($18M at a 0.05% rate).
 MM_FAST_MAX_MICRO = PPM_FAST_MAX_MICRO
-FUND_OFFSET = 9_000_000_000_000_000_000
-FUND_OFFSET_PPB_QUOTIENT = FUND_OFFSET // PPB
-_U_PPB = np.uint64(PPB)
-_U_FUND_OFFSET = np.uint64(FUND_OFFSET)
+FUND_OFFSET = PPB_FLOOR_OFFSET
 
 
 @njit(cache=True, inline="always")
@@ -74,12 +69,7 @@ def _account_sums(a, n_mkt, position_lots, cost_basis_micro, per_lot_mark, bound
             else:
                 mm += ppm_of_ceil(notional, rate) - tier_mm_deduction_micro[m, i]
         if paying[m]:
-            owed = -lots * per_lot_anchor[m]
-            if -fund_fast_max[m] <= owed <= fund_fast_max[m]:
-                shifted = np.uint64(owed * funding_rate_ppb[m]) + _U_FUND_OFFSET
-                fund += np.int64(shifted // _U_PPB) - FUND_OFFSET_PPB_QUOTIENT
-            else:
-                fund += ppb_of_floor(owed, funding_rate_ppb[m])
+            fund += funding_delta_fast(lots, per_lot_anchor[m], funding_rate_ppb[m], fund_fast_max[m])
     return equity, mm, fund
 
 
@@ -109,7 +99,7 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
         r = funding_rate_ppb[m]
         if r < 0:
             r = -r
-        fund_fast_max[m] = FUND_OFFSET // r if r > 0 else INT64_MAX
+        fund_fast_max[m] = ppb_fast_max(r)
         paying[m] = settle_funding and r != 0
         any_paying |= paying[m]
     n_chunks = N_CHUNKS if n_acc >= N_CHUNKS else 1
