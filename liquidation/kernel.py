@@ -862,10 +862,13 @@ def flag_unhealthy(st, ts, prune):
     debtors = 0
     winners = 0
     n_mkt = st.mkt.shape[0]
+    tier_bound = st.tiers[:, :, T_BOUND_MICRO]  # the tier views once per sweep, not once per account
+    tier_mmr = st.tiers[:, :, T_MMR_PPM]
+    tier_ded = st.tiers[:, :, T_MM_DEDUCTION_MICRO]
     i = 1
     while i <= st.active[0, 0]:
         a = st.active[i, 0]
-        equity, mm, held, profitable = detection_figures(st, a)
+        equity, mm, held, profitable = detection_figures(st, a, tier_bound, tier_mmr, tier_ded)
         if held == 0:
             if st.collateral_micro[a] < 0 and not is_fund(st, a):
                 debtors += 1

@@ -241,13 +241,14 @@ def account_margin(st, a, add_m, add_side, add_lots):
 
 
 @njit(**_K)
-def detection_figures(st, a):
+def detection_figures(st, a, tier_bound_micro, tier_mmr_ppm, tier_mm_deduction_micro):
     """(equity, maintenance margin, positions held, profitable positions) of account a at the marks,
     in one pass over its markets: equity and maintenance exactly `account_margin`'s first and third
     values, without its initial-margin and withdrawal-floor work (resting orders, leverage and a
     second tier lookup per position); a position is profitable when its value at the mark exceeds
     its cost basis. The liquidation detection sweep visits every listed account each second and
-    needs only these."""
+    needs only these; it passes the tier views (`st.tiers[:, :, T_*]`) made once for the whole sweep
+    rather than once per account."""
     equity = st.collateral_micro[a]
     mm = 0
     held = 0
@@ -262,15 +263,16 @@ def detection_figures(st, a):
             equity += value
             if value > basis:
                 profitable += 1
-            mm += maintenance_margin_micro(value if value > 0 else -value, m, st.tiers[:, :, T_BOUND_MICRO],
-                                           st.tiers[:, :, T_MMR_PPM], st.tiers[:, :, T_MM_DEDUCTION_MICRO])
+            mm += maintenance_margin_micro(value if value > 0 else -value, m, tier_bound_micro, tier_mmr_ppm,
+                                           tier_mm_deduction_micro)
     return equity, mm, held, profitable
 
 
 @njit(**_K)
 def equity_and_mm(st, a):
     """(equity, maintenance margin) of account a at the marks (`detection_figures`' first two)."""
-    equity, mm, _, _ = detection_figures(st, a)
+    equity, mm, _, _ = detection_figures(st, a, st.tiers[:, :, T_BOUND_MICRO], st.tiers[:, :, T_MMR_PPM],
+                                         st.tiers[:, :, T_MM_DEDUCTION_MICRO])
     return equity, mm
 
 
