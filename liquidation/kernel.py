@@ -120,7 +120,7 @@ from perp.layout import (
     T_MMR_PPM,
 )
 from risk.intmath import mul_div_ceil, mul_div_floor, ppm_of_ceil
-from risk.ledger import account_margin, apply_fill, equity_and_mm, is_fund
+from risk.ledger import account_margin, apply_fill, detection_figures, is_fund
 from risk.tiers import maintenance_margin_micro
 
 _K = dict(cache=True, _nrt=False, error_model="numpy", forceinline=True)
@@ -862,13 +862,13 @@ def flag_unhealthy(st, ts, prune):
     debtors = 0
     winners = 0
     n_mkt = st.mkt.shape[0]
+    tier_bound = st.tiers[:, :, T_BOUND_MICRO]  # the tier views once per sweep, not once per account
+    tier_mmr = st.tiers[:, :, T_MMR_PPM]
+    tier_ded = st.tiers[:, :, T_MM_DEDUCTION_MICRO]
     i = 1
     while i <= st.active[0, 0]:
         a = st.active[i, 0]
-        held = 0
-        for m in range(n_mkt):
-            if st.position_lots[a, m] != 0:
-                held += 1
+        equity, mm, held, profitable = detection_figures(st, a, tier_bound, tier_mmr, tier_ded)
         if held == 0:
             if st.collateral_micro[a] < 0 and not is_fund(st, a):
                 debtors += 1
@@ -881,12 +881,8 @@ def flag_unhealthy(st, ts, prune):
         if is_fund(st, a):
             continue
         checked += 1
-        equity, mm = equity_and_mm(st, a)
         if equity > 0:
-            for m in range(n_mkt):
-                pos = st.position_lots[a, m]
-                if pos != 0 and pos * st.mkt[m, M_MARK] * st.spec[m, S_MICRO_PER_TICK_LOT] > st.cost_basis_micro[a, m]:
-                    winners += 1
+            winners += profitable
         if equity < mm and _eligible(st, a, equity, ts):
             flagged += 1
             st.active[flagged, 2] = a

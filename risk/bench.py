@@ -20,9 +20,9 @@ the every-second liquidation check (no funding).
 Two more figures make the kernel's one readable on any day and tie it to what the venue runs:
 
 - `stream_read_ms`: the same number of bytes read once by a trivial parallel numba sum, on the same
-  threads. The sweep is memory-bound; this machine's bandwidth varies by 2-3x between days (shared
-  hosts), so `sweep_vs_stream` (the sweep's time over the bare read's) is the figure that compares
-  across days, and the absolute target holds only when the bare read is well under it.
+  threads: the bandwidth floor. This machine's bandwidth varies by 2-3x between days (shared hosts),
+  so `sweep_vs_stream` (the sweep's time over the bare read's) is the figure that compares across
+  days; well above 1, the sweep is bound by its integer work, not by memory.
 - `engine`: the engine's **own** hourly path, not this module's kernel: `Engine.risk_sweep` (the kernel
   above) is the engine's read-only *view*, while the venue settles funding in `risk.ledger.settle_funding`
   (over the active-account list, inside the clock advance) and detects unhealthy accounts in

@@ -48,7 +48,7 @@ import numpy as np
 from numba import njit
 
 from risk.errors import RiskCode, RiskError
-from risk.intmath import MICRO, ppb_of_floor
+from risk.intmath import MICRO, ppb_fast_max, ppb_of_floor, ppb_of_floor_fast
 
 # Defaults (per market, operator-set): the cap is the DESIGN's 0.05% per hour.
 DEFAULT_CAP_PPB = 500_000  # 0.05% per hour
@@ -189,6 +189,17 @@ def funding_delta_micro(position_lots, micro_per_lot_at_anchor, rate_ppb):
 
 
 @njit(cache=True)
+def funding_delta_fast(position_lots, micro_per_lot_at_anchor, rate_ppb, owed_fast_max):
+    """`funding_delta_micro`, the same integer, for loops over many positions at one rate: with
+    `owed_fast_max = risk.intmath.ppb_fast_max(rate_ppb)` computed once, a position owing at most
+    that much takes one unsigned division (`ppb_of_floor_fast`), a larger one the split mul-div."""
+    owed = -position_lots * micro_per_lot_at_anchor
+    if -owed_fast_max <= owed <= owed_fast_max:
+        return ppb_of_floor_fast(owed, rate_ppb)
+    return ppb_of_floor(owed, rate_ppb)
+
+
+@njit(cache=True)
 def settle_funding_market(position_lots, mkt, anchor_ticks, micro_per_tick_lot, rate_ppb, delta_out):
     """Funding for every position of market `mkt` (column of position_lots int64[n_acc, n_mkt]).
 
@@ -197,12 +208,13 @@ def settle_funding_market(position_lots, mkt, anchor_ticks, micro_per_tick_lot, 
     sum(delta_out) + remainder == 0.
     """
     per_lot = anchor_ticks * micro_per_tick_lot
+    fast_max = ppb_fast_max(rate_ppb)
     total = 0
     for a in range(position_lots.shape[0]):
         lots = position_lots[a, mkt]
         d = 0
         if lots != 0:
-            d = funding_delta_micro(lots, per_lot, rate_ppb)
+            d = funding_delta_fast(lots, per_lot, rate_ppb, fast_max)
         delta_out[a] = d
         total += d
     return -total

@@ -25,6 +25,7 @@ Checked operations return `(value, ok)`; `ok == False` means the exact result do
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 PPM = 1_000_000
@@ -33,6 +34,15 @@ MICRO = 1_000_000
 INT64_MAX = 9_223_372_036_854_775_807
 INT64_MIN = -9_223_372_036_854_775_808
 SPLIT_DIVISOR_MAX = 3_037_000_499  # floor(sqrt(2**63 - 1)): d*d fits int64
+# ppm_of_ceil_fast's domain: amount * rate_ppm + 999_999 fits int64 for every rate_ppm <= PPM (~$9.2M)
+PPM_FAST_MAX_MICRO = (INT64_MAX - PPM) // PPM
+_U_PPM = np.uint64(PPM)
+# ppb_of_floor_fast's offset: a multiple of 1e9 above every |amount * rate| it accepts, and twice it
+# below 2**64, so amount * rate + offset is a non-negative uint64 (no int64 ever wraps)
+PPB_FLOOR_OFFSET = 9_000_000_000_000_000_000
+_U_PPB = np.uint64(PPB)
+_U_PPB_FLOOR_OFFSET = np.uint64(PPB_FLOOR_OFFSET)
+_PPB_FLOOR_OFFSET_QUOTIENT = PPB_FLOOR_OFFSET // PPB
 
 
 @njit(cache=True)
@@ -72,11 +82,40 @@ def ppm_of_ceil(amount_micro, rate_ppm):
 
 
 @njit(cache=True)
+def ppm_of_ceil_fast(amount_micro, rate_ppm):
+    """ceil(amount * rate_ppm / 1e6), equal to `ppm_of_ceil`, in one multiply and one *unsigned*
+    division by a literal (a multiply-high and a shift; the signed floor's sign fix-up is not needed).
+    Requires 0 <= amount_micro <= PPM_FAST_MAX_MICRO and 0 <= rate_ppm <= PPM: the product plus
+    999_999 is then a non-negative int64, whose unsigned floor is the ceiling sought."""
+    return np.int64(np.uint64(amount_micro * rate_ppm + 999_999) // _U_PPM)
+
+
+@njit(cache=True)
 def ppb_of_floor(amount_micro, rate_ppb):
     """floor(amount * rate_ppb / 1e9) for |rate_ppb| <= PPB (funding: the account's signed delta)."""
     q = amount_micro // 1_000_000_000
     r = amount_micro - q * 1_000_000_000
     return q * rate_ppb + (r * rate_ppb) // 1_000_000_000
+
+
+@njit(cache=True)
+def ppb_fast_max(rate_ppb):
+    """The largest |amount| that `ppb_of_floor_fast` accepts at this rate (one division: compute it
+    once per rate, not per amount)."""
+    r = rate_ppb if rate_ppb >= 0 else -rate_ppb
+    return PPB_FLOOR_OFFSET // r if r > 0 else INT64_MAX
+
+
+@njit(cache=True)
+def ppb_of_floor_fast(amount_micro, rate_ppb):
+    """floor(amount * rate_ppb / 1e9), equal to `ppb_of_floor`, in one multiply and one *unsigned*
+    division by a literal. Requires |amount_micro| <= ppb_fast_max(rate_ppb), i.e.
+    |amount * rate| <= PPB_FLOOR_OFFSET: then amount * rate + PPB_FLOOR_OFFSET lies in
+    [0, 2 * PPB_FLOOR_OFFSET] < 2**64, and as the offset is a multiple of 1e9 the floor is
+    (amount * rate + offset) // 1e9 - offset / 1e9 (a negative product's int64 bits reinterpreted
+    as uint64 and added modulo 2**64 give exactly that sum)."""
+    shifted = np.uint64(amount_micro * rate_ppb) + _U_PPB_FLOOR_OFFSET
+    return np.int64(shifted // _U_PPB) - _PPB_FLOOR_OFFSET_QUOTIENT
 
 
 @njit(cache=True)

@@ -66,8 +66,8 @@ from perp.layout import (
     T_MM_DEDUCTION_MICRO,
     T_MMR_PPM,
 )
-from risk.funding import funding_delta_micro, rate_from_premium_sum_ppb
-from risk.intmath import mul_div_ceil, mul_div_trunc, ppm_of_ceil
+from risk.funding import funding_delta_fast, rate_from_premium_sum_ppb
+from risk.intmath import mul_div_ceil, mul_div_trunc, ppb_fast_max, ppm_of_ceil
 from risk.tiers import initial_margin_micro, maintenance_margin_micro
 
 MAX_TRANSFER_MICRO = 1_000_000_000_000_000  # $1bn in one deposit or withdrawal
@@ -241,22 +241,38 @@ def account_margin(st, a, add_m, add_side, add_lots):
 
 
 @njit(**_K)
-def equity_and_mm(st, a):
-    """(equity, maintenance margin) of account a at the marks: exactly `account_margin`'s first and
-    third values, without its initial-margin and withdrawal-floor work (resting orders, leverage and
-    a second tier lookup per position). The liquidation detection sweep visits every listed account
-    each second and needs only these two."""
+def detection_figures(st, a, tier_bound_micro, tier_mmr_ppm, tier_mm_deduction_micro):
+    """(equity, maintenance margin, positions held, profitable positions) of account a at the marks,
+    in one pass over its markets: equity and maintenance exactly `account_margin`'s first and third
+    values, without its initial-margin and withdrawal-floor work (resting orders, leverage and a
+    second tier lookup per position); a position is profitable when its value at the mark exceeds
+    its cost basis. The liquidation detection sweep visits every listed account each second and
+    needs only these; it passes the tier views (`st.tiers[:, :, T_*]`) made once for the whole sweep
+    rather than once per account."""
     equity = st.collateral_micro[a]
     mm = 0
+    held = 0
+    profitable = 0
     for m in range(st.mkt.shape[0]):
         pos = st.position_lots[a, m]
+        basis = st.cost_basis_micro[a, m]
+        equity -= basis
         if pos != 0:
+            held += 1
             value = pos * st.mkt[m, M_MARK] * st.spec[m, S_MICRO_PER_TICK_LOT]
-            equity += value - st.cost_basis_micro[a, m]
-            mm += maintenance_margin_micro(value if value > 0 else -value, m, st.tiers[:, :, T_BOUND_MICRO],
-                                           st.tiers[:, :, T_MMR_PPM], st.tiers[:, :, T_MM_DEDUCTION_MICRO])
-        else:
-            equity -= st.cost_basis_micro[a, m]
+            equity += value
+            if value > basis:
+                profitable += 1
+            mm += maintenance_margin_micro(value if value > 0 else -value, m, tier_bound_micro, tier_mmr_ppm,
+                                           tier_mm_deduction_micro)
+    return equity, mm, held, profitable
+
+
+@njit(**_K)
+def equity_and_mm(st, a):
+    """(equity, maintenance margin) of account a at the marks (`detection_figures`' first two)."""
+    equity, mm, _, _ = detection_figures(st, a, st.tiers[:, :, T_BOUND_MICRO], st.tiers[:, :, T_MMR_PPM],
+                                         st.tiers[:, :, T_MM_DEDUCTION_MICRO])
     return equity, mm
 
 
@@ -339,12 +355,13 @@ def settle_funding(st, m):
     received = 0
     if rate != 0:
         per_lot = st.mkt[m, M_INDEX] * st.spec[m, S_MICRO_PER_TICK_LOT]
+        fast_max = ppb_fast_max(rate)
         # every account holding a position is on the active list: O(positions), not O(highest id)
         for i in range(1, st.active[0, 0] + 1):
             a = st.active[i, 0]
             lots = st.position_lots[a, m]
             if lots != 0:
-                d = funding_delta_micro(lots, per_lot, rate)
+                d = funding_delta_fast(lots, per_lot, rate, fast_max)
                 st.collateral_micro[a] += d
                 st.acct_mkt[a, m, AM_FUNDING_MICRO] += d
                 if d < 0:
@@ -374,11 +391,12 @@ def unsettle_funding(st, m, index_ticks, rate, remainder):
     command whose clock advance paid it is rejected (a rejected command never moves the clock)."""
     if rate != 0:
         per_lot = index_ticks * st.spec[m, S_MICRO_PER_TICK_LOT]
+        fast_max = ppb_fast_max(rate)
         for i in range(1, st.active[0, 0] + 1):
             a = st.active[i, 0]
             lots = st.position_lots[a, m]
             if lots != 0:
-                d = funding_delta_micro(lots, per_lot, rate)
+                d = funding_delta_fast(lots, per_lot, rate, fast_max)
                 st.collateral_micro[a] -= d
                 st.acct_mkt[a, m, AM_FUNDING_MICRO] -= d
     st.collateral_micro[st.spec[m, S_FUND_ACCOUNT]] -= remainder

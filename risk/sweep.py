@@ -30,16 +30,47 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from risk.intmath import INT64_MAX, PPB, PPM, ppb_of_floor, ppm_of_ceil
+from risk.funding import funding_delta_fast
+from risk.intmath import PPB, PPB_FLOOR_OFFSET, PPM, PPM_FAST_MAX_MICRO, ppb_fast_max, ppm_of_ceil, ppm_of_ceil_fast
 
 N_CHUNKS = 64
 
 
-# Fast paths (exactly equal to the split mul-div, proved by the tests against the numpy reference,
-# which always splits):
-# margin: x * rate_ppm fits int64 when x <= MM_FAST_MAX_MICRO (rate <= 1e6), about $9.2M of notional;
-# funding: y * rate_ppb fits int64 when |y| <= INT64_MAX // |rate_ppb| ($18M at a 0.05% rate).
-MM_FAST_MAX_MICRO = (INT64_MAX - PPM) // PPM
+# Fast paths (exactly equal to the split mul-div, proved by the tests against a Python-integer sweep
+# at their bounds and against the numpy reference, which always splits), each one multiply and one
+# *unsigned* division by a literal (a multiply-high and a shift: no signed floor's fix-up):
+# margin: risk.intmath.ppm_of_ceil_fast for x <= MM_FAST_MAX_MICRO (about $9.2M of notional);
+# funding: risk.funding.funding_delta_fast for |owed| <= ppb_fast_max(rate) ($18M at a 0.05% rate).
+MM_FAST_MAX_MICRO = PPM_FAST_MAX_MICRO
+FUND_OFFSET = PPB_FLOOR_OFFSET
+
+
+@njit(cache=True, inline="always")
+def _account_sums(a, n_mkt, position_lots, cost_basis_micro, per_lot_mark, bound0, mmr0, tier_bound_micro,
+                  tier_mmr_ppm, tier_mm_deduction_micro, paying, per_lot_anchor, fund_fast_max, funding_rate_ppb):
+    """(sum of position values less cost basis, maintenance margin, funding delta) of account a."""
+    equity = 0
+    mm = 0
+    fund = 0
+    for m in range(n_mkt):
+        lots = position_lots[a, m]
+        notional = lots * per_lot_mark[m]
+        equity += notional - cost_basis_micro[a, m]
+        notional = abs(notional)
+        if notional <= bound0[m]:
+            mm += ppm_of_ceil_fast(notional, mmr0[m])
+        else:
+            i = 0
+            while notional > tier_bound_micro[m, i]:
+                i += 1
+            rate = tier_mmr_ppm[m, i]
+            if notional <= MM_FAST_MAX_MICRO:
+                mm += ppm_of_ceil_fast(notional, rate) - tier_mm_deduction_micro[m, i]
+            else:
+                mm += ppm_of_ceil(notional, rate) - tier_mm_deduction_micro[m, i]
+        if paying[m]:
+            fund += funding_delta_fast(lots, per_lot_anchor[m], funding_rate_ppb[m], fund_fast_max[m])
+    return equity, mm, fund
 
 
 @njit(cache=True, parallel=True)
@@ -50,7 +81,7 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
     """One sweep over all accounts (see the module docstring).
 
     Returns (unhealthy count, funding remainder in micro-USD for the insurance fund; 0 unless
-    settle_funding).
+    settle_funding). Entries of `unhealthy_out` past the count are scratch (overwritten).
     """
     n_acc = position_lots.shape[0]
     n_mkt = position_lots.shape[1]
@@ -60,11 +91,17 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
     # tier 0 has no deduction; below MM_FAST_MAX_MICRO its product fits int64 (one division)
     bound0 = np.minimum(tier_bound_micro[:, 0], MM_FAST_MAX_MICRO)
     mmr0 = tier_mmr_ppm[:, 0].copy()
+    # a market pays this hour only at a non-zero rate: a frozen one (the oracle's gate: rate 0) or a
+    # flat premium skips its funding arithmetic, every delta there being floor(0) = 0
+    paying = np.zeros(n_mkt, dtype=np.bool_)
+    any_paying = False
     for m in range(n_mkt):
         r = funding_rate_ppb[m]
         if r < 0:
             r = -r
-        fund_fast_max[m] = INT64_MAX // r if r > 0 else INT64_MAX
+        fund_fast_max[m] = ppb_fast_max(r)
+        paying[m] = settle_funding and r != 0
+        any_paying |= paying[m]
     n_chunks = N_CHUNKS if n_acc >= N_CHUNKS else 1
     chunk_unhealthy = np.zeros(n_chunks, dtype=np.int64)
     chunk_funding = np.zeros(n_chunks, dtype=np.int64)
@@ -74,43 +111,28 @@ def risk_sweep(collateral_micro, position_lots, cost_basis_micro, mark_ticks, mi
         k = 0
         paid = 0
         for a in range(lo, hi):
-            equity = 0
-            mm = 0
-            fund = 0
-            for m in range(n_mkt):
-                lots = position_lots[a, m]
-                notional = lots * per_lot_mark[m]
-                equity += notional - cost_basis_micro[a, m]
-                notional = abs(notional)
-                if notional <= bound0[m]:
-                    mm += (notional * mmr0[m] + 999_999) // 1_000_000
-                else:
-                    i = 0
-                    while notional > tier_bound_micro[m, i]:
-                        i += 1
-                    rate = tier_mmr_ppm[m, i]
-                    if notional <= MM_FAST_MAX_MICRO:
-                        mm += (notional * rate + 999_999) // 1_000_000 - tier_mm_deduction_micro[m, i]
-                    else:
-                        mm += ppm_of_ceil(notional, rate) - tier_mm_deduction_micro[m, i]
-                if settle_funding:
-                    owed = -lots * per_lot_anchor[m]
-                    if -fund_fast_max[m] <= owed <= fund_fast_max[m]:
-                        d = (owed * funding_rate_ppb[m]) // 1_000_000_000
-                    else:
-                        d = ppb_of_floor(owed, funding_rate_ppb[m])
-                    fund += d
+            # two markets (the launch venue) get their own loop: the market loop's trip count is
+            # then a constant, unrolled, with every per-market figure in a register
+            if n_mkt == 2:
+                equity, mm, fund = _account_sums(a, 2, position_lots, cost_basis_micro, per_lot_mark, bound0, mmr0,
+                                                 tier_bound_micro, tier_mmr_ppm, tier_mm_deduction_micro, paying,
+                                                 per_lot_anchor, fund_fast_max, funding_rate_ppb)
+            else:
+                equity, mm, fund = _account_sums(a, n_mkt, position_lots, cost_basis_micro, per_lot_mark, bound0,
+                                                 mmr0, tier_bound_micro, tier_mmr_ppm, tier_mm_deduction_micro,
+                                                 paying, per_lot_anchor, fund_fast_max, funding_rate_ppb)
             collateral = collateral_micro[a]
             if settle_funding:
-                collateral += fund
-                collateral_micro[a] = collateral
+                if any_paying:  # otherwise every fund is 0: the balance is not rewritten
+                    collateral += fund
+                    collateral_micro[a] = collateral
                 funding_out[a] = fund
                 paid += fund
             equity += collateral
             equity_out[a] = equity
             maint_out[a] = mm
+            unhealthy_out[lo + k] = a  # written always, kept (k advanced) only when unhealthy: no branch
             if equity < mm:
-                unhealthy_out[lo + k] = a
                 k += 1
         chunk_unhealthy[c] = k
         chunk_funding[c] = paid

@@ -43,7 +43,7 @@ import numpy as np
 from numba import njit
 
 from risk.errors import RiskCode, RiskError
-from risk.intmath import INT64_MAX, PPM, ppm_of_ceil
+from risk.intmath import INT64_MAX, PPM, PPM_FAST_MAX_MICRO, ppm_of_ceil, ppm_of_ceil_fast
 
 MAX_TIERS = 8
 # Largest bound accepted: its micro-USD value stays below INT64_MAX - PPM (mul-div precondition).
@@ -244,6 +244,9 @@ def maintenance_margin_micro(notional_micro, mkt, tier_bound_micro, tier_mmr_ppm
 
     Requires 0 <= notional_micro <= INT64_MAX - 1e6.
     """
+    if 0 <= notional_micro <= tier_bound_micro[mkt, 0] and notional_micro <= PPM_FAST_MAX_MICRO:
+        # the first tier (most positions): one unsigned division, exactly ppm_of_ceil's value
+        return ppm_of_ceil_fast(notional_micro, tier_mmr_ppm[mkt, 0]) - tier_mm_deduction_micro[mkt, 0]
     i = tier_index(notional_micro, mkt, tier_bound_micro)
     return ppm_of_ceil(notional_micro, tier_mmr_ppm[mkt, i]) - tier_mm_deduction_micro[mkt, i]
 

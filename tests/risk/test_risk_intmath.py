@@ -10,6 +10,7 @@ from risk.intmath import (
     INT64_MIN,
     PPB,
     PPM,
+    PPM_FAST_MAX_MICRO,
     SPLIT_DIVISOR_MAX,
     checked_add,
     checked_mul,
@@ -17,8 +18,11 @@ from risk.intmath import (
     mul_div_ceil,
     mul_div_floor,
     mul_div_trunc,
+    ppb_fast_max,
     ppb_of_floor,
+    ppb_of_floor_fast,
     ppm_of_ceil,
+    ppm_of_ceil_fast,
 )
 
 int64s = st.integers(INT64_MIN, INT64_MAX)
@@ -90,3 +94,22 @@ def test_checked_mul_accepts_the_exact_int64_minimum():
     assert checked_mul(2**62, 2) == (0, False)
     assert checked_mul(INT64_MIN, -1) == (0, False)
     assert checked_mul(INT64_MIN, 1) == (INT64_MIN, True)
+
+
+def _around(bound):
+    return st.one_of(st.integers(max(0, bound - 5), bound), st.integers(0, bound))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data(), st.one_of(st.integers(0, PPM), st.sampled_from([0, 1, PPM - 1, PPM])))
+def test_the_unsigned_margin_ceiling_equals_the_exact_one_over_its_whole_domain(data, rate):
+    amount = data.draw(_around(PPM_FAST_MAX_MICRO))
+    assert ppm_of_ceil_fast(amount, rate) == -((-amount * rate) // PPM) == ppm_of_ceil(amount, rate)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data(), st.one_of(st.integers(-PPB, PPB), st.sampled_from([1, -1, 2, -3, PPB, -PPB, 500_000, -500_000])))
+def test_the_unsigned_funding_floor_equals_the_exact_one_up_to_its_bound(data, rate):
+    bound = min(ppb_fast_max(rate), INT64_MAX - PPB)
+    amount = data.draw(_around(bound)) * data.draw(st.sampled_from([1, -1]))
+    assert ppb_of_floor_fast(amount, rate) == (amount * rate) // PPB == ppb_of_floor(amount, rate)

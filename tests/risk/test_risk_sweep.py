@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from risk.funding import settle_funding_market
-from risk.intmath import PPB, PPM
-from risk.sweep import N_CHUNKS, risk_sweep, risk_sweep_numpy
+from risk.intmath import INT64_MAX, PPB, PPM
+from risk.sweep import FUND_OFFSET, MM_FAST_MAX_MICRO, N_CHUNKS, risk_sweep, risk_sweep_numpy
 from risk.tiers import LeverageTier, default_tiers, pack_tiers, validate_tiers
 
 CAP = 2**59  # every |notional|, |basis| and collateral below this keeps every sum inside int64
@@ -179,3 +179,107 @@ def test_the_sweep_can_be_called_from_inside_another_kernel():
                              tiers.mm_deduction_micro, book[5], book[6], *outs)
     assert got == want[0]
     assert np.array_equal(coll, want[1]) and np.array_equal(outs[0], want[2][0])
+
+
+def _exact_reference(collateral, lots, basis, mark, k, tiers, settle, rate, anchor):
+    """The sweep in Python integers (no int64 anywhere): what every fast path must equal."""
+    n_acc, n_mkt = lots.shape
+    coll, equity, maint, funding, bad = [], [], [], [], []
+    for a in range(n_acc):
+        e, mm, f = 0, 0, 0
+        for m in range(n_mkt):
+            value = int(lots[a, m]) * int(mark[m]) * int(k[m])
+            e += value - int(basis[a, m])
+            x = abs(value)
+            i = next(j for j, b in enumerate(tiers.bound_micro[m]) if x <= int(b))
+            mm += -((-x * int(tiers.mmr_ppm[m, i])) // PPM) - int(tiers.mm_deduction_micro[m, i])
+            if settle:
+                f += (-int(lots[a, m]) * int(anchor[m]) * int(k[m]) * int(rate[m])) // PPB
+        c = int(collateral[a]) + f
+        coll.append(c)
+        equity.append(c + e)
+        maint.append(mm)
+        funding.append(f)
+        if c + e < mm:
+            bad.append(a)
+    return coll, equity, maint, funding, bad
+
+
+def _near(bound, spread=3):
+    return st.integers(max(0, bound - spread), bound + spread)
+
+
+@st.composite
+def boundary_books(draw):
+    """One or two markets (the kernel's generic and two-market loops) at mark = anchor = k = 1
+    (notional = lots), positions drawn around the fast paths' bounds: funding's FUND_OFFSET // |rate|,
+    margin's MM_FAST_MAX_MICRO and the tier bounds."""
+    n_mkt = draw(st.integers(1, 2))
+    rates = [draw(st.one_of(st.sampled_from([0, 1, -1, PPB, -PPB, 500_000, -500_000, 3, -7]),
+                            st.integers(-PPB, PPB))) for _ in range(n_mkt)]
+    limit = INT64_MAX - PPB  # the kernel's precondition on |lots * price * k|
+    wide = validate_tiers("W", [LeverageTier(max_leverage=5, maintenance_margin_ppm=100_000,
+                                             max_notional_usd=20_000_000),
+                                LeverageTier(max_leverage=2, maintenance_margin_ppm=250_000,
+                                             max_notional_usd=9_000_000_000),
+                                LeverageTier(max_leverage=1, maintenance_margin_ppm=999_999)])
+    tiers = pack_tiers([wide] * n_mkt)
+    n_acc = draw(st.integers(1, 12))
+    lots = np.zeros((n_acc, n_mkt), dtype=np.int64)
+    for m, rate in enumerate(rates):
+        fund_bound = FUND_OFFSET // abs(rate) if rate else limit
+        magnitudes = st.one_of(_near(fund_bound), _near(MM_FAST_MAX_MICRO), _near(int(tiers.bound_micro[m, 0])),
+                               _near(int(tiers.bound_micro[m, 1])), st.integers(0, limit), _near(limit, 0))
+        # the kernel's other precondition: every balance and sum inside int64 (an account's maintenance
+        # <= its notionals' sum, |funding| <= 2**61 / n_acc)
+        top = min(limit // n_mkt, (2**61 // n_acc) * PPB // max(abs(rate), 1))
+        for a in range(n_acc):
+            lots[a, m] = min(draw(magnitudes), top) * draw(st.sampled_from([1, -1]))
+    basis = lots.copy()  # entered at the mark: equity is the collateral, no sum near the int64 edge
+    collateral = np.array([draw(st.integers(-2**60, 2**60)) for _ in range(n_acc)], dtype=np.int64)
+    one = np.ones(n_mkt, np.int64)
+    return (collateral, lots, basis, one, one.copy(), np.array(rates, np.int64), one.copy(),
+            draw(st.booleans())), tiers
+
+
+@settings(max_examples=300, deadline=None)
+@given(boundary_books())
+def test_fast_paths_equal_exact_integers_at_their_bounds(drawn):
+    book, tiers = drawn
+    collateral, lots, basis, mark, k, rate, anchor, settle = book
+    (count, remainder), coll, outs = _run(risk_sweep, book, tiers)
+    want_coll, want_equity, want_maint, want_funding, want_bad = _exact_reference(
+        collateral, lots, basis, mark, k, tiers, settle, rate, anchor)
+    assert [int(x) for x in coll] == want_coll
+    assert [int(x) for x in outs[0]] == want_equity
+    assert [int(x) for x in outs[1]] == want_maint
+    assert [int(x) for x in outs[3][:count]] == want_bad
+    if settle:
+        assert [int(x) for x in outs[2]] == want_funding and remainder == -sum(want_funding)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32), st.sampled_from([(False, True), (True, False), (True, True), (False, False)]))
+def test_fund_rows_and_gated_markets_sweep_like_the_reference(seed, frozen):
+    # the bench's state: fund rows 0-15 (two holding taken-over positions), a maker on the other side,
+    # and the oracle's gate freezing some markets' funding this hour (their rate enters as 0)
+    from risk.bench import (ANCHOR_TICKS, FUNDING_RATE_PPB, MARK_TICKS, MICRO_PER_TICK_LOT,
+                            gated_funding_rates_ppb, make_accounts)
+
+    collateral, lots, basis = make_accounts(300, seed)
+    rates = gated_funding_rates_ppb(FUNDING_RATE_PPB, np.array(frozen))
+    tiers = pack_tiers([default_tiers()["H100-PERP"]] * 2)
+    book = (collateral, lots, basis, MARK_TICKS, MICRO_PER_TICK_LOT, rates, ANCHOR_TICKS, True)
+    (count, remainder), coll, outs = _run(risk_sweep, book, tiers)
+    want = _exact_reference(collateral, lots, basis, MARK_TICKS, MICRO_PER_TICK_LOT, tiers, True, rates,
+                            ANCHOR_TICKS)
+    assert [int(x) for x in coll] == want[0]
+    assert [int(x) for x in outs[0]] == want[1] and [int(x) for x in outs[1]] == want[2]
+    assert [int(x) for x in outs[2]] == want[3] and [int(x) for x in outs[3][:count]] == want[4]
+    assert outs[1][0] > 0 and outs[1][1] > 0  # the funds' taken-over positions are margined
+    for m in np.nonzero(np.array(frozen))[0]:  # a frozen market moves no money
+        only = rates.copy()
+        only[[j for j in range(2) if j != m]] = 0
+        (_, rem_m), coll_m, outs_m = _run(risk_sweep, (*book[:5], only, ANCHOR_TICKS, True), tiers)
+        assert rem_m == 0 and (outs_m[2] == 0).all() and np.array_equal(coll_m, collateral)
+    assert remainder == -sum(want[3])
