@@ -38,15 +38,34 @@ def clid_key(account: int, client_order_id: int) -> int:
     return (account << CLID_SHIFT) | client_order_id
 
 
-class UsedClientOrderIds:
-    """Append-only numpy chunks of keys (cheap for the engine's batch loop: a few numpy calls per
-    batch, no Python object per id); the first `contains` builds a Python set, which later
-    `add_rows` keep up to date (the gateway's per-order check)."""
+def _sorted_distinct(keys: np.ndarray) -> np.ndarray:
+    """`keys` sorted, each value once. A sort and a neighbour comparison: numpy 2's `np.unique`
+    (hash-based) took ~3.5 s on 7M keys here where this takes ~0.1 s."""
+    out = np.sort(keys, kind="stable")  # a copy; timsort merges the sorted runs of a concatenation in one pass
+    if out.size < 2:
+        return out
+    keep = np.empty(out.size, np.bool_)
+    keep[0] = True
+    np.not_equal(out[1:], out[:-1], out=keep[1:])
+    return out if keep.all() else out[keep]
 
-    __slots__ = ("_chunks", "_set")
+
+class UsedClientOrderIds:
+    """The keys as a few sorted, distinct runs (numpy int64 arrays; no Python object per id): each
+    batch adds one run, and a run is merged into the one before it while that one is at most twice
+    as long (a binary counter), so there are at most ~log2(n) runs and each key is re-sorted
+    O(log n) times over its life -- the engine's batch loop pays a few numpy calls per batch (the
+    replay of a 10M-command journal re-sorted 7M keys nine times with `np.unique` and spent 36 s
+    there before). The first `contains` builds a Python set, which later `add_rows` keep up to date
+    (the gateway's per-order check).
+
+    Invariant: the union of the runs is the set of recorded keys; runs are sorted and distinct
+    within themselves (a key may be in two runs until they are merged)."""
+
+    __slots__ = ("_runs", "_set")
 
     def __init__(self, keys: np.ndarray | None = None):
-        self._chunks: list[np.ndarray] = [] if keys is None else [np.asarray(keys, np.int64).copy()]
+        self._runs: list[np.ndarray] = [] if keys is None else [_sorted_distinct(np.asarray(keys, np.int64))]
         self._set: set[int] | None = None
 
     def __len__(self) -> int:
@@ -66,18 +85,21 @@ class UsedClientOrderIds:
         if not sel.any():
             return
         new = (acct[sel] << CLID_SHIFT) | clid[sel]
-        self._chunks.append(new)
-        if len(self._chunks) > 256:
-            self._chunks = [np.unique(np.concatenate(self._chunks))]
+        runs = self._runs
+        runs.append(_sorted_distinct(new))
+        while len(runs) > 1 and runs[-2].shape[0] <= 2 * runs[-1].shape[0]:
+            last = runs.pop()
+            runs[-1] = _sorted_distinct(np.concatenate((runs[-1], last)))
         if self._set is not None:
             self._set.update(new.tolist())
 
     def keys(self) -> np.ndarray:
         """The sorted distinct keys (account << 40 | clid)."""
-        if not self._chunks:
+        if not self._runs:
             return np.zeros(0, np.int64)
-        self._chunks = [np.unique(np.concatenate(self._chunks))]
-        return self._chunks[0]
+        if len(self._runs) > 1:
+            self._runs = [_sorted_distinct(np.concatenate(self._runs))]
+        return self._runs[0]
 
     def to_text(self) -> str:
         return base64.b64encode(self.keys().astype("<i8").tobytes()).decode("ascii")

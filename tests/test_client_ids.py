@@ -78,3 +78,23 @@ def test_a_snapshot_written_before_they_were_kept_says_from_which_seq_they_are_k
     whole = Engine(MARKETS)
     whole.submit_rows(stream)
     assert old.state_hash() == whole.state_hash()
+
+
+def test_ids_added_over_many_batches_stay_a_few_sorted_runs_and_a_repeated_id_counts_once():
+    rng = np.random.default_rng(5)
+    ids = UsedClientOrderIds()
+    expected: set[int] = set()
+    for b in range(600):
+        rows = np.zeros((50, L.N_CMD_COLS), np.int64)
+        rows[:, L.C_KIND] = L.CK_PLACE
+        rows[:, L.C_ACCOUNT] = rng.integers(16, 40, 50)
+        rows[:, L.C_CLID] = rng.integers(1, 2_000, 50)  # repeats within and across batches
+        rows[::7, L.C_KIND] = L.CK_CANCEL  # not a place: not recorded
+        ids.add_rows(rows)
+        sel = rows[:, L.C_KIND] == L.CK_PLACE
+        expected |= set(((rows[sel, L.C_ACCOUNT] << 40) | rows[sel, L.C_CLID]).tolist())
+        assert len(ids._runs) <= 2 + int(np.log2(b + 1))  # merged as it goes, not one run per batch
+    keys = ids.keys()
+    assert keys.tolist() == sorted(expected) and len(ids) == len(expected)
+    again = UsedClientOrderIds.from_text(ids.to_text())
+    assert again.keys().tolist() == keys.tolist()
