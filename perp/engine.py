@@ -125,12 +125,14 @@ class Engine:
             return new_event_buffer(0)
         return out[0] if len(out) == 1 else np.concatenate(out)
 
-    def stream_rows(self, cmds: np.ndarray, on_events: Callable[[np.ndarray], object], batch: int = 4096,
+    def stream_rows(self, cmds: np.ndarray, on_events: Callable[[np.ndarray], object] | None, batch: int = 4096,
                     kernel_ns: list[int] | None = None) -> None:
         """Process command rows, handing each kernel call's events to `on_events` as a view of the
         engine's event buffer: valid only until `on_events` returns (copy what you keep). No copy
-        is made otherwise -- the publisher's path. Admin rows, and the first rows at or after a
-        pending change's effective time, are processed one by one (perp/admin.py)."""
+        is made otherwise -- the publisher's path. With `on_events=None` (recovery) the events are
+        produced and dropped: the kernel writes each command's into the same few rows
+        (`process_batch(keep_events=False)`); the state is the same. Admin rows, and the first rows
+        at or after a pending change's effective time, are processed one by one (perp/admin.py)."""
         cmds = np.ascontiguousarray(cmds, dtype=np.int64)
         start = 0
         total = cmds.shape[0]
@@ -138,7 +140,7 @@ class Engine:
             stop = self._next_special(cmds, start)
             self._kernel_rows(cmds[start:stop], on_events, batch, kernel_ns)
             if stop < total:
-                self._special_row(cmds[stop], on_events)
+                self._special_row(cmds[stop], on_events if on_events is not None else _drop_events)
             start = stop + 1
 
     def _next_special(self, cmds: np.ndarray, start: int) -> int:
@@ -146,8 +148,9 @@ class Engine:
         due = min(p.effective_ts_ns for p in self.admin.pending) if self.admin.pending else 0
         return int(first_special(cmds, start, bool(self.admin.pending), due))
 
-    def _kernel_rows(self, cmds: np.ndarray, on_events: Callable[[np.ndarray], object], batch: int,
+    def _kernel_rows(self, cmds: np.ndarray, on_events: Callable[[np.ndarray], object] | None, batch: int,
                      kernel_ns: list[int] | None) -> None:
+        keep = on_events is not None
         if self._keys.shape[0] < min(batch, cmds.shape[0]):
             self._keys = np.empty(min(batch, cmds.shape[0]), np.int64)
         keys = self._keys
@@ -160,9 +163,9 @@ class Engine:
             spent = 0
             while done < chunk.shape[0]:
                 t0 = time.perf_counter_ns()
-                k, n = process_batch(self.state, chunk[done:], self._ev, 0)
+                k, n = process_batch(self.state, chunk[done:], self._ev, 0, keep)
                 spent += time.perf_counter_ns() - t0
-                if n:
+                if n and keep:
                     on_events(self._ev[:n])
                 done += k
                 if k == 0:
@@ -555,6 +558,10 @@ def _markets_json(markets: MarketsConfig) -> str:
 MAX_KEPT_REJECTIONS = 1024
 _CLOCK_CODES = {int(ResultCode.TIMESTAMP_REGRESSION), int(ResultCode.TIMESTAMP_TOO_FAR_AHEAD),
                 int(ResultCode.INVALID_TIMESTAMP)}
+
+
+def _drop_events(_events: np.ndarray) -> None:
+    return None
 
 
 def _admin_reject_row(row: np.ndarray, seq: int, code: int) -> np.ndarray:
