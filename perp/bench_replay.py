@@ -9,7 +9,8 @@ fsynced.
 
 Timed: `perp.sequencer.recover_detailed` on that journal with no snapshot -- open, stream every
 record (frame and payload CRC checks, sequence continuity), run every command through the engine
-(every event produced and dropped, as recovery does). With `cold`, the journal's pages are evicted
+(every event produced, into the same few rows of the event buffer, and dropped, as recovery does:
+`Engine.stream_rows(rows, None)`). With `cold`, the journal's pages are evicted
 from the page cache first (`posix_fadvise(DONTNEED)`, this file only), so the read comes from disk.
 Also reported: the read-and-verify pass alone (`perp.journal.scan`), and the time to write and to
 load a snapshot of the recovered state (what a periodic snapshot makes the fixed part of recovery).

@@ -24,6 +24,7 @@ from perp import admin as admin_mod
 from perp import layout as L
 from perp import state as S
 from perp.admin import AdminError, AdminRejected, AdminState, AuditEntry, WhatIf, decode_admin_state, encode_admin_state
+from perp.batch_facts import batch_facts, first_special
 from perp.client_ids import SNAPSHOT_KEY as CLIDS_KEY
 from perp.client_ids import UsedClientOrderIds
 from perp.codes import ResultCode, describe
@@ -93,28 +94,26 @@ class Engine:
         self.specs = admin.specs  # in force (admin commands replace entries)
         self.admin_rejections: dict[int, AdminError] = {}  # seq -> why (the last MAX_KEPT_REJECTIONS)
         self._ev = new_event_buffer(event_rows)
+        self._keys = np.empty(4096, np.int64)  # batch_facts' client order id keys, reused per kernel call
         self.client_order_ids = client_order_ids if client_order_ids is not None else UsedClientOrderIds()
         self.client_order_ids_from_seq = client_order_ids_from_seq
 
     # ---- capacity ----------------------------------------------------------------------------
-    def _ensure_capacity(self, cmds: np.ndarray) -> None:
+    def _ensure_capacity(self, places: int, max_account: int) -> None:
+        """Room for `places` new orders and for account ids up to `max_account` (what
+        `batch_facts` found in the next kernel call's rows)."""
         st = self.state
-        need_free = int((cmds[:, L.C_KIND] == L.CK_PLACE).sum())
-        if int(st.g[L.G_FREE_TOP]) < need_free:
+        if int(st.g[L.G_FREE_TOP]) < places:
             cap = S.order_capacity(st)
             live = cap - int(st.g[L.G_FREE_TOP])
-            while cap - live < need_free:
+            while cap - live < places:
                 cap *= 2
             st = S.grow_orders(st, cap)
-        accounts = cmds[:, L.C_ACCOUNT]
-        accounts = accounts[accounts <= L.MAX_ACCOUNT_ID]
-        if accounts.size:
-            max_acct = int(accounts.max())
-            if max_acct >= S.account_capacity(st):
-                cap = S.account_capacity(st)
-                while cap <= max_acct:
-                    cap *= 2
-                st = S.grow_accounts(st, cap)
+        if max_account >= S.account_capacity(st):
+            cap = S.account_capacity(st)
+            while cap <= max_account:
+                cap *= 2
+            st = S.grow_accounts(st, cap)
         self.state = st
 
     # ---- processing --------------------------------------------------------------------------
@@ -127,12 +126,14 @@ class Engine:
             return new_event_buffer(0)
         return out[0] if len(out) == 1 else np.concatenate(out)
 
-    def stream_rows(self, cmds: np.ndarray, on_events: Callable[[np.ndarray], object], batch: int = 4096,
+    def stream_rows(self, cmds: np.ndarray, on_events: Callable[[np.ndarray], object] | None, batch: int = 4096,
                     kernel_ns: list[int] | None = None) -> None:
         """Process command rows, handing each kernel call's events to `on_events` as a view of the
         engine's event buffer: valid only until `on_events` returns (copy what you keep). No copy
-        is made otherwise -- the publisher's path. Admin rows, and the first rows at or after a
-        pending change's effective time, are processed one by one (perp/admin.py)."""
+        is made otherwise -- the publisher's path. With `on_events=None` (recovery) the events are
+        produced and dropped: the kernel writes each command's into the same few rows
+        (`process_batch(keep_events=False)`); the state is the same. Admin rows, and the first rows
+        at or after a pending change's effective time, are processed one by one (perp/admin.py)."""
         cmds = np.ascontiguousarray(cmds, dtype=np.int64)
         start = 0
         total = cmds.shape[0]
@@ -140,32 +141,32 @@ class Engine:
             stop = self._next_special(cmds, start)
             self._kernel_rows(cmds[start:stop], on_events, batch, kernel_ns)
             if stop < total:
-                self._special_row(cmds[stop], on_events)
+                self._special_row(cmds[stop], on_events if on_events is not None else _drop_events)
             start = stop + 1
 
     def _next_special(self, cmds: np.ndarray, start: int) -> int:
         """Index of the first row from `start` that is an admin command or reaches a pending change."""
-        rest = cmds[start:]
-        special = rest[:, L.C_KIND] == L.CK_ADMIN
-        if self.admin.pending:
-            due = min(p.effective_ts_ns for p in self.admin.pending)
-            special |= rest[:, L.C_TS] >= due
-        hits = np.flatnonzero(special)
-        return start + int(hits[0]) if hits.size else cmds.shape[0]
+        due = min(p.effective_ts_ns for p in self.admin.pending) if self.admin.pending else 0
+        return int(first_special(cmds, start, bool(self.admin.pending), due))
 
-    def _kernel_rows(self, cmds: np.ndarray, on_events: Callable[[np.ndarray], object], batch: int,
+    def _kernel_rows(self, cmds: np.ndarray, on_events: Callable[[np.ndarray], object] | None, batch: int,
                      kernel_ns: list[int] | None) -> None:
+        keep = on_events is not None
+        if self._keys.shape[0] < min(batch, cmds.shape[0]):
+            self._keys = np.empty(min(batch, cmds.shape[0]), np.int64)
+        keys = self._keys
         for start in range(0, cmds.shape[0], batch):
             chunk = cmds[start:start + batch]
-            self._ensure_capacity(chunk)
-            self.client_order_ids.add_rows(chunk)
+            places, max_account, n_keys = batch_facts(chunk, keys)
+            self._ensure_capacity(places, max_account)
+            self.client_order_ids.add_keys(keys[:n_keys])
             done = 0
             spent = 0
             while done < chunk.shape[0]:
                 t0 = time.perf_counter_ns()
-                k, n = process_batch(self.state, chunk[done:], self._ev, 0)
+                k, n = process_batch(self.state, chunk[done:], self._ev, 0, keep)
                 spent += time.perf_counter_ns() - t0
-                if n:
+                if n and keep:
                     on_events(self._ev[:n])
                 done += k
                 if k == 0:
@@ -565,6 +566,10 @@ def _markets_json(markets: MarketsConfig) -> str:
 MAX_KEPT_REJECTIONS = 1024
 _CLOCK_CODES = {int(ResultCode.TIMESTAMP_REGRESSION), int(ResultCode.TIMESTAMP_TOO_FAR_AHEAD),
                 int(ResultCode.INVALID_TIMESTAMP)}
+
+
+def _drop_events(_events: np.ndarray) -> None:
+    return None
 
 
 def _admin_reject_row(row: np.ndarray, seq: int, code: int) -> np.ndarray:

@@ -860,12 +860,15 @@ def _dispatch(st, c, kind, seq, ev, n):
 
 
 @njit(cache=True, _nrt=False, error_model="numpy")
-def process_batch(st, cmds, ev, ev_start):
+def process_batch(st, cmds, ev, ev_start, keep_events):
     """Process command rows in order into `ev` from row `ev_start`.
 
     Returns (commands processed, event rows used). Stops early, before a command, when the event
     buffer could not hold that command's worst case; `g[G_NEED_EVENTS]` then says how many rows it
-    needs.
+    needs. Without `keep_events` (recovery: nobody reads them) every command still writes its
+    events -- the kernel reads its own command's rows to undo a rejected command's clock advance --
+    but into the same rows from `ev_start`, so they stay in the CPU cache; (processed, ev_start)
+    is returned. The state is the same either way.
     """
     n = ev_start
     cap = ev.shape[0]
@@ -891,6 +894,8 @@ def process_batch(st, cmds, ev, ev_start):
             st.g[G_NEED_EVENTS] = need
             break
         n = process_one(st, c, ev, n)
+        if not keep_events:
+            n = ev_start
         i += 1
     return i, n
 

@@ -180,10 +180,6 @@ def moved_mark_or_index(events: np.ndarray) -> bool:
     return bool(np.any((kinds == L.EV_MARK) | (kinds == L.EV_INDEX)))
 
 
-def _drop_events(_events: np.ndarray) -> None:
-    return None
-
-
 def recover(journal_path: str | Path, *, snapshot: str | Path | None = None,
             snapshot_dir: str | Path | None = None, markets: MarketsConfig | None = None) -> Engine:
     """The engine the journal (after the snapshot, if any) describes; see the module docstring for
@@ -252,7 +248,7 @@ def recover_detailed(journal_path: str | Path, *, snapshot: str | Path | None = 
                 continue
             skip = engine.seq + 1 - seq0
             engine.encoder.payloads.update(reader.payloads)  # the side records read so far
-            engine.stream_rows(rows[skip:], _drop_events)  # recovery publishes nothing
+            engine.stream_rows(rows[skip:], None)  # recovery publishes nothing: events produced and dropped
             replayed += rows.shape[0] - skip
         last_seq = reader.next_seq - 1
         if snap_seq > last_seq:

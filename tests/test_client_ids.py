@@ -11,6 +11,7 @@ import pytest
 from perp import layout as L
 from perp import state as S
 from perp.bench import make_stream
+from perp import client_ids
 from perp.client_ids import SNAPSHOT_KEY, UsedClientOrderIds
 from perp.commands import Place
 from perp.engine import Engine
@@ -78,3 +79,25 @@ def test_a_snapshot_written_before_they_were_kept_says_from_which_seq_they_are_k
     whole = Engine(MARKETS)
     whole.submit_rows(stream)
     assert old.state_hash() == whole.state_hash()
+
+
+def test_ids_added_over_many_batches_take_bounded_room_and_a_repeated_id_counts_once(monkeypatch):
+    monkeypatch.setattr(client_ids, "MIN_COMPACT_KEYS", 100)  # compactions run here, every few batches
+    rng = np.random.default_rng(5)
+    ids = UsedClientOrderIds()
+    expected: set[int] = set()
+    for b in range(600):
+        rows = np.zeros((50, L.N_CMD_COLS), np.int64)
+        rows[:, L.C_KIND] = L.CK_PLACE
+        rows[:, L.C_ACCOUNT] = rng.integers(16, 40, 50)
+        rows[:, L.C_CLID] = rng.integers(1, 2_000, 50)  # repeats within and across batches
+        rows[::7, L.C_KIND] = L.CK_CANCEL  # not a place: not recorded
+        ids.add_rows(rows)
+        sel = rows[:, L.C_KIND] == L.CK_PLACE
+        expected |= set(((rows[sel, L.C_ACCOUNT] << 40) | rows[sel, L.C_CLID]).tolist())
+        # compacted as they come: the buffer holds at most COMPACT_GROWTH x the distinct keys
+        assert ids._n <= max(100, client_ids.COMPACT_GROWTH * len(expected))
+    keys = ids.keys()
+    assert keys.tolist() == sorted(expected) and len(ids) == len(expected)
+    again = UsedClientOrderIds.from_text(ids.to_text())
+    assert again.keys().tolist() == keys.tolist()

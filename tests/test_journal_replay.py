@@ -127,3 +127,26 @@ def test_same_commands_same_hash_whatever_the_batch_size(stream):
         e.submit_rows(stream[:2000], batch=batch)
         hashes.add(e.state_hash())
     assert len(hashes) == 1
+
+
+def test_dropping_the_events_as_recovery_does_leaves_the_same_state_as_publishing_them(stream):
+    """`stream_rows(rows, None)`: each command's events go into the same rows and are dropped; the
+    kernel still reads its own command's rows to undo a rejected command's clock advance."""
+    from perp import layout as L
+
+    rows = stream.copy()
+    later = rows[3000:].copy()
+    later[:, L.C_TS] += 3600 * 10**9  # past the funding hour: the next command's advance pays it
+    bad = later[:1].copy()
+    bad[0, L.C_KIND], bad[0, L.C_MARKET] = L.CK_PLACE, 7  # rejected (unknown market): its advance is undone
+    rows = np.concatenate([rows[:3000], bad, later])
+    published, dropped = Engine(MARKETS), Engine(MARKETS)
+    events: list[np.ndarray] = []
+    published.stream_rows(rows, lambda ev: events.append(ev.copy()), 512)
+    dropped.stream_rows(rows, None, 512)
+    ev = np.concatenate(events)
+    rejected = ev[ev[:, L.E_SEQ] == 3001]
+    assert rejected.shape[0] == 1 and rejected[0, L.E_KIND] == L.EV_REJECTED  # the undo ran
+    assert int(np.count_nonzero(ev[:, L.E_KIND] == L.EV_FUNDING)) == 1  # paid once, after the undo
+    assert dropped.state_hash() == published.state_hash() == _run(rows)
+    assert dropped.seq == rows.shape[0] and dropped.money_conserved()
