@@ -59,11 +59,13 @@ def _merge_codes(results: list[dict]) -> dict[str, int]:
     return out
 
 
-def _pct(values: list[float], q: float) -> float:
+def _pct(values: list[float], q: float, scale: float = 1.0) -> float | None:
+    """The q-quantile of `values` times `scale`, rounded to 3 places; None (JSON null) when there
+    are no values (no subscribers, no paced acks): the printed JSON stays strict (no NaN)."""
     if not values:
-        return float("nan")
+        return None
     s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
+    return round(s[min(len(s) - 1, int(q * len(s)))] * scale, 3)
 
 
 # ---- client processes ------------------------------------------------------------------------
@@ -463,8 +465,8 @@ def _figures(res_max: list[dict], res_paced: list[dict], cpu_max: float) -> dict
         "order_frames_refused": sum(r.get("errors", 0) for r in res_max[:-1]),
         "refusal_codes": _merge_codes(res_max[:-1] + res_paced[:-1]),
         "server_cpu_us_per_order": round(cpu_max / max(1, acks) * 1e6, 1),  # robust on a shared machine
-        "p50_ack_ms_at_10k": round(_pct(lat, 0.50) * 1e3, 3),
-        "p99_ack_ms_at_10k": round(_pct(lat, 0.99) * 1e3, 3),
+        "p50_ack_ms_at_10k": _pct(lat, 0.50, 1e3),
+        "p99_ack_ms_at_10k": _pct(lat, 0.99, 1e3),
         "paced_acks": sum(r.get("acks", 0) for r in res_paced[:-1]),
     }
 
@@ -553,8 +555,8 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
             "paced_rate_target": rate,
             "batch_frame_orders_per_s": round(batch_orders / min(seconds, 3.0)),
             "subscribers": subres["connected"],
-            "p50_fanout_ms": round(_pct(lags, 0.50), 3),
-            "p99_fanout_ms": round(_pct(lags, 0.99), 3),
+            "p50_fanout_ms": _pct(lags, 0.50),
+            "p99_fanout_ms": _pct(lags, 0.99),
             "fanout_samples": len(lags),
             "procs": procs,
             "accounts": procs * accounts_per_proc,

@@ -202,7 +202,7 @@ def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, ra
                    f"{r['accounts']} connections, window {r['window']}); server CPU {r['server_cpu_us_per_order']} us "
                    f"per frame; p50 {r['p50_ack_ms_at_10k']} ms, p99 {r['p99_ack_ms_at_10k']} ms at {rate:,}/s")
         if as_json:
-            click.echo(json.dumps(r))
+            click.echo(json.dumps(r, allow_nan=False))
         return
     r = run(procs=procs, accounts_per_proc=accounts_per_proc, seconds=seconds, rate=rate, window=window,
             subscribers=subscribers, group_commit_us=group_commit_us, book_interval_ms=book_interval_ms)
@@ -218,9 +218,12 @@ def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, ra
     click.echo(f"latency      p50 {r['p50_ack_ms_at_10k']} ms, p99 {r['p99_ack_ms_at_10k']} ms at {rate:,} orders/s "
                f"({r['paced_acks']:,} acks)")
     click.echo(f"batch frames {r['batch_frame_orders_per_s']:,} orders/s in order.batch frames of 20")
-    click.echo(f"fan-out      {r['subscribers']} book subscribers: p50 {r['p50_fanout_ms']} ms, "
-               f"p99 {r['p99_fanout_ms']} ms ({r['fanout_samples']:,} deltas received, one per "
-               f"{r['book_interval_ms']} ms at most; lag counted from the first batch a delta covers)")
+    if r["fanout_samples"]:
+        click.echo(f"fan-out      {r['subscribers']} book subscribers: p50 {r['p50_fanout_ms']} ms, "
+                   f"p99 {r['p99_fanout_ms']} ms ({r['fanout_samples']:,} deltas received, one per "
+                   f"{r['book_interval_ms']} ms at most; lag counted from the first batch a delta covers)")
+    else:
+        click.echo(f"fan-out      {r['subscribers']} book subscribers: no deltas received (null in the JSON)")
     if redis_url:
         x = r["redis"]
         click.echo(f"redis        {x['orders_per_s']:,} order frames/s acked through {x['gateways']} gateway processes "
@@ -228,4 +231,4 @@ def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, ra
                    f"p99 {x['p99_ack_ms_at_10k']} ms at {rate:,} orders/s; CPU per order: engine "
                    f"{x['engine_cpu_us_per_order']} us, gateways {x['gateway_cpu_us_per_order']} us")
     if as_json:
-        click.echo(json.dumps(r))
+        click.echo(json.dumps(r, allow_nan=False))
