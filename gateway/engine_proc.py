@@ -35,9 +35,8 @@ from gateway.feed import IndexFeed
 from gateway.limits import WallClock
 from perp import layout as L
 from perp.commands import Liquidate
-from perp.journal import admin_payloads_of
+from perp.journal import SCHEMA_VERSION, admin_payloads_of
 from perp.markets import load_markets
-from perp.journal import SCHEMA_VERSION
 from perp.sequencer import engine_config_hash
 
 log = structlog.get_logger("gateway.engine")

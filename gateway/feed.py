@@ -19,6 +19,7 @@ Limits: the replay is a demo feed; a live venue reads new fixes (the oracle's Re
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import msgspec
@@ -52,8 +53,6 @@ class IndexFeed:
         """Recompute the path under the operators' oracle parameters and suppressed fixes if they
         changed since the last call (perp.engine.Engine.oracle_overrides / suppressed_fixes).
         Returns whether it did."""
-        import datetime as dt
-
         from sims.demo_session import anchor_path
 
         overrides = engine.oracle_overrides(self.spec.symbol)

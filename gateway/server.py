@@ -77,6 +77,7 @@ from perp.commands import (
     CancelAll,
     Deposit,
     Liquidate,
+    packed_fix_vintage_date,
 )
 from perp.journal import JournalReader
 from perp.markets import load_markets, price_to_ticks, ticks_to_price
@@ -1503,7 +1504,7 @@ class Gateway:
         held = (mkt[L.M_INDEX], mkt[L.M_VALIDITY], mkt[L.M_ORACLE_GATES], mkt[L.M_LEVERAGE_SCALE_PPM], mkt[L.M_FIX_TICKS],
                 mkt[L.M_FIX_VINTAGE_DATE])
         sent = (row[L.C_PRICE], row[L.C_CLID], row[L.C_FLAGS], row[L.C_SIZE], row[L.C_ORDER_ID],
-                (int(row[L.C_TIF]) << L.FIX_DAY_SHIFT) | int(row[L.C_SIDE]))
+                packed_fix_vintage_date(row))
         return tuple(map(int, held)) == tuple(map(int, sent))
 
     async def _timers(self) -> None:

@@ -83,6 +83,12 @@ FIX_VINTAGE_CODES = {"provisional": L.FIX_VINTAGE_PROVISIONAL, "final": L.FIX_VI
 FIX_VINTAGE_NAMES = {v: k for k, v in FIX_VINTAGE_CODES.items()}
 
 
+def packed_fix_vintage_date(set_index_row) -> int:
+    """`mkt[m, M_FIX_VINTAGE_DATE]` as the kernel's `_set_index` packs it from a set_index command row
+    (its C_SIDE vintage code and C_TIF date ordinal)."""
+    return (int(set_index_row[L.C_TIF]) << L.FIX_DAY_SHIFT) | int(set_index_row[L.C_SIDE])
+
+
 def fix_vintage_date(packed: int) -> tuple[str | None, dt.date | None]:
     """(vintage name, fix date) of a packed `mkt[m, M_FIX_VINTAGE_DATE]` (or an `index` event's): the
     vintage code in the low FIX_DAY_SHIFT bits, the date's ordinal above them; None for "not given"."""

@@ -28,7 +28,7 @@ from perp.batch_facts import batch_facts, first_special
 from perp.client_ids import SNAPSHOT_KEY as CLIDS_KEY
 from perp.client_ids import UsedClientOrderIds
 from perp.codes import ResultCode, describe
-from perp.commands import Command, CommandEncoder, payload_key
+from perp.commands import Command, CommandEncoder, fix_vintage_date, payload_key
 from perp.journal import config_hash
 from perp.events import Event, decode_rows
 from perp.kernel import new_event_buffer, process_batch
@@ -480,8 +480,6 @@ class Engine:
 
     def market_view(self, market: int) -> MarketView:
         """The market's public figures besides the prices (see `MarketView`)."""
-        from perp.commands import fix_vintage_date
-
         row = self.state.mkt[market]
         vintage, day = fix_vintage_date(row[L.M_FIX_VINTAGE_DATE])
         return MarketView(int(row[L.M_OPEN_INTEREST]), int(row[L.M_LAST_RATE_PPB]), int(row[L.M_NEXT_FUNDING_TS]),

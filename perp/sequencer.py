@@ -121,10 +121,8 @@ class JournaledEngine:
         Whoever calls this must not acknowledge or publish anything of the batch before then."""
         self.journal.append(rows, admin_payloads_of(rows, self.engine.encoder.payloads), sync=False)
         events = self.engine.submit_rows(rows)
-        if auto_liquidate and rows.shape[0] and moved_mark_or_index(events):
-            sweep = self.engine.encode([Liquidate(ts_ns=self.engine.last_ts_ns)])
-            self.journal.append(sweep, sync=False)  # the caller's commit covers both records
-            events = np.concatenate([events, self.engine.submit_rows(sweep)])
+        if auto_liquidate and rows.shape[0] and moved_mark_or_index(events):  # the caller's commit covers both records
+            events = np.concatenate([events, self.tick(self.engine.last_ts_ns, sync=False)])
         return events
 
     def commit_upto(self, last_seq: int) -> None:
@@ -143,10 +141,11 @@ class JournaledEngine:
         self.journal.sync()
         return self.durable_seq
 
-    def tick(self, ts_ns: int) -> np.ndarray:
-        """The liquidation sweep as a journaled timer command at `ts_ns`."""
+    def tick(self, ts_ns: int, sync: bool = True) -> np.ndarray:
+        """The liquidation sweep as a journaled timer command at `ts_ns` (with `sync=False` its fsync
+        is left to the caller's commit, as `run_rows` does)."""
         row = self.engine.encode([Liquidate(ts_ns=ts_ns)])
-        self.journal.append(row)
+        self.journal.append(row, sync=sync)
         return self.engine.submit_rows(row)
 
     def snapshot(self, path: str | Path | None = None) -> Path:

@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from risk.funding import funding_delta_fast
-from risk.intmath import PPB, PPB_FLOOR_OFFSET, PPM, PPM_FAST_MAX_MICRO, ppb_fast_max, ppm_of_ceil, ppm_of_ceil_fast
+from risk.intmath import PPB, PPM, PPM_FAST_MAX_MICRO, ppb_fast_max, ppm_of_ceil, ppm_of_ceil_fast
 
 N_CHUNKS = 64
 
@@ -42,7 +42,6 @@ N_CHUNKS = 64
 # margin: risk.intmath.ppm_of_ceil_fast for x <= MM_FAST_MAX_MICRO (about $9.2M of notional);
 # funding: risk.funding.funding_delta_fast for |owed| <= ppb_fast_max(rate) ($18M at a 0.05% rate).
 MM_FAST_MAX_MICRO = PPM_FAST_MAX_MICRO
-FUND_OFFSET = PPB_FLOOR_OFFSET
 
 
 @njit(cache=True, inline="always")

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import Clock
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture()
+def ts() -> Clock:
+    """Strictly increasing command timestamps (tests.helpers.Clock), fresh for each test."""
+    return Clock()
 
 
 def _free_port() -> int:

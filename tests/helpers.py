@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from perp import layout as L
+from perp.commands import FundTopUp, admin_payload
 from perp.engine import Engine
 from perp.markets import parse_markets, tier_schedule
 
@@ -72,10 +73,8 @@ def small_engine(**kw) -> Engine:
     return know_top_ups(Engine(SMALL_MARKETS, **kw))
 
 
-def fund_top_up(ts: int, account: int, amount_micro: int):
+def fund_top_up(ts: int, account: int, amount_micro: int) -> FundTopUp:
     """An operator's audited `fund_top_up` into fund `account`: the only way money enters a fund."""
-    from perp.commands import FundTopUp
-
     return FundTopUp(ts_ns=ts, operator="tests", reason="fund the insurance fund", account=account,
                      amount_micro=amount_micro)
 
@@ -86,12 +85,9 @@ TOP_UP_PAYLOADS: dict[int, bytes] = {}  # the admin payloads of every top_up_row
 def top_up_row(ts: int, account: int, amount_micro: int) -> np.ndarray:
     """The CK_ADMIN row of an operator's `fund_top_up` (the only way money enters a fund) for raw-row
     streams; its payload is kept in TOP_UP_PAYLOADS, which an engine must know (`know_top_ups`) to run it."""
-    from perp.commands import admin_payload
-
     key, data = admin_payload(fund_top_up(ts, account, amount_micro))
     TOP_UP_PAYLOADS[key] = data
-    r = row(L.CK_ADMIN, ts, account=0, market=-1, otype=0, tif=0, clid=L.ADMIN_FUND_TOP_UP, order_id=key)
-    return r
+    return row(L.CK_ADMIN, ts, account=0, market=-1, otype=0, tif=0, clid=L.ADMIN_FUND_TOP_UP, order_id=key)
 
 
 def know_top_ups(engine: Engine) -> Engine:

@@ -4,8 +4,6 @@ micro-USD, taker 500 ppm, maker 100 ppm."""
 
 from __future__ import annotations
 
-import pytest
-
 from perp import layout as L
 from perp.codes import ResultCode
 from perp.commands import (
@@ -28,16 +26,11 @@ from perp.commands import (
 )
 from perp.engine import Engine
 from perp.events import AdminApplied, Fill, FundDeposited, FundingPaid, InsuranceFloorSet, LiquidationStep, Rejected
-from tests.helpers import SECOND, T0, Clock, assert_money_conserved
+from tests.helpers import SECOND, T0, assert_money_conserved
 
 M = "H100-PERP"
 HOUR = 3600 * SECOND
 WHO = {"operator": "ops", "reason": "test"}
-
-
-@pytest.fixture()
-def ts() -> Clock:
-    return Clock()
 
 
 def venue(ts) -> Engine:

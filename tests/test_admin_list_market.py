@@ -18,7 +18,7 @@ from perp.events import AdminApplied, Fill, FundingPaid, LiquidationStep, Reject
 from perp.markets import MarketSpec
 from perp.sequencer import JournaledEngine, recover, recover_detailed
 from risk.tiers import LeverageTier
-from tests.helpers import SECOND, T0, Clock, assert_money_conserved
+from tests.helpers import SECOND, T0, assert_money_conserved
 
 H100 = "H100-PERP"
 A100 = "A100-PERP"
@@ -29,11 +29,6 @@ A100_SPEC = MarketSpec(
     max_price_usd="10.0000", insurance_fund_account=1, fee_share_to_fund_ppm=200_000,
     tier=(LeverageTier(max_leverage=5, maintenance_margin_ppm=100_000, max_notional_usd=250_000),
           LeverageTier(max_leverage=2, maintenance_margin_ppm=250_000)))
-
-
-@pytest.fixture()
-def ts() -> Clock:
-    return Clock()
 
 
 def h100_venue(ts) -> Engine:

@@ -16,16 +16,11 @@ from perp.engine import Engine
 from perp.events import AdminApplied, AdminEffective, FundingPaid, Rejected
 from risk.errors import RiskCode
 from risk.tiers import LeverageTier
-from tests.helpers import SECOND, T0, Clock, assert_money_conserved
+from tests.helpers import SECOND, T0, assert_money_conserved
 
 M = "H100-PERP"
 HOUR = 3600 * SECOND
 WHO = {"operator": "alice@ops", "reason": "launch review"}
-
-
-@pytest.fixture()
-def ts() -> Clock:
-    return Clock()
 
 
 def fresh() -> Engine:

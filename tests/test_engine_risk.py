@@ -10,15 +10,10 @@ from perp.commands import Deposit, Place, SetIndex, SetLeverage, Withdraw
 from perp.engine import Engine
 from perp.events import FundingPaid, Rejected
 from risk.errors import RiskCode
-from tests.helpers import SECOND, T0, Clock, assert_money_conserved
+from tests.helpers import SECOND, T0, assert_money_conserved
 
 M = "H100-PERP"
 IM_PER_LOT = 428_640  # 21,432 ticks x 100 micro x 20% (5x)
-
-
-@pytest.fixture()
-def ts() -> Clock:
-    return Clock()
 
 
 def fresh(markets=None) -> Engine:

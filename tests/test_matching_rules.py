@@ -20,7 +20,7 @@ from perp.events import (
     Fill,
     Rejected,
 )
-from tests.helpers import RICH_MICRO, T0, Clock, small_engine
+from tests.helpers import RICH_MICRO, T0, small_engine
 
 M = "TEST-PERP"
 
@@ -31,11 +31,6 @@ def eng() -> Engine:
     e.submit([SetIndex(ts_ns=T0, market=M, price="2.00")])
     e.submit([Deposit(ts_ns=T0, account=a, amount_micro=RICH_MICRO) for a in range(101, 105)])
     return e
-
-
-@pytest.fixture()
-def ts() -> Clock:
-    return Clock()
 
 
 def place(ts, account, side, price, size, **kw):

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from risk.funding import settle_funding_market
-from risk.intmath import INT64_MAX, PPB, PPM
-from risk.sweep import FUND_OFFSET, MM_FAST_MAX_MICRO, N_CHUNKS, risk_sweep, risk_sweep_numpy
+from risk.intmath import INT64_MAX, PPB, PPB_FLOOR_OFFSET, PPM
+from risk.sweep import MM_FAST_MAX_MICRO, N_CHUNKS, risk_sweep, risk_sweep_numpy
 from risk.tiers import LeverageTier, default_tiers, pack_tiers, validate_tiers
 
 CAP = 2**59  # every |notional|, |basis| and collateral below this keeps every sum inside int64
@@ -212,7 +212,7 @@ def _near(bound, spread=3):
 @st.composite
 def boundary_books(draw):
     """One or two markets (the kernel's generic and two-market loops) at mark = anchor = k = 1
-    (notional = lots), positions drawn around the fast paths' bounds: funding's FUND_OFFSET // |rate|,
+    (notional = lots), positions drawn around the fast paths' bounds: funding's PPB_FLOOR_OFFSET // |rate|,
     margin's MM_FAST_MAX_MICRO and the tier bounds."""
     n_mkt = draw(st.integers(1, 2))
     rates = [draw(st.one_of(st.sampled_from([0, 1, -1, PPB, -PPB, 500_000, -500_000, 3, -7]),
@@ -227,7 +227,7 @@ def boundary_books(draw):
     n_acc = draw(st.integers(1, 12))
     lots = np.zeros((n_acc, n_mkt), dtype=np.int64)
     for m, rate in enumerate(rates):
-        fund_bound = FUND_OFFSET // abs(rate) if rate else limit
+        fund_bound = PPB_FLOOR_OFFSET // abs(rate) if rate else limit
         magnitudes = st.one_of(_near(fund_bound), _near(MM_FAST_MAX_MICRO), _near(int(tiers.bound_micro[m, 0])),
                                _near(int(tiers.bound_micro[m, 1])), st.integers(0, limit), _near(limit, 0))
         # the kernel's other precondition: every balance and sum inside int64 (an account's maintenance
