@@ -49,6 +49,9 @@ def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, ma
     Recovers from DATA/snapshots/ + DATA/journal.bin on start; on SIGTERM stops taking orders,
     drains, snapshots and exits. Connect with gateway.client.GatewayClient (docs/protocol.md)."""
     from gateway.server import Gateway, ServerConfig
+    from perp.numba_cache import announce_compile
+
+    announce_compile(lambda text: click.echo(text, err=True))  # the port opens after the compile (perp.warm)
 
     config = ServerConfig(host=host, port=port, data_dir=data_dir, keys_path=keys_path, markets_path=markets_path,
                           fsync=fsync, group_commit_us=group_commit_us, max_batch=max_batch,

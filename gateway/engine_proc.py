@@ -38,6 +38,7 @@ from perp.commands import Liquidate
 from perp.journal import SCHEMA_VERSION, admin_payloads_of
 from perp.markets import load_markets
 from perp.sequencer import engine_config_hash
+from perp.warm import warm_kernels
 
 log = structlog.get_logger("gateway.engine")
 
@@ -98,6 +99,8 @@ class EngineProcess:
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
+        warm = warm_kernels(self.engine.markets)  # compiled before the first command (perp.warm)
+        log.info("kernels_ready", seconds=round(warm.seconds, 3))
         self.ar = RJ.connect_async(self.cfg.redis_url)  # the sequencing loop (blocking reads)
         self.aw = RJ.connect_async(self.cfg.redis_url)  # timers, status
         self._tasks.append(asyncio.create_task(self._sequence_loop(), name="sequencer"))

@@ -37,6 +37,9 @@ def engine_command(redis_url: str, namespace: str, unsafe: bool, markets_path: s
     from gateway.cli import loop_factory
     from gateway.engine_proc import EngineConfig, EngineProcess
     from gateway.redis_journal import UnsafeRedis
+    from perp.numba_cache import announce_compile
+
+    announce_compile(lambda text: click.echo(text, err=True))  # it starts after the compile (perp.warm)
 
     cfg = EngineConfig(redis_url=redis_url, namespace=namespace, unsafe=unsafe, markets_path=markets_path,
                        max_batch=max_batch, liquidation_interval_ms=liquidation_interval_ms,
@@ -93,6 +96,9 @@ def gateway_command(redis_url: str, namespace: str, unsafe: bool, host: str, por
     from gateway.front import RedisGateway
     from gateway.redis_journal import UnsafeRedis
     from gateway.server import ServerConfig
+    from perp.numba_cache import announce_compile
+
+    announce_compile(lambda text: click.echo(text, err=True))  # it starts after the compile (perp.warm)
 
     config = ServerConfig(host=host, port=port, data_dir=data_dir, keys_path=keys_path,
                           group_commit_us=group_commit_us, max_batch=max_batch, order_rate_per_s=order_rate_per_s,
