@@ -51,6 +51,28 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_cpu_s() -> tuple[float, float]:
+    """CPU seconds the whole machine has spent so far (/proc/stat), busy and stolen: the busy part is
+    every process on it, the bench's own clients included; steal is what the hypervisor gave to
+    other machines while this one wanted to run."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    tck = os.sysconf("SC_CLK_TCK")
+    return (sum(v) - v[3] - v[4] - v[7]) / tck, v[7] / tck
+
+
+def cpu_budget(wall_s: float, machine0: tuple[float, float], machine1: tuple[float, float],
+               **roles_cpu_s: float) -> dict:
+    """Where the machine's cores went over one phase: the machine's busy and stolen cores, and each
+    role's (server, subscribers, traders, ...) CPU seconds per wall second. On a 2-core machine the
+    bench's own clients share the cores with the server: a sum near 2 means the figures are bounded
+    by the machine, not by the server alone."""
+    w = max(wall_s, 1e-9)
+    out = {"cores": os.cpu_count(), "machine_busy": round((machine1[0] - machine0[0]) / w, 2),
+           "machine_steal": round((machine1[1] - machine0[1]) / w, 2)}
+    out.update({k: round(v / w, 2) for k, v in roles_cpu_s.items()})
+    return out
+
+
 def _merge_codes(results: list[dict]) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in results:
@@ -257,7 +279,9 @@ def _client_proc(url: str, creds: list[dict], prices: list[str], phase: str, amo
             await asyncio.gather(*(_trader(url, c, prices, phase, per, window, out) for c in creds))
         return out
 
-    q.put(_run(main()))
+    res = _run(main())
+    res["cpu_s"] = time.process_time()  # this process's whole life: start-up, logon, the phase
+    q.put(res)
 
 
 def _run(coro):
@@ -539,9 +563,12 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
         if not ready.wait(120):
             raise RuntimeError("subscribers did not connect")
 
-        cpu0 = _cpu_s(server.pid)
+        cpu0, sub0, machine0 = _cpu_s(server.pid), _cpu_s(sub.pid), _machine_cpu_s()
         res_max = run_phase(ctx, q, [url], trader_creds, prices, "max", seconds, window, seconds)
         cpu_max = _cpu_s(server.pid) - cpu0
+        budget = cpu_budget(res_max[-1]["wall_s"], machine0, _machine_cpu_s(), server=cpu_max,
+                            subscribers=_cpu_s(sub.pid) - sub0,
+                            traders=sum(r.get("cpu_s", 0.0) for r in res_max[:-1]))
         res_paced = run_phase(ctx, q, [url], trader_creds, prices, "paced", rate / procs, window, seconds)
         res_batch = run_phase(ctx, q, [url], trader_creds, prices, "batch", min(seconds, 3.0), window, seconds)
         batch_orders = sum(r.get("batch_orders", 0) for r in res_batch[:-1])
@@ -564,6 +591,7 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
             "group_commit_us": group_commit_us,
             "book_interval_ms": book_interval_ms,
             "fsync": "always",
+            "max_phase_cpu_cores": budget,
         }
     finally:
         server.terminate()

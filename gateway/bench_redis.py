@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.bench import _cpu_s, _merge_codes, _pct, _prepare, _subscriber_proc, bench_keys, run_phase
+from gateway.bench import _cpu_s, _machine_cpu_s, _merge_codes, _pct, _prepare, _subscriber_proc, bench_keys, cpu_budget, run_phase
 
 
 def _spawn(args: list[str], expect: str, env: dict) -> tuple[subprocess.Popen, str]:
@@ -79,11 +79,16 @@ def run_redis(redis_url: str, procs: int = 2, accounts_per_proc: int = 2, second
         def phase(name: str, amount: float) -> list[dict]:
             return run_phase(ctx, q, urls, trader_creds, prices, name, amount, window, seconds)
 
-        pids = [p.pid for p in started]
-        cpu0 = [_cpu_s(pid) for pid in pids]
+        redis_pid = _local_redis_pid(redis_url)
+        pids = [p.pid for p in started] + ([redis_pid] if redis_pid else [])
+        cpu0, sub0, machine0 = [_cpu_s(pid) for pid in pids], [_cpu_s(s.pid) for s in subs], _machine_cpu_s()
         res_max = phase("max", seconds)
         cpu = [_cpu_s(pid) - c for pid, c in zip(pids, cpu0, strict=True)]
         wall = res_max[-1]["wall_s"]
+        budget = cpu_budget(wall, machine0, _machine_cpu_s(), engine=cpu[0], gateways=sum(cpu[1:len(started)]),
+                            **({"redis": cpu[-1]} if redis_pid else {}),
+                            subscribers=sum(_cpu_s(s.pid) - c for s, c in zip(subs, sub0, strict=True)),
+                            traders=sum(r.get("cpu_s", 0.0) for r in res_max[:-1]))
         acks = sum(r.get("acks", 0) for r in res_max[:-1])
         res_paced = phase("paced", rate / procs)
         lat = [x for r in res_paced[:-1] for x in r.get("lat", [])]
@@ -103,13 +108,14 @@ def run_redis(redis_url: str, procs: int = 2, accounts_per_proc: int = 2, second
             "paced_rate_target": rate,
             "paced_acks": sum(r.get("acks", 0) for r in res_paced[:-1]),
             "engine_cpu_us_per_order": round(cpu[0] / max(1, acks) * 1e6, 1),
-            "gateway_cpu_us_per_order": round(sum(cpu[1:]) / max(1, acks) * 1e6, 1),
+            "gateway_cpu_us_per_order": round(sum(cpu[1:len(started)]) / max(1, acks) * 1e6, 1),
             "gateways": gateways,
             "subscribers": subscribers,
             "p99_fanout_ms": _pct(lags, 0.99),
             "load_average_1m": os.getloadavg()[0],
             "redis": redis_url,
             "appendfsync": _appendfsync(redis_url),
+            "max_phase_cpu_cores": budget,
         }
     finally:
         for p in started[::-1]:
@@ -123,6 +129,19 @@ def run_redis(redis_url: str, procs: int = 2, accounts_per_proc: int = 2, second
         if names:
             r.delete(*names)
         r.close()
+
+
+def _local_redis_pid(url: str) -> int | None:
+    """The redis-server's process id when it runs on this machine (its CPU counts in the budget);
+    None for a remote one."""
+    from gateway import redis_journal as RJ
+
+    r = RJ.connect_sync(url)
+    try:
+        pid = int(r.info("server").get("process_id", 0))
+    finally:
+        r.close()
+    return pid if pid and Path(f"/proc/{pid}/stat").exists() else None
 
 
 def _appendfsync(url: str) -> str:

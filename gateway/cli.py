@@ -218,6 +218,7 @@ def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, ra
                f"commit; {r['procs']} client processes, {r['accounts']} accounts, window {r['window']})")
     click.echo(f"server CPU   {r['server_cpu_us_per_order']} us per order frame (load average {r['load_average_1m']:.1f} "
                "on this machine during the run)")
+    click.echo(f"cores        {_budget_text(r['max_phase_cpu_cores'])} over the throughput phase")
     click.echo(f"latency      p50 {r['p50_ack_ms_at_10k']} ms, p99 {r['p99_ack_ms_at_10k']} ms at {rate:,} orders/s "
                f"({r['paced_acks']:,} acks)")
     click.echo(f"batch frames {r['batch_frame_orders_per_s']:,} orders/s in order.batch frames of 20")
@@ -233,5 +234,13 @@ def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, ra
                    f"and one engine (appendfsync {x['appendfsync']}); p50 {x['p50_ack_ms_at_10k']} ms, "
                    f"p99 {x['p99_ack_ms_at_10k']} ms at {rate:,} orders/s; CPU per order: engine "
                    f"{x['engine_cpu_us_per_order']} us, gateways {x['gateway_cpu_us_per_order']} us")
+        click.echo(f"redis cores  {_budget_text(x['max_phase_cpu_cores'])} over the throughput phase")
     if as_json:
         click.echo(json.dumps(r, allow_nan=False))
+
+
+def _budget_text(b: dict) -> str:
+    """`cores 2: machine 1.93 busy (0.02 stolen); server 0.95, subscribers 0.61, traders 0.34`."""
+    roles = ", ".join(f"{k} {v}" for k, v in b.items() if k not in ("cores", "machine_busy", "machine_steal"))
+    return f"{b['cores']} on the machine: {b['machine_busy']} busy ({b['machine_steal']} stolen); {roles}"
+

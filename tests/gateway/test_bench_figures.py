@@ -15,3 +15,24 @@ def test_a_percentile_takes_the_sample_at_its_rank_scaled_and_rounded():
     lat_s = [0.001 * i for i in range(1, 101)]  # 1..100 ms
     assert _pct(lat_s, 0.50, 1e3) == 51.0
     assert _pct(lat_s, 0.99, 1e3) == 100.0
+
+
+def test_the_cpu_budget_gives_each_role_and_the_machine_in_cores_per_wall_second():
+    import os
+
+    from gateway.bench import cpu_budget
+
+    b = cpu_budget(2.0, (10.0, 1.0), (13.0, 1.5), server=1.9, traders=0.5)
+    assert b == {"cores": os.cpu_count(), "machine_busy": 1.5, "machine_steal": 0.25, "server": 0.95, "traders": 0.25}
+
+
+def test_the_machine_cpu_counter_counts_this_process_spinning():
+    import time
+
+    from gateway.bench import _machine_cpu_s
+
+    busy0, _ = _machine_cpu_s()
+    t = time.process_time()
+    while time.process_time() - t < 0.3:
+        pass
+    assert _machine_cpu_s()[0] - busy0 >= 0.25
