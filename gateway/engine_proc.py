@@ -11,13 +11,22 @@ batch in hand; a batch whose record could not be written is retried until Redis 
 engine pauses, keeps its state and its place, and resumes by itself when Redis returns), and a
 record already written (the reply was lost) is recognised by its sequence number and not repeated.
 
+A place whose (account, client order id) was used before -- by any command already sequenced,
+or by an earlier row of the same batch -- is left out of the batch and named in the record's `x`;
+the gateway that sent it answers 4204 DUPLICATE_CLIENT_ORDER_ID (`_refuse_reused`). The gateways
+check their own replicas first; this holds when the same id reaches two gateways before either has
+seen the other's (a client failing over, or retrying elsewhere). Refused rows never reach the
+kernel, so the record's rows stay the exact journal.
+
 Timers (the liquidation sweep, the index feed) are commands the engine appends to `NS:cmd` like a
 gateway, so replay replays them. Snapshots (every `snapshot_every` commands and on SIGTERM) go to
 Redis with the ids they cover; the streams are trimmed below the oldest kept one.
 
 Known limits: one engine process (no standby: a second `perp engine` on the same namespace would
 sequence the same commands twice -- run it under a supervisor that restarts it, not beside it);
-the snapshot is written inline (the engine pauses for it, ~tens of ms for a small venue).
+the snapshot is written inline (the engine pauses for it, ~tens of ms for a small venue); the used
+client order ids are also held as a Python set for the refusal check (~60-70 bytes per id, as each
+gateway's replica holds them).
 """
 
 from __future__ import annotations
@@ -31,9 +40,11 @@ import numpy as np
 import structlog
 
 from gateway import redis_journal as RJ
+from gateway.errors import GatewayCode as G
 from gateway.feed import IndexFeed
 from gateway.limits import WallClock
 from perp import layout as L
+from perp.client_ids import reused_places
 from perp.commands import Liquidate
 from perp.journal import SCHEMA_VERSION, admin_payloads_of
 from perp.markets import load_markets
@@ -81,6 +92,7 @@ class EngineProcess:
         self.seq_id = rec.seq_id
         self.cmd_id = rec.cmd_id
         self.chains = rec.chains
+        self.engine.client_order_ids.seen(np.zeros(0, np.int64))  # its lookup set now, not in the first batch
         self.clock = clock or WallClock(int(self.engine.state.g[L.G_LAST_TS]))
         self.feed = feed
         if self.feed is None and cfg.index_feed:
@@ -180,18 +192,40 @@ class EngineProcess:
             if n_rows == 0:
                 self.cmd_id = last_id
                 continue
-            rows = np.concatenate(parts)
+            rows, src, refused = self._refuse_reused(np.concatenate(parts), src)
             ts = self.clock.now_ns()
             rows[:, L.C_TS] = ts
             seq0 = self.engine.seq + 1
             events = RJ.apply_batch(self.engine, rows, payloads)
             RJ.advance_chains(self.chains, events, self.engine.seq)
-            rec = RJ.SeqRecord(seq0, ts, last_id, rows, src, admin_payloads_of(rows, self.engine.encoder.payloads))
+            rec = RJ.SeqRecord(seq0, ts, last_id, rows, src, admin_payloads_of(rows, self.engine.encoder.payloads),
+                               refused)
             self.seq_id = await self._append_record(rec, events)
             self.cmd_id = last_id
             self.batches += 1
             if self.cfg.snapshot_every and self.engine.seq - self._last_snapshot_seq >= self.cfg.snapshot_every:
                 await self._snapshot_retrying()
+
+    def _refuse_reused(self, rows: np.ndarray, src: list[tuple[str, int, int]]
+                       ) -> tuple[np.ndarray, list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
+        """The batch without its places whose (account, client order id) is already used -- by a
+        command sequenced before (the engine's set, kept from its own rows, in its snapshots and
+        rebuilt on recovery) or by an earlier row of this batch: (rows kept, `src` with the counts
+        kept, the refusals as (source, source batch, index in it, 4204)). Every gateway checks its
+        own replica first; this is what holds when two gateways each see an id for the first time.
+        The kept rows' ids are recorded when they run (`apply_batch`), not here."""
+        gone = reused_places(rows, self.engine.client_order_ids)
+        if not gone.shape[0]:
+            return rows, src, []
+        ends = np.cumsum([n for _, _, n in src])
+        which = np.searchsorted(ends, gone, side="right")
+        starts = ends - np.array([n for _, _, n in src])
+        refused = [(src[k][0], src[k][1], int(i - starts[k]), int(G.DUPLICATE_CLIENT_ORDER_ID))
+                   for i, k in zip(gone.tolist(), which.tolist(), strict=True)]
+        lost = np.bincount(which, minlength=len(src)).tolist()
+        kept = [(g, b, n - d) for (g, b, n), d in zip(src, lost, strict=True)]
+        log.info("client_order_ids_refused", commands=len(refused), seq=self.engine.seq)
+        return np.delete(rows, gone, axis=0), kept, refused
 
     async def _append_record(self, rec: RJ.SeqRecord, events: np.ndarray) -> str:
         """XADD the record and, in the same MULTI/EXEC, each market's events to NS:ev:SYMBOL; while
@@ -203,9 +237,9 @@ class EngineProcess:
         check = False
         while True:
             try:
-                if check:
+                if check:  # `c` too: a record of refusals only has the next record's `s`
                     last = await self.aw.xrevrange(self.keys.seq, count=1)
-                    if last and int(last[0][1][b"s"]) == rec.seq0:
+                    if last and int(last[0][1][b"s"]) == rec.seq0 and last[0][1][b"c"].decode() == rec.cmd_id:
                         return last[0][0].decode()
                 async with self.aw.pipeline(transaction=True) as pipe:
                     pipe.xadd(self.keys.seq, fields)

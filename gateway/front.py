@@ -25,10 +25,13 @@ Faults (docs/deployment.md):
 - This process killed: its clients reconnect to another gateway (the reference client takes
   several URLs) and resync from that gateway's snapshots.
 
+A `client_order_id` is checked against the commands this gateway has seen (its replica and its
+own pending places); the same id sent through two gateways within one ack latency reaches the
+engine twice, and the engine sequences the first and leaves the other out of its batch (the
+record's `x`, gateway/engine_proc.py): the gateway that sent it answers 4204, as embedded.
+
 Known limits: the dead-man's switch (`cancel_after`) is armed in the gateway holding the session,
-as embedded (it does not survive that gateway); a `client_order_id` is checked against the
-commands this gateway has seen, so the same id sent through two gateways within one ack latency
-can be sequenced twice (each gets its own order); the key file is read by each gateway.
+as embedded (it does not survive that gateway); the key file is read by each gateway.
 """
 
 from __future__ import annotations
@@ -199,22 +202,42 @@ class RedisGateway(Gateway):
             return
         if rec.seq0 != self.engine.seq + 1:
             raise RuntimeError(f"record starts at seq {rec.seq0}, the replica is at {self.engine.seq}")
+        refused: dict[int, dict[int, int]] = {}  # this process's batch number -> {index in it: code}
+        for g, b, i, code in rec.refused:
+            if g == self.gid:
+                refused.setdefault(b, {})[i] = code
         batch: list[Pending | None] = []
-        off = 0
+        answer: list[tuple[Pending, int]] = []
         now = time.monotonic()
         for g, b, n in rec.src:
             mine = self._inflight.pop(b, None) if g == self.gid else None
-            if mine is not None and len(mine[1]) == n:
-                batch.extend(mine[1])
+            gone = refused.get(b, {})
+            if mine is not None and len(mine[1]) == n + len(gone):
+                batch.extend(p for i, p in enumerate(mine[1]) if i not in gone)
+                answer.extend((mine[1][i], code) for i, code in gone.items())
                 if self.metrics.batch_seconds is not None:  # XADD to the engine's record: journal + engine
                     self.metrics.batch_seconds.observe(now - mine[0])
                     self.metrics.batch_commands.observe(n)
             else:  # another gateway's commands (or the engine's timers): applied and fanned out, not acked
                 batch.extend([None] * n)
-            off += n
         funding_before = self._funding_watch(rec.ts_ns)
         ev_rows = RJ.apply_batch(self.engine, rec.rows, rec.payloads)
+        for p, code in answer:
+            self._refused(p, code)
         self._complete_batch(batch, rec.seq0, ev_rows, rec.ts_ns, funding_before)
+
+    def _refused(self, p: Pending, code: int) -> None:
+        """A command of this process the engine left out of its batch (the record's `x`): a place
+        whose client order id another gateway's command had used first. Answered as the embedded
+        gateway answers a duplicate (4204, nothing was done); the pending id is freed (the replica
+        now holds it as used)."""
+        if p.clid:
+            self._pending_clids.discard((p.account, p.clid))
+        if p.done is not None:
+            done, p.done = p.done, None
+            msg = f"client_order_id {p.clid} was already used" if code == G.DUPLICATE_CLIENT_ORDER_ID \
+                else "refused by the sequencer"
+            done(0, [], _err(code, msg), None, p.received_ns)  # the engine's code as it wrote it
 
     def _http(self, connection: Any, request: Any) -> Any:  # /healthz says whether Redis is reachable
         if request.path == "/healthz" and not self.redis_up:

@@ -5,7 +5,7 @@ Keys, all under a namespace (`--namespace`, default `perp`):
 | key | type | written by | holds |
 |---|---|---|---|
 | `NS:cmd` | stream | gateways, the engine's timers | one entry per group commit: `g` source id, `b` the source's batch number, `r` command rows |
-| `NS:seq` | stream | the engine | one entry per engine batch, written **after** the engine ran it: `s` first sequence number, `t` the batch's `ts_ns`, `c` the last `NS:cmd` id it consumed, `r` its rows (stamped with `t`), `src` `[[g, b, n], ...]` |
+| `NS:seq` | stream | the engine | one entry per engine batch, written **after** the engine ran it: `s` first sequence number, `t` the batch's `ts_ns`, `c` the last `NS:cmd` id it consumed, `r` its rows (stamped with `t`), `src` `[[g, b, n], ...]`, `x` (when any) the commands it refused `[[g, b, index, code], ...]` |
 | `NS:meta` | hash | the engine (first start) | `markets` (the config as JSON), `config_hash`, `journal_schema` (perp.journal.SCHEMA_VERSION: what the rows mean) |
 | `NS:snap:SEQ` | string | the engine | a verified snapshot (perp/state.py format) whose metadata names the `NS:seq` and `NS:cmd` ids it covers |
 | `NS:snaps` | sorted set | the engine | snapshot keys scored by sequence number (the newest `keep` are kept) |
@@ -26,6 +26,12 @@ Invariants:
   `NS:cmd` after the last record's `c`. A record repeated by a retried write (the reply was lost,
   the write was not) has a first sequence number at or below the engine's and is skipped.
 - Streams are trimmed only below the oldest kept snapshot (`XTRIM MINID`).
+- A `client_order_id` is consumed once per account over the whole venue: the engine leaves out of
+  a batch every place whose (account, id) its used set (perp.client_ids) holds or an earlier row of
+  the batch uses, and names it in the record's `x`; its gateway answers it 4204. So however many
+  gateways a retry goes through, one place per id is sequenced. A batch whose commands were all
+  refused is still recorded (no rows; the same `s` as the next record, its own `c`), so the entries
+  it consumed are answered and not read again.
 
 `NS:seq` is also the event bus of the gateways: each gateway process follows it from its last id,
 runs the same batches through a read replica of the engine and so derives exactly the engine's
@@ -161,26 +167,38 @@ def cmd_fields(source: str, batch: int, rows: np.ndarray, payloads: dict[int, by
 
 
 class SeqRecord(msgspec.Struct, frozen=True):
-    """One engine batch as `NS:seq` holds it (with the payloads of its admin commands, if any)."""
+    """One engine batch as `NS:seq` holds it (with the payloads of its admin commands, if any).
+
+    `src` names every `NS:cmd` entry the batch consumed, with how many of its commands are in
+    `rows` (0 when the sequencer refused them all); `refused` names the commands it left out, each
+    as (source id, source batch number, index within that source batch, gateway code): a place whose
+    client order id was already used (4204, gateway/engine_proc.py). Refused commands never reach a
+    kernel, so replaying `rows` alone gives the engine's state; they are listed only so that their
+    gateway can answer them. A batch may therefore hold no rows at all (all refused)."""
 
     seq0: int
     ts_ns: int
     cmd_id: str
     rows: np.ndarray
-    src: list[tuple[str, int, int]]  # (source id, its batch number, commands) in stream order
+    src: list[tuple[str, int, int]]  # (source id, its batch number, commands in rows) in stream order
     payloads: list[tuple[int, bytes]] = []
+    refused: list[tuple[str, int, int, int]] = []  # (source id, its batch number, index in it, code)
 
     def fields(self) -> dict[str, Any]:
         out = {"s": self.seq0, "t": self.ts_ns, "c": self.cmd_id, "r": rows_to_bytes(self.rows),
                "src": msgspec.json.encode(self.src)}
         if self.payloads:
             out["p"] = payloads_to_bytes(self.payloads)
+        if self.refused:
+            out["x"] = msgspec.json.encode(self.refused)
         return out
 
     @classmethod
     def parse(cls, fields: dict[bytes, bytes]) -> SeqRecord:
+        refused = [tuple(x) for x in msgspec.json.decode(fields[b"x"])] if b"x" in fields else []
         return cls(int(fields[b"s"]), int(fields[b"t"]), fields[b"c"].decode(), rows_from_bytes(fields[b"r"]),
-                   [tuple(x) for x in msgspec.json.decode(fields[b"src"])], payloads_from_bytes(fields.get(b"p")))
+                   [tuple(x) for x in msgspec.json.decode(fields[b"src"])], payloads_from_bytes(fields.get(b"p")),
+                   refused)
 
 
 def apply_batch(engine: Engine, rows: np.ndarray, payloads: list[tuple[int, bytes]] = ()) -> np.ndarray:
@@ -410,10 +428,29 @@ def recover(r: Any, keys: Keys, markets: MarketsConfig | None = None, *, use_sna
             raise RuntimeError(f"record {eid}: the engine ended at seq {engine.seq}, before {end}")
         seq_id, cmd_id = eid, rec.cmd_id
         n += 1
+    if engine.client_order_ids_from_seq:
+        _client_order_ids_before(r, keys, engine)
     seconds = time.perf_counter() - t0
     log.info("redis_recovered", snapshot_seq=snap_seq, replayed_records=n, seq=engine.seq, seq_id=seq_id,
              seconds=round(seconds, 3))
     return Recovered(engine, seq_id, cmd_id, chains, snap_seq, n, seconds)
+
+
+def _client_order_ids_before(r: Any, keys: Keys, engine: Engine) -> None:
+    """After recovering from a snapshot written before the engine kept the used client order ids
+    (`client_order_ids_from_seq` > 0): add those of the records up to it that the stream still
+    holds, once (the next snapshot carries them). Records trimmed below the oldest kept snapshot
+    are gone: their ids are then unknown, and said so (the kernel still refuses a live one, 1014)."""
+    upto, first = engine.client_order_ids_from_seq, 0
+    for _eid, rec in records(r, keys):
+        if rec.seq0 > upto:
+            break
+        first = first or rec.seq0
+        engine.client_order_ids.add_rows(rec.rows)
+    if first != 1:
+        log.warning("client_order_ids_partial", known_from_seq=first or upto + 1, snapshot_seq=upto,
+                    why="the stream before the snapshot was trimmed: older client order ids are not known")
+    engine.client_order_ids_from_seq = 0
 
 
 def connect_sync(url: str) -> Any:

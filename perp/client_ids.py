@@ -62,8 +62,8 @@ class UsedClientOrderIds:
     compaction (at least `MIN_COMPACT_KEYS`), which bounds the memory a stream of re-used ids could
     take to that factor and costs ~1.3 sorts per key over its life. (Compacting everything with
     `np.unique` every 256 batches re-sorted 7M keys nine times while a 10M-command journal was
-    replayed: 36 of its 41 s.) The first `contains` builds a Python set, which later additions
-    keep up to date (the gateway's per-order check).
+    replayed: 36 of its 41 s.) The first `contains` or `seen` builds a Python set, which later
+    additions keep up to date (the gateway's per-order check, the Redis sequencer's per-batch one).
 
     Invariant: the recorded keys are `_buf[:_n]`; `_buf[:_sorted_n]` is sorted and distinct, and
     after a compaction `_sorted_n == _n`."""
@@ -80,10 +80,27 @@ class UsedClientOrderIds:
     def __len__(self) -> int:
         return int(self.keys().shape[0])
 
-    def contains(self, account: int, client_order_id: int) -> bool:
+    def _lookup(self) -> set[int]:
         if self._set is None:
             self._set = set(self.keys().tolist())
-        return ((account << CLID_SHIFT) | client_order_id) in self._set
+        return self._set
+
+    def contains(self, account: int, client_order_id: int) -> bool:
+        return ((account << CLID_SHIFT) | client_order_id) in self._lookup()
+
+    def seen(self, keys: np.ndarray) -> np.ndarray:
+        """For `keys` (`account << 40 | clid`) in order, a bool array: True where the key is already
+        recorded or occurs earlier in `keys` -- the places the Redis sequencer refuses (4204,
+        gateway/engine_proc.py). Records nothing: the kept rows' keys are added when they run."""
+        ks = keys.tolist()
+        out = np.fromiter(map(self._lookup().__contains__, ks), np.bool_, len(ks))
+        if len(set(ks)) < len(ks):  # a key twice in `keys`: every use after its first
+            first: set[int] = set()
+            for i, k in enumerate(ks):
+                if k in first:
+                    out[i] = True
+                first.add(k)
+        return out
 
     def add_rows(self, cmds: np.ndarray) -> None:
         """Record the client order ids of the place rows in `cmds` (command rows, perp.layout): those
@@ -134,3 +151,16 @@ class UsedClientOrderIds:
         if len(raw) % 8:
             raise ValueError("used client order ids: not a whole number of int64 keys")
         return cls(np.frombuffer(raw, dtype="<i8"))
+
+
+def reused_places(cmds: np.ndarray, ids: UsedClientOrderIds) -> np.ndarray:
+    """Indices (ascending) of the place rows in `cmds` whose (account, client order id) `ids` holds or
+    an earlier place row of `cmds` uses: the rows a sequencer leaves out so that an id is consumed
+    once (4204). Only rows `add_rows` would record are considered (0 < clid <= MAX_CLIENT_ORDER_ID,
+    0 <= account <= MAX_ACCOUNT_ID); nothing is recorded."""
+    kind, acct, clid = cmds[:, L.C_KIND], cmds[:, L.C_ACCOUNT], cmds[:, L.C_CLID]
+    rows = np.flatnonzero((kind == L.CK_PLACE) & (clid > 0) & (clid <= L.MAX_CLIENT_ORDER_ID)
+                          & (acct >= 0) & (acct <= L.MAX_ACCOUNT_ID))
+    if not rows.shape[0]:
+        return rows
+    return rows[ids.seen((acct[rows] << CLID_SHIFT) | clid[rows])]

@@ -101,3 +101,17 @@ def test_ids_added_over_many_batches_take_bounded_room_and_a_repeated_id_counts_
     assert keys.tolist() == sorted(expected) and len(ids) == len(expected)
     again = UsedClientOrderIds.from_text(ids.to_text())
     assert again.keys().tolist() == keys.tolist()
+
+
+def test_a_place_reusing_an_id_recorded_or_earlier_in_the_same_rows_is_found_and_nothing_is_recorded():
+    ids = UsedClientOrderIds(np.array([(7 << 40) | 1], np.int64))
+    rows = np.zeros((6, L.N_CMD_COLS), np.int64)
+    rows[:, L.C_KIND] = L.CK_PLACE
+    rows[:, L.C_ACCOUNT] = [7, 7, 8, 8, 7, 9]
+    rows[:, L.C_CLID] = [1, 2, 2, 2, 0, 0]  # 7/1 recorded; 8/2 twice; clid 0 is no id
+    rows[5, L.C_KIND] = L.CK_CANCEL  # a cancel by client order id is never a reuse
+    rows[5, L.C_CLID] = 1
+    rows[5, L.C_ACCOUNT] = 7
+    assert client_ids.reused_places(rows, ids).tolist() == [0, 3]
+    assert ids.seen(np.array([(8 << 40) | 2, (8 << 40) | 2], np.int64)).tolist() == [False, True]
+    assert len(ids) == 1 and not ids.contains(8, 2)

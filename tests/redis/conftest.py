@@ -209,3 +209,17 @@ def start_venue(redis_server: RedisServer, procs: list, tmp_path: Path, engine_a
     gb = start_gateway(redis_server.url, keys.path, tmp_path / "b", NS, *gateway_args)
     procs.extend([ga, gb])
     return creds, eng, ga, gb
+
+
+async def crash_engine(eng) -> None:
+    """An in-process `EngineProcess` dies: its loops just end, no snapshot on exit, its
+    connections closed (what SIGKILL leaves behind in Redis)."""
+    import asyncio
+
+    eng._stopping = True
+    for t in eng._tasks:
+        t.cancel()
+    await asyncio.gather(*eng._tasks, return_exceptions=True)
+    for c in (eng.ar, eng.aw):
+        await c.aclose()
+    eng.r.close()

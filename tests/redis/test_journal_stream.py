@@ -12,7 +12,7 @@ from gateway.engine_proc import EngineConfig, EngineProcess
 from perp.commands import Deposit, Place, SetIndex
 from perp.engine import Engine
 from tests.gateway.conftest import run
-from tests.redis.conftest import MARKET, RedisServer, free_port
+from tests.redis.conftest import MARKET, RedisServer, crash_engine, free_port
 
 
 def _commands(n: int) -> list:
@@ -101,12 +101,7 @@ def test_recovery_is_the_newest_snapshot_plus_the_stream_after_it_and_trimming_k
             _append(r, keys, cmds[start:start + 30])
             await _until(eng, start + 30)
         h = eng.engine.state_hash()
-        eng._stopping = True  # a crash: no snapshot on exit, the tasks just end
-        for t in eng._tasks:
-            t.cancel()
-        await asyncio.gather(*eng._tasks, return_exceptions=True)
-        for c in (eng.ar, eng.aw):
-            await c.aclose()
+        await crash_engine(eng)  # no snapshot on exit
         return h, eng.engine.seq, eng.chains
 
     h1, seq1, chains1 = run(first(), 60)
@@ -149,14 +144,6 @@ def test_an_order_the_engine_has_not_processed_is_status_unknown_then_the_user_c
     keys, creds = make_keys(tmp_path / "keys.json")
     cfg = EngineConfig(redis_url=redis_server.url, namespace="late", index_feed=False, liquidation_interval_ms=0)
 
-    async def crash(eng: EngineProcess) -> None:
-        eng._stopping = True
-        for t in eng._tasks:
-            t.cancel()
-        await asyncio.gather(*eng._tasks, return_exceptions=True)
-        for c in (eng.ar, eng.aw):
-            await c.aclose()
-
     async def body() -> None:
         eng = EngineProcess(cfg)
         await eng.start()
@@ -168,7 +155,7 @@ def test_an_order_the_engine_has_not_processed_is_status_unknown_then_the_user_c
         await gw.submit_system([SetIndex(ts_ns=0, market=MARKET, price="2.0000")])
         async with GatewayClient(url, creds["admin"]) as admin:
             await admin.deposit(ALICE, 10**12)
-        await crash(eng)
+        await crash_engine(eng)
         async with GatewayClient(url, creds["alice"]) as alice:
             await alice.subscribe("user")
             alice.pending_pushes("user")
