@@ -102,7 +102,6 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_queue: int = 65536  # commands waiting for the sequencer; beyond: OVERLOADED
     max_frame_bytes: int = 65536
     send_queue_frames: int = 4096  # per connection; beyond: book conflated, anything else disconnects
-    fanout_slice: int = 128  # connections a broadcast writes per event-loop step (replies and acks go first)
     book_interval_ms: int = 20  # book deltas at most this often per market, merged (0: one per batch)
     send_timeout_s: float = 10.0  # a frame the socket cannot take for this long: the connection is cut
     write_limit_bytes: int = 32768  # the WebSocket layer's write buffer per connection
@@ -141,7 +140,6 @@ class Conn:
         "logon_failures",
         "out",
         "subs",
-        "urgent",
         "wake",
         "ws",
     )
@@ -154,7 +152,6 @@ class Conn:
         self.subs: set[tuple[str, int]] = set()  # (channel, market index; -1 for user)
         self.out: collections.deque[bytes] = collections.deque()  # whole WebSocket frames (gateway.wire)
         self.blocked = False  # the sender is waiting for the socket to drain: only it writes
-        self.urgent = False  # listed in Gateway._dirty: written at the next flush, before any broadcast
         self.wake = asyncio.Event()
         self.book_resync: set[int] = set()
         self.bucket = bucket
@@ -340,8 +337,7 @@ class Gateway:
         self._pipeline: collections.deque[asyncio.Task] = collections.deque()  # batches awaiting fsync + acks
         self._journal_lost = False  # a fsync failed: nothing after it is acknowledged
         self._deferred: list[Callable[[], None]] = []
-        self._dirty: list[Conn] = []  # connections with a reply, an ack or a private push queued
-        self._bulk: list[Conn] = []  # connections with only broadcast pushes queued (written in slices)
+        self._dirty: list[Conn] = []  # connections with frames queued since the last flush
         self._flush_scheduled = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self.deadman: dict[int, asyncio.TimerHandle] = {}
@@ -542,13 +538,10 @@ class Gateway:
             conn.log.info("closing", code=int(code), reason=reason)
             conn.wake.set()
 
-    def _send(self, conn: Conn, frame: bytes, book_market: int | None = None, wire: bytes | None = None,
-              bulk: bool = False) -> None:
+    def _send(self, conn: Conn, frame: bytes, book_market: int | None = None, wire: bytes | None = None) -> None:
         """Queue one message (`frame`, JSON) for the connection; `wire` is its WebSocket frame when
         the caller built it already (a push shared by many subscribers is framed once). Frames
-        queued in one event-loop turn (a batch's acks and pushes) leave in one socket write.
-        `bulk`: a broadcast push; a connection with nothing else queued waits for its slice of the
-        fan-out (`_flush`), one with a reply or an ack queued takes it along, in queue order."""
+        queued in one event-loop turn (a batch's acks and pushes) leave in one socket write."""
         if conn.close_code:
             return
         if book_market is not None and book_market in conn.book_resync:
@@ -562,50 +555,30 @@ class Gateway:
                 return
             self._close(conn, G.SLOW_CONSUMER, "send queue full")
             return
-        if not bulk and not conn.urgent:
-            conn.urgent = True
+        if not conn.out:
             self._dirty.append(conn)
-        elif bulk and not conn.out:
-            self._bulk.append(conn)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
         conn.out.append(wire if wire is not None else text_frame(frame))
 
     def _flush(self) -> None:
-        """Write queued frames straight to the sockets, one write per connection: first every
-        connection with a reply, an ack or a private push queued, then at most `fanout_slice`
-        connections with only broadcast pushes queued; the rest of a fan-out follows in later
-        event-loop steps, so a thousand book subscribers never hold up the next batch's frames
-        and acks for the whole fan-out (each connection's frames still leave in queue order).
-        A socket above its write limit is left to the connection's sender, which waits for it to drain."""
+        """Write every connection's queued frames straight to its socket (one write each), unless
+        the socket is above its write limit: then the connection's sender waits for it to drain."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         for conn in dirty:  # a closing connection still gets what it was sent before (its close follows)
-            conn.urgent = False
-            if conn.out:
-                self._write_out(conn)
-        bulk = self._bulk
-        if bulk:
-            n = self.cfg.fanout_slice
-            take, self._bulk = (bulk, []) if len(bulk) <= n else (bulk[:n], bulk[n:])
-            for conn in take:
-                if conn.out:
-                    self._write_out(conn)
-            if self._bulk and not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
-
-    def _write_out(self, conn: Conn) -> None:
-        ws = conn.ws
-        if conn.blocked or ws.paused or ws.protocol.state is not _OPEN:
-            conn.wake.set()
-            return
-        out = conn.out
-        ws.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        out.clear()
-        if ws.paused:  # above the write limit now: the sender takes over until it drains
-            conn.wake.set()
+            if not conn.out:
+                continue
+            ws = conn.ws
+            if conn.blocked or ws.paused or ws.protocol.state is not _OPEN:
+                conn.wake.set()
+                continue
+            out = conn.out
+            ws.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+            if ws.paused:  # above the write limit now: the sender takes over until it drains
+                conn.wake.set()
 
     async def _sender(self, conn: Conn) -> None:
         """The connection's slow path: waits for a socket above its write limit to drain (cut after
@@ -1496,7 +1469,7 @@ class Gateway:
         if conns:
             wire = text_frame(frame)
             for c in tuple(conns):
-                self._send(c, frame, book_market, wire, True)
+                self._send(c, frame, book_market, wire)
 
     # ---- timers ----------------------------------------------------------------------------
     async def _timer_loop(self) -> None:

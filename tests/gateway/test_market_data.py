@@ -9,7 +9,7 @@ import pytest
 
 from gateway.client import GatewayError
 from perp.markets import load_markets, ticks_to_price
-from tests.gateway.conftest import BOB, MARKET, run, venue
+from tests.gateway.conftest import MARKET, run, venue
 
 SPEC = load_markets().market[0]
 
@@ -224,58 +224,3 @@ def test_merged_book_deltas_come_at_most_once_per_interval_and_rebuild_the_same_
 
     run(body())
 
-
-def test_a_fan_out_leaves_in_slices_after_the_acks_and_reaches_every_subscriber_in_order(tmp_path):
-    """`fanout_slice` 3 and 10 trade subscribers: the batch's ack is written before any slice, no
-    event-loop step writes more than 3 subscribers, a reply queued while a fan-out is under way
-    goes out at the next step ahead of the fan-out's rest, and every subscriber gets every push."""
-    import contextlib
-
-    async def body():
-        async with venue(tmp_path, fanout_slice=3) as v, v.client("alice") as alice, v.client("bob") as bob, \
-                contextlib.AsyncExitStack() as stack:
-            watchers = [await stack.enter_async_context(v.client(None)) for _ in range(10)]
-            for w in watchers:
-                await w.subscribe("trades", MARKET)
-            gw = v.gw
-            subs = set(gw.subscribers[("trades", 0)])
-            assert len(subs) == 10
-            bob_conn = next(c for c in gw.conns.values() if c.key is not None and c.key.account == BOB)
-            steps: list[list] = [[]]
-            write_out, flush = gw._write_out, gw._flush
-
-            def recording_write(conn):
-                steps[-1].append(conn)
-                write_out(conn)
-
-            def recording_flush():
-                steps.append([])
-                flush()
-
-            gw._write_out, gw._flush = recording_write, recording_flush
-            await alice.place(MARKET, "sell", 7, price="2.0010")
-            steps.clear()
-            steps.append([])
-            await bob.place(MARKET, "buy", 7, price="2.0010")  # bob's ack, then the trades push to 10
-            for w in watchers:
-                tr = await w.next_push("trades")
-                assert [(t.price, t.size_lots) for t in tr.data] == [("2.0010", 7)]
-            written = [c for step in steps for c in step]
-            assert bob_conn in written and written.index(bob_conn) < min(written.index(c) for c in subs)
-            assert all(len([c for c in step if c in subs]) <= 3 for step in steps)
-            assert {c for c in written if c in subs} == subs
-
-            # a reply queued while a fan-out is under way leaves at the next step, ahead of the rest
-            steps.clear()
-            steps.append([])
-            frame = gw._push("trades", MARKET, "update", gw.engine.seq, gw.trade_seq[0], [])
-            gw._broadcast(("trades", 0), frame)
-            await asyncio.sleep(0)  # the first slice
-            gw._send(bob_conn, gw._enc.encode({"id": None, "ok": True, "result": None}))
-            for w in watchers:
-                await w.next_push("trades")
-            fan = [i for i, step in enumerate(steps) if any(c in subs for c in step)]
-            reply = next(i for i, step in enumerate(steps) if bob_conn in step)
-            assert len(fan) >= 4 and fan[0] < reply < fan[-1]
-
-    run(body())
