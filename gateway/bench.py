@@ -32,6 +32,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -599,6 +600,7 @@ def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: 
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
+        shutil.rmtree(tmp, ignore_errors=True)  # its journal: tens of MB a run
 
 
 async def _prepare(url: str, admin: dict, accounts: list[int]) -> list[str]:

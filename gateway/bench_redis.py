@@ -14,6 +14,7 @@ import asyncio
 import multiprocessing as mp
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,7 @@ def run_redis(redis_url: str, procs: int = 2, accounts_per_proc: int = 2, second
         if names:
             r.delete(*names)
         r.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _local_redis_pid(url: str) -> int | None:
