@@ -49,6 +49,7 @@ from perp.commands import Liquidate
 from perp.journal import SCHEMA_VERSION, admin_payloads_of
 from perp.markets import load_markets
 from perp.sequencer import engine_config_hash
+from perp.gc_policy import freeze_heap, thaw_heap
 from perp.warm import warm_kernels
 
 log = structlog.get_logger("gateway.engine")
@@ -119,6 +120,7 @@ class EngineProcess:
         self._tasks.append(asyncio.create_task(self._timers(), name="engine-timers"))
         for t in self._tasks:
             t.add_done_callback(self._task_done)
+        log.info("gc_frozen", objects=freeze_heap())  # full collections skip the start-up heap (perp.gc_policy)
         log.info("engine_started", seq=self.engine.seq, seq_id=self.seq_id, cmd_id=self.cmd_id,
                  namespace=self.cfg.namespace)
 
@@ -148,6 +150,7 @@ class EngineProcess:
         for c in (self.ar, self.aw):
             await c.aclose()
         self.r.close()
+        thaw_heap()
         log.info("engine_stopped", seq=self.engine.seq, state_hash=self.engine.state_hash())
 
     def snapshot(self) -> int:
