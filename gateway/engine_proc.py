@@ -18,8 +18,10 @@ check their own replicas first; this holds when the same id reaches two gateways
 seen the other's (a client failing over, or retrying elsewhere). Refused rows never reach the
 kernel, so the record's rows stay the exact journal.
 
-Timers (the liquidation sweep, the index feed) are commands the engine appends to `NS:cmd` like a
-gateway, so replay replays them. Snapshots (every `snapshot_every` commands and on SIGTERM) go to
+Timers (the liquidation sweep, the index feed: one set_index per market whose series the fix source
+holds, gateway.feed.IndexFeeds) are commands the engine appends to `NS:cmd` like a gateway, so replay
+replays them. After a recovery the first index step waits until the engine has run what `NS:cmd` held
+at start and leaves out each market's set_index already in force. Snapshots (every `snapshot_every` commands and on SIGTERM) go to
 Redis with the ids they cover; the streams are trimmed below the oldest kept one.
 
 Known limits: one engine process (no standby: a second `perp engine` on the same namespace would
@@ -41,7 +43,7 @@ import structlog
 
 from gateway import redis_journal as RJ
 from gateway.errors import GatewayCode as G
-from gateway.feed import IndexFeed
+from gateway.feed import IndexFeed, IndexFeeds
 from gateway.limits import WallClock
 from perp import layout as L
 from perp.client_ids import reused_places
@@ -55,6 +57,12 @@ from perp.warm import warm_kernels
 log = structlog.get_logger("gateway.engine")
 
 SOURCE = "engine"  # the `g` of the engine's own timer entries
+
+
+def _stream_id(eid: str) -> tuple[int, int]:
+    """A Redis stream id ("ms-seq") as a comparable pair."""
+    ms, _, n = eid.partition("-")
+    return int(ms), int(n or 0)
 
 
 class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -74,7 +82,8 @@ class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
 
 class EngineProcess:
-    def __init__(self, cfg: EngineConfig, *, feed: IndexFeed | None = None, clock: WallClock | None = None):
+    def __init__(self, cfg: EngineConfig, *, feed: IndexFeed | IndexFeeds | list[IndexFeed] | None = None,
+                 clock: WallClock | None = None):
         self.cfg = cfg
         self.keys = RJ.Keys(cfg.namespace)
         self.r = RJ.connect_sync(cfg.redis_url)  # start-up, snapshots (between batches)
@@ -95,12 +104,20 @@ class EngineProcess:
         self.chains = rec.chains
         self.engine.client_order_ids.seen(np.zeros(0, np.int64))  # its lookup set now, not in the first batch
         self.clock = clock or WallClock(int(self.engine.state.g[L.G_LAST_TS]))
-        self.feed = feed
-        if self.feed is None and cfg.index_feed:
+        # one feed per market (recovered ones included) whose series the fix source has (gateway.feed)
+        self.feed = IndexFeeds.of(feed)
+        if self.feed is None and feed is None and cfg.index_feed:
             from pathlib import Path
 
-            self.feed = IndexFeed.from_csv(self.engine.specs[0], Path(cfg.index_csv) if cfg.index_csv else None,
-                                           step_ns=cfg.index_step_s * 1_000_000_000)
+            self.feed = IndexFeeds.from_csv(self.engine.specs, Path(cfg.index_csv) if cfg.index_csv else None,
+                                            step_ns=cfg.index_step_s * 1_000_000_000)
+        if self.feed is not None:
+            log.info("index_feed_markets", markets=self.feed.markets)
+        # recovered: the first index step waits until the sequencer has run what NS:cmd held at start
+        # (a previous process's set_index of this step among it), then skips what the engine holds
+        self._index_resumed = self.engine.seq > 0
+        tail = self.r.xrevrange(self.keys.cmd, count=1)
+        self._cmd_tail_at_start = _stream_id(tail[0][0].decode()) if tail else (0, 0)
         self._last_snapshot_seq = self.engine.seq
         self._status_seq = -1
         self._timer_batch = int(time.time_ns())  # batch numbers of this process's timer entries: unique per start
@@ -298,8 +315,11 @@ class EngineProcess:
 
     # ---- timers ----------------------------------------------------------------------------
     async def _append_timer(self, command: Any) -> None:
+        await self._append_timer_rows(self.engine.encoder.row(command)[None, :])
+
+    async def _append_timer_rows(self, row: np.ndarray) -> None:
+        """One NS:cmd entry of the engine's own (`SOURCE`) holding `row` (one or more command rows)."""
         self._timer_batch += 1
-        row = self.engine.encoder.row(command)[None, :]
         try:
             await self.aw.xadd(self.keys.cmd, RJ.cmd_fields(SOURCE, self._timer_batch, row, self.engine.encoder.payloads))
         except RJ.redis_down_errors() as exc:  # the next tick tries again
@@ -313,14 +333,18 @@ class EngineProcess:
         while not self._stopping:
             try:
                 now = self.clock.now_ns()
-                if self.feed is not None:
+                if self.feed is not None and (not self._index_resumed
+                                              or _stream_id(self.cmd_id) >= self._cmd_tail_at_start):
                     step = self.feed.step_of(now)
                     if step != index_step:
-                        self.feed.follow(self.engine)  # the operators' oracle parameters (admin commands)
-                        cmd = self.feed.point(step)
-                        await self._append_timer(cmd)
-                        index_step = step
-                        log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity)
+                        # each fed market's set_index, following its operators' oracle parameters (admin
+                        # commands), in market order, as one entry; after a recovery only what is not in force
+                        fed = self.feed.rows(self.engine, step, self._index_resumed)
+                        if fed:
+                            await self._append_timer_rows(np.stack([row for _, row in fed]))
+                        index_step, self._index_resumed = step, False
+                        for cmd, _ in fed:
+                            log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity)
                 if liq_ns and time.monotonic_ns() >= next_liq:
                     next_liq = time.monotonic_ns() + liq_ns
                     await self._append_timer(Liquidate(ts_ns=0))

@@ -14,6 +14,17 @@ suppressions are admin commands journaled in the engine (docs/operations.md); `f
 server calls before each step, recomputes the path under them when they change, so the next `set_index`
 is the anchor they ask for (the steps already sent are journaled and never change).
 
+Every market whose `series` is a column of the fix source gets its own feed (`IndexFeeds`, in market
+order): at each step the server (and `perp engine`) queues one set_index per fed market, each following its
+own market's operator parameters. A market whose series the source lacks is named once at start (a
+warning) and gets no index from the feed: its orders are refused 1010 NO_REFERENCE_PRICE until a set_index
+for it enters the stream. The markets fed are those the engine holds when the process starts (after
+recovery, so a market listed earlier is fed after a restart); one listed while running waits for a restart.
+
+Restart within a step: the first step after a recovery skips, per market, a set_index the engine already
+holds (`in_force`), so a restart sends nothing the journal has and the recovered state hash is the one
+that stopped.
+
 Limits: the replay is a demo feed; a live venue reads new fixes (the oracle's Redis reader) instead.
 """
 
@@ -23,9 +34,14 @@ import datetime as dt
 from pathlib import Path
 
 import msgspec
+import numpy as np
+import structlog
 
-from perp.commands import SetIndex
+from perp import layout as L
+from perp.commands import SetIndex, packed_fix_vintage_date
 from perp.markets import MarketSpec
+
+log = structlog.get_logger("gateway.feed")
 
 
 class IndexFeed:
@@ -76,3 +92,86 @@ class IndexFeed:
 
     def next_step_ns(self, ts_ns: int) -> int:
         return (self.step_of(ts_ns) + 1) * self.step_ns
+
+
+def in_force(engine, row: np.ndarray) -> bool:
+    """Whether the engine already holds this set_index row: its anchor, validity, gates, leverage
+    scale, fix and the fix's vintage and date (the columns perp.commands.CommandEncoder writes)."""
+    mkt = engine.state.mkt[int(row[L.C_MARKET])]
+    held = (mkt[L.M_INDEX], mkt[L.M_VALIDITY], mkt[L.M_ORACLE_GATES], mkt[L.M_LEVERAGE_SCALE_PPM], mkt[L.M_FIX_TICKS],
+            mkt[L.M_FIX_VINTAGE_DATE])
+    sent = (row[L.C_PRICE], row[L.C_CLID], row[L.C_FLAGS], row[L.C_SIZE], row[L.C_ORDER_ID],
+            packed_fix_vintage_date(row))
+    return tuple(map(int, held)) == tuple(map(int, sent))
+
+
+class IndexFeeds:
+    """The feeds of a venue, one per fed market, in market order, all on one step.
+
+    Invariants: at most one feed per market; every feed has the same `step_ns`; `rows(engine, step,
+    resumed)` is a pure function of the engine's state and the step (what it returns is journaled
+    before it acts), so the same journal replays to the same state."""
+
+    def __init__(self, feeds: list[IndexFeed]):
+        if not feeds:
+            raise ValueError("no feed")
+        if len({f.step_ns for f in feeds}) != 1:
+            raise ValueError("the feeds step at different rates")
+        if len({f.spec.symbol for f in feeds}) != len(feeds):
+            raise ValueError("two feeds for one market")
+        self.feeds = list(feeds)
+        self.step_ns = feeds[0].step_ns
+
+    @classmethod
+    def of(cls, feed: IndexFeed | IndexFeeds | list[IndexFeed] | None) -> IndexFeeds | None:
+        """What a caller injects (one feed, a list, IndexFeeds or None) as IndexFeeds (None: no feed)."""
+        if feed is None or isinstance(feed, IndexFeeds):
+            return feed
+        feeds = [feed] if isinstance(feed, IndexFeed) else list(feed)
+        return cls(feeds) if feeds else None
+
+    @classmethod
+    def from_csv(cls, specs: list[MarketSpec], csv_path: Path | None = None, step_ns: int = 3_600_000_000_000,
+                 days: int = 180) -> IndexFeeds | None:
+        """A feed for each market whose series is a column of the CSV; each other market is logged once
+        (`index_feed_no_series`, market and series) and left without an index. None if no market is fed."""
+        from oracle.readers import csv_series, default_csv_path
+
+        csv_path = csv_path or default_csv_path()
+        columns = set(csv_series(csv_path))
+        feeds = []
+        for spec in specs:
+            if spec.series in columns:
+                feeds.append(IndexFeed.from_csv(spec, csv_path, step_ns, days))
+            else:
+                log.warning("index_feed_no_series", market=spec.symbol, series=spec.series, source=str(csv_path))
+        return cls(feeds) if feeds else None
+
+    @property
+    def markets(self) -> list[str]:
+        return [f.spec.symbol for f in self.feeds]
+
+    def step_of(self, ts_ns: int) -> int:
+        return ts_ns // self.step_ns
+
+    def next_step_ns(self, ts_ns: int) -> int:
+        return (self.step_of(ts_ns) + 1) * self.step_ns
+
+    def rows(self, engine, step: int, resumed: bool = False) -> list[tuple[SetIndex, np.ndarray]]:
+        """The set_index commands (and their encoded rows) of `step`, one per fed market the engine
+        knows, in market order, each after its feed followed the operators' oracle parameters. With
+        `resumed` (the first step after a recovery) a market's command the engine already holds is
+        left out: the journal has it, and sending it again would only move the clock."""
+        index = {s.symbol: m for m, s in enumerate(engine.specs)}
+        out = []
+        for feed in sorted((f for f in self.feeds if f.spec.symbol in index), key=lambda f: index[f.spec.symbol]):
+            if feed.follow(engine):
+                log.info("index_feed_reconfigured", market=feed.spec.symbol,
+                         overrides=engine.oracle_overrides(feed.spec.symbol),
+                         suppressed=engine.suppressed_fixes(feed.spec.symbol))
+            cmd = feed.point(step)
+            row = engine.encoder.row(cmd)
+            if resumed and in_force(engine, row):
+                continue
+            out.append((cmd, row))
+        return out

@@ -64,7 +64,7 @@ from gateway.batch_events import BatchEvents, PriceText
 from gateway.deadman import DeadmanStore
 from gateway.errors import GatewayCode as G
 from gateway.fastws import FastServerConnection
-from gateway.feed import IndexFeed
+from gateway.feed import IndexFeed, IndexFeeds
 from gateway.funding_history import FundingHistory, payments
 from gateway.keys import ApiKey, Authenticator, KeyError_, KeyStore
 from gateway.limits import TokenBucket, WallClock
@@ -77,7 +77,6 @@ from perp.commands import (
     CancelAll,
     Deposit,
     Liquidate,
-    packed_fix_vintage_date,
 )
 from perp.journal import JournalReader
 from perp.markets import load_markets, price_to_ticks, ticks_to_price
@@ -278,7 +277,8 @@ def _err(code: G, msg: str, engine_code: int | None = None) -> P.ErrorBody:
 
 # ---- the gateway -----------------------------------------------------------------------------
 class Gateway:
-    def __init__(self, config: ServerConfig, *, feed: IndexFeed | None = None, clock: WallClock | None = None):
+    def __init__(self, config: ServerConfig, *, feed: IndexFeed | IndexFeeds | list[IndexFeed] | None = None,
+                 clock: WallClock | None = None):
         self.cfg = config
         data = Path(config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
@@ -294,10 +294,13 @@ class Gateway:
         self.keys = KeyStore(config.keys_path or data / "keys.json")
         self.auth = Authenticator(self.keys, recv_window_ns=config.recv_window_ms * 1_000_000)
         self.clock = clock or WallClock(self.engine.last_ts_ns)
-        self.feed = feed
-        if self.feed is None and config.index_feed:
-            self.feed = IndexFeed.from_csv(self.specs[0], Path(config.index_csv) if config.index_csv else None,
-                                           step_ns=config.index_step_s * 1_000_000_000)
+        # one feed per market (recovered ones included) whose series the fix source has (gateway.feed)
+        self.feed = IndexFeeds.of(feed)
+        if self.feed is None and feed is None and config.index_feed:
+            self.feed = IndexFeeds.from_csv(self.specs, Path(config.index_csv) if config.index_csv else None,
+                                            step_ns=config.index_step_s * 1_000_000_000)
+        if self.feed is not None:
+            log.info("index_feed_markets", markets=self.feed.markets)
         self.metrics = _make_metrics()
         self._enc = msgspec.json.Encoder()
         # gateway-side views kept exactly from the event stream (rebuilt from the engine on start)
@@ -1490,31 +1493,16 @@ class Gateway:
                 await asyncio.sleep(1.0)
 
     def _feed_step(self, step: int) -> None:
-        """Between batches: the feed follows the operators' oracle parameters (admin commands in the
-        engine), then its point for `step` is queued as a journaled set_index."""
-        if self.feed.follow(self.engine):
-            log.info("index_feed_reconfigured", market=self.feed.spec.symbol,
-                     overrides=self.engine.oracle_overrides(self.feed.spec.symbol),
-                     suppressed=self.engine.suppressed_fixes(self.feed.spec.symbol))
-        cmd = self.feed.point(step)
-        row = self.engine.encoder.row(cmd)
+        """Between batches: each fed market's feed follows its operators' oracle parameters (admin
+        commands in the engine), then its point for `step` is queued as a journaled set_index, in
+        market order. The first step after a recovery sends, per market, only what the engine does
+        not hold already (a restart in the same step: sending it again would only move the clock,
+        and make the recovered state differ from the one that stopped)."""
         resumed, self._index_resumed = self._index_resumed, False
-        if resumed and self._index_in_force(row):
-            return  # a restart in the same step: the journal holds this anchor already; sending it again
-            # would only move the clock (and make the recovered state differ from the one that stopped)
-        self._enqueue(Pending(row, "system", -1, None))
-        log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity,
-                 funding_frozen=cmd.funding_frozen)
-
-    def _index_in_force(self, row: np.ndarray) -> bool:
-        """Whether the engine already holds this set_index row: its anchor, validity, gates, leverage
-        scale, fix and the fix's vintage and date (the columns perp.commands.CommandEncoder writes)."""
-        mkt = self.engine.state.mkt[int(row[L.C_MARKET])]
-        held = (mkt[L.M_INDEX], mkt[L.M_VALIDITY], mkt[L.M_ORACLE_GATES], mkt[L.M_LEVERAGE_SCALE_PPM], mkt[L.M_FIX_TICKS],
-                mkt[L.M_FIX_VINTAGE_DATE])
-        sent = (row[L.C_PRICE], row[L.C_CLID], row[L.C_FLAGS], row[L.C_SIZE], row[L.C_ORDER_ID],
-                packed_fix_vintage_date(row))
-        return tuple(map(int, held)) == tuple(map(int, sent))
+        for cmd, row in self.feed.rows(self.engine, step, resumed):
+            self._enqueue(Pending(row, "system", -1, None))
+            log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity,
+                     funding_frozen=cmd.funding_frozen)
 
     async def _timers(self) -> None:
         liq_ns = self.cfg.liquidation_interval_ms * 1_000_000

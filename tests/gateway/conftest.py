@@ -70,7 +70,10 @@ def pinned_feed(price_ticks: int = INDEX_TICKS) -> IndexFeed:
 
 
 @contextlib.asynccontextmanager
-async def venue(tmp_path: Path, *, deposits: bool = True, keys=None, clock=None, **cfg) -> AsyncIterator[Venue]:
+async def venue(tmp_path: Path, *, deposits: bool = True, keys=None, clock=None, feed="pinned",
+                **cfg) -> AsyncIterator[Venue]:
+    """`feed`: "pinned" (H100 at $2.0000), an IndexFeed / list of them, or None: the server's own feed
+    over the shipped CSV, one per market whose series it holds (gateway.feed.IndexFeeds)."""
     data = tmp_path / "data"
     if keys is None:
         keys, creds = make_keys(tmp_path / "keys.json")
@@ -79,7 +82,7 @@ async def venue(tmp_path: Path, *, deposits: bool = True, keys=None, clock=None,
     config = ServerConfig(**({"port": 0, "data_dir": str(data), "keys_path": str(keys.path),
                               "group_commit_us": 300, "liquidation_interval_ms": 0,
                               "book_interval_ms": 0} | cfg))  # one delta per batch unless a test asks
-    gw = Gateway(config, feed=pinned_feed(), clock=clock)
+    gw = Gateway(config, feed=pinned_feed() if feed == "pinned" else feed, clock=clock)
     await gw.start()
     v = Venue(gw, f"ws://127.0.0.1:{gw.port}", creds, keys, data)
     try:

@@ -60,7 +60,7 @@ def test_a_market_listed_on_a_running_venue_is_served_after_a_restart(tmp_path):
                 with pytest.raises(GatewayError) as exc:
                     await alice.place(A100, "buy", 10, price="1.2000")
                 # the gateway knows the market now: the order reaches the engine, which refuses it
-                # because no index has been fed for A100 yet (perp serve's feed drives its first market): 1010
+                # because no index has been fed for A100 (this venue's pinned test feed drives H100 only): 1010
                 assert exc.value.code != G.UNKNOWN_MARKET and exc.value.engine_code == 1010
                 book = await alice.subscribe_book(A100)
                 assert book is not None
