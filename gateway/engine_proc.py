@@ -180,22 +180,18 @@ class EngineProcess:
     # ---- the sequencer ---------------------------------------------------------------------
     async def _sequence_loop(self) -> None:
         down = RJ.redis_down_errors()
-        ahead: list = []  # NS:cmd entries read with the last record's write (_append_record)
         while not self._stopping:
-            if ahead:
-                entries, ahead = ahead, []
-            else:
-                try:
-                    got = await self.ar.xread({self.keys.cmd: self.cmd_id}, count=self.cfg.max_batch, block=200)
-                except down as exc:
-                    self._down(exc)
-                    await asyncio.sleep(0.2)
-                    continue
-                self._up()
-                if not got:
-                    await self._status()
-                    continue
-                entries = got[0][1]
+            try:
+                got = await self.ar.xread({self.keys.cmd: self.cmd_id}, count=self.cfg.max_batch, block=200)
+            except down as exc:
+                self._down(exc)
+                await asyncio.sleep(0.2)
+                continue
+            self._up()
+            if not got:
+                await self._status()
+                continue
+            entries = got[0][1]
             take, n_rows, parts, src, payloads = 0, 0, [], [], []
             for eid, fields in entries:
                 try:
@@ -224,7 +220,7 @@ class EngineProcess:
             RJ.advance_chains(self.chains, events, self.engine.seq)
             rec = RJ.SeqRecord(seq0, ts, last_id, rows, src, admin_payloads_of(rows, self.engine.encoder.payloads),
                                refused)
-            self.seq_id, ahead = await self._append_record(rec, events)
+            self.seq_id = await self._append_record(rec, events)
             self.cmd_id = last_id
             self.batches += 1
             if self.cfg.snapshot_every and self.engine.seq - self._last_snapshot_seq >= self.cfg.snapshot_every:
@@ -251,13 +247,10 @@ class EngineProcess:
         log.info("client_order_ids_refused", commands=len(refused), seq=self.engine.seq)
         return np.delete(rows, gone, axis=0), kept, refused
 
-    async def _append_record(self, rec: RJ.SeqRecord, events: np.ndarray) -> tuple[str, list]:
+    async def _append_record(self, rec: RJ.SeqRecord, events: np.ndarray) -> str:
         """XADD the record and, in the same MULTI/EXEC, each market's events to NS:ev:SYMBOL; while
         Redis is down, wait and retry (the batch is held, nothing is acked). After a failure, a record
-        already in the stream with this first sequence number was written (with its market entries).
-        Returns the record's id and the `NS:cmd` entries after the batch's last one, read in the same
-        MULTI/EXEC (a non-blocking XREAD): the commands that queued while this batch ran are the next
-        batch without one more round trip (none after a retried write: the loop reads them)."""
+        already in the stream with this first sequence number was written (with its market entries)."""
         down = RJ.redis_down_errors()
         fields = rec.fields()
         per_market = RJ.market_entries(events, rec.seq0, len(self.engine.specs))
@@ -267,16 +260,15 @@ class EngineProcess:
                 if check:  # `c` too: a record of refusals only has the next record's `s`
                     last = await self.aw.xrevrange(self.keys.seq, count=1)
                     if last and int(last[0][1][b"s"]) == rec.seq0 and last[0][1][b"c"].decode() == rec.cmd_id:
-                        return last[0][0].decode(), []
+                        return last[0][0].decode()
                 async with self.aw.pipeline(transaction=True) as pipe:
                     pipe.xadd(self.keys.seq, fields)
                     for m, entry in per_market:
                         pipe.xadd(self.keys.events(self.engine.specs[m].symbol), entry,
                                   maxlen=self.cfg.market_stream_maxlen, approximate=True)
-                    pipe.xread({self.keys.cmd: rec.cmd_id}, count=self.cfg.max_batch)
-                    replies = await pipe.execute()
+                    eid = (await pipe.execute())[0]
                 self._up()
-                return replies[0].decode(), (replies[-1][0][1] if replies[-1] else [])
+                return eid.decode()
             except down as exc:
                 self._down(exc)
                 check = True
