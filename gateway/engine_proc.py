@@ -22,11 +22,13 @@ Timers (the liquidation sweep, the index feed: one set_index per market whose se
 holds, gateway.feed.IndexFeeds) are commands the engine appends to `NS:cmd` like a gateway, so replay
 replays them. After a recovery the first index step waits until the engine has run what `NS:cmd` held
 at start and leaves out each market's set_index already in force. Snapshots (every `snapshot_every` commands and on SIGTERM) go to
-Redis with the ids they cover; the streams are trimmed below the oldest kept one.
+Redis with the ids they cover; the streams are trimmed below the oldest kept one. The periodic ones
+pause the engine only for a copy of its state: hashing, encoding and the store (one MiB per Redis
+command) run in a thread while batches go on (`_start_snapshot`).
 
 Known limits: one engine process (no standby: a second `perp engine` on the same namespace would
 sequence the same commands twice -- run it under a supervisor that restarts it, not beside it);
-the snapshot is written inline (the engine pauses for it, ~tens of ms for a small venue); the used
+the snapshot on SIGTERM is written inline (the process is stopping anyway); the used
 client order ids are also held as a Python set for the refusal check (~60-70 bytes per id, as each
 gateway's replica holds them).
 """
@@ -75,7 +77,7 @@ class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     index_step_s: int = 3600
     index_csv: str | None = None
     index_feed: bool = True
-    snapshot_every: int = 100_000  # commands between snapshots (0: only on SIGTERM)
+    snapshot_every: int = 1_000_000  # commands between snapshots (0: only on SIGTERM): replay after a crash <= this
     keep_snapshots: int = 2
     snapshot_on_exit: bool = True
     market_stream_maxlen: int = 1_000_000  # NS:ev:SYMBOL entries kept (about; one per batch that touched it)
@@ -86,7 +88,9 @@ class EngineProcess:
                  clock: WallClock | None = None):
         self.cfg = cfg
         self.keys = RJ.Keys(cfg.namespace)
-        self.r = RJ.connect_sync(cfg.redis_url)  # start-up, snapshots (between batches)
+        self.r = RJ.connect_sync(cfg.redis_url)  # start-up, the snapshot on exit
+        self.r_snap = RJ.connect_sync(cfg.redis_url)  # the periodic snapshots' writer thread
+        self._snap_task: asyncio.Task | None = None
         RJ.check_settings(self.r, cfg.unsafe)
         markets = load_markets(cfg.markets_path) if cfg.markets_path else load_markets()
         registered = RJ.markets_of(self.r, self.keys)
@@ -158,6 +162,7 @@ class EngineProcess:
         for t in pending:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.snapshot_settled()  # a periodic snapshot still being stored: let it finish first
         if self.cfg.snapshot_on_exit and not pending:
             try:
                 self.snapshot()
@@ -167,15 +172,49 @@ class EngineProcess:
         for c in (self.ar, self.aw):
             await c.aclose()
         self.r.close()
+        self.r_snap.close()
         thaw_heap()
         log.info("engine_stopped", seq=self.engine.seq, state_hash=self.engine.state_hash())
 
     def snapshot(self) -> int:
+        """A snapshot now, stored before this returns (on exit, and for tests)."""
         size = RJ.write_snapshot(self.r, self.keys, self.engine, self.seq_id, self.cmd_id, self.chains,
                                  self.cfg.keep_snapshots)
         self._last_snapshot_seq = self.engine.seq
         log.info("snapshot_written", seq=self.engine.seq, seq_id=self.seq_id, bytes=size)
         return size
+
+    async def snapshot_settled(self) -> None:
+        """Until the periodic snapshot in hand (if any) is stored or has failed."""
+        if self._snap_task is not None:
+            await asyncio.gather(self._snap_task, return_exceptions=True)
+
+    def _start_snapshot(self) -> None:
+        """The periodic snapshot, off the sequencer's path: the engine pauses only for the copy
+        (Engine.snapshot_job, a few ms); hashing, encoding and the chunked store
+        (RJ.store_snapshot) run in a thread on their own connection while batches go on. One at a
+        time; a store that fails (Redis down) is retried from a fresh copy at a later batch, and
+        the streams are trimmed only by a stored snapshot, so a failure loses nothing. Before,
+        the inline snapshot (a 20 MB state) stopped the engine -- and with its one SET, Redis --
+        for ~250 ms every `snapshot_every` commands: the p99 ack of a 10k/s pace read 300-400 ms."""
+        seq, seq_id, cmd_id, before = self.engine.seq, self.seq_id, self.cmd_id, self._last_snapshot_seq
+        job = RJ.snapshot_job(self.engine, seq_id, cmd_id, self.chains)
+        self._last_snapshot_seq = seq
+
+        def store() -> int:
+            return RJ.store_snapshot(self.r_snap, self.keys, seq, job(), seq_id, cmd_id, self.cfg.keep_snapshots)
+
+        def done(task: asyncio.Task) -> None:
+            self._snap_task = None
+            exc = None if task.cancelled() else task.exception()
+            if task.cancelled() or exc is not None:
+                log.warning("snapshot_failed", seq=seq, error=repr(exc) if exc else "cancelled")
+                self._last_snapshot_seq = min(self._last_snapshot_seq, before)
+            else:
+                log.info("snapshot_written", seq=seq, seq_id=seq_id, bytes=task.result())
+
+        self._snap_task = asyncio.get_running_loop().create_task(asyncio.to_thread(store), name="snapshot")
+        self._snap_task.add_done_callback(done)
 
     # ---- the sequencer ---------------------------------------------------------------------
     async def _sequence_loop(self) -> None:
@@ -223,8 +262,9 @@ class EngineProcess:
             self.seq_id = await self._append_record(rec, events)
             self.cmd_id = last_id
             self.batches += 1
-            if self.cfg.snapshot_every and self.engine.seq - self._last_snapshot_seq >= self.cfg.snapshot_every:
-                await self._snapshot_retrying()
+            if (self.cfg.snapshot_every and self._snap_task is None
+                    and self.engine.seq - self._last_snapshot_seq >= self.cfg.snapshot_every):
+                self._start_snapshot()
 
     def _refuse_reused(self, rows: np.ndarray, src: list[tuple[str, int, int]]
                        ) -> tuple[np.ndarray, list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:
@@ -272,15 +312,6 @@ class EngineProcess:
             except down as exc:
                 self._down(exc)
                 check = True
-                await asyncio.sleep(0.2)
-
-    async def _snapshot_retrying(self) -> None:
-        while True:
-            try:
-                self.snapshot()
-                return
-            except RJ.redis_down_errors() as exc:
-                self._down(exc)
                 await asyncio.sleep(0.2)
 
     def _down(self, exc: BaseException) -> None:

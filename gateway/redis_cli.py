@@ -24,7 +24,7 @@ _UNSAFE = click.option("--unsafe", is_flag=True,
 @click.option("--index-step-s", default=3600, show_default=True, help="the index feed moves once per step")
 @click.option("--index-csv", default=None, type=click.Path(exists=True, dir_okay=False))
 @click.option("--no-index-feed", is_flag=True)
-@click.option("--snapshot-every", default=100_000, show_default=True, help="commands between snapshots")
+@click.option("--snapshot-every", default=1_000_000, show_default=True, help="commands between snapshots (0: only on SIGTERM)")
 @click.option("--event-loop", "event_loop", default="auto", show_default=True,
               type=click.Choice(["auto", "uvloop", "asyncio"]))
 def engine_command(redis_url: str, namespace: str, unsafe: bool, markets_path: str | None, max_batch: int,

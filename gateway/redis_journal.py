@@ -41,11 +41,9 @@ events, market by market and account by account (docs/deployment.md says why and
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -88,6 +86,10 @@ class Keys:
     @property
     def snaps(self) -> str:
         return f"{self.ns}:snaps"
+
+    @property
+    def snapmeta(self) -> str:
+        return f"{self.ns}:snapmeta"
 
     @property
     def engine(self) -> str:
@@ -295,47 +297,72 @@ def advance_chains(chains: dict[str, list[int]], events: np.ndarray, seq: int) -
             chains["trades"][m] = seq
 
 
+SNAPSHOT_CHUNK_BYTES = 1 << 20  # one Redis command per MiB: other clients' commands run between them
+
+
 def snapshot_bytes(engine: Engine, seq_id: str, cmd_id: str, chains: dict[str, list[int]]) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="perp-snap-") as d:
-        path = Path(d) / "s.snap"
-        engine.snapshot(path, {  # the engine's own metadata (admin state, used client order ids) and ours
-            "config_hash": engine_config_hash(engine), "seq_id": seq_id, "cmd_id": cmd_id,
-            "chains": msgspec.json.encode(chains).decode()})
-        return path.read_bytes()
+    """The engine's snapshot (perp.state's format) with the stream ids it covers, built in memory."""
+    return snapshot_job(engine, seq_id, cmd_id, chains)()
 
 
-def engine_from_snapshot_bytes(blob: bytes) -> tuple[Engine, dict[str, str]]:
+def snapshot_job(engine: Engine, seq_id: str, cmd_id: str, chains: dict[str, list[int]]) -> Callable[[], bytes]:
+    """`snapshot_bytes` in two steps (Engine.snapshot_job): the copy now, the hashing and encoding
+    when the returned function runs (in a thread, while the engine goes on)."""
+    return engine.snapshot_job({  # the engine's own metadata (admin state, used client order ids) and ours
+        "config_hash": engine_config_hash(engine), "seq_id": seq_id, "cmd_id": cmd_id,
+        "chains": msgspec.json.encode(chains).decode()})
+
+
+def engine_from_snapshot_bytes(blob: bytes, name: str = "redis snapshot") -> tuple[Engine, dict[str, str]]:
     """Raises SnapshotCorrupt / SnapshotHashMismatch like a snapshot file would."""
-    fd, name = tempfile.mkstemp(prefix="perp-snap-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        st, meta = S.load_snapshot(name)
-    finally:
-        os.unlink(name)
-    return Engine.from_state(st, meta, "redis snapshot"), meta
+    st, meta = S.load_snapshot_blob(blob, name)
+    return Engine.from_state(st, meta, name), meta
 
 
 def write_snapshot(r: Any, keys: Keys, engine: Engine, seq_id: str, cmd_id: str, chains: dict[str, list[int]],
                    keep: int = 2) -> int:
-    """Store a snapshot, keep the newest `keep`, trim both streams below the oldest kept one.
-    Returns the snapshot's size in bytes."""
-    blob = snapshot_bytes(engine, seq_id, cmd_id, chains)
-    key = keys.snap(engine.seq)
-    r.set(key, blob)
-    r.zadd(keys.snaps, {key: engine.seq})
+    """Build and store a snapshot (`snapshot_bytes` then `store_snapshot`). Returns its size in bytes."""
+    return store_snapshot(r, keys, engine.seq, snapshot_bytes(engine, seq_id, cmd_id, chains), seq_id, cmd_id, keep)
+
+
+def store_snapshot(r: Any, keys: Keys, seq: int, blob: bytes, seq_id: str, cmd_id: str, keep: int = 2) -> int:
+    """Store a snapshot taken at `seq`, keep the newest `keep`, trim both streams below the oldest kept.
+
+    Written so that Redis never stalls its other clients for the whole blob (a 20 MB SET held
+    Redis for ~50 ms, its AOF write and fsync included): the blob goes to `NS:snap:partial` one
+    MiB per command, then one RENAME makes it `NS:snap:<seq>`, and only then is it listed in
+    `NS:snaps` (recovery reads only listed snapshots, so a writer killed mid-way leaves a partial
+    key that is never read and is overwritten next time). The stream ids it covers are kept in
+    `NS:snapmeta`, so trimming does not decode the oldest kept snapshot (a snapshot listed before
+    that hash existed is decoded once, as before). Safe to call from a thread with its own
+    connection while the engine goes on: nothing here touches the engine."""
+    key, partial = keys.snap(seq), f"{keys.ns}:snap:partial"
+    view = memoryview(blob)
+    r.set(partial, view[:SNAPSHOT_CHUNK_BYTES])
+    for pos in range(SNAPSHOT_CHUNK_BYTES, len(blob), SNAPSHOT_CHUNK_BYTES):
+        r.append(partial, view[pos:pos + SNAPSHOT_CHUNK_BYTES])
+    r.rename(partial, key)
+    r.hset(keys.snapmeta, key, f"{seq_id} {cmd_id}")
+    r.zadd(keys.snaps, {key: seq})
     kept = r.zrevrange(keys.snaps, 0, -1)
     for old in kept[max(1, keep):]:
         r.delete(old)
         r.zrem(keys.snaps, old)
+        r.hdel(keys.snapmeta, old)
     oldest = kept[: max(1, keep)][-1]
-    blob_old = blob if oldest.decode() == key else r.get(oldest)
-    if blob_old is not None:
-        _, meta = engine_from_snapshot_bytes(blob_old)
-        if meta["seq_id"] != "0-0":
-            r.xtrim(keys.seq, minid=meta["seq_id"], approximate=False)
-        if meta["cmd_id"] != "0-0":
-            r.xtrim(keys.cmd, minid=meta["cmd_id"], approximate=False)
+    ids = r.hget(keys.snapmeta, oldest)
+    if ids is not None:
+        old_seq_id, old_cmd_id = ids.decode().split()
+    else:
+        blob_old = r.get(oldest)
+        if blob_old is None:
+            return len(blob)
+        meta = engine_from_snapshot_bytes(blob_old)[1]
+        old_seq_id, old_cmd_id = meta["seq_id"], meta["cmd_id"]
+    if old_seq_id != "0-0":
+        r.xtrim(keys.seq, minid=old_seq_id, approximate=False)
+    if old_cmd_id != "0-0":
+        r.xtrim(keys.cmd, minid=old_cmd_id, approximate=False)
     return len(blob)
 
 

@@ -290,25 +290,40 @@ class SnapshotMismatch(SnapshotError):
     code = ResultCode.SNAPSHOT_MISMATCH
 
 
-def save_snapshot(st: EngineState, path, meta: dict[str, str] | None = None) -> str:
-    """Write every array plus `meta` atomically (temp file, fsync, rename, directory fsync); the
-    snapshot's sequence number is `g[G_SEQ]`. Returns the state hash stored with it."""
-    path = Path(path)
-    digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+def _snapshot_chunks(st: EngineState, meta: dict[str, str] | None) -> tuple[str, list]:
+    """The snapshot format, once for files and blobs: magic, head length, msgpack head (schema,
+    seq, state hash, array shapes, `meta`), the arrays as little-endian int64, then a blake2b
+    digest of everything before it. Returns the state hash and the chunks (digest last)."""
     arrays = [np.ascontiguousarray(getattr(st, name), dtype="<i8") for name in STATE_FIELDS]
     h = state_hash(st)
     head = msgspec.msgpack.encode(SnapshotMeta(
         SNAPSHOT_SCHEMA, int(st.g[L.G_SEQ]), h,
         tuple(SnapshotArray(n, "<i8", tuple(int(d) for d in a.shape)) for n, a in zip(STATE_FIELDS, arrays)),
         dict(meta or {})))
+    chunks: list = [SNAPSHOT_MAGIC, struct.pack("<I", len(head)), head, *(memoryview(a).cast("B") for a in arrays)]
+    digest = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    for chunk in chunks:
+        digest.update(chunk)
+    chunks.append(digest.digest())
+    return h, chunks
+
+
+def snapshot_blob(st: EngineState, meta: dict[str, str] | None = None) -> bytes:
+    """The bytes `save_snapshot` would write, built in memory (no file, no fsync): the Redis
+    engine's snapshots (gateway.redis_journal). `load_snapshot_blob` reads them back."""
+    return b"".join(_snapshot_chunks(st, meta)[1])
+
+
+def save_snapshot(st: EngineState, path, meta: dict[str, str] | None = None) -> str:
+    """Write every array plus `meta` atomically (temp file, fsync, rename, directory fsync); the
+    snapshot's sequence number is `g[G_SEQ]`. Returns the state hash stored with it."""
+    path = Path(path)
+    h, chunks = _snapshot_chunks(st, meta)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
-            chunks = (SNAPSHOT_MAGIC, struct.pack("<I", len(head)), head, *(memoryview(a).cast("B") for a in arrays))
             for chunk in chunks:
-                digest.update(chunk)
                 fh.write(chunk)
-            fh.write(digest.digest())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -335,6 +350,10 @@ def _read_snapshot(path: Path) -> tuple[SnapshotMeta, memoryview]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise SnapshotCorrupt(f"{path}: no such snapshot") from None
+    return _parse_snapshot(data, path)
+
+
+def _parse_snapshot(data: bytes, path: Path | str) -> tuple[SnapshotMeta, memoryview]:
     view = memoryview(data)
     if len(data) < len(SNAPSHOT_MAGIC) + 4 + _DIGEST_BYTES or data[: len(SNAPSHOT_MAGIC)] != SNAPSHOT_MAGIC:
         raise SnapshotCorrupt(f"{path}: not a snapshot (bad magic or cut short, {len(data)} bytes)")
@@ -357,7 +376,15 @@ def load_snapshot(path) -> tuple[EngineState, dict[str, str]]:
     `SnapshotCorrupt` (5012) or `SnapshotHashMismatch` (5013); never returns a state that differs
     from the one saved."""
     path = Path(path)
-    meta, blob = _read_snapshot(path)
+    return _state_of(*_read_snapshot(path), path)
+
+
+def load_snapshot_blob(data: bytes, name: str = "snapshot") -> tuple[EngineState, dict[str, str]]:
+    """`load_snapshot` of bytes from `snapshot_blob` (verified the same way; `name` is for errors)."""
+    return _state_of(*_parse_snapshot(data, name), name)
+
+
+def _state_of(meta: SnapshotMeta, blob: memoryview, path: Path | str) -> tuple[EngineState, dict[str, str]]:
     names = [a.name for a in meta.arrays]
     # the logical arrays must all be there, in order; derived and scratch arrays (not in the hash) may
     # be missing from a snapshot written before they existed and are rebuilt below

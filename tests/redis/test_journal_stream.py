@@ -100,6 +100,7 @@ def test_recovery_is_the_newest_snapshot_plus_the_stream_after_it_and_trimming_k
         for start in range(0, 150, 30):  # five batches or more: a snapshot after each 40 commands
             _append(r, keys, cmds[start:start + 30])
             await _until(eng, start + 30)
+            await eng.snapshot_settled()  # stored in a thread while the engine goes on
         h = eng.engine.state_hash()
         await crash_engine(eng)  # no snapshot on exit
         return h, eng.engine.seq, eng.chains
