@@ -454,8 +454,8 @@ def _bare_server_proc(q: mp.Queue, stop: mp.Event) -> None:
     _run(main())
 
 
-def run_bare(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: int = 10_000,
-             window: int = 64) -> dict:
+def run_bare(procs: int = 2, accounts_per_proc: int = 4, seconds: float = 5.0, rate: int = 10_000,
+             window: int = 128) -> dict:
     """The throughput and latency phases of `run` with the same client processes, against the
     bare server (no logon check, validation, journal, engine or fan-out)."""
     ctx = mp.get_context("spawn")
@@ -529,7 +529,7 @@ def bench_keys(store, procs: int, accounts_per_proc: int) -> tuple:
     return admin, admin_secret, trader_creds
 
 
-def run(procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: int = 10_000, window: int = 64,
+def run(procs: int = 2, accounts_per_proc: int = 4, seconds: float = 5.0, rate: int = 10_000, window: int = 128,
         subscribers: int = 1000, group_commit_us: int = 1000, book_interval_ms: int = 20) -> dict:
     from gateway.keys import KeyStore
 

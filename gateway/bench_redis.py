@@ -35,8 +35,8 @@ def _spawn(args: list[str], expect: str, env: dict) -> tuple[subprocess.Popen, s
             return p, line
 
 
-def run_redis(redis_url: str, procs: int = 2, accounts_per_proc: int = 2, seconds: float = 5.0, rate: int = 10_000,
-              window: int = 64, subscribers: int = 1000, group_commit_us: int = 1000, gateways: int = 2,
+def run_redis(redis_url: str, procs: int = 2, accounts_per_proc: int = 4, seconds: float = 5.0, rate: int = 10_000,
+              window: int = 128, subscribers: int = 1000, group_commit_us: int = 1000, gateways: int = 2,
               unsafe: bool = False) -> dict:
     from gateway import redis_journal as RJ
     from gateway.keys import KeyStore

@@ -179,10 +179,10 @@ def keys_revoke(keys_path: str, key: str) -> None:
 
 @click.command("gateway")
 @click.option("--procs", default=2, show_default=True, help="client processes")
-@click.option("--accounts-per-proc", default=2, show_default=True)
+@click.option("--accounts-per-proc", default=4, show_default=True)
 @click.option("--seconds", default=5.0, show_default=True, help="length of the throughput phase")
 @click.option("--rate", default=10_000, show_default=True, help="orders/s of the latency phase")
-@click.option("--window", default=64, show_default=True, help="frames in flight per account")
+@click.option("--window", default=128, show_default=True, help="frames in flight per account in the throughput phase")
 @click.option("--subscribers", default=1000, show_default=True, help="book subscribers connected during the run")
 @click.option("--group-commit-us", default=1000, show_default=True)
 @click.option("--book-interval-ms", default=20, show_default=True, help="the server's book delta interval")
