@@ -36,18 +36,20 @@ DEFAULT_DATA = "data"
               help="book deltas at most this often per market, merged (0: one per batch)")
 @click.option("--event-loop", "event_loop", default="auto", show_default=True,
               type=click.Choice(["auto", "uvloop", "asyncio"]), help="auto: uvloop when installed")
+@click.option("--snapshot-every", default=1_000_000, show_default=True,
+              help="commands between snapshots, written off the order path (0: only on SIGTERM)")
 @click.option("--demo", is_flag=True, help="also run seeded market makers and takers through the client")
 def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, markets_path: str | None, fsync: str,
                   group_commit_us: int, max_batch: int, liquidation_interval_ms: int, index_step_s: int,
                   index_csv: str | None, no_index_feed: bool, order_rate_per_s: float, cancel_rate_per_s: float,
                   conn_rate_per_s: float, max_conns_per_ip: int, book_interval_ms: int, event_loop: str,
-                  demo: bool) -> None:
+                  snapshot_every: int, demo: bool) -> None:
     """The venue in one process on loopback.
 
     WebSocket gateway, journal, engine and timers in one process.
 
-    Recovers from DATA/snapshots/ + DATA/journal.bin on start; on SIGTERM stops taking orders,
-    drains, snapshots and exits. Connect with gateway.client.GatewayClient (docs/protocol.md)."""
+    Recovers from DATA/snapshots/ + DATA/journal.bin on start (a snapshot every --snapshot-every
+    commands); on SIGTERM stops taking orders, drains, snapshots and exits. Connect with gateway.client.GatewayClient (docs/protocol.md)."""
     from gateway.server import Gateway, ServerConfig
     from perp.numba_cache import announce_compile
 
@@ -60,7 +62,7 @@ def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, ma
                           order_burst=int(2 * order_rate_per_s), cancel_rate_per_s=cancel_rate_per_s,
                           cancel_burst=int(2 * cancel_rate_per_s), conn_rate_per_s=conn_rate_per_s,
                           conn_burst=int(2 * conn_rate_per_s), max_conns_per_ip=max_conns_per_ip,
-                          book_interval_ms=book_interval_ms)
+                          book_interval_ms=book_interval_ms, snapshot_every=snapshot_every)
 
     async def main() -> None:
         gw = Gateway(config)

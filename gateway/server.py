@@ -122,6 +122,9 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     index_csv: str | None = None  # default: ../shared/data/gpumarkets/daily_fixings.csv
     index_feed: bool = True
     snapshot_on_exit: bool = True
+    # commands between periodic snapshots (0: only on SIGTERM): the engine pauses for a copy of its
+    # state, the file is written by a thread once the batch is durable; replay after a crash <= this
+    snapshot_every: int = 1_000_000
     freeze_gc: bool = True  # freeze the start-up heap once serving (perp.gc_policy: 77-107 ms full collections)
 
 
@@ -263,6 +266,7 @@ class _Settled:
     funding_before: Any
     funding_after: Any
     tickers: dict[int, P.Ticker]  # touched markets with a ticker subscriber
+    snapshot: Any = None  # a periodic snapshot's writer (JournaledEngine.snapshot_job), run once durable
 
 
 _ACK_FROM_ROWS = frozenset(("place", "cancel"))  # acked from raw event rows (the hot path), not structs
@@ -353,6 +357,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._server: Any = None
         self._committer: asyncio.Task | None = None
+        self._snapshot_write: asyncio.Future | None = None  # a periodic snapshot being written
         self._stopped: asyncio.Event | None = None
         self._index_step: int | None = None
         self._index_resumed = self.engine.seq > 0  # recovered: the feed's current step may be in already
@@ -367,7 +372,7 @@ class Gateway:
         snapshot + journal (gateway.front's Redis gateway returns a read replica instead)."""
         markets = load_markets(self.cfg.markets_path) if self.cfg.markets_path else None
         return JournaledEngine.open(self.journal_path, snapshot_dir=self.snapshot_dir, markets=markets,
-                                    fsync=self.cfg.fsync)
+                                    fsync=self.cfg.fsync, snapshot_every=self.cfg.snapshot_every)
 
     # ---- start-up views --------------------------------------------------------------------
     def _rebuild_views(self) -> None:
@@ -431,6 +436,7 @@ class Gateway:
             await self._committer  # returns once the pipeline is drained: every batch answered
         for m in range(len(self.specs)):
             self._publish_book(m)  # what the last batches left pending
+        await self.snapshot_settled()  # a periodic snapshot being written: let it finish
         if self.cfg.snapshot_on_exit and not self.broken:
             path = self.jeng.snapshot()  # atomic, fsynced, bound to the journal (perp/sequencer.py)
             log.info("snapshot", path=str(path), seq=self.engine.seq)
@@ -1123,6 +1129,8 @@ class Gateway:
             self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_ENGINE if durable else G.STATUS_UNKNOWN_JOURNAL, exc)
             return
         settled = self._settle(batch, seq0, ev_rows, ts, funding_before)
+        if self._snapshot_write is None and self.jeng.snapshot_due():
+            settled.snapshot = self.jeng.snapshot_job()[1]  # the copy now; written once this batch is durable
         fsync = loop.run_in_executor(self._executor, self.jeng.commit_upto, self.engine.seq)
         self._fsync_in_flight = True
         fsync.add_done_callback(self._journal_freed)  # before _finish's own wake-up (callbacks run in order)
@@ -1150,6 +1158,8 @@ class Gateway:
             if self._journal_lost:  # an earlier fsync failed: what follows it cannot be recovered
                 self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_JOURNAL, None)
                 return
+            if settled.snapshot is not None:
+                self._write_snapshot(settled.snapshot)
             spent = time.perf_counter() - t0
             if spent > 0.1:
                 log.warning("slow_batch", seq=seq0, commands=len(batch), seconds=round(spent, 4))
@@ -1162,6 +1172,24 @@ class Gateway:
             if not self._pipeline:
                 self._in_batch = False
                 self._run_deferred()
+
+    def _write_snapshot(self, write: Any) -> None:
+        """A periodic snapshot, written by a thread (not the fsync worker: acks do not wait for it)
+        now that its batch is durable; one at a time. Before, `perp serve` snapshotted only on
+        SIGTERM, so a crash replayed the whole journal."""
+        fut = asyncio.get_running_loop().run_in_executor(None, write)
+        self._snapshot_write = fut
+
+        def done(f: asyncio.Future) -> None:
+            self._snapshot_write = None
+            if f.cancelled() or f.exception() is not None:
+                log.error("snapshot_failed", error=repr(None if f.cancelled() else f.exception()))
+        fut.add_done_callback(done)
+
+    async def snapshot_settled(self) -> None:
+        """Until the periodic snapshot being written (if any) is on disk or has failed."""
+        if self._snapshot_write is not None:
+            await asyncio.gather(self._snapshot_write, return_exceptions=True)
 
     def _journal_freed(self, _fsync: asyncio.Future) -> None:
         self._fsync_in_flight = False

@@ -26,6 +26,7 @@ timer (`tick`), so replaying the journal replays the sweeps exactly.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,14 +160,43 @@ class JournaledEngine:
             self.snapshot_dir.mkdir(parents=True, exist_ok=True)
             path = self.snapshot_dir / snapshot_name(self.journal.journal_id, seq)
         path = Path(path)
-        self.engine.snapshot(path, {"journal_id": self.journal.journal_id,
-                                    "config_hash": engine_config_hash(self.engine)})
+        self.engine.snapshot(path, self._snapshot_meta())
         self._last_snapshot_seq = seq
+        self._prune(path, seq)
+        return path
+
+    def snapshot_due(self) -> bool:
+        """Whether `snapshot_every` commands ran since the last snapshot (never without a snapshot_dir)."""
+        return bool(self.snapshot_every) and self.engine.seq - self._last_snapshot_seq >= self.snapshot_every
+
+    def snapshot_job(self) -> tuple[int, Callable[[], Path]]:
+        """`snapshot()` in two steps, for a pipelined owner (perp serve): the copy of the engine now
+        (Engine.snapshot_job, a few ms), and a function that hashes, encodes and writes it into
+        `snapshot_dir` (atomic, fsynced, pruning old ones) from any thread, while the engine goes
+        on. The caller runs that function only once the journal is durable through the returned
+        sequence number (its batch's fsync returned): a snapshot is never ahead of the journal."""
+        if self.snapshot_dir is None:
+            raise ValueError("snapshot_job() needs a snapshot_dir")
+        seq = self.engine.seq
+        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+        path = self.snapshot_dir / snapshot_name(self.journal.journal_id, seq)
+        build = self.engine.snapshot_job(self._snapshot_meta())
+        self._last_snapshot_seq = seq
+
+        def write() -> Path:
+            S.write_snapshot_file(path, build())
+            self._prune(path, seq)
+            return path
+        return seq, write
+
+    def _snapshot_meta(self) -> dict[str, str]:
+        return {"journal_id": self.journal.journal_id, "config_hash": engine_config_hash(self.engine)}
+
+    def _prune(self, path: Path, seq: int) -> None:
         if self.snapshot_dir is not None and path.parent == self.snapshot_dir:
             for old in snapshots_of(self.snapshot_dir, self.journal.journal_id)[self.keep_snapshots:]:
                 old.unlink(missing_ok=True)
         log.info("snapshot_written", path=str(path), seq=seq, journal_id=self.journal.journal_id)
-        return path
 
     def close(self) -> None:
         self.journal.close()

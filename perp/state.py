@@ -317,8 +317,16 @@ def snapshot_blob(st: EngineState, meta: dict[str, str] | None = None) -> bytes:
 def save_snapshot(st: EngineState, path, meta: dict[str, str] | None = None) -> str:
     """Write every array plus `meta` atomically (temp file, fsync, rename, directory fsync); the
     snapshot's sequence number is `g[G_SEQ]`. Returns the state hash stored with it."""
-    path = Path(path)
     h, chunks = _snapshot_chunks(st, meta)
+    write_snapshot_file(path, chunks)
+    return h
+
+
+def write_snapshot_file(path, data: bytes | list) -> None:
+    """Write a snapshot's bytes (`snapshot_blob`, or its chunks) atomically: temp file, fsync,
+    rename, directory fsync. Any thread may call it (one writer per path)."""
+    path = Path(path)
+    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
@@ -337,7 +345,6 @@ def save_snapshot(st: EngineState, path, meta: dict[str, str] | None = None) -> 
         os.fsync(fd)
     finally:
         os.close(fd)
-    return h
 
 
 def read_snapshot_meta(path) -> SnapshotMeta:
