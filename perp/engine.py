@@ -305,8 +305,7 @@ class Engine:
         now, whatever the engine does meanwhile -- and may run in another thread (blake2b
         releases the GIL on large buffers)."""
         st = S.EngineState(*(a.copy() for a in self.state))
-        base = {"markets": _markets_json(self.markets), "admin": encode_admin_state(self.admin),
-                CLIDS_KEY: self.client_order_ids.to_text()}  # the keys of snapshot_meta, in its order
+        base = self._snapshot_base()
         caller = dict(meta or {})
         admin_digest = None if self.admin.is_pristine() else self.admin.digest()
 
@@ -316,9 +315,13 @@ class Engine:
 
     def snapshot_meta(self) -> dict[str, str]:
         """What a snapshot stores besides the arrays: the base markets config, the admin state, the
-        used client order ids and the full state hash (the same keys as `snapshot_job`'s)."""
+        used client order ids and the full state hash (the same keys, in the same order, as
+        `snapshot_job`'s: both give the same bytes)."""
+        return self._snapshot_base() | {"state_hash_full": self.state_hash()}
+
+    def _snapshot_base(self) -> dict[str, str]:
         return {"markets": _markets_json(self.markets), "admin": encode_admin_state(self.admin),
-                CLIDS_KEY: self.client_order_ids.to_text(), "state_hash_full": self.state_hash()}
+                CLIDS_KEY: self.client_order_ids.to_text()}
 
     @classmethod
     def from_snapshot(cls, path: str | Path) -> Engine:
