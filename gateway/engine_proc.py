@@ -48,6 +48,7 @@ from gateway.errors import GatewayCode as G
 from gateway.feed import IndexFeed, IndexFeeds
 from gateway.limits import WallClock
 from perp import layout as L
+from perp.background import BackgroundJob
 from perp.client_ids import reused_places
 from perp.commands import Liquidate
 from perp.journal import SCHEMA_VERSION, admin_payloads_of
@@ -90,7 +91,7 @@ class EngineProcess:
         self.keys = RJ.Keys(cfg.namespace)
         self.r = RJ.connect_sync(cfg.redis_url)  # start-up, the snapshot on exit
         self.r_snap = RJ.connect_sync(cfg.redis_url)  # the periodic snapshots' writer thread
-        self._snap_task: asyncio.Task | None = None
+        self._snap = BackgroundJob()  # the periodic snapshot in flight (perp.background)
         RJ.check_settings(self.r, cfg.unsafe)
         markets = load_markets(cfg.markets_path) if cfg.markets_path else load_markets()
         registered = RJ.markets_of(self.r, self.keys)
@@ -186,8 +187,7 @@ class EngineProcess:
 
     async def snapshot_settled(self) -> None:
         """Until the periodic snapshot in hand (if any) is stored or has failed."""
-        if self._snap_task is not None:
-            await asyncio.gather(self._snap_task, return_exceptions=True)
+        await self._snap.settled()
 
     def _start_snapshot(self) -> None:
         """The periodic snapshot, off the sequencer's path: the engine pauses only for the copy
@@ -204,17 +204,14 @@ class EngineProcess:
         def store() -> int:
             return RJ.store_snapshot(self.r_snap, self.keys, seq, job(), seq_id, cmd_id, self.cfg.keep_snapshots)
 
-        def done(task: asyncio.Task) -> None:
-            self._snap_task = None
-            exc = None if task.cancelled() else task.exception()
-            if task.cancelled() or exc is not None:
-                log.warning("snapshot_failed", seq=seq, error=repr(exc) if exc else "cancelled")
-                self._last_snapshot_seq = min(self._last_snapshot_seq, before)
+        def done(error: BaseException | None, size: int | None) -> None:
+            if error is not None:
+                log.warning("snapshot_failed", seq=seq, error=repr(error))
+                self._last_snapshot_seq = before  # due again: retried from a fresh copy
             else:
-                log.info("snapshot_written", seq=seq, seq_id=seq_id, bytes=task.result())
+                log.info("snapshot_written", seq=seq, seq_id=seq_id, bytes=size)
 
-        self._snap_task = asyncio.get_running_loop().create_task(asyncio.to_thread(store), name="snapshot")
-        self._snap_task.add_done_callback(done)
+        self._snap.start(store, done)
 
     # ---- the sequencer ---------------------------------------------------------------------
     async def _sequence_loop(self) -> None:
@@ -262,7 +259,7 @@ class EngineProcess:
             self.seq_id = await self._append_record(rec, events)
             self.cmd_id = last_id
             self.batches += 1
-            if (self.cfg.snapshot_every and self._snap_task is None
+            if (self.cfg.snapshot_every and not self._snap.busy
                     and self.engine.seq - self._last_snapshot_seq >= self.cfg.snapshot_every):
                 self._start_snapshot()
 

@@ -42,8 +42,8 @@ events, market by market and account by account (docs/deployment.md says why and
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -90,6 +90,10 @@ class Keys:
     @property
     def snapmeta(self) -> str:
         return f"{self.ns}:snapmeta"
+
+    @property
+    def snap_partial(self) -> str:
+        return f"{self.ns}:snap:partial"
 
     @property
     def engine(self) -> str:
@@ -336,7 +340,7 @@ def store_snapshot(r: Any, keys: Keys, seq: int, blob: bytes, seq_id: str, cmd_i
     `NS:snapmeta`, so trimming does not decode the oldest kept snapshot (a snapshot listed before
     that hash existed is decoded once, as before). Safe to call from a thread with its own
     connection while the engine goes on: nothing here touches the engine."""
-    key, partial = keys.snap(seq), f"{keys.ns}:snap:partial"
+    key, partial = keys.snap(seq), keys.snap_partial
     view = memoryview(blob)
     r.set(partial, view[:SNAPSHOT_CHUNK_BYTES])
     for pos in range(SNAPSHOT_CHUNK_BYTES, len(blob), SNAPSHOT_CHUNK_BYTES):

@@ -71,6 +71,7 @@ from gateway.limits import TokenBucket, WallClock
 from gateway.wire import text_frame
 from perp import events as E
 from perp import layout as L
+from perp.background import BackgroundJob
 from perp.codes import describe
 from perp.commands import (
     Amend,
@@ -357,7 +358,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._server: Any = None
         self._committer: asyncio.Task | None = None
-        self._snapshot_write: asyncio.Future | None = None  # a periodic snapshot being written
+        self._snap = BackgroundJob()  # a periodic snapshot being written (perp.background)
         self._stopped: asyncio.Event | None = None
         self._index_step: int | None = None
         self._index_resumed = self.engine.seq > 0  # recovered: the feed's current step may be in already
@@ -1129,7 +1130,7 @@ class Gateway:
             self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_ENGINE if durable else G.STATUS_UNKNOWN_JOURNAL, exc)
             return
         settled = self._settle(batch, seq0, ev_rows, ts, funding_before)
-        if self._snapshot_write is None and self.jeng.snapshot_due():
+        if not self._snap.busy and self.jeng.snapshot_due():
             settled.snapshot = self.jeng.snapshot_job()[1]  # the copy now; written once this batch is durable
         fsync = loop.run_in_executor(self._executor, self.jeng.commit_upto, self.engine.seq)
         self._fsync_in_flight = True
@@ -1177,19 +1178,14 @@ class Gateway:
         """A periodic snapshot, written by a thread (not the fsync worker: acks do not wait for it)
         now that its batch is durable; one at a time. Before, `perp serve` snapshotted only on
         SIGTERM, so a crash replayed the whole journal."""
-        fut = asyncio.get_running_loop().run_in_executor(None, write)
-        self._snapshot_write = fut
-
-        def done(f: asyncio.Future) -> None:
-            self._snapshot_write = None
-            if f.cancelled() or f.exception() is not None:
-                log.error("snapshot_failed", error=repr(None if f.cancelled() else f.exception()))
-        fut.add_done_callback(done)
+        def done(error: BaseException | None, _path: Any) -> None:
+            if error is not None:
+                log.error("snapshot_failed", error=repr(error))
+        self._snap.start(write, done)
 
     async def snapshot_settled(self) -> None:
         """Until the periodic snapshot being written (if any) is on disk or has failed."""
-        if self._snapshot_write is not None:
-            await asyncio.gather(self._snapshot_write, return_exceptions=True)
+        await self._snap.settled()
 
     def _journal_freed(self, _fsync: asyncio.Future) -> None:
         self._fsync_in_flight = False

@@ -290,8 +290,8 @@ class Engine:
 
     def snapshot(self, path: str | Path, meta: Mapping[str, str] | None = None) -> None:
         """The state arrays (tiers included), the markets config, the admin state and the used client
-        order ids, plus the caller's `meta`, written atomically (perp.state.save_snapshot)."""
-        S.save_snapshot(self.state, path, self.snapshot_meta() | dict(meta or {}))
+        order ids, plus the caller's `meta`, written atomically (perp.state.write_snapshot_file)."""
+        S.write_snapshot_file(path, self.snapshot_blob(meta))
 
     def snapshot_blob(self, meta: Mapping[str, str] | None = None) -> bytes:
         """The bytes `snapshot` would write, in memory (perp.state.snapshot_blob)."""
@@ -310,7 +310,8 @@ class Engine:
         admin_digest = None if self.admin.is_pristine() else self.admin.digest()
 
         def build() -> bytes:
-            return S.snapshot_blob(st, base | {"state_hash_full": _with_admin(S.state_hash(st), admin_digest)} | caller)
+            h = S.state_hash(st)  # once: the kernel's hash in the head, and under the full one
+            return S.snapshot_blob(st, base | {"state_hash_full": _with_admin(h, admin_digest)} | caller, h)
         return build
 
     def snapshot_meta(self) -> dict[str, str]:

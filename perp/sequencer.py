@@ -162,7 +162,7 @@ class JournaledEngine:
         path = Path(path)
         self.engine.snapshot(path, self._snapshot_meta())
         self._last_snapshot_seq = seq
-        self._prune(path, seq)
+        self._written(path, seq)
         return path
 
     def snapshot_due(self) -> bool:
@@ -185,14 +185,15 @@ class JournaledEngine:
 
         def write() -> Path:
             S.write_snapshot_file(path, build())
-            self._prune(path, seq)
+            self._written(path, seq)
             return path
         return seq, write
 
     def _snapshot_meta(self) -> dict[str, str]:
         return {"journal_id": self.journal.journal_id, "config_hash": engine_config_hash(self.engine)}
 
-    def _prune(self, path: Path, seq: int) -> None:
+    def _written(self, path: Path, seq: int) -> None:
+        """After a snapshot is on disk: prune the old ones beyond `keep_snapshots`, log it."""
         if self.snapshot_dir is not None and path.parent == self.snapshot_dir:
             for old in snapshots_of(self.snapshot_dir, self.journal.journal_id)[self.keep_snapshots:]:
                 old.unlink(missing_ok=True)

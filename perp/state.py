@@ -290,12 +290,13 @@ class SnapshotMismatch(SnapshotError):
     code = ResultCode.SNAPSHOT_MISMATCH
 
 
-def _snapshot_chunks(st: EngineState, meta: dict[str, str] | None) -> tuple[str, list]:
+def _snapshot_chunks(st: EngineState, meta: dict[str, str] | None, h: str | None = None) -> tuple[str, list]:
     """The snapshot format, once for files and blobs: magic, head length, msgpack head (schema,
     seq, state hash, array shapes, `meta`), the arrays as little-endian int64, then a blake2b
-    digest of everything before it. Returns the state hash and the chunks (digest last)."""
+    digest of everything before it. `h`: `state_hash(st)` when the caller has it already.
+    Returns the state hash and the chunks (digest last)."""
     arrays = [np.ascontiguousarray(getattr(st, name), dtype="<i8") for name in STATE_FIELDS]
-    h = state_hash(st)
+    h = state_hash(st) if h is None else h
     head = msgspec.msgpack.encode(SnapshotMeta(
         SNAPSHOT_SCHEMA, int(st.g[L.G_SEQ]), h,
         tuple(SnapshotArray(n, "<i8", tuple(int(d) for d in a.shape)) for n, a in zip(STATE_FIELDS, arrays)),
@@ -308,10 +309,10 @@ def _snapshot_chunks(st: EngineState, meta: dict[str, str] | None) -> tuple[str,
     return h, chunks
 
 
-def snapshot_blob(st: EngineState, meta: dict[str, str] | None = None) -> bytes:
-    """The bytes `save_snapshot` would write, built in memory (no file, no fsync): the Redis
-    engine's snapshots (gateway.redis_journal). `load_snapshot_blob` reads them back."""
-    return b"".join(_snapshot_chunks(st, meta)[1])
+def snapshot_blob(st: EngineState, meta: dict[str, str] | None = None, h: str | None = None) -> bytes:
+    """The bytes `save_snapshot` would write, built in memory (no file, no fsync; `h` as in
+    `_snapshot_chunks`). `load_snapshot_blob` reads them back; `write_snapshot_file` stores them."""
+    return b"".join(_snapshot_chunks(st, meta, h)[1])
 
 
 def save_snapshot(st: EngineState, path, meta: dict[str, str] | None = None) -> str:

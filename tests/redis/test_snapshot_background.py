@@ -125,9 +125,9 @@ def test_a_snapshot_is_stored_in_chunks_and_a_half_written_one_is_never_read(red
     blob = r.get(key)
     assert RJ.engine_from_snapshot_bytes(blob)[0].state_hash() == h
     # a writer killed mid-store leaves only the unlisted partial key: recovery never reads it
-    r.set(f"{keys.ns}:snap:partial", blob[: len(blob) // 2])
+    r.set(keys.snap_partial, blob[: len(blob) // 2])
     rec = RJ.recover(r, keys)
     assert rec.snapshot_seq == seq and rec.engine.state_hash() == h
     # and the next store overwrites it whole
     RJ.store_snapshot(r, keys, seq, blob, *r.hget(keys.snapmeta, key).decode().split())
-    assert not r.exists(f"{keys.ns}:snap:partial") and r.get(keys.snap(seq)) == blob
+    assert not r.exists(keys.snap_partial) and r.get(keys.snap(seq)) == blob
