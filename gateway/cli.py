@@ -241,6 +241,30 @@ def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, ra
         click.echo(json.dumps(r, allow_nan=False))
 
 
+@click.command("fanout")
+@click.option("--subscribers", default=1000, show_default=True, help="book subscribers (raw sockets, one process)")
+@click.option("--pushes", default=100, show_default=True, help="pushes per path and round")
+@click.option("--interval-ms", default=20.0, show_default=True, help="between pushes (the book delta interval)")
+@click.option("--rounds", default=3, show_default=True, help="alternating rounds of the two paths (medians reported)")
+@click.option("--json", "as_json", is_flag=True, help="last line is one JSON object")
+def bench_fanout_command(subscribers: int, pushes: int, interval_ms: float, rounds: int, as_json: bool) -> None:
+    """Fan-out cost: queue path vs kernel.
+
+    The loop thread's CPU per subscriber per push, written through the connections' queues and
+    by the fan-out kernel (gateway.fanout)."""
+    from gateway.bench_fanout import run
+
+    r = run(subscribers=subscribers, pushes=pushes, interval_ms=interval_ms, rounds=rounds)
+    click.echo(f"fan-out      {r['subscribers']} book subscribers, a {r['frame_bytes']}-byte delta every "
+               f"{r['interval_ms']} ms, {r['rounds']} x {r['pushes_per_round']} pushes per path")
+    click.echo(f"queue path   {r['queue_us_per_subscriber']} us of the loop thread per subscriber per push "
+               f"(rounds {r['queue_us_rounds']})")
+    click.echo(f"kernel path  {r['kernel_us_per_subscriber']} us (rounds {r['kernel_us_rounds']}): "
+               f"{r['ratio']}x less")
+    if as_json:
+        click.echo(json.dumps(r, allow_nan=False))
+
+
 def _budget_text(b: dict) -> str:
     """`cores 2: machine 1.93 busy (0.02 stolen); server 0.95, subscribers 0.61, traders 0.34`."""
     roles = ", ".join(f"{k} {v}" for k, v in b.items() if k not in ("cores", "machine_busy", "machine_steal"))

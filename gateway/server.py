@@ -63,6 +63,8 @@ from gateway.admin import AdminApi
 from gateway.batch_events import BatchEvents, PriceText
 from gateway.deadman import DeadmanStore
 from gateway.errors import GatewayCode as G
+from gateway.fanout import send_to_all
+from gateway.fanout import warm as warm_fanout
 from gateway.fastws import FastServerConnection
 from gateway.feed import IndexFeed, IndexFeeds
 from gateway.funding_history import FundingHistory, payments
@@ -104,6 +106,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_frame_bytes: int = 65536
     send_queue_frames: int = 4096  # per connection; beyond: book conflated, anything else disconnects
     book_interval_ms: int = 20  # book deltas at most this often per market, merged (0: one per batch)
+    # pushes to at least this many subscribers are written by one kernel call (gateway.fanout); 0: never
+    fanout_kernel_min: int = 32
     send_timeout_s: float = 10.0  # a frame the socket cannot take for this long: the connection is cut
     write_limit_bytes: int = 32768  # the WebSocket layer's write buffer per connection
     so_sndbuf_bytes: int = 0  # kernel send buffer per connection (0: the OS default)
@@ -137,6 +141,7 @@ class Conn:
         "bucket",
         "close_code",
         "close_reason",
+        "fd",
         "id",
         "ip",
         "key",
@@ -165,6 +170,9 @@ class Conn:
         self.logon_failures = 0
         self.log = log.bind(conn_id=conn_id)
         self.last_rx_ns = time.monotonic_ns()
+        sock = ws.transport.get_extra_info("socket") if ws is not None else None
+        plain = sock is not None and ws.transport.get_extra_info("sslcontext") is None
+        self.fd = sock.fileno() if plain else -1  # the kernel fan-out writes only plain TCP (gateway.fanout)
 
 
 @dataclass(slots=True)
@@ -194,6 +202,8 @@ class _Metrics:
     connections: Any = None
     engine_seq: Any = None
     book_conflations: Any = None
+    fanout_kernel_frames: Any = None
+    fanout_kernel_rests: Any = None
 
 
 class _BulkHistogram:
@@ -250,6 +260,11 @@ def _make_metrics() -> _Metrics:
         engine_seq=pc.Gauge("perp_engine_seq", "sequence number of the last command processed", registry=reg),
         book_conflations=pc.Counter("perp_gateway_book_conflations", "book streams conflated for a slow consumer",
                                     registry=reg),
+        fanout_kernel_frames=pc.Counter("perp_gateway_fanout_kernel_frames",
+                                        "pushes written to an idle socket by the fan-out kernel", registry=reg),
+        fanout_kernel_rests=pc.Counter("perp_gateway_fanout_kernel_rests",
+                                       "of those, the ones a full socket did not take whole (the rest went "
+                                       "through the transport)", registry=reg),
     )
     reg.register(m.ack_latency)
     return m
@@ -404,6 +419,7 @@ class Gateway:
 
         warm = warm_kernels(self.engine.markets)  # compiled before the port opens (perp.warm)
         log.info("kernels_ready", seconds=round(warm.seconds, 3))
+        warm_fanout()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._committer = asyncio.create_task(self._commit_loop(), name="committer")
@@ -1497,12 +1513,45 @@ class Gateway:
         self._broadcast(("book", m), frame, book_market=m)
 
     def _broadcast(self, sub: tuple[str, int], frame: bytes, book_market: int | None = None) -> None:
-        """One push to every subscriber of `sub`: framed once, the same bytes queued for each."""
+        """One push to every subscriber of `sub`, framed once: the same bytes queued for each, or,
+        from `fanout_kernel_min` subscribers, written by one kernel call to every idle socket
+        (gateway.fanout: nothing of the connection waiting anywhere, so they are the next bytes on
+        its wire) and queued for the others."""
         conns = self.subscribers.get(sub)
-        if conns:
-            wire = text_frame(frame)
+        if not conns:
+            return
+        wire = text_frame(frame)
+        if not self.cfg.fanout_kernel_min or len(conns) < self.cfg.fanout_kernel_min:
             for c in tuple(conns):
                 self._send(c, frame, book_market, wire)
+            return
+        # idle sockets: one kernel call for all (gateway.fanout); any other the usual way
+        direct, fds = [], []
+        for c in tuple(conns):
+            ws = c.ws
+            t = ws.transport
+            if (c.out or c.close_code or c.blocked or ws.paused or ws.protocol.state is not _OPEN
+                    or t.is_closing() or t.get_write_buffer_size() or c.fd < 0):
+                self._send(c, frame, book_market, wire)
+            elif book_market is None or book_market not in c.book_resync:
+                direct.append(c)
+                fds.append(c.fd)
+        if not direct:
+            return
+        sent = np.empty(len(fds), dtype=np.int64)
+        whole = send_to_all(np.array(fds, dtype=np.int32), np.frombuffer(wire, dtype=np.uint8), sent)
+        if self.metrics.fanout_kernel_frames is not None:
+            self.metrics.fanout_kernel_frames.inc(len(fds))
+            if whole < len(fds):
+                self.metrics.fanout_kernel_rests.inc(len(fds) - whole)
+        if whole == len(fds):
+            return
+        n = len(wire)
+        for c, took in zip(direct, sent.tolist()):
+            if took != n:  # the rest through the transport, first (an error: the transport reports it)
+                c.ws.transport.write(wire[took:] if took > 0 else wire)
+                if c.ws.paused:
+                    c.wake.set()
 
     # ---- timers ----------------------------------------------------------------------------
     async def _timer_loop(self) -> None:

@@ -420,11 +420,12 @@ _register_oracle()
 
 def _register_gateway() -> None:
     """`perp serve`, `perp keys` and `perp bench gateway` live with the gateway (gateway/cli.py)."""
-    from gateway.cli import bench_gateway_command, keys_group, serve_command
+    from gateway.cli import bench_fanout_command, bench_gateway_command, keys_group, serve_command
 
     main.add_command(serve_command, "serve")
     main.add_command(keys_group, "keys")
     bench.add_command(bench_gateway_command, "gateway")
+    bench.add_command(bench_fanout_command, "fanout")
     from gateway.redis_cli import engine_command, gateway_command  # the Redis scale-out (docs/deployment.md)
 
     main.add_command(engine_command, "engine")

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from gateway.client import Credentials, GatewayClient
 from gateway.feed import IndexFeed
 from gateway.keys import KeyStore
@@ -69,6 +71,21 @@ def pinned_feed(price_ticks: int = INDEX_TICKS) -> IndexFeed:
     return IndexFeed(spec, [(0, price_ticks, fresh)], step_ns=1 << 62)
 
 
+# what every test venue runs with unless a test asks otherwise: one book delta per batch; a module
+# may change an entry for all its tests (the market-data and protection tests run once with every
+# push written through the connections' queues, once with every push by the fan-out kernel)
+VENUE_DEFAULTS: dict = {"group_commit_us": 300, "liquidation_interval_ms": 0, "book_interval_ms": 0}
+
+
+@pytest.fixture(params=["queue", "kernel"])
+def fanout_mode(request, monkeypatch) -> str:
+    """Run the test twice: every push written through each connection's queue and transport (the
+    server's way for a few subscribers), and every push to an idle socket by the fan-out kernel
+    (gateway.fanout, the server's way from `fanout_kernel_min` subscribers)."""
+    monkeypatch.setitem(VENUE_DEFAULTS, "fanout_kernel_min", 0 if request.param == "queue" else 1)
+    return request.param
+
+
 @contextlib.asynccontextmanager
 async def venue(tmp_path: Path, *, deposits: bool = True, keys=None, clock=None, feed="pinned",
                 **cfg) -> AsyncIterator[Venue]:
@@ -79,9 +96,7 @@ async def venue(tmp_path: Path, *, deposits: bool = True, keys=None, clock=None,
         keys, creds = make_keys(tmp_path / "keys.json")
     else:
         keys, creds = keys
-    config = ServerConfig(**({"port": 0, "data_dir": str(data), "keys_path": str(keys.path),
-                              "group_commit_us": 300, "liquidation_interval_ms": 0,
-                              "book_interval_ms": 0} | cfg))  # one delta per batch unless a test asks
+    config = ServerConfig(**({"port": 0, "data_dir": str(data), "keys_path": str(keys.path)} | VENUE_DEFAULTS | cfg))
     gw = Gateway(config, feed=pinned_feed() if feed == "pinned" else feed, clock=clock)
     await gw.start()
     v = Venue(gw, f"ws://127.0.0.1:{gw.port}", creds, keys, data)

@@ -36,3 +36,15 @@ def test_the_machine_cpu_counter_counts_this_process_spinning():
     while time.process_time() - t < 0.3:
         pass
     assert _machine_cpu_s()[0] - busy0 >= 0.25
+
+
+def test_the_fanout_bench_writes_every_push_to_every_subscriber_on_both_paths():
+    """`perp bench fanout` measures real writes: each of the 2 paths x 2 rounds x 5 pushes reached
+    each of the 40 watchers (they count what they parse), and the figures are strict JSON."""
+    from gateway.bench_fanout import run
+
+    r = run(subscribers=40, pushes=5, interval_ms=5.0, rounds=2)
+    assert r["subscribers"] == 40
+    assert r["frames_received"] == 40 * 5 * 2 * 2
+    assert r["queue_us_per_subscriber"] > 0 and r["kernel_us_per_subscriber"] > 0
+    assert json.loads(json.dumps(r, allow_nan=False)) == r

@@ -11,6 +11,9 @@ from gateway.client import GatewayError
 from perp.markets import load_markets, ticks_to_price
 from tests.gateway.conftest import MARKET, run, venue
 
+# every test twice: pushes through each connection's queue, and by the fan-out kernel (gateway.fanout)
+pytestmark = pytest.mark.usefixtures("fanout_mode")
+
 SPEC = load_markets().market[0]
 
 
@@ -80,6 +83,8 @@ def test_book_from_snapshot_and_deltas_equals_engine_after_seeded_session(tmp_pa
                 assert early.levels() == want
                 assert late_book.levels() == want
                 assert early.resyncs == late_book.resyncs == 0
+                kernel = v.gw.metrics.registry.get_sample_value("perp_gateway_fanout_kernel_frames_total")
+                assert (kernel > 0) == bool(v.gw.cfg.fanout_kernel_min)
             assert v.gw.engine.money_conserved()
             # the gateway's own views, kept from events, equal the engine's state
             live = {int(r[3]): (int(r[4]), int(r[5])) for r in v.gw.engine.open_orders().tolist()}

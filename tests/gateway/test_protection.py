@@ -18,6 +18,9 @@ from gateway.errors import GatewayCode as G
 from tests.gateway.conftest import MARKET, run, venue
 from tests.gateway.test_market_data import engine_book
 
+# every test twice: pushes through each connection's queue, and by the fan-out kernel (gateway.fanout)
+pytestmark = pytest.mark.usefixtures("fanout_mode")
+
 
 def test_order_flood_past_the_rate_limit_gets_4300_and_cancels_keep_their_room(tmp_path):
     async def body():
@@ -161,6 +164,8 @@ def test_a_slow_book_consumer_is_conflated_and_catches_up_to_the_same_book(tmp_p
                     await alice.cancel_all(MARKET)
             reg = v.gw.metrics.registry
             assert reg.get_sample_value("perp_gateway_book_conflations_total") >= 1
+            if v.gw.cfg.fanout_kernel_min:  # the kernel wrote to the slow socket until it was full
+                assert reg.get_sample_value("perp_gateway_fanout_kernel_rests_total") >= 1
             assert all(len(c.out) <= SLOW["send_queue_frames"] for c in v.gw.conns.values())
             # the fast client never noticed
             assert fast_book.resyncs == 0

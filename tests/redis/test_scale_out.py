@@ -97,10 +97,17 @@ def test_clients_on_two_gateways_see_the_same_book_sequence_and_fills(redis_serv
             sa, sb = wa.stream(start), wb.stream(start)
             assert sa == sb and len(sa) >= 8
             assert [s[2] for s in sa if s[0] == "book"] == sorted({s[2] for s in sa if s[0] == "book"})
-            fills = {}
-            for who, c in (("alice", alice), ("bob", bob)):
-                evs = [e for p in c.pending_pushes("user") if p.type == "update" for e in p.data]
-                fills[who] = sorted((e.seq, e.price, e.size_lots) for e in evs if type(e).__name__ == "Fill")
+            fills: dict[str, list] = {"alice": [], "bob": []}
+            t_end = time.monotonic() + 10  # the user channel's pushes follow the acks: wait for both users'
+            while True:
+                for who, c in (("alice", alice), ("bob", bob)):  # pending_pushes hands each push once
+                    evs = [e for p in c.pending_pushes("user") if p.type == "update" for e in p.data]
+                    fills[who] = sorted(fills[who] + [(e.seq, e.price, e.size_lots) for e in evs
+                                                      if type(e).__name__ == "Fill"])
+                if sum(f[2] for f in fills["alice"]) >= 15 and sum(f[2] for f in fills["bob"]) >= 15:
+                    break
+                assert time.monotonic() < t_end, fills
+                await asyncio.sleep(0.05)
             assert fills["alice"] == fills["bob"] and sum(f[2] for f in fills["bob"]) == 15
             assert asks[0].order_id != asks[1].order_id
         return last
