@@ -90,6 +90,14 @@ from perp.warm import warm_kernels
 log = structlog.get_logger("gateway")
 _OPEN = _WsState.OPEN
 
+
+def _writable_now(conn: "Conn") -> bool:
+    """The gateway may write this connection's socket now: its sender is not waiting for the
+    socket to drain, flow control has not paused it, and the WebSocket is open. `_flush` and the
+    kernel fan-out (`Gateway._broadcast`) share this rule."""
+    ws = conn.ws
+    return not conn.blocked and not ws.paused and ws.protocol.state is _OPEN
+
 RESERVED_ACCOUNTS = 16  # venue accounts (insurance funds); never trade through the gateway
 
 
@@ -602,10 +610,10 @@ class Gateway:
         for conn in dirty:  # a closing connection still gets what it was sent before (its close follows)
             if not conn.out:
                 continue
-            ws = conn.ws
-            if conn.blocked or ws.paused or ws.protocol.state is not _OPEN:
+            if not _writable_now(conn):
                 conn.wake.set()
                 continue
+            ws = conn.ws
             out = conn.out
             ws.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
@@ -1528,12 +1536,12 @@ class Gateway:
         # idle sockets: one kernel call for all (gateway.fanout); any other the usual way
         direct, fds = [], []
         for c in tuple(conns):
-            ws = c.ws
-            t = ws.transport
-            if (c.out or c.close_code or c.blocked or ws.paused or ws.protocol.state is not _OPEN
-                    or t.is_closing() or t.get_write_buffer_size() or c.fd < 0):
-                self._send(c, frame, book_market, wire)
-            elif book_market is None or book_market not in c.book_resync:
+            t = c.ws.transport
+            if (c.out or c.close_code or c.fd < 0 or not _writable_now(c) or t.is_closing()
+                    or t.get_write_buffer_size()
+                    or (book_market is not None and book_market in c.book_resync)):
+                self._send(c, frame, book_market, wire)  # queued, or dropped there when conflated
+            else:
                 direct.append(c)
                 fds.append(c.fd)
         if not direct:
