@@ -47,6 +47,7 @@ from gateway import redis_journal as RJ
 from gateway.errors import GatewayCode as G
 from gateway.feed import IndexFeed, IndexFeeds
 from gateway.limits import WallClock
+from gateway.resp import RespConnection, xadd_args
 from perp import layout as L
 from perp.background import BackgroundJob
 from perp.client_ids import reused_places
@@ -136,8 +137,9 @@ class EngineProcess:
     async def start(self) -> None:
         warm = warm_kernels(self.engine.markets)  # compiled before the first command (perp.warm)
         log.info("kernels_ready", seconds=round(warm.seconds, 3))
-        self.ar = RJ.connect_async(self.cfg.redis_url)  # the sequencing loop (blocking reads)
-        self.aw = RJ.connect_async(self.cfg.redis_url)  # timers, status
+        self.ar = RespConnection(self.cfg.redis_url)  # the sequencing loop's blocking reads (gateway.resp)
+        self.arec = RespConnection(self.cfg.redis_url)  # the sequencing loop's record appends
+        self.aw = RJ.connect_async(self.cfg.redis_url)  # timers, status, checks after a failure
         self._tasks.append(asyncio.create_task(self._sequence_loop(), name="sequencer"))
         self._tasks.append(asyncio.create_task(self._timers(), name="engine-timers"))
         for t in self._tasks:
@@ -170,7 +172,7 @@ class EngineProcess:
             except RJ.redis_down_errors() as exc:
                 log.error("snapshot_failed", error=repr(exc))
         await self._status(force=True)
-        for c in (self.ar, self.aw):
+        for c in (self.ar, self.arec, self.aw):
             await c.aclose()
         self.r.close()
         self.r_snap.close()
@@ -218,16 +220,15 @@ class EngineProcess:
         down = RJ.redis_down_errors()
         while not self._stopping:
             try:
-                got = await self.ar.xread({self.keys.cmd: self.cmd_id}, count=self.cfg.max_batch, block=200)
+                entries = await self.ar.xread_one(self.keys.cmd, self.cmd_id, self.cfg.max_batch, 200)
             except down as exc:
                 self._down(exc)
                 await asyncio.sleep(0.2)
                 continue
             self._up()
-            if not got:
+            if not entries:
                 await self._status()
                 continue
-            entries = got[0][1]
             take, n_rows, parts, src, payloads = 0, 0, [], [], []
             for eid, fields in entries:
                 try:
@@ -298,12 +299,10 @@ class EngineProcess:
                     last = await self.aw.xrevrange(self.keys.seq, count=1)
                     if last and int(last[0][1][b"s"]) == rec.seq0 and last[0][1][b"c"].decode() == rec.cmd_id:
                         return last[0][0].decode()
-                async with self.aw.pipeline(transaction=True) as pipe:
-                    pipe.xadd(self.keys.seq, fields)
-                    for m, entry in per_market:
-                        pipe.xadd(self.keys.events(self.engine.specs[m].symbol), entry,
-                                  maxlen=self.cfg.market_stream_maxlen, approximate=True)
-                    eid = (await pipe.execute())[0]
+                eid = (await self.arec.transaction(
+                    [xadd_args(self.keys.seq, fields)]
+                    + [xadd_args(self.keys.events(self.engine.specs[m].symbol), entry, self.cfg.market_stream_maxlen)
+                       for m, entry in per_market]))[0]
                 self._up()
                 return eid.decode()
             except down as exc:

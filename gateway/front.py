@@ -46,6 +46,7 @@ import structlog
 
 from gateway import redis_journal as RJ
 from gateway.errors import GatewayCode as G
+from gateway.resp import RespConnection
 from gateway.server import Gateway, Pending, ServerConfig, _err
 
 log = structlog.get_logger("gateway.front")
@@ -101,8 +102,8 @@ class RedisGateway(Gateway):
         return Replica(RJ.recover(self._rs, self.rkeys, markets))
 
     async def start(self) -> None:
-        self._w = RJ.connect_async(self.redis_url)
-        self._r = RJ.connect_async(self.redis_url)
+        self._w = RespConnection(self.redis_url)  # group commits to NS:cmd (gateway.resp: the hot path)
+        self._r = RespConnection(self.redis_url)  # blocking reads of NS:seq
         await super().start()
         self._reader = asyncio.create_task(self._follow(), name="follow-seq")
         log.info("gateway_started", gid=self.gid, port=self.port, seq=self.engine.seq, seq_id=self.jeng.seq_id)
@@ -175,7 +176,7 @@ class RedisGateway(Gateway):
         seq_id = self.jeng.seq_id
         while True:
             try:
-                got = await self._r.xread({self.rkeys.seq: seq_id}, count=64, block=250)
+                got = await self._r.xread_one(self.rkeys.seq, seq_id, 64, 250)
             except down as exc:
                 self._set_down(exc)
                 await asyncio.sleep(0.2)
@@ -183,7 +184,7 @@ class RedisGateway(Gateway):
             if not self.redis_up:
                 log.info("redis_up", seq=self.engine.seq)
                 self.redis_up = True
-            for eid, fields in (got[0][1] if got else ()):
+            for eid, fields in got:
                 try:
                     self._apply(RJ.SeqRecord.parse(fields))
                 except Exception as exc:  # noqa: BLE001 - the replica no longer matches the engine
