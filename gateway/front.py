@@ -19,6 +19,8 @@ Faults (docs/deployment.md):
   was sent); commands whose XADD was sent and not answered, and those appended but not yet seen
   processed, are answered 4902 STATUS_UNKNOWN_REDIS (query before retrying). Connections and
   subscriptions stay open; the reader retries every 0.2 s and trading resumes by itself.
+- Redis refusing the append with an error reply (out of memory under `maxmemory`): that group
+  commit is answered 4307 "not placed" (certainly not appended); the next one is tried as usual.
 - The engine not processing (killed, restarting): appended commands wait; after `ack_timeout_s`
   they are answered 4901 STATUS_UNKNOWN_ENGINE, and their events still reach the user channel
   when the engine processes them.
@@ -42,11 +44,12 @@ import time
 from typing import Any
 
 import numpy as np
+import redis
 import structlog
 
 from gateway import redis_journal as RJ
 from gateway.errors import GatewayCode as G
-from gateway.resp import RespConnection
+from gateway.resp import RespConnection, xadd_args
 from gateway.server import Gateway, Pending, ServerConfig, _err
 
 log = structlog.get_logger("gateway.front")
@@ -134,22 +137,42 @@ class RedisGateway(Gateway):
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[Pending]) -> None:
         """One group commit: one XADD to NS:cmd. Acks come from `_follow` when the engine's record
         of the batch arrives."""
-        if not self.redis_up:
-            for p in batch:  # never sent: a definite refusal, and the client order id is free again
-                if p.clid:
-                    self._pending_clids.discard((p.account, p.clid))
-                if p.done is not None:
-                    p.done(0, [], _err(G.JOURNAL_UNAVAILABLE, "not placed: the journal (Redis) is unreachable"),
-                           None, p.received_ns)
+        if not self.redis_up:  # never sent: a definite refusal
+            self._refuse_batch(batch, "not placed: the journal (Redis) is unreachable")
             return
         rows = np.stack([p.row for p in batch])
         b = self._next_b
         self._next_b += 1
         self._inflight[b] = (time.monotonic(), batch)
+        args = xadd_args(self.rkeys.cmd, RJ.cmd_fields(self.gid, b, rows, self.engine.encoder.payloads))
+        down = RJ.redis_down_errors()
         try:
-            await self._w.xadd(self.rkeys.cmd, RJ.cmd_fields(self.gid, b, rows, self.engine.encoder.payloads))
-        except RJ.redis_down_errors() as exc:
+            await self._w.connect()
+        except down as exc:  # nothing of this batch was sent: "not placed"; the others in flight: unknown
+            self._not_placed(b, "not placed: the journal (Redis) is unreachable; nothing was sent")
             self._set_down(exc)
+            return
+        try:
+            await self._w.call(*args)
+        except down as exc:  # sent, and no reply: every batch in flight is "status unknown"
+            self._set_down(exc)
+        except redis.RedisError as exc:  # an error reply (e.g. out of memory): certainly not appended
+            log.error("append_refused", batch=b, error=repr(exc))
+            self._not_placed(b, f"not placed: Redis refused the append ({exc})")
+
+    def _not_placed(self, b: int, msg: str) -> None:
+        """Batch `b` is certainly not in NS:cmd."""
+        self._refuse_batch(self._inflight.pop(b, (0.0, []))[1], msg)
+
+    def _refuse_batch(self, batch: list[Pending], msg: str) -> None:
+        """Commands that certainly did not reach NS:cmd: each is refused (4307), its client order id
+        free again."""
+        for p in batch:
+            if p.clid:
+                self._pending_clids.discard((p.account, p.clid))
+            if p.done is not None:
+                done, p.done = p.done, None
+                done(0, [], _err(G.JOURNAL_UNAVAILABLE, msg), None, p.received_ns)
 
     def _set_down(self, exc: BaseException) -> None:
         if self.redis_up:

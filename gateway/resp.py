@@ -195,28 +195,39 @@ class RespConnection:
             setup.append(pack(b"AUTH", *((self._username,) if self._username else ()), self._password))
         if self._db:
             setup.append(pack(b"SELECT", self._db))
-        self._proto = proto
         try:
             for cmd in setup:
                 await self._send(proto, cmd, 1, self.connect_timeout_s)
         except BaseException as exc:
             proto.fail(rex.ConnectionError(f"Redis at {self._where()} refused the connection's set-up: {exc}"))
             raise
+        self._proto = proto  # live only once set up: nothing is written before AUTH and SELECT
         return proto
+
+    async def connect(self) -> None:
+        """A live connection (made now if there is none); redis.ConnectionError when Redis is
+        unreachable."""
+        await self._connection()
 
     def _where(self) -> str:
         return self._path or f"{self._host}:{self._port}"
 
-    async def _send(self, proto: _Protocol, data: bytes, replies: int, timeout_s: float) -> Any:
-        fut = asyncio.get_running_loop().create_future()
+    def _send(self, proto: _Protocol, data: bytes, replies: int, timeout_s: float) -> asyncio.Future:
+        """Write `data` now; the future of its (last) reply. Not answered within `timeout_s`, the
+        connection is dropped: a reply that came later would be read as the next command's."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         proto.waiting.append((fut, replies))
         proto.transport.write(data)  # type: ignore[union-attr]
-        try:
-            return await asyncio.wait_for(fut, timeout_s)
-        except asyncio.TimeoutError:
-            # a reply that comes later would be read as the next command's: the connection is dropped
-            proto.fail(rex.TimeoutError(f"no reply from Redis at {self._where()} within {timeout_s:g} s"))
-            raise rex.TimeoutError(f"no reply from Redis at {self._where()} within {timeout_s:g} s") from None
+        where = self._where()
+
+        def late() -> None:
+            if not fut.done():
+                proto.fail(rex.TimeoutError(f"no reply from Redis at {where} within {timeout_s:g} s"))
+
+        timer = loop.call_later(timeout_s, late)
+        fut.add_done_callback(lambda _: timer.cancel())
+        return fut
 
     async def call(self, *args: Any, block_s: float = 0.0) -> Any:
         """One command; its reply (bytes, int, list or None) or redis-py's exception."""

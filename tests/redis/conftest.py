@@ -180,15 +180,31 @@ def engine_status(url: str, ns: str = NS) -> dict[str, str]:
         r.close()
 
 
+def last_recorded_seq(url: str, ns: str = NS) -> int:
+    """The last sequence number in NS:seq (0 when empty)."""
+    r = RJ.connect_sync(url)
+    try:
+        tail = r.xrevrange(RJ.Keys(ns).seq, count=1)
+    finally:
+        r.close()
+    if not tail:
+        return 0
+    rec = RJ.SeqRecord.parse(tail[0][1])
+    return rec.seq0 + rec.rows.shape[0] - 1
+
+
 def wait_engine_idle(url: str, seq_at_least: int, ns: str = NS, timeout_s: float = 60) -> dict[str, str]:
-    """The engine's status once it has processed at least `seq_at_least` and gone idle."""
+    """The engine's status once it has processed at least `seq_at_least` and gone idle: the status
+    (written only when idle) is at the last record of NS:seq and stays there. A status that is
+    merely stable may be stale: the engine writes none while it is busy."""
     t_end = time.monotonic() + timeout_s
     while True:
         st = engine_status(url, ns)
-        if st and int(st["seq"]) >= seq_at_least:
+        last = last_recorded_seq(url, ns)
+        if st and int(st["seq"]) >= max(seq_at_least, last):
             time.sleep(0.5)
             st2 = engine_status(url, ns)
-            if st2["seq"] == st["seq"]:
+            if st2["seq"] == st["seq"] and last_recorded_seq(url, ns) == last:
                 return st2
         if time.monotonic() > t_end:
             raise TimeoutError(f"engine status {st}")

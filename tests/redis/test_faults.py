@@ -209,3 +209,38 @@ def test_a_gateway_killed_mid_stream_its_clients_reconnect_to_the_other_and_resy
                 assert book_l.seq == book_w.seq and book_l.levels() == book_w.levels() and book_l.resyncs == 0
 
     run(body(), 120)
+
+
+def test_an_append_redis_refuses_is_answered_not_placed_and_the_next_order_goes_through(redis_server, procs,
+                                                                                       tmp_path):
+    """Redis out of memory (maxmemory reached, noeviction) refuses the gateway's XADD with an error
+    reply: the orders of that group commit were certainly not appended, so they are refused 4307
+    "not placed" (not "status unknown"), and trading continues once Redis takes writes again."""
+    url = redis_server.url
+    creds, _eng, ga, _gb = start_venue(redis_server, procs, tmp_path)
+    r = redis_server.client()
+
+    async def body():
+        await _fund(ga.url, creds)
+        async with GatewayClient(ga.url, creds["alice"]) as a:
+            first = await a.place(MARKET, "buy", 1, price="1.9000", tif="post_only", client_order_id=7001)
+            r.config_set("maxmemory", 1)
+            try:
+                try:
+                    await a.place(MARKET, "buy", 1, price="1.9100", tif="post_only", client_order_id=7002)
+                    raise AssertionError("an order was acked while Redis refused writes")
+                except GatewayError as exc:
+                    refused = exc
+            finally:
+                r.config_set("maxmemory", 0)
+            # the refused order's client order id is free again: the same id is placed now
+            again = await a.place(MARKET, "buy", 1, price="1.9100", tif="post_only", client_order_id=7002)
+            return first, refused, again
+
+    first, refused, again = run(body(), 120)
+    assert refused.code == G.JOURNAL_UNAVAILABLE and "refused the append" in refused.msg and "OOM" in refused.msg
+    st = wait_engine_idle(url, 1)
+    clean = RJ.recover(r, RJ.Keys(NS), use_snapshot=False).engine
+    assert clean.state_hash() == st["state_hash"]
+    assert {(clid, oid) for _a, clid, oid in open_orders(clean)} == {(7001, first.order_id), (7002, again.order_id)}
+    r.close()
