@@ -11,9 +11,10 @@ path"). Everything else (recovery, snapshots, status, checks of settings) stays 
 
 Invariants:
 
-- Replies come back in the order the commands were written, on one connection; each `_call` writes
+- Replies come back in the order the commands were written, on one connection; each call writes
   its whole command (or a whole MULTI ... EXEC) in one `transport.write`, so commands of concurrent
-  tasks never interleave inside each other.
+  tasks never interleave inside each other. A caller that gives up (cancelled) keeps its place in
+  the queue: its reply is read and dropped, the next caller gets its own.
 - A connection that lost its place (closed by the peer, or a reply not back within its timeout:
   a late reply would be taken for the next command's) is dropped: every waiting call fails with
   `redis.ConnectionError` / `redis.TimeoutError` (both in `redis_journal.redis_down_errors()`),
@@ -105,13 +106,16 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         waiting = self.waiting
-        while waiting:
+        while True:
             try:
                 r = self.reader.gets()
             except rex.InvalidResponse as exc:  # the stream cannot be read on: drop the connection
                 self.fail(rex.ConnectionError(f"unreadable reply from Redis: {exc}"))
                 return
             if r is False:
+                return
+            if not waiting:  # a reply nobody asked for: the order is lost, so is the connection
+                self.fail(rex.ConnectionError("a reply from Redis that no command was waiting for"))
                 return
             fut, n = waiting[0]
             if n > 1:  # a transaction: MULTI's +OK and n-2 +QUEUED come before EXEC's array

@@ -63,6 +63,20 @@ def test_concurrent_calls_are_answered_in_the_order_they_were_written(redis_serv
     assert run(go()) == list(range(1, 501))
 
 
+def test_a_cancelled_call_keeps_its_place_and_the_next_call_gets_its_own_reply(redis_server):
+    async def go():
+        c = RespConnection(redis_server.url)
+        slow = asyncio.ensure_future(c.call("BLPOP", "list", 1, block_s=1))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        pong = await c.call("PING")  # written after the BLPOP: answered after it, with its own reply
+        n = await c.call("INCR", "n")
+        await c.aclose()
+        return pong, n
+
+    assert run(go()) == (b"PONG", 1)
+
+
 def test_a_transaction_applies_every_command_and_returns_each_reply(redis_server):
     async def go():
         c = RespConnection(redis_server.url)
