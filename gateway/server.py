@@ -1459,9 +1459,10 @@ class Gateway:
             if book[m]:
                 self._book_changed(m, book[m], seq, ts)
             if trades[m]:
-                frame = self._push("trades", sym, "update", seq, self.trade_seq[m], trades[m])
+                if self.subscribers.get(("trades", m)):  # built only for someone (the chain moves on anyway)
+                    self._broadcast(("trades", m), self._push("trades", sym, "update", seq, self.trade_seq[m],
+                                                               trades[m]))
                 self.trade_seq[m] = seq
-                self._broadcast(("trades", m), frame)
             for channel, items in (("liquidations", liqs[m]), ("funding", funding[m])):
                 subs = self.subscribers.get((channel, m))
                 if items and subs:
@@ -1507,6 +1508,11 @@ class Gateway:
             self._book_timer[m] = None
         pending = self._book_pending[m]
         if not pending:
+            return
+        if not self.subscribers.get(("book", m)):  # nobody to send it to: the chain moves on, nothing is built
+            self.book_seq[m] = self._book_pending_seq[m]
+            pending.clear()
+            self._book_published_ns[m] = time.monotonic_ns()
             return
         px = self._price_text
         levels = sorted(pending.items())

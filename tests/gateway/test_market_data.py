@@ -125,6 +125,30 @@ def test_a_gap_in_deltas_triggers_a_resubscription(tmp_path):
     run(body())
 
 
+def test_deltas_nobody_subscribed_to_still_move_their_chains_so_a_late_subscriber_chains_on(tmp_path):
+    """A book delta or trade push with no subscriber is not built, but its sequence number is taken:
+    a subscriber arriving later starts from the latest seq and the next push follows it."""
+    async def body():
+        async with venue(tmp_path) as v, v.client("alice") as alice, v.client("bob") as bob, \
+                v.client(None) as late:
+            await alice.place(MARKET, "sell", 3, price="2.0010")
+            await bob.place(MARKET, "buy", 3, price="2.0010")  # a trade nobody watches
+            await alice.place(MARKET, "buy", 4, price="1.9900")  # a book change nobody watches
+            trade_seq, book_seq = v.gw.trade_seq[0], v.gw.book_seq[0]
+            assert trade_seq > 0 and book_seq > trade_seq  # both chains moved with nobody subscribed
+            book = await late.subscribe_book(MARKET)
+            await late.subscribe("trades", MARKET)
+            assert book.seq == book_seq and book.levels() == ([("1.9900", 4)], [])
+            await alice.place(MARKET, "sell", 2, price="2.0020")
+            await bob.place(MARKET, "buy", 2, price="2.0020")
+            tr = await late.next_push("trades")
+            assert tr.prev_seq == trade_seq and [(t.price, t.size_lots) for t in tr.data] == [("2.0020", 2)]
+            await settled(book, v.gw)
+            assert book.resyncs == 0 and book.levels() == engine_book(v.gw)
+
+    run(body())
+
+
 def test_trades_and_ticker(tmp_path):
     async def body():
         async with venue(tmp_path) as v, v.client("alice") as alice, v.client("bob") as bob, \
