@@ -75,10 +75,8 @@ def pack(*args: Any) -> bytes:
     """One command in RESP: an array of bulk strings."""
     parts = [b"*%d\r\n" % len(args)]
     for a in args:
-        b = _arg(a)
-        parts.append(b"$%d\r\n" % len(b))
-        parts.append(b)
-        parts.append(b"\r\n")
+        b = a if type(a) is bytes else _arg(a)
+        parts.append(b"$%d\r\n%b\r\n" % (len(b), b))
     return b"".join(parts)
 
 
