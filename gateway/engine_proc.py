@@ -83,6 +83,8 @@ class EngineConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     keep_snapshots: int = 2
     snapshot_on_exit: bool = True
     market_stream_maxlen: int = 1_000_000  # NS:ev:SYMBOL entries kept (about; one per batch that touched it)
+    # book deltas at most this often per market, in engine time (0: one per record); see SeqRecord.merge
+    book_interval_ms: int = 20
 
 
 class EngineProcess:
@@ -131,6 +133,9 @@ class EngineProcess:
         self._tasks: list[asyncio.Task] = []
         self.redis_up = True
         self.batches = 0
+        self._book_interval_ns = cfg.book_interval_ms * 1_000_000
+        self._book_closed_ts = 0  # engine time of the last record that closed the book delta
+        self._book_open = any(self.chains.get("book_pending", ()))  # a record since then changed a book
         self.failed = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -219,15 +224,21 @@ class EngineProcess:
     async def _sequence_loop(self) -> None:
         down = RJ.redis_down_errors()
         while not self._stopping:
+            block_ms = 200
+            if self._book_open:  # a delta is open: read no longer than until it is due
+                block_ms = max(1, -(-(self._book_closed_ts + self._book_interval_ns - self.clock.now_ns()) // 1_000_000))
             try:
-                entries = await self.ar.xread_one(self.keys.cmd, self.cmd_id, self.cfg.max_batch, 200)
+                entries = await self.ar.xread_one(self.keys.cmd, self.cmd_id, self.cfg.max_batch, block_ms)
             except down as exc:
                 self._down(exc)
                 await asyncio.sleep(0.2)
                 continue
             self._up()
             if not entries:
-                await self._status()
+                if self._book_open:
+                    await self._close_book_delta()
+                else:
+                    await self._status()
                 continue
             take, n_rows, parts, src, payloads = 0, 0, [], [], []
             for eid, fields in entries:
@@ -254,15 +265,36 @@ class EngineProcess:
             rows[:, L.C_TS] = ts
             seq0 = self.engine.seq + 1
             events = RJ.apply_batch(self.engine, rows, payloads)
-            RJ.advance_chains(self.chains, events, self.engine.seq)
+            merge = self._book_merge(ts, events)
+            RJ.advance_chains(self.chains, events, self.engine.seq, merge)
             rec = RJ.SeqRecord(seq0, ts, last_id, rows, src, admin_payloads_of(rows, self.engine.encoder.payloads),
-                               refused)
+                               refused, merge)
             self.seq_id = await self._append_record(rec, events)
             self.cmd_id = last_id
             self.batches += 1
             if (self.cfg.snapshot_every and not self._snap.busy
                     and self.engine.seq - self._last_snapshot_seq >= self.cfg.snapshot_every):
                 self._start_snapshot()
+
+    def _book_merge(self, ts: int, events: np.ndarray) -> bool:
+        """Whether this record leaves the book delta open (SeqRecord.merge): yes until
+        `book_interval_ms` of engine time has passed since the last record that closed it."""
+        if not self._book_interval_ns or ts - self._book_closed_ts >= self._book_interval_ns:
+            self._book_closed_ts, self._book_open = ts, False
+            return False
+        if not self._book_open and events.shape[0] and bool((events[:, L.E_KIND] == L.EV_BOOK).any()):
+            self._book_open = True
+        return True
+
+    async def _close_book_delta(self) -> None:
+        """Nothing came while a book delta was open and due: an empty record (no rows, no source)
+        closes it, so the gateways publish it within `book_interval_ms`."""
+        ts = self.clock.now_ns()
+        rec = RJ.SeqRecord(self.engine.seq + 1, ts, self.cmd_id, np.zeros((0, L.N_CMD_COLS), np.int64), [])
+        empty = np.zeros((0, L.N_EV_COLS), np.int64)
+        self._book_closed_ts, self._book_open = ts, False
+        RJ.advance_chains(self.chains, empty, self.engine.seq, False)
+        self.seq_id = await self._append_record(rec, empty)
 
     def _refuse_reused(self, rows: np.ndarray, src: list[tuple[str, int, int]]
                        ) -> tuple[np.ndarray, list[tuple[str, int, int]], list[tuple[str, int, int, int]]]:

@@ -82,7 +82,11 @@ class RedisGateway(Gateway):
         RJ.check_settings(self._rs, unsafe)
         config = _redis_config(config)
         super().__init__(config, feed=None, clock=clock)
-        self.book_seq = list(self.jeng.chains["book"])  # the engine's chains, not this process's start
+        # the engine's chains, not this process's start; a delta open at the start was built by the
+        # gateways running then, so this one's chain starts after it (its subscribers start from a snapshot)
+        self.book_seq = [p or b for b, p in zip(self.jeng.chains["book"],
+                                                self.jeng.chains.get("book_pending", [0] * len(self.specs)),
+                                                strict=True)]
         self.trade_seq = list(self.jeng.chains["trades"])
         self._inflight: dict[int, tuple[float, list[Pending]]] = {}
         self._next_b = 1
@@ -249,6 +253,19 @@ class RedisGateway(Gateway):
         for p, code in answer:
             self._refused(p, code)
         self._complete_batch(batch, rec.seq0, ev_rows, rec.ts_ns, funding_before)
+        if not rec.merge:  # the engine closed the book delta (SeqRecord.merge): publish what is held
+            for m, pending in enumerate(self._book_pending):
+                if pending:
+                    self._publish_book(m)
+
+    def _book_changed(self, m: int, levels: dict[tuple[int, int], int], seq: int, ts: int) -> None:
+        """A batch's level changes are held in the market's pending delta until a record closes it
+        (`_apply`), never by this process's clock: every gateway publishes the same deltas."""
+        pending = self._book_pending[m]
+        if not pending:
+            self._book_pending_ts[m] = ts
+        pending.update(levels)
+        self._book_pending_seq[m] = seq
 
     def _refused(self, p: Pending, code: int) -> None:
         """A command of this process the engine left out of its batch (the record's `x`): a place
@@ -275,9 +292,10 @@ class RedisGateway(Gateway):
 
 def _redis_config(config: ServerConfig) -> ServerConfig:
     """A front process runs no timers, feed or journal of its own: the engine does. Its book deltas
-    are one per engine record (`book_interval_ms` 0), never merged over this process's own wall-clock
-    interval: so every gateway pushes the same deltas with the same `seq` / `prev_seq`, and a client
-    that moves to another gateway continues the same chain."""
+    are merged where the engine's records say (`perp engine --book-interval-ms`, SeqRecord.merge),
+    never over this process's own wall-clock interval (`book_interval_ms` 0 here): so every gateway
+    pushes the same deltas with the same `seq` / `prev_seq`, and a client that moves to another
+    gateway continues the same chain."""
     import msgspec
 
     return msgspec.structs.replace(config, index_feed=False, liquidation_interval_ms=0, snapshot_on_exit=False,

@@ -25,11 +25,13 @@ _UNSAFE = click.option("--unsafe", is_flag=True,
 @click.option("--index-csv", default=None, type=click.Path(exists=True, dir_okay=False))
 @click.option("--no-index-feed", is_flag=True)
 @click.option("--snapshot-every", default=1_000_000, show_default=True, help="commands between snapshots (0: only on SIGTERM)")
+@click.option("--book-interval-ms", default=20, show_default=True,
+              help="book deltas at most this often per market, merged, in engine time (0: one per record)")
 @click.option("--event-loop", "event_loop", default="auto", show_default=True,
               type=click.Choice(["auto", "uvloop", "asyncio"]))
 def engine_command(redis_url: str, namespace: str, unsafe: bool, markets_path: str | None, max_batch: int,
                    liquidation_interval_ms: int, index_step_s: int, index_csv: str | None, no_index_feed: bool,
-                   snapshot_every: int, event_loop: str) -> None:
+                   snapshot_every: int, book_interval_ms: int, event_loop: str) -> None:
     """The one sequencer of a scaled-out venue.
 
     Reads the command stream, runs the engine, writes the sequenced journal; timers, index feed and
@@ -44,7 +46,7 @@ def engine_command(redis_url: str, namespace: str, unsafe: bool, markets_path: s
     cfg = EngineConfig(redis_url=redis_url, namespace=namespace, unsafe=unsafe, markets_path=markets_path,
                        max_batch=max_batch, liquidation_interval_ms=liquidation_interval_ms,
                        index_step_s=index_step_s, index_csv=index_csv, index_feed=not no_index_feed,
-                       snapshot_every=snapshot_every)
+                       snapshot_every=snapshot_every, book_interval_ms=book_interval_ms)
 
     async def main() -> None:
         try:

@@ -180,7 +180,13 @@ class SeqRecord(msgspec.Struct, frozen=True):
     as (source id, source batch number, index within that source batch, gateway code): a place whose
     client order id was already used (4204, gateway/engine_proc.py). Refused commands never reach a
     kernel, so replaying `rows` alone gives the engine's state; they are listed only so that their
-    gateway can answer them. A batch may therefore hold no rows at all (all refused)."""
+    gateway can answer them. A batch may therefore hold no rows at all (all refused, or a flush).
+
+    `merge` (field `m`): the book delta goes on past this record -- gateways hold its book changes
+    and publish them, merged, at the next record without it (the engine's `book_interval_ms` of
+    engine time; when the book changed and nothing else comes, the engine writes an empty record to
+    close the delta). The decision is in the stream, so every gateway publishes the same deltas with
+    the same `seq` / `prev_seq`. Records written before the field existed publish each time."""
 
     seq0: int
     ts_ns: int
@@ -189,6 +195,7 @@ class SeqRecord(msgspec.Struct, frozen=True):
     src: list[tuple[str, int, int]]  # (source id, its batch number, commands in rows) in stream order
     payloads: list[tuple[int, bytes]] = []
     refused: list[tuple[str, int, int, int]] = []  # (source id, its batch number, index in it, code)
+    merge: bool = False
 
     def fields(self) -> dict[str, Any]:
         out = {"s": self.seq0, "t": self.ts_ns, "c": self.cmd_id, "r": rows_to_bytes(self.rows),
@@ -197,6 +204,8 @@ class SeqRecord(msgspec.Struct, frozen=True):
             out["p"] = payloads_to_bytes(self.payloads)
         if self.refused:
             out["x"] = msgspec.json.encode(self.refused)
+        if self.merge:
+            out["m"] = 1
         return out
 
     @classmethod
@@ -204,7 +213,7 @@ class SeqRecord(msgspec.Struct, frozen=True):
         refused = [tuple(x) for x in msgspec.json.decode(fields[b"x"])] if b"x" in fields else []
         return cls(int(fields[b"s"]), int(fields[b"t"]), fields[b"c"].decode(), rows_from_bytes(fields[b"r"]),
                    [tuple(x) for x in msgspec.json.decode(fields[b"src"])], payloads_from_bytes(fields.get(b"p")),
-                   refused)
+                   refused, b"m" in fields)
 
 
 def apply_batch(engine: Engine, rows: np.ndarray, payloads: list[tuple[int, bytes]] = ()) -> np.ndarray:
@@ -286,15 +295,23 @@ def new_chains(engine: Engine) -> dict[str, list[int]]:
     return {"book": [engine.seq] * n, "trades": [0] * n}
 
 
-def advance_chains(chains: dict[str, list[int]], events: np.ndarray, seq: int) -> None:
-    """After a batch ending at `seq`: the `seq` of the last batch that changed each market's book
-    and that traded in it -- the prev_seq chains of the `book` and `trades` pushes. They are a
-    function of the stream, so every gateway (and one restarted from a snapshot, which records them)
-    pushes the same `seq`/`prev_seq`."""
+def advance_chains(chains: dict[str, list[int]], events: np.ndarray, seq: int, merge: bool = False) -> None:
+    """After a batch ending at `seq`: the `seq` of the last published book delta of each market and
+    of the last batch that traded in it -- the prev_seq chains of the `book` and `trades` pushes.
+    A batch that changed a book marks it pending (`book_pending`: the seq the delta will carry); a
+    record without `merge` publishes every pending delta. They are a function of the stream, so every
+    gateway (and one restarted from a snapshot, which records them) pushes the same `seq`/`prev_seq`."""
+    book = chains["book"]
+    pending = chains.setdefault("book_pending", [0] * len(book))
     kinds, markets = events[:, L.E_KIND], events[:, L.E_MARKET]
     for m in np.unique(markets[kinds == L.EV_BOOK]).tolist():
         if m >= 0:
-            chains["book"][m] = seq
+            pending[m] = seq
+    if not merge:
+        for m, p in enumerate(pending):
+            if p:
+                book[m] = p
+                pending[m] = 0
     taker = (kinds == L.EV_FILL) & (events[:, L.E_CODE] == 2)
     for m in np.unique(markets[taker]).tolist():
         if m >= 0:
@@ -353,6 +370,8 @@ def store_snapshot(r: Any, keys: Keys, seq: int, blob: bytes, seq_id: str, cmd_i
         r.delete(old)
         r.zrem(keys.snaps, old)
         r.hdel(keys.snapmeta, old)
+    if len(kept) < max(1, keep):  # not yet `keep` snapshots: nothing trimmed, so a gateway a few
+        return len(blob)  # records behind the only snapshot still finds them (it cannot load one)
     oldest = kept[: max(1, keep)][-1]
     ids = r.hget(keys.snapmeta, oldest)
     if ids is not None:
@@ -454,7 +473,7 @@ def recover(r: Any, keys: Keys, markets: MarketsConfig | None = None, *, use_sna
         if rec.seq0 != engine.seq + 1:
             raise RuntimeError(f"{keys.seq} record {eid} starts at seq {rec.seq0} but the engine is at {engine.seq}: "
                                f"the stream does not continue the snapshot (trimmed above it?)")
-        advance_chains(chains, apply_batch(engine, rec.rows, rec.payloads), engine.seq)
+        advance_chains(chains, apply_batch(engine, rec.rows, rec.payloads), engine.seq, rec.merge)
         if engine.seq < end:
             raise RuntimeError(f"record {eid}: the engine ended at seq {engine.seq}, before {end}")
         seq_id, cmd_id = eid, rec.cmd_id

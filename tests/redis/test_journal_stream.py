@@ -179,3 +179,18 @@ def test_an_order_the_engine_has_not_processed_is_status_unknown_then_the_user_c
         await eng2.stop()
 
     run(body(), 90)
+
+
+def test_the_streams_are_not_trimmed_until_the_kept_number_of_snapshots_exists(redis_server):
+    """With `keep` 2, the first snapshot trims nothing (a gateway a few records behind it still finds
+    them: it cannot load a snapshot while it runs); the second trims below the first."""
+    keys = RJ.Keys("trim")
+    r = redis_server.client()
+    ids = [r.xadd(keys.seq, {"n": i}).decode() for i in range(5)]
+    cmd_ids = [r.xadd(keys.cmd, {"n": i}).decode() for i in range(5)]
+    RJ.store_snapshot(r, keys, 3, b"first", ids[2], cmd_ids[2], 2)
+    assert r.xlen(keys.seq) == 5 and r.xlen(keys.cmd) == 5
+    RJ.store_snapshot(r, keys, 5, b"second", ids[4], cmd_ids[4], 2)
+    assert [e.decode() for e, _ in r.xrange(keys.seq)] == ids[2:]  # below the older of the two kept
+    assert [e.decode() for e, _ in r.xrange(keys.cmd)] == cmd_ids[2:]
+    r.close()
