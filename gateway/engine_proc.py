@@ -327,9 +327,11 @@ class EngineProcess:
         check = False
         while True:
             try:
-                if check:  # `c` too: a record of refusals only has the next record's `s`
+                if check:  # `c` and `src` too: a record of refusals only, and an empty record closing a
+                    # book delta, have the next record's `s`; the closing one also the `c` of the one before
                     last = await self.aw.xrevrange(self.keys.seq, count=1)
-                    if last and int(last[0][1][b"s"]) == rec.seq0 and last[0][1][b"c"].decode() == rec.cmd_id:
+                    if (last and int(last[0][1][b"s"]) == rec.seq0 and last[0][1][b"c"].decode() == rec.cmd_id
+                            and last[0][1].get(b"src") == fields["src"]):
                         return last[0][0].decode()
                 eid = (await self.arec.transaction(
                     [xadd_args(self.keys.seq, fields)]
