@@ -135,7 +135,6 @@ class EngineProcess:
         self.batches = 0
         self._book_interval_ns = cfg.book_interval_ms * 1_000_000
         self._book_closed_ts = 0  # engine time of the last record that closed the book delta
-        self._book_open = any(self.chains.get("book_pending", ()))  # a record since then changed a book
         self.failed = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -224,9 +223,8 @@ class EngineProcess:
     async def _sequence_loop(self) -> None:
         down = RJ.redis_down_errors()
         while not self._stopping:
-            block_ms = 200
-            if self._book_open:  # a delta is open: read no longer than until it is due
-                block_ms = max(1, -(-(self._book_closed_ts + self._book_interval_ns - self.clock.now_ns()) // 1_000_000))
+            book_open = any(self.chains.get("book_pending", ()))  # a book changed since the last closing record
+            block_ms = self._until_book_due_ms() if book_open else 200
             try:
                 entries = await self.ar.xread_one(self.keys.cmd, self.cmd_id, self.cfg.max_batch, block_ms)
             except down as exc:
@@ -235,7 +233,7 @@ class EngineProcess:
                 continue
             self._up()
             if not entries:
-                if self._book_open:
+                if book_open:
                     await self._close_book_delta()
                 else:
                     await self._status()
@@ -265,7 +263,7 @@ class EngineProcess:
             rows[:, L.C_TS] = ts
             seq0 = self.engine.seq + 1
             events = RJ.apply_batch(self.engine, rows, payloads)
-            merge = self._book_merge(ts, events)
+            merge = self._book_merge(ts)
             RJ.advance_chains(self.chains, events, self.engine.seq, merge)
             rec = RJ.SeqRecord(seq0, ts, last_id, rows, src, admin_payloads_of(rows, self.engine.encoder.payloads),
                                refused, merge)
@@ -276,15 +274,19 @@ class EngineProcess:
                     and self.engine.seq - self._last_snapshot_seq >= self.cfg.snapshot_every):
                 self._start_snapshot()
 
-    def _book_merge(self, ts: int, events: np.ndarray) -> bool:
+    def _book_merge(self, ts: int) -> bool:
         """Whether this record leaves the book delta open (SeqRecord.merge): yes until
-        `book_interval_ms` of engine time has passed since the last record that closed it."""
+        `book_interval_ms` of engine time has passed since the last record that closed it. Which
+        books changed since then is the chains' `book_pending` (RJ.advance_chains)."""
         if not self._book_interval_ns or ts - self._book_closed_ts >= self._book_interval_ns:
-            self._book_closed_ts, self._book_open = ts, False
+            self._book_closed_ts = ts
             return False
-        if not self._book_open and events.shape[0] and bool((events[:, L.E_KIND] == L.EV_BOOK).any()):
-            self._book_open = True
         return True
+
+    def _until_book_due_ms(self) -> int:
+        """Milliseconds (at least 1) until the open book delta is due to close."""
+        due_ns = self._book_closed_ts + self._book_interval_ns - self.clock.now_ns()
+        return max(1, -(-due_ns // 1_000_000))
 
     async def _close_book_delta(self) -> None:
         """Nothing came while a book delta was open and due: an empty record (no rows, no source)
@@ -292,7 +294,7 @@ class EngineProcess:
         ts = self.clock.now_ns()
         rec = RJ.SeqRecord(self.engine.seq + 1, ts, self.cmd_id, np.zeros((0, L.N_CMD_COLS), np.int64), [])
         empty = np.zeros((0, L.N_EV_COLS), np.int64)
-        self._book_closed_ts, self._book_open = ts, False
+        self._book_closed_ts = ts
         RJ.advance_chains(self.chains, empty, self.engine.seq, False)
         self.seq_id = await self._append_record(rec, empty)
 

@@ -49,7 +49,7 @@ import structlog
 
 from gateway import redis_journal as RJ
 from gateway.errors import GatewayCode as G
-from gateway.resp import RespConnection, xadd_args
+from gateway.resp import RespConnection
 from gateway.server import Gateway, Pending, ServerConfig, _err
 
 log = structlog.get_logger("gateway.front")
@@ -148,7 +148,7 @@ class RedisGateway(Gateway):
         b = self._next_b
         self._next_b += 1
         self._inflight[b] = (time.monotonic(), batch)
-        args = xadd_args(self.rkeys.cmd, RJ.cmd_fields(self.gid, b, rows, self.engine.encoder.payloads))
+        fields = RJ.cmd_fields(self.gid, b, rows, self.engine.encoder.payloads)
         down = RJ.redis_down_errors()
         try:
             await self._w.connect()
@@ -157,7 +157,7 @@ class RedisGateway(Gateway):
             self._set_down(exc)
             return
         try:
-            await self._w.call(*args)
+            await self._w.xadd(self.rkeys.cmd, fields)
         except down as exc:  # sent, and no reply: every batch in flight is "status unknown"
             self._set_down(exc)
         except redis.RedisError as exc:  # an error reply (e.g. out of memory): certainly not appended
@@ -259,13 +259,9 @@ class RedisGateway(Gateway):
                     self._publish_book(m)
 
     def _book_changed(self, m: int, levels: dict[tuple[int, int], int], seq: int, ts: int) -> None:
-        """A batch's level changes are held in the market's pending delta until a record closes it
-        (`_apply`), never by this process's clock: every gateway publishes the same deltas."""
-        pending = self._book_pending[m]
-        if not pending:
-            self._book_pending_ts[m] = ts
-        pending.update(levels)
-        self._book_pending_seq[m] = seq
+        """A batch's level changes are held until a record closes the delta (`_apply`), never
+        published by this process's clock: every gateway publishes the same deltas."""
+        self._hold_book_change(m, levels, seq, ts)
 
     def _refused(self, p: Pending, code: int) -> None:
         """A command of this process the engine left out of its batch (the record's `x`): a place

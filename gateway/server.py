@@ -1484,14 +1484,9 @@ class Gateway:
                 self._send(c, b"", wire=wire)
 
     def _book_changed(self, m: int, levels: dict[tuple[int, int], int], seq: int, ts: int) -> None:
-        """Merge a batch's level changes into the market's pending delta (absolute sizes: the
-        latest wins, so merging loses nothing) and publish it now, or when `book_interval_ms`
-        has passed since the last one."""
-        pending = self._book_pending[m]
-        if not pending:
-            self._book_pending_ts[m] = ts
-        pending.update(levels)
-        self._book_pending_seq[m] = seq
+        """Hold a batch's level changes (`_hold_book_change`) and publish the delta now, or when
+        `book_interval_ms` has passed since the last one."""
+        self._hold_book_change(m, levels, seq, ts)
         interval_ns = self.cfg.book_interval_ms * 1_000_000
         due_ns = self._book_published_ns[m] + interval_ns
         now = time.monotonic_ns()
@@ -1499,6 +1494,15 @@ class Gateway:
             self._publish_book(m)
         elif self._book_timer[m] is None:
             self._book_timer[m] = asyncio.get_running_loop().call_later((due_ns - now) / 1e9, self._publish_book, m)
+
+    def _hold_book_change(self, m: int, levels: dict[tuple[int, int], int], seq: int, ts: int) -> None:
+        """Merge a batch's level changes into the market's pending delta (absolute sizes: the
+        latest wins, so merging loses nothing); `seq` is the last batch it covers, `ts` the first's."""
+        pending = self._book_pending[m]
+        if not pending:
+            self._book_pending_ts[m] = ts
+        pending.update(levels)
+        self._book_pending_seq[m] = seq
 
     def _publish_book(self, m: int) -> None:
         """The pending delta of market m, framed once for every `book` subscriber: `seq` is the
@@ -1509,22 +1513,20 @@ class Gateway:
         pending = self._book_pending[m]
         if not pending:
             return
-        if not self.subscribers.get(("book", m)):  # nobody to send it to: the chain moves on, nothing is built
-            self.book_seq[m] = self._book_pending_seq[m]
-            pending.clear()
-            self._book_published_ns[m] = time.monotonic_ns()
-            return
-        px = self._price_text
-        levels = sorted(pending.items())
-        bids = [(px(m, p), sz) for (side, p), sz in reversed(levels) if side == 0]
-        asks = [(px(m, p), sz) for (side, p), sz in levels if side == 1]
         seq = self._book_pending_seq[m]
-        frame = self._push("book", self.specs[m].symbol, "delta", seq, self.book_seq[m], P.BookData(bids, asks),
-                           ts_ns=self._book_pending_ts[m])
+        frame = None
+        if self.subscribers.get(("book", m)):  # built only for someone; the chain moves on either way
+            px = self._price_text
+            levels = sorted(pending.items())
+            bids = [(px(m, p), sz) for (side, p), sz in reversed(levels) if side == 0]
+            asks = [(px(m, p), sz) for (side, p), sz in levels if side == 1]
+            frame = self._push("book", self.specs[m].symbol, "delta", seq, self.book_seq[m], P.BookData(bids, asks),
+                               ts_ns=self._book_pending_ts[m])
         self.book_seq[m] = seq
         pending.clear()
         self._book_published_ns[m] = time.monotonic_ns()
-        self._broadcast(("book", m), frame, book_market=m)
+        if frame is not None:
+            self._broadcast(("book", m), frame, book_market=m)
 
     def _broadcast(self, sub: tuple[str, int], frame: bytes, book_market: int | None = None) -> None:
         """One push to every subscriber of `sub`, framed once: the same bytes queued for each, or,
