@@ -34,6 +34,11 @@ class PriceText:
         self.cache: list[dict[int, str]] = [{} for _ in specs]
         self.max_entries = max_entries
 
+    def fit(self, specs: list[MarketSpec]) -> None:
+        """The markets in force now (a market listed since: its cache)."""
+        self.specs = specs
+        self.cache.extend({} for _ in range(len(self.cache), len(self.specs)))
+
     def __call__(self, m: int, ticks: int) -> str:
         c = self.cache[m]
         s = c.get(ticks)

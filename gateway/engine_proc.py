@@ -264,7 +264,7 @@ class EngineProcess:
             seq0 = self.engine.seq + 1
             events = RJ.apply_batch(self.engine, rows, payloads)
             merge = self._book_merge(ts)
-            RJ.advance_chains(self.chains, events, self.engine.seq, merge)
+            RJ.advance_chains(self.chains, events, self.engine.seq, merge, len(self.engine.specs))
             rec = RJ.SeqRecord(seq0, ts, last_id, rows, src, admin_payloads_of(rows, self.engine.encoder.payloads),
                                refused, merge)
             self.seq_id = await self._append_record(rec, events)
@@ -295,7 +295,7 @@ class EngineProcess:
         rec = RJ.SeqRecord(self.engine.seq + 1, ts, self.cmd_id, np.zeros((0, L.N_CMD_COLS), np.int64), [])
         empty = np.zeros((0, L.N_EV_COLS), np.int64)
         self._book_closed_ts = ts
-        RJ.advance_chains(self.chains, empty, self.engine.seq, False)
+        RJ.advance_chains(self.chains, empty, self.engine.seq, False, len(self.engine.specs))
         self.seq_id = await self._append_record(rec, empty)
 
     def _refuse_reused(self, rows: np.ndarray, src: list[tuple[str, int, int]]

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import traceback
 from typing import Any
 
 import numpy as np
@@ -216,7 +217,8 @@ class RedisGateway(Gateway):
                     self._apply(RJ.SeqRecord.parse(fields))
                 except Exception as exc:  # noqa: BLE001 - the replica no longer matches the engine
                     self.broken = True
-                    log.error("replica_failed", id=eid.decode(), error=repr(exc), seq=self.engine.seq)
+                    log.error("replica_failed", id=eid.decode(), error=repr(exc), seq=self.engine.seq,
+                              traceback=traceback.format_exc())
                     self._answer_inflight(G.STATUS_UNKNOWN_ENGINE, "status unknown: this gateway lost track of "
                                                                    "the engine; query another gateway")
                     return

@@ -295,14 +295,31 @@ def new_chains(engine: Engine) -> dict[str, list[int]]:
     return {"book": [engine.seq] * n, "trades": [0] * n}
 
 
-def advance_chains(chains: dict[str, list[int]], events: np.ndarray, seq: int, merge: bool = False) -> None:
+def fit_chains(chains: dict[str, list[int]], n_markets: int, seq: int) -> None:
+    """Chains for markets listed (admin `list_market`) since they were made: a new market's book
+    chain starts at `seq` -- the engine's seq after the batch that listed it, as `new_chains` starts
+    every market at the venue's first seq -- its trades chain at 0, nothing pending. Called with the
+    same `seq` by every holder of the chains (after that batch, or on a snapshot made before the
+    chains knew the market), so they stay a function of the stream."""
+    book = chains["book"]
+    pending = chains.setdefault("book_pending", [0] * len(book))
+    for _ in range(len(book), n_markets):
+        book.append(seq)
+        chains["trades"].append(0)
+        pending.append(0)
+
+
+def advance_chains(chains: dict[str, list[int]], events: np.ndarray, seq: int, merge: bool = False,
+                   n_markets: int = 0) -> None:
     """After a batch ending at `seq`: the `seq` of the last published book delta of each market and
     of the last batch that traded in it -- the prev_seq chains of the `book` and `trades` pushes.
     A batch that changed a book marks it pending (`book_pending`: the seq the delta will carry); a
     record without `merge` publishes every pending delta. They are a function of the stream, so every
-    gateway (and one restarted from a snapshot, which records them) pushes the same `seq`/`prev_seq`."""
+    gateway (and one restarted from a snapshot, which records them) pushes the same `seq`/`prev_seq`.
+    `n_markets`: the engine's market count after the batch (markets it listed get chains first)."""
+    fit_chains(chains, n_markets, seq)
     book = chains["book"]
-    pending = chains.setdefault("book_pending", [0] * len(book))
+    pending = chains["book_pending"]
     kinds, markets = events[:, L.E_KIND], events[:, L.E_MARKET]
     for m in np.unique(markets[kinds == L.EV_BOOK]).tolist():
         if m >= 0:
@@ -464,6 +481,7 @@ def recover(r: Any, keys: Keys, markets: MarketsConfig | None = None, *, use_sna
         engine = Engine(markets if markets is not None else markets_of(r, keys))
     if chains is None:
         chains = new_chains(engine)
+    fit_chains(chains, len(engine.specs), engine.seq)  # a snapshot whose chains predate a listing
     n = 0
     for eid, rec in records(r, keys, seq_id):
         end = rec.seq0 + rec.rows.shape[0] - 1
@@ -473,7 +491,7 @@ def recover(r: Any, keys: Keys, markets: MarketsConfig | None = None, *, use_sna
         if rec.seq0 != engine.seq + 1:
             raise RuntimeError(f"{keys.seq} record {eid} starts at seq {rec.seq0} but the engine is at {engine.seq}: "
                                f"the stream does not continue the snapshot (trimmed above it?)")
-        advance_chains(chains, apply_batch(engine, rec.rows, rec.payloads), engine.seq, rec.merge)
+        advance_chains(chains, apply_batch(engine, rec.rows, rec.payloads), engine.seq, rec.merge, len(engine.specs))
         if engine.seq < end:
             raise RuntimeError(f"record {eid}: the engine ended at seq {engine.seq}, before {end}")
         seq_id, cmd_id = eid, rec.cmd_id

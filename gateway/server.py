@@ -82,7 +82,7 @@ from perp.commands import (
     Liquidate,
 )
 from perp.journal import JournalReader
-from perp.markets import load_markets, price_to_ticks, ticks_to_price
+from perp.markets import MarketSpec, load_markets, price_to_ticks, ticks_to_price
 from perp.sequencer import JournaledEngine
 from perp.gc_policy import freeze_heap, thaw_heap
 from perp.warm import warm_kernels
@@ -314,11 +314,12 @@ class Gateway:
         self.snapshot_dir = data / "snapshots"  # bound to the journal (id + seq), verified on load
         self.jeng = self._open_engine()
         self.engine = self.jeng.engine
-        self.specs = self.engine.specs
-        self.market_index = {s.symbol: i for i, s in enumerate(self.specs)}
-        self._tick_cache: list[dict[str, int]] = [{} for _ in self.specs]
+        # per-market views: filled for every market by _add_market_views (below, and after a batch
+        # that listed one)
+        self.market_index: dict[str, int] = {}
+        self._tick_cache: list[dict[str, int]] = []
         self._price_text = PriceText(self.specs)
-        self.tick_range = [(price_to_ticks(s, s.min_price_usd), price_to_ticks(s, s.max_price_usd)) for s in self.specs]
+        self.tick_range: list[tuple[int, int]] = []
         self.keys = KeyStore(config.keys_path or data / "keys.json")
         self.auth = Authenticator(self.keys, recv_window_ns=config.recv_window_ms * 1_000_000)
         self.clock = clock or WallClock(self.engine.last_ts_ns)
@@ -334,23 +335,23 @@ class Gateway:
         # gateway-side views kept exactly from the event stream (rebuilt from the engine on start)
         self.owner: dict[int, tuple[int, int]] = {}  # live order id -> (account, client order id)
         self.live_clid: dict[tuple[int, int], int] = {}  # (account, client order id) -> live order id
-        self.books: list[tuple[dict[int, int], dict[int, int]]] = [({}, {}) for _ in self.specs]
+        self.books: list[tuple[dict[int, int], dict[int, int]]] = []
+        self.book_seq: list[int] = []
+        # book changes not yet published (book_interval_ms): level -> absolute size, and the seq and
+        # ts_ns of the batches they come from (ts: the first one's)
+        self._book_pending: list[dict[tuple[int, int], int]] = []
+        self._book_pending_seq: list[int] = []
+        self._book_pending_ts: list[int] = []
+        self._book_published_ns: list[int] = []  # monotonic
+        self._book_timer: list[asyncio.TimerHandle | None] = []
+        self.trade_seq: list[int] = []
+        self.ticker_seq: list[int] = []
+        self.last_ticker: list[P.Ticker | None] = []
+        self._add_market_views()
         self._rebuild_views()
         self.used_clids = self.engine.client_order_ids  # kept by the engine, in its snapshots (perp.client_ids)
         self._clids_before_snapshot()
         self._pending_clids: set[tuple[int, int]] = set()  # places sequenced, not yet through the engine
-        seq = self.engine.seq
-        self.book_seq = [seq] * len(self.specs)
-        # book changes not yet published (book_interval_ms): level -> absolute size, and the seq and
-        # ts_ns of the batches they come from (ts: the first one's)
-        self._book_pending: list[dict[tuple[int, int], int]] = [{} for _ in self.specs]
-        self._book_pending_seq = [0] * len(self.specs)
-        self._book_pending_ts = [0] * len(self.specs)
-        self._book_published_ns = [0] * len(self.specs)  # monotonic
-        self._book_timer: list[asyncio.TimerHandle | None] = [None] * len(self.specs)
-        self.trade_seq = [0] * len(self.specs)
-        self.ticker_seq = [0] * len(self.specs)
-        self.last_ticker: list[P.Ticker | None] = [None] * len(self.specs)
         self.user_seq: dict[int, int] = {}
         # connections and subscriptions
         self.conns: dict[int, Conn] = {}
@@ -399,6 +400,36 @@ class Gateway:
                                     fsync=self.cfg.fsync, snapshot_every=self.cfg.snapshot_every)
 
     # ---- start-up views --------------------------------------------------------------------
+    @property
+    def specs(self) -> list[MarketSpec]:
+        """The engine's markets in force, read through: listing one gives the engine a new list."""
+        return self.engine.specs
+
+    def _add_market_views(self) -> None:
+        """Every per-market view for each market the engine has and the views do not: all of them at
+        the start, then a market an operator lists (admin `list_market`) right after the batch
+        that listed it ran (`_settle`), so the market is served from the next frame on -- orders,
+        subscriptions, its pushes -- on every gateway at once. A new market's book chain starts at
+        the engine's seq then: the end of the listing batch (redis_journal.fit_chains, the same
+        number on every gateway of a scaled-out venue)."""
+        seq = self.engine.seq
+        for m in range(len(self.market_index), len(self.specs)):
+            spec = self.specs[m]
+            self.market_index[spec.symbol] = m
+            self._tick_cache.append({})
+            self.tick_range.append((price_to_ticks(spec, spec.min_price_usd), price_to_ticks(spec, spec.max_price_usd)))
+            self.books.append(({}, {}))
+            self.book_seq.append(seq)
+            self._book_pending.append({})
+            self._book_pending_seq.append(0)
+            self._book_pending_ts.append(0)
+            self._book_published_ns.append(0)
+            self._book_timer.append(None)
+            self.trade_seq.append(0)
+            self.ticker_seq.append(0)
+            self.last_ticker.append(None)
+        self._price_text.fit(self.specs)
+
     def _rebuild_views(self) -> None:
         for m, side, price, oid, acct, clid, rem, _flags in self.engine.open_orders().tolist():
             self.owner[oid] = (acct, clid)
@@ -1233,6 +1264,8 @@ class Gateway:
                 funding_before: Any) -> _Settled:
         """Right after the engine ran the batch, before the next one: every read of engine state
         that the batch's acks and pushes need (the engine may be further on when they are sent)."""
+        if len(self.market_index) < len(self.specs):  # the batch listed a market
+            self._add_market_views()
         events = BatchEvents(ev_rows, seq0, len(batch), self.specs)
         self.admin.after_batch(ts)
         tickers = {m: self._ticker(m) for m in events.touched_markets() if self.subscribers.get(("ticker", m))}

@@ -354,8 +354,8 @@ class Engine:
         """List a validated market (admin `list_market`, applied after its clock step): the state grows by
         one market (perp.state.grow_markets), the admin state, the specs in force and the encoder know its
         symbol. It shares the floor of a market naming the same insurance fund (0 if none). `self.specs`
-        becomes a new list (one longer): a gateway that sized its per-market views at start keeps its own
-        list and refuses the new symbol until it is restarted. Returns the market's index."""
+        becomes a new list (one longer); gateways read it through (gateway.server `Gateway.specs`) and add
+        the market's views after the batch that listed it. Returns the market's index."""
         st = self.state
         same_fund = np.flatnonzero(st.spec[:, L.S_FUND_ACCOUNT] == spec.insurance_fund_account)
         floor = int(st.mkt[same_fund[0], L.M_INSURANCE_FLOOR_MICRO]) if same_fund.size else 0

@@ -1,7 +1,8 @@
 """`list_market` through a running `perp serve` (gateway/admin.py `admin.submit`): the engine lists the market at
-once; the running gateway, whose per-market views are sized at its start, keeps serving the old market, crosses
-the funding hour (the new market pays its own, empty, hour) and refuses orders on the new symbol with 4200 as
-for any unknown market; after a restart on the same data directory the gateway serves the new market."""
+once and the running gateway serves it from the next frame (its per-market views grow after the listing batch):
+an order on the new symbol reaches the engine, which refuses it until an index is fed for it (1010); the gateway
+crosses the funding hour (the new market pays its own, empty, hour) and the old market trades on; after a restart
+on the same data directory the gateway serves the new market the same way."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.test_admin_list_market import A100, A100_SPEC
 HOUR_NS = 3600 * 10**9
 
 
-def test_a_market_listed_on_a_running_venue_is_served_after_a_restart(tmp_path):
+def test_a_market_listed_on_a_running_venue_is_served_at_once_and_after_a_restart(tmp_path):
     import time
 
     from perp.commands import Liquidate
@@ -40,7 +41,10 @@ def test_a_market_listed_on_a_running_venue_is_served_after_a_restart(tmp_path):
                     ("list_market", A100, "spec"), ("list_market", A100, "status")]
                 with pytest.raises(GatewayError) as exc:
                     await alice.place(A100, "buy", 10, price="1.2000")
-                assert exc.value.code == G.UNKNOWN_MARKET  # this gateway sized its views at start
+                # served at once: the order reaches the engine, which has no index for A100 yet (1010)
+                assert exc.value.code != G.UNKNOWN_MARKET and exc.value.engine_code == 1010
+                book = await bob.subscribe_book(A100)
+                assert book.levels() == ([], [])
                 await bob.place(MARKET, "sell", 5, price="2.0000")
                 await alice.place(MARKET, "buy", 5, price="2.0000")  # the old market trades on
                 assert v.gw.engine.position_lots(20, 0) == 5
@@ -49,7 +53,7 @@ def test_a_market_listed_on_a_running_venue_is_served_after_a_restart(tmp_path):
                 offset[0] = (now // HOUR_NS + 1) * HOUR_NS + 10**9 - now
                 evs = await v.gw.submit_system([Liquidate(ts_ns=0)])
                 paid = [e for e in evs if isinstance(e, FundingPaid)]
-                assert len(paid) == 2  # H100's, and A100's empty hour (no symbol in this gateway's views)
+                assert len(paid) == 2  # H100's, and A100's empty hour
                 assert (await admin.request("admin.overview"))["seq"] == v.gw.engine.seq
                 await v.gw.submit_system([Liquidate(ts_ns=0)])
             engine_hash = v.gw.engine.state_hash()
