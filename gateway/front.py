@@ -93,6 +93,10 @@ class RedisGateway(Gateway):
         self._next_b = 1
         self.redis_up = True
         self._reader: asyncio.Task | None = None
+        # set when the replica can no longer follow NS:seq (replica_failed): `perp gateway` then stops
+        # -- its connections closed, so clients move to another gateway -- and exits for a supervisor
+        # to restart it from the newest snapshot, instead of serving a book that no longer moves
+        self.failed = asyncio.Event()
         self._redis_gauge = None
         if self.metrics.registry is not None:
             import prometheus_client as pc
@@ -221,6 +225,7 @@ class RedisGateway(Gateway):
                               traceback=traceback.format_exc())
                     self._answer_inflight(G.STATUS_UNKNOWN_ENGINE, "status unknown: this gateway lost track of "
                                                                    "the engine; query another gateway")
+                    self.failed.set()
                     return
                 seq_id = eid.decode()
                 self.jeng.seq_id = seq_id

@@ -118,17 +118,22 @@ def gateway_command(redis_url: str, namespace: str, unsafe: bool, host: str, por
         click.echo(f"perp gateway  ws://{host}:{gw.port}  (seq {gw.engine.seq}, {redis_url} namespace {namespace}, "
                    f"id {gw.gid})")
         click.echo(f"health        http://{host}:{gw.port}/healthz   metrics http://{host}:{gw.port}/metrics", nl=True)
-        await _until_signal()
+        await _until_signal(gw.failed)
         await gw.stop()
+        if gw.failed.is_set():  # its replica lost the engine: exit for a supervisor to restart it
+            click.echo(f"failed        seq {gw.engine.seq}: the replica no longer follows NS:seq (see the "
+                       "replica_failed log); a restart recovers from the newest snapshot", err=True)
+            raise SystemExit(3)
         click.echo(f"stopped       seq {gw.engine.seq}")
 
     with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
         runner.run(main())
 
 
-async def _until_signal() -> None:
+async def _until_signal(stop: asyncio.Event | None = None) -> None:
+    """Until SIGTERM or SIGINT (or `stop` is set)."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()

@@ -4,6 +4,7 @@ under load, Redis SIGKILLed and restarted (AOF, appendfsync always) mid-run, a g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 
@@ -170,30 +171,45 @@ def test_redis_restarted_mid_run_fails_closed_with_the_documented_codes_and_trad
     assert not {oid for _a, _c, oid in live} & load.cancelled
 
 
+@contextlib.asynccontextmanager
+async def _on_gateway(creds, home: str, other: str):
+    """Alice on `home` (falling back to `other`), Bob and a watcher on `other`; Alice's and the
+    watcher's books subscribed: (alice, bob, alice's book, the watcher's book)."""
+    async with GatewayClient(home, creds["alice"], fallback_urls=(other,), max_backoff_s=0.2) as a, \
+            GatewayClient(other, creds["bob"]) as b, GatewayClient(other) as watcher:
+        yield a, b, await a.subscribe_book(MARKET), await watcher.subscribe_book(MARKET)
+
+
+async def _trades_on(a, other: str, book_a, book_w) -> None:
+    """Alice's client moved to `other` (its second connection), trades there, and her book resyncs
+    to the watcher's."""
+    t_end = time.monotonic() + 20
+    while a.connects < 2:  # the first connection's close may not have been read yet
+        assert time.monotonic() < t_end
+        await asyncio.sleep(0.05)
+    await a.wait_connected(20)
+    assert a.url == other and a.connects == 2
+    ack = await a.place(MARKET, "buy", 2, price=ticks_to_price(SPEC, 19_940))  # trading on the other one
+    while not (book_a.synced and book_a.seq == book_w.seq and book_a.seq >= ack.seq):
+        assert time.monotonic() < t_end, (book_a.seq, book_w.seq, ack.seq)
+        await asyncio.sleep(0.05)
+    assert book_a.levels() == book_w.levels()
+
+
 def test_a_gateway_killed_mid_stream_its_clients_reconnect_to_the_other_and_resync(redis_server, procs, tmp_path):
     url = redis_server.url
     creds, _eng, ga, gb = start_venue(redis_server, procs, tmp_path)
 
     async def body():
         await _fund(gb.url, creds)
-        async with GatewayClient(ga.url, creds["alice"], fallback_urls=(gb.url,), max_backoff_s=0.2) as a, \
-                GatewayClient(gb.url, creds["bob"]) as b, GatewayClient(gb.url) as watcher:
-            book_a = await a.subscribe_book(MARKET)
-            book_w = await watcher.subscribe_book(MARKET)
+        async with _on_gateway(creds, ga.url, gb.url) as (a, b, book_a, book_w):
             for i in range(5):
                 await b.place(MARKET, "sell", 2 + i, price=ticks_to_price(SPEC, 20_020 + i))
             await a.place(MARKET, "buy", 3, price=ticks_to_price(SPEC, 19_950))
             ga.kill()  # mid-stream: bob keeps trading on the other gateway
             for i in range(5):
                 await b.place(MARKET, "buy", 1 + i, price=ticks_to_price(SPEC, 19_960 + i))
-            await a.wait_connected(20)
-            assert a.url == gb.url and a.connects == 2
-            ack = await a.place(MARKET, "buy", 2, price=ticks_to_price(SPEC, 19_940))  # trading on the other one
-            t_end = time.monotonic() + 10
-            while not (book_a.synced and book_a.seq == book_w.seq and book_a.seq >= ack.seq):
-                assert time.monotonic() < t_end, (book_a.seq, book_w.seq, ack.seq)
-                await asyncio.sleep(0.05)
-            assert book_a.levels() == book_w.levels()
+            await _trades_on(a, gb.url, book_a, book_w)
             assert len(await a.open_orders()) == 2  # the order placed through the killed gateway is there
             # the killed gateway restarted: it resumes from snapshot + stream, with the same sequence
             ga2 = start_gateway(redis_server.url, tmp_path / "keys.json", tmp_path / "a2")
@@ -244,3 +260,45 @@ def test_an_append_redis_refuses_is_answered_not_placed_and_the_next_order_goes_
     assert clean.state_hash() == st["state_hash"]
     assert {(clid, oid) for _a, clid, oid in open_orders(clean)} == {(7001, first.order_id), (7002, again.order_id)}
     r.close()
+
+
+def test_a_gateway_paused_past_the_trimmed_stream_closes_its_connections_and_exits_then_restarts_from_a_snapshot(
+        redis_server, procs, tmp_path):
+    """A gateway frozen (SIGSTOP: a long stall, a paused VM) while the engine snapshots and trims the
+    streams below its place can no longer follow NS:seq. It does not stay up serving a book that no
+    longer moves: it answers what it had in flight, closes its connections -- its clients move to the
+    other gateway and resync -- and exits with code 3, and started again it recovers from the newest
+    snapshot and serves the same book as the other."""
+    import signal
+
+    creds, _eng, ga, gb = start_venue(redis_server, procs, tmp_path, ("--snapshot-every", "20"))
+    r = redis_server.client()
+
+    async def body():
+        await _fund(ga.url, creds)
+        async with _on_gateway(creds, gb.url, ga.url) as (a, b, book_a, book_w):
+            gb.popen.send_signal(signal.SIGSTOP)
+            try:
+                first_kept = r.xrange(RJ.Keys(NS).seq, count=1)[0][0]
+                for i in range(150):  # one record each: past several snapshots and their trims
+                    await b.place(MARKET, "sell", 1, price=ticks_to_price(SPEC, 20_100 + i % 40), tif="post_only")
+                assert r.xrange(RJ.Keys(NS).seq, count=1)[0][0] != first_kept  # trimmed below gb's place
+            finally:
+                gb.popen.send_signal(signal.SIGCONT)
+            assert gb.popen.wait(30) == 3
+            await _trades_on(a, ga.url, book_a, book_w)  # its connection was closed: it moved
+            t_end = time.monotonic() + 20
+            gb2 = start_gateway(redis_server.url, tmp_path / "keys.json", tmp_path / "b2")
+            procs.append(gb2)
+            async with GatewayClient(gb2.url) as late:
+                book_l = await late.subscribe_book(MARKET)
+                while book_l.seq < book_w.seq:
+                    assert time.monotonic() < t_end + 10, (book_l.seq, book_w.seq)
+                    await asyncio.sleep(0.05)
+                assert book_l.seq == book_w.seq and book_l.levels() == book_w.levels()
+
+    try:
+        run(body(), 180)
+    finally:
+        r.close()
+    assert "replica_failed" in open(gb.log_path).read()
