@@ -91,7 +91,9 @@ def run_redis(redis_url: str, procs: int = 2, accounts_per_proc: int = 4, second
                             subscribers=sum(_cpu_s(s.pid) - c for s, c in zip(subs, sub0, strict=True)),
                             traders=sum(r.get("cpu_s", 0.0) for r in res_max[:-1]))
         acks = sum(r.get("acks", 0) for r in res_max[:-1])
+        stages0 = stage_counts(urls)
         res_paced = phase("paced", rate / procs)
+        stages = stage_percentiles(stages0, stage_counts(urls))
         lat = [x for r in res_paced[:-1] for x in r.get("lat", [])]
         stop.set()
         lags = []
@@ -106,6 +108,7 @@ def run_redis(redis_url: str, procs: int = 2, accounts_per_proc: int = 4, second
             "refusal_codes": _merge_codes(res_max[:-1] + res_paced[:-1]),
             "p50_ack_ms_at_10k": _pct(lat, 0.50, 1e3),
             "p99_ack_ms_at_10k": _pct(lat, 0.99, 1e3),
+            "stages_ms_at_10k": stages,
             "paced_rate_target": rate,
             "paced_acks": sum(r.get("acks", 0) for r in res_paced[:-1]),
             "engine_cpu_us_per_order": round(cpu[0] / max(1, acks) * 1e6, 1),
@@ -131,6 +134,56 @@ def run_redis(redis_url: str, procs: int = 2, accounts_per_proc: int = 4, second
             r.delete(*names)
         r.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stage_counts(urls: list[str]) -> dict[str, dict[float, float]]:
+    """Every gateway's `perp_gateway_stage_seconds` buckets, summed: stage -> {le: cumulative count}
+    (read from each one's /metrics, on its WebSocket port)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[float, float]] = {}
+    for url in urls:
+        with urllib.request.urlopen(url.replace("ws://", "http://", 1).rstrip("/") + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        for fam in text_string_to_metric_families(text):
+            if fam.name != "perp_gateway_stage_seconds":
+                continue
+            for sample in fam.samples:
+                if sample.name.endswith("_bucket"):
+                    by_le = out.setdefault(sample.labels["stage"], {})
+                    le = float(sample.labels["le"])
+                    by_le[le] = by_le.get(le, 0.0) + sample.value
+    return out
+
+
+def stage_percentiles(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> dict:
+    """Per stage, between two `stage_counts`: the number of own group commits and their p50 / p99 in
+    ms, interpolated within the histogram bucket that holds it (as Prometheus's histogram_quantile;
+    the buckets are 0.25-0.5 ms wide under 2 ms, gateway.front.STAGE_BUCKETS_S), null past the last
+    finite bound."""
+    from gateway.front import STAGES
+
+    res: dict[str, dict] = {}
+    for stage in STAGES:
+        a, b = after.get(stage, {}), before.get(stage, {})
+        les = sorted(a)
+        cum = [a[le] - b.get(le, 0.0) for le in les]
+        n = cum[-1] if cum else 0.0
+        if n <= 0:
+            continue
+
+        def quantile(q: float) -> float | None:
+            i = next(i for i, c in enumerate(cum) if c >= q * n)
+            if les[i] == float("inf"):
+                return None
+            lo, below = (les[i - 1], cum[i - 1]) if i else (0.0, 0.0)
+            inside = cum[i] - below
+            return round((lo + (les[i] - lo) * ((q * n - below) / inside if inside else 1.0)) * 1e3, 3)
+
+        res[stage] = {"batches": int(n), "p50_ms": quantile(0.50), "p99_ms": quantile(0.99)}
+    return res
 
 
 def _local_redis_pid(url: str) -> int | None:

@@ -237,6 +237,8 @@ def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, ra
                    f"p99 {x['p99_ack_ms_at_10k']} ms at {rate:,} orders/s; CPU per order: engine "
                    f"{x['engine_cpu_us_per_order']} us, gateways {x['gateway_cpu_us_per_order']} us")
         click.echo(f"redis cores  {_budget_text(x['max_phase_cpu_cores'])} over the throughput phase")
+        stages = ", ".join(f"{k} {v['p50_ms']}/{v['p99_ms']}" for k, v in x["stages_ms_at_10k"].items())
+        click.echo(f"redis stages p50/p99 ms of an own group commit at {rate:,}/s: {stages or 'none timed'}")
     if as_json:
         click.echo(json.dumps(r, allow_nan=False))
 

@@ -56,6 +56,15 @@ from gateway.server import Gateway, Pending, ServerConfig, _err
 log = structlog.get_logger("gateway.front")
 
 
+STAGES = ("queue", "append", "engine", "apply")  # perp_gateway_stage_seconds, in the order of an order's way
+STAGE_BUCKETS_S = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.006, 0.008, 0.012, 0.016,
+                   0.024, 0.032, 0.064, 0.128, 1.0)
+
+
+def _no_observe(_seconds: float) -> None:
+    return None
+
+
 class Replica:
     """The engine as `NS:seq` describes it, in place of the embedded JournaledEngine: this process
     never writes a journal or a snapshot of its own."""
@@ -98,12 +107,20 @@ class RedisGateway(Gateway):
         # to restart it from the newest snapshot, instead of serving a book that no longer moves
         self.failed = asyncio.Event()
         self._redis_gauge = None
+        self._appended: dict[int, float] = {}  # own batch number -> when Redis answered its XADD (monotonic)
+        self._stage: dict[str, Any] = dict.fromkeys(STAGES, _no_observe)
         if self.metrics.registry is not None:
             import prometheus_client as pc
 
             self._redis_gauge = pc.Gauge("perp_gateway_redis_up", "1 while Redis (the journal) is reachable",
                                          registry=self.metrics.registry)
             self._redis_gauge.set_function(lambda: 1.0 if self.redis_up else 0.0)
+            self._stage_hist = pc.Histogram(
+                "perp_gateway_stage_seconds", "an own group commit's way to its acks, by stage: queue (first "
+                "command received to the XADD), append (XADD to Redis's reply: its AOF write and fsync), engine "
+                "(the reply to the engine's record of it arriving here), apply (the record run here to its acks "
+                "queued)", ["stage"], registry=self.metrics.registry, buckets=STAGE_BUCKETS_S)
+            self._stage = {name: self._stage_hist.labels(name).observe for name in STAGES}
 
     # ---- the backend -----------------------------------------------------------------------
     def _open_engine(self) -> Replica:  # type: ignore[override]
@@ -152,7 +169,10 @@ class RedisGateway(Gateway):
         rows = np.stack([p.row for p in batch])
         b = self._next_b
         self._next_b += 1
-        self._inflight[b] = (time.monotonic(), batch)
+        t_cut = time.monotonic()
+        self._inflight[b] = (t_cut, batch)
+        if batch[0].received_ns:
+            self._stage["queue"](t_cut - batch[0].received_ns / 1e9)
         fields = RJ.cmd_fields(self.gid, b, rows, self.engine.encoder.payloads)
         down = RJ.redis_down_errors()
         try:
@@ -163,6 +183,10 @@ class RedisGateway(Gateway):
             return
         try:
             await self._w.xadd(self.rkeys.cmd, fields)
+            t = time.monotonic()
+            if b in self._inflight:  # not already answered (the record can come before the reply is read)
+                self._appended[b] = t
+            self._stage["append"](t - t_cut)
         except down as exc:  # sent, and no reply: every batch in flight is "status unknown"
             self._set_down(exc)
         except redis.RedisError as exc:  # an error reply (e.g. out of memory): certainly not appended
@@ -171,6 +195,7 @@ class RedisGateway(Gateway):
 
     def _not_placed(self, b: int, msg: str) -> None:
         """Batch `b` is certainly not in NS:cmd."""
+        self._appended.pop(b, None)
         self._refuse_batch(self._inflight.pop(b, (0.0, []))[1], msg)
 
     def _refuse_batch(self, batch: list[Pending], msg: str) -> None:
@@ -201,6 +226,7 @@ class RedisGateway(Gateway):
                     done(0, [], _err(code, msg), None, p.received_ns)
             if now - t0 > 3600:  # never seen in an hour: its XADD did not reach Redis
                 del self._inflight[b]
+                self._appended.pop(b, None)
 
     async def _follow(self) -> None:
         """Follow NS:seq from the replica's last id (the event bus); apply every record in order."""
@@ -244,15 +270,20 @@ class RedisGateway(Gateway):
         batch: list[Pending | None] = []
         answer: list[tuple[Pending, int]] = []
         now = time.monotonic()
+        own = False
         for g, b, n in rec.src:
             mine = self._inflight.pop(b, None) if g == self.gid else None
             gone = refused.get(b, {})
             if mine is not None and len(mine[1]) == n + len(gone):
+                own = True
                 batch.extend(p for i, p in enumerate(mine[1]) if i not in gone)
                 answer.extend((mine[1][i], code) for i, code in gone.items())
                 if self.metrics.batch_seconds is not None:  # XADD to the engine's record: journal + engine
                     self.metrics.batch_seconds.observe(now - mine[0])
                     self.metrics.batch_commands.observe(n)
+                t_appended = self._appended.pop(b, None)
+                if t_appended is not None:
+                    self._stage["engine"](now - t_appended)
             else:  # another gateway's commands (or the engine's timers): applied and fanned out, not acked
                 batch.extend([None] * n)
         funding_before = self._funding_watch(rec.ts_ns)
@@ -260,6 +291,8 @@ class RedisGateway(Gateway):
         for p, code in answer:
             self._refused(p, code)
         self._complete_batch(batch, rec.seq0, ev_rows, rec.ts_ns, funding_before)
+        if own:
+            self._stage["apply"](time.monotonic() - now)
         if not rec.merge:  # the engine closed the book delta (SeqRecord.merge): publish what is held
             for m, pending in enumerate(self._book_pending):
                 if pending:
