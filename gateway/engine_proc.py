@@ -21,7 +21,8 @@ kernel, so the record's rows stay the exact journal.
 Timers (the liquidation sweep, the index feed: one set_index per market whose series the fix source
 holds, gateway.feed.IndexFeeds) are commands the engine appends to `NS:cmd` like a gateway, so replay
 replays them. After a recovery the first index step waits until the engine has run what `NS:cmd` held
-at start and leaves out each market's set_index already in force. Snapshots (every `snapshot_every` commands and on SIGTERM) go to
+at start and leaves out each market's set_index already in force; a market listed while the engine
+runs is fed from the next tick (its point of the current step, gateway.feed.IndexFeeds.add_listed). Snapshots (every `snapshot_every` commands and on SIGTERM) go to
 Redis with the ids they cover; the streams are trimmed below the oldest kept one. The periodic ones
 pause the engine only for a copy of its state: hashing, encoding and the store (one MiB per Redis
 command) run in a thread while batches go on (`_start_snapshot`).
@@ -385,21 +386,26 @@ class EngineProcess:
         liq_ns = self.cfg.liquidation_interval_ms * 1_000_000
         next_liq = time.monotonic_ns() + liq_ns
         index_step: int | None = None
+        listed: list[str] = []  # fed since the last entry, their point not yet appended
         while not self._stopping:
             try:
                 now = self.clock.now_ns()
                 if self.feed is not None and (not self._index_resumed
                                               or _stream_id(self.cmd_id) >= self._cmd_tail_at_start):
                     step = self.feed.step_of(now)
+                    listed += await self.feed.add_listed(self.engine.specs)  # listed since: fed now
+                    fed = []
                     if step != index_step:
                         # each fed market's set_index, following its operators' oracle parameters (admin
                         # commands), in market order, as one entry; after a recovery only what is not in force
                         fed = self.feed.rows(self.engine, step, self._index_resumed)
-                        if fed:
-                            await self._append_timer_rows(np.stack([row for _, row in fed]))
-                        index_step, self._index_resumed = step, False
-                        for cmd, _ in fed:
-                            log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity)
+                    elif listed:  # a market listed within the step: its point of this step
+                        fed = self.feed.rows(self.engine, step, only=listed)
+                    if fed:
+                        await self._append_timer_rows(np.stack([row for _, row in fed]))
+                    index_step, self._index_resumed, listed = step, False, []
+                    for cmd, _ in fed:
+                        log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity)
                 if liq_ns and time.monotonic_ns() >= next_liq:
                     next_liq = time.monotonic_ns() + liq_ns
                     await self._append_timer(Liquidate(ts_ns=0))

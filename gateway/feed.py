@@ -19,7 +19,10 @@ order): at each step the server (and `perp engine`) queues one set_index per fed
 own market's operator parameters. A market whose series the source lacks is named once at start (a
 warning) and gets no index from the feed: its orders are refused 1010 NO_REFERENCE_PRICE until a set_index
 for it enters the stream. The markets fed are those the engine holds when the process starts (after
-recovery, so a market listed earlier is fed after a restart); one listed while running waits for a restart.
+recovery) and, built from the fix source, each market listed while it runs (`add_listed`, which the
+server's and `perp engine`'s timers call about once a second): the listed market's point of the current
+step is sent as soon as its path is built, so its orders are accepted within a second or two of the
+listing, without a restart.
 
 Restart within a step: the first step after a recovery skips, per market, a set_index the engine already
 holds (`in_force`), so a restart sends nothing the journal has and the recovered state hash is the one
@@ -30,6 +33,7 @@ Limits: the replay is a demo feed; a live venue reads new fixes (the oracle's Re
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
@@ -112,15 +116,24 @@ class IndexFeeds:
     resumed)` is a pure function of the engine's state and the step (what it returns is journaled
     before it acts), so the same journal replays to the same state."""
 
-    def __init__(self, feeds: list[IndexFeed]):
-        if not feeds:
+    def __init__(self, feeds: list[IndexFeed], *, step_ns: int | None = None, csv_path: Path | None = None,
+                 columns: frozenset[str] = frozenset(), days: int = 180, considered: frozenset[str] = frozenset()):
+        """`feeds` as injected, or (from_csv) built from `csv_path`, whose `columns` are the series it
+        holds: only then does `add_listed` feed markets listed later. `considered`: the markets already
+        fed or warned about. No feed at all needs `step_ns` (a source that may feed a listing)."""
+        if not feeds and step_ns is None:
             raise ValueError("no feed")
-        if len({f.step_ns for f in feeds}) != 1:
+        steps = {f.step_ns for f in feeds} | ({step_ns} if step_ns is not None else set())
+        if len(steps) != 1:
             raise ValueError("the feeds step at different rates")
         if len({f.spec.symbol for f in feeds}) != len(feeds):
             raise ValueError("two feeds for one market")
         self.feeds = list(feeds)
-        self.step_ns = feeds[0].step_ns
+        self.step_ns = steps.pop()
+        self.csv_path = csv_path
+        self.days = days
+        self._columns = columns
+        self._considered = set(considered) | {f.spec.symbol for f in feeds}
 
     @classmethod
     def of(cls, feed: IndexFeed | IndexFeeds | list[IndexFeed] | None) -> IndexFeeds | None:
@@ -134,18 +147,40 @@ class IndexFeeds:
     def from_csv(cls, specs: list[MarketSpec], csv_path: Path | None = None, step_ns: int = 3_600_000_000_000,
                  days: int = 180) -> IndexFeeds | None:
         """A feed for each market whose series is a column of the CSV; each other market is logged once
-        (`index_feed_no_series`, market and series) and left without an index. None if no market is fed."""
+        (`index_feed_no_series`, market and series) and left without an index. With no market fed it
+        still feeds a market listed later whose series the CSV has (`add_listed`)."""
         from oracle.readers import csv_series, default_csv_path
 
         csv_path = csv_path or default_csv_path()
-        columns = set(csv_series(csv_path))
+        columns = frozenset(csv_series(csv_path))
         feeds = []
         for spec in specs:
             if spec.series in columns:
                 feeds.append(IndexFeed.from_csv(spec, csv_path, step_ns, days))
             else:
                 log.warning("index_feed_no_series", market=spec.symbol, series=spec.series, source=str(csv_path))
-        return cls(feeds) if feeds else None
+        return cls(feeds, step_ns=step_ns, csv_path=csv_path, columns=columns, days=days,
+                   considered=frozenset(s.symbol for s in specs))
+
+    async def add_listed(self, specs: list[MarketSpec]) -> list[str]:
+        """Feed each market of `specs` (the engine's, in market order) not seen before whose series the
+        fix source holds -- a market listed while the process runs; one the source lacks is warned about
+        once (`index_feed_no_series`). Each path is built in a worker thread (~0.15 s of the oracle's
+        replay), so the caller's loop keeps sequencing meanwhile. Returns the symbols now fed, for the
+        caller to send their point of the current step (`rows(..., only=...)`). Injected feeds (no
+        `csv_path`) feed only what they were given."""
+        new: list[str] = []
+        for spec in specs:
+            if spec.symbol in self._considered or self.csv_path is None:
+                continue
+            self._considered.add(spec.symbol)
+            if spec.series not in self._columns:
+                log.warning("index_feed_no_series", market=spec.symbol, series=spec.series, source=str(self.csv_path))
+                continue
+            self.feeds.append(await asyncio.to_thread(IndexFeed.from_csv, spec, self.csv_path, self.step_ns, self.days))
+            new.append(spec.symbol)
+            log.info("index_feed_listed", market=spec.symbol, series=spec.series)
+        return new
 
     @property
     def markets(self) -> list[str]:
@@ -157,14 +192,16 @@ class IndexFeeds:
     def next_step_ns(self, ts_ns: int) -> int:
         return (self.step_of(ts_ns) + 1) * self.step_ns
 
-    def rows(self, engine, step: int, resumed: bool = False) -> list[tuple[SetIndex, np.ndarray]]:
+    def rows(self, engine, step: int, resumed: bool = False,
+             only: list[str] | None = None) -> list[tuple[SetIndex, np.ndarray]]:
         """The set_index commands (and their encoded rows) of `step`, one per fed market the engine
-        knows, in market order, each after its feed followed the operators' oracle parameters. With
-        `resumed` (the first step after a recovery) a market's command the engine already holds is
-        left out: the journal has it, and sending it again would only move the clock."""
+        knows (or of `only` these), in market order, each after its feed followed the operators' oracle
+        parameters. With `resumed` (the first step after a recovery) a market's command the engine
+        already holds is left out: the journal has it, and sending it again would only move the clock."""
         index = {s.symbol: m for m, s in enumerate(engine.specs)}
         out = []
-        for feed in sorted((f for f in self.feeds if f.spec.symbol in index), key=lambda f: index[f.spec.symbol]):
+        fed = (f for f in self.feeds if f.spec.symbol in index and (only is None or f.spec.symbol in only))
+        for feed in sorted(fed, key=lambda f: index[f.spec.symbol]):
             if feed.follow(engine):
                 log.info("index_feed_reconfigured", market=feed.spec.symbol,
                          overrides=engine.oracle_overrides(feed.spec.symbol),

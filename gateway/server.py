@@ -1614,14 +1614,18 @@ class Gateway:
                 log.error("timer_failed", error=repr(exc))
                 await asyncio.sleep(1.0)
 
-    def _feed_step(self, step: int) -> None:
+    def _feed_step(self, step: int, listed: list[str] | None = None) -> None:
         """Between batches: each fed market's feed follows its operators' oracle parameters (admin
         commands in the engine), then its point for `step` is queued as a journaled set_index, in
         market order. The first step after a recovery sends, per market, only what the engine does
         not hold already (a restart in the same step: sending it again would only move the clock,
-        and make the recovered state differ from the one that stopped)."""
-        resumed, self._index_resumed = self._index_resumed, False
-        for cmd, row in self.feed.rows(self.engine, step, resumed):
+        and make the recovered state differ from the one that stopped). With `listed`: only those
+        markets, just fed (a listing within the step)."""
+        if listed is None:
+            resumed, self._index_resumed = self._index_resumed, False
+        else:
+            resumed = False
+        for cmd, row in self.feed.rows(self.engine, step, resumed, only=listed):
             self._enqueue(Pending(row, "system", -1, None))
             log.info("index", market=cmd.market, price=cmd.price, validity=cmd.validity,
                      funding_frozen=cmd.funding_frozen)
@@ -1633,9 +1637,12 @@ class Gateway:
             now = self.clock.now_ns()
             if self.feed is not None and not self.draining and not self.broken:
                 step = self.feed.step_of(now)
+                listed = await self.feed.add_listed(self.specs)  # a market listed since: fed now
                 if step != self._index_step:
                     self._index_step = step
                     self._when_idle(lambda step=step: self._feed_step(step))
+                elif listed:
+                    self._when_idle(lambda step=step, listed=listed: self._feed_step(step, listed))
             self._check_revocations()
             self._sweep_idle()
             mono = time.monotonic_ns()

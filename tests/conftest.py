@@ -87,6 +87,18 @@ def shared_data_dir() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_before() -> Iterator[None]:
+    """Each test leaves structlog as it found it: a CLI run in-process (click's CliRunner) configures
+    logging for the process (perp.logs, level warning for some commands), and a filtering logger
+    left behind would hide a later test's info events from `capture_logs`."""
+    import structlog
+
+    before = structlog.get_config()
+    yield
+    structlog.configure(**before)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _kernels_compiled() -> None:
     """Compile (or load from the cache) the engine's kernels once, before any test: a cold compile

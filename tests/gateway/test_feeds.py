@@ -1,6 +1,6 @@
 """`perp serve`'s index feed drives every market whose series the fix source (the shipped CSV) holds, not only
 the first (gateway.feed.IndexFeeds): a second market of the markets file, a market listed by `list_market`
-and recovered after a restart; a market whose series the CSV lacks is warned about, gets no index and its
+(fed within the step it was listed in, and after a restart); a market whose series the CSV lacks is warned about, gets no index and its
 orders are refused 1010; a restart within a step sends no set_index the journal already holds."""
 
 from __future__ import annotations
@@ -62,17 +62,27 @@ def test_a_second_market_of_the_markets_file_is_fed_and_takes_orders(tmp_path):
     run(body(), timeout_s=90)
 
 
-def test_a_market_listed_on_a_running_venue_is_fed_after_a_restart(tmp_path):
+def test_a_market_listed_on_a_running_venue_is_fed_at_once_and_after_a_restart(tmp_path):
     async def body():
-        async with venue(tmp_path, feed=None) as v:
-            keys = (v.keys, v.creds)
-            assert v.gw.feed.markets == [MARKET]
-            async with v.client("admin") as admin:
-                await admin.request("admin.submit", {"command": {
-                    "type": "list_market", "spec": msgspec.to_builtins(A100_SPEC), "reason": "launch A100"}})
-            assert v.gw.engine.market_index(A100) == 1
-            assert v.gw.feed.markets == [MARKET]  # a listing while running waits for a restart
+        with capture_logs() as logs:
+            async with venue(tmp_path, feed=None) as v:
+                keys = (v.keys, v.creds)
+                assert v.gw.feed.markets == [MARKET]
+                async with v.client("admin") as admin:
+                    await admin.request("admin.submit", {"command": {
+                        "type": "list_market", "spec": msgspec.to_builtins(A100_SPEC), "reason": "launch A100"}})
+                assert v.gw.engine.market_index(A100) == 1
+                async with v.client("alice") as alice:  # fed within the running step, no restart
+                    idx = await ticker_index(alice, A100)
+                    assert v.gw.feed.markets == [MARKET, A100]
+                    ack = await alice.place(A100, "buy", 10, price=idx)
+                    assert ack.order_id > 0
+                stopped = (v.gw.engine.seq, v.gw.engine.state_hash())
+        assert [e["market"] for e in logs if e["event"] == "index_feed_listed"] == [A100]
+        sent = [e["market"] for e in logs if e["event"] == "index"]
+        assert sent.count(A100) == 1 and sent.count(MARKET) >= 1  # its own point, not every market's again
         async with venue(tmp_path, deposits=False, keys=keys, feed=None) as v2:
+            assert (v2.gw.engine.seq, v2.gw.engine.state_hash()) == stopped
             assert v2.gw.feed.markets == [MARKET, A100]  # recovered from the journal, then fed
             async with v2.client("alice") as alice:
                 idx = await ticker_index(alice, A100)
