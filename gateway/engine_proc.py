@@ -10,6 +10,12 @@ Invariants: the engine's state is always `recover(...)` of what `NS:seq` holds p
 batch in hand; a batch whose record could not be written is retried until Redis takes it (the
 engine pauses, keeps its state and its place, and resumes by itself when Redis returns), and a
 record already written (the reply was lost) is recognised by its sequence number and not repeated.
+An error reply to one of its writes or reads (OOM under `maxmemory`, MISCONF after a failed RDB
+save, NOPERM after an ACL change, READONLY from a demoted primary) is a pause too, not a stop: the
+MULTI/EXEC refused before it ran took nothing, so the record is retried every 0.2 s until Redis takes
+it (`redis_refused` / `redis_accepted` in the log, once per episode), the timers wait, and nothing
+is acked meanwhile. Only an error inside EXEC's reply array (a command that failed as it ran, the
+others written: `PartialTransactionError`) stops the engine, as a retry would write them twice.
 
 A place whose (account, client order id) was used before -- by any command already sequenced,
 or by an earlier row of the same batch -- is left out of the batch and named in the record's `x`;
@@ -42,13 +48,14 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import redis
 import structlog
 
 from gateway import redis_journal as RJ
 from gateway.errors import GatewayCode as G
 from gateway.feed import IndexFeed, IndexFeeds
 from gateway.limits import WallClock
-from gateway.resp import RespConnection, xadd_args
+from gateway.resp import PartialTransactionError, RespConnection, xadd_args
 from perp import layout as L
 from perp.background import BackgroundJob
 from perp.client_ids import reused_places
@@ -133,6 +140,7 @@ class EngineProcess:
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
         self.redis_up = True
+        self.refused: dict[str, str] = {}  # op -> Redis's error reply, while Redis refuses it
         self.batches = 0
         self._book_interval_ns = cfg.book_interval_ms * 1_000_000
         self._book_closed_ts = 0  # engine time of the last record that closed the book delta
@@ -174,7 +182,7 @@ class EngineProcess:
         if self.cfg.snapshot_on_exit and not pending:
             try:
                 self.snapshot()
-            except RJ.redis_down_errors() as exc:
+            except (*RJ.redis_down_errors(), redis.ResponseError) as exc:  # recovery replays the stream instead
                 log.error("snapshot_failed", error=repr(exc))
         await self._status(force=True)
         for c in (self.ar, self.arec, self.aw):
@@ -232,7 +240,12 @@ class EngineProcess:
                 self._down(exc)
                 await asyncio.sleep(0.2)
                 continue
+            except redis.ResponseError as exc:  # NOPERM: read nothing, wait
+                self._refused("read", exc)
+                await asyncio.sleep(0.2)
+                continue
             self._up()
+            self._accepted("read")
             if not entries:
                 if book_open:
                     await self._close_book_delta()
@@ -341,10 +354,16 @@ class EngineProcess:
                     + [xadd_args(self.keys.events(self.engine.specs[m].symbol), entry, self.cfg.market_stream_maxlen)
                        for m, entry in per_market]))[0]
                 self._up()
+                self._accepted("record")
                 return eid.decode()
             except down as exc:
                 self._down(exc)
                 check = True
+                await asyncio.sleep(0.2)
+            except PartialTransactionError:  # some of it written: a retry would repeat it (fail-stop)
+                raise
+            except redis.ResponseError as exc:  # refused before it ran: nothing written, retry
+                self._refused("record", exc)
                 await asyncio.sleep(0.2)
 
     def _down(self, exc: BaseException) -> None:
@@ -357,6 +376,17 @@ class EngineProcess:
             log.info("redis_up", seq=self.engine.seq)
         self.redis_up = True
 
+    def _refused(self, op: str, exc: BaseException) -> None:
+        """Redis answered `op` (record, read, timer, status) with an error: logged once until it
+        takes one again (`refused` names what is refused now; tests and operators read it)."""
+        if op not in self.refused:
+            log.error("redis_refused", op=op, error=str(exc), seq=self.engine.seq)
+        self.refused[op] = str(exc)
+
+    def _accepted(self, op: str) -> None:
+        if self.refused.pop(op, None) is not None:
+            log.info("redis_accepted", op=op, seq=self.engine.seq)
+
     async def _status(self, force: bool = False) -> None:
         """When idle: the engine's seq and state hash in NS:engine (tests and operators read it)."""
         if self.engine.seq == self._status_seq and not force:
@@ -366,8 +396,11 @@ class EngineProcess:
                 "seq": self.engine.seq, "seq_id": self.seq_id, "ts_ns": time.time_ns(),
                 "state_hash": self.engine.state_hash()})
             self._status_seq = self.engine.seq
+            self._accepted("status")
         except RJ.redis_down_errors() as exc:
             self._down(exc)
+        except redis.ResponseError as exc:  # tried again when next idle
+            self._refused("status", exc)
 
     # ---- timers ----------------------------------------------------------------------------
     async def _append_timer(self, command: Any) -> None:
@@ -378,8 +411,12 @@ class EngineProcess:
         self._timer_batch += 1
         try:
             await self.aw.xadd(self.keys.cmd, RJ.cmd_fields(SOURCE, self._timer_batch, row, self.engine.encoder.payloads))
+            self._accepted("timer")
         except RJ.redis_down_errors() as exc:  # the next tick tries again
             self._down(exc)
+            raise
+        except redis.ResponseError as exc:  # refused: nothing appended; the next tick tries again
+            self._refused("timer", exc)
             raise
 
     async def _timers(self) -> None:
@@ -409,7 +446,7 @@ class EngineProcess:
                 if liq_ns and time.monotonic_ns() >= next_liq:
                     next_liq = time.monotonic_ns() + liq_ns
                     await self._append_timer(Liquidate(ts_ns=0))
-            except RJ.redis_down_errors():
+            except (*RJ.redis_down_errors(), redis.ResponseError):  # logged where it was raised
                 await asyncio.sleep(0.2)
                 continue
             waits = [1_000_000_000]

@@ -22,6 +22,11 @@ Invariants:
   treat it as "status unknown", as they do with redis-py.
 - Error replies raise redis-py's exception classes: `LOADING` (Redis restarting and reading its
   AOF) is `redis.BusyLoadingError`, a `redis.ConnectionError`, so it reads as "Redis unreachable".
+- A transaction refused before it ran -- a command refused while queued (NOPERM, a wrong
+  argument count), or EXEC refused whole (OOM, MISCONF, READONLY, EXECABORT) -- raises that
+  reply's error and **nothing of it took effect**. An error inside EXEC's reply array (a command
+  that failed as it ran: WRONGTYPE) raises `PartialTransactionError`: Redis does not roll back, so
+  the other commands did take effect; a caller that retries would write them twice.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ _ERRORS = (  # the start of an error reply -> the exception redis-py raises for 
     ("READONLY", rex.ReadOnlyError),
     ("EXECABORT", rex.ExecAbortError),
 )
+
+
+class PartialTransactionError(rex.ResponseError):
+    """EXEC ran and at least one of its commands failed as it ran: the others took effect."""
 
 
 def _error(reply: rex.ResponseError) -> rex.RedisError:
@@ -237,7 +246,8 @@ class RespConnection:
         return await self._send(proto, pack(*args), 1, self.timeout_s + block_s)
 
     async def transaction(self, commands: list[tuple]) -> list:
-        """MULTI, `commands`, EXEC in one write; EXEC's replies (an error in one raises it)."""
+        """MULTI, `commands`, EXEC in one write; EXEC's replies. An error reply before EXEC's array
+        (nothing ran) raises as `call` does; one inside it raises `PartialTransactionError`."""
         proto = await self._connection()
         data = pack(b"MULTI") + b"".join(pack(*c) for c in commands) + pack(b"EXEC")
         replies = await self._send(proto, data, len(commands) + 2, self.timeout_s)
@@ -245,7 +255,7 @@ class RespConnection:
             raise rex.ExecAbortError("the transaction was aborted")
         for r in replies:
             if isinstance(r, rex.ResponseError):
-                raise _error(r)
+                raise PartialTransactionError(str(r))
         return replies
 
     async def xadd(self, key: str, fields: dict, maxlen: int | None = None) -> bytes:

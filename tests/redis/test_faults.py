@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import time
 
 from gateway import redis_journal as RJ
@@ -13,7 +14,8 @@ from gateway.client import ConnectionLost, GatewayClient, GatewayError
 from gateway.errors import GatewayCode as G
 from perp.markets import load_markets, ticks_to_price
 from tests.gateway.conftest import ALICE, BOB, run
-from tests.redis.conftest import MARKET, NS, start_engine, start_gateway, start_venue, wait_engine_idle
+from tests.gateway.conftest import make_keys
+from tests.redis.conftest import MARKET, NS, pin_index, start_engine, start_gateway, start_venue, wait_engine_idle
 
 SPEC = load_markets().market[0]
 _clids = itertools.count(1)
@@ -259,6 +261,56 @@ def test_an_append_redis_refuses_is_answered_not_placed_and_the_next_order_goes_
     clean = RJ.recover(r, RJ.Keys(NS), use_snapshot=False).engine
     assert clean.state_hash() == st["state_hash"]
     assert {(clid, oid) for _a, clid, oid in open_orders(clean)} == {(7001, first.order_id), (7002, again.order_id)}
+    r.close()
+
+
+def test_an_engine_whose_record_redis_refuses_pauses_holds_the_ack_and_resumes_when_redis_takes_it(
+        redis_server, procs, tmp_path):
+    """The engine's Redis user loses XADD (an operator's ACL change; OOM, MISCONF and READONLY
+    answer the same way): its MULTI/EXEC is refused before it runs, so nothing of the record is
+    written. Before, that error reply ended the engine (engine_failed, exit); now it holds the batch
+    -- the order is neither acked nor refused -- retries, and the order is acked once Redis takes
+    the record, with one redis_refused and one redis_accepted in its log and the stream replaying
+    to the engine's hash."""
+    r = redis_server.client()
+    r.execute_command("ACL", "SETUSER", "engine", "on", ">pw", "~*", "&*", "+@all")
+    engine_url = f"redis://engine:pw@127.0.0.1:{redis_server.port}/0"
+    keys, creds = make_keys(tmp_path / "keys.json")
+    eng = start_engine(engine_url, NS, log_dir=tmp_path)
+    procs.append(eng)
+    pin_index(redis_server.url)
+    gw = start_gateway(redis_server.url, keys.path, tmp_path / "a", NS, "--ack-timeout-s", "60")
+    procs.append(gw)
+
+    async def body():
+        await _fund(gw.url, creds)
+        async with GatewayClient(gw.url, creds["alice"]) as a:
+            first = await a.place(MARKET, "buy", 1, price="1.9000", tif="post_only", client_order_id=8001)
+            r.execute_command("ACL", "SETUSER", "engine", "-xadd")
+            try:
+                held = asyncio.create_task(a.place(MARKET, "buy", 1, price="1.9100", tif="post_only",
+                                                   client_order_id=8002))
+                await asyncio.sleep(1.5)
+                assert not held.done(), held  # neither acked nor refused while the record is refused
+                assert eng.popen.poll() is None  # the engine is still running
+            finally:
+                r.execute_command("ACL", "SETUSER", "engine", "+xadd")
+            second = await asyncio.wait_for(held, 30)
+            third = await a.place(MARKET, "buy", 1, price="1.9200", tif="post_only", client_order_id=8003)
+            return first, second, third
+
+    first, second, third = run(body(), 120)
+    st = wait_engine_idle(redis_server.url, 1)
+    clean = RJ.recover(r, RJ.Keys(NS), use_snapshot=False).engine
+    assert clean.state_hash() == st["state_hash"]
+    assert {(clid, oid) for _a, clid, oid in open_orders(clean)} == {
+        (8001, first.order_id), (8002, second.order_id), (8003, third.order_id)}
+    with open(eng.log_path) as f:
+        events = [json.loads(line) for line in f if line.startswith("{")]
+    refused = [e for e in events if e["event"] == "redis_refused"]
+    assert [(e["op"], e["error"].split()[0]) for e in refused] == [("record", "NOPERM")]
+    assert [e["op"] for e in events if e["event"] == "redis_accepted"] == ["record"]
+    assert not [e for e in events if e["event"] == "engine_failed"]
     r.close()
 
 

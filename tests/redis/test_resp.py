@@ -11,7 +11,7 @@ import pytest
 import redis.exceptions as rex
 
 from gateway import redis_journal as RJ
-from gateway.resp import RespConnection, _error, pack
+from gateway.resp import PartialTransactionError, RespConnection, _error, pack
 
 from .conftest import RedisServer, free_port
 
@@ -95,8 +95,9 @@ def test_a_transaction_applies_every_command_and_returns_each_reply(redis_server
 def test_a_transaction_refused_at_queueing_applies_nothing_and_the_connection_stays_in_step(redis_server):
     async def go():
         c = RespConnection(redis_server.url)
-        with pytest.raises(rex.ResponseError):
+        with pytest.raises(rex.ResponseError) as refused:
             await c.transaction([("XADD", "a", "*", "k", "v"), ("NO-SUCH-COMMAND", "x")])
+        assert not isinstance(refused.value, PartialTransactionError)
         after = await c.call("PING")
         await c.aclose()
         return after
@@ -104,6 +105,46 @@ def test_a_transaction_refused_at_queueing_applies_nothing_and_the_connection_st
     assert run(go()) == b"PONG"
     r = redis_server.client()
     assert r.exists("a") == 0
+    r.close()
+
+
+def test_a_transaction_exec_refuses_whole_raises_its_error_not_partial_and_applies_nothing(redis_server):
+    """OOM at EXEC (maxmemory below what Redis holds): the reply is one error, not an array, and
+    nothing ran -- the engine may retry it; the partial class is kept for errors inside EXEC's array."""
+    r = redis_server.client()
+    r.set("ballast", b"x" * 1_000_000)
+    r.config_set("maxmemory", 1_000_000)  # below used_memory: every write refused OOM
+
+    async def go():
+        c = RespConnection(redis_server.url)
+        try:
+            with pytest.raises(rex.ResponseError, match="OOM") as refused:
+                await c.transaction([("XADD", "a", "*", "k", "v"), ("INCR", "n")])
+        finally:
+            r.config_set("maxmemory", 0)
+        pong = await c.call("PING")
+        await c.aclose()
+        return refused.value, pong
+
+    refused, pong = run(go())
+    assert not isinstance(refused, PartialTransactionError) and pong == b"PONG"
+    assert r.exists("a", "n") == 0
+    r.close()
+
+
+def test_a_command_failing_inside_exec_raises_partial_and_the_others_took_effect(redis_server):
+    async def go():
+        c = RespConnection(redis_server.url)
+        await c.call("SET", "str", "x")
+        with pytest.raises(PartialTransactionError, match="WRONGTYPE"):
+            await c.transaction([("XADD", "a", "*", "k", "v"), ("XADD", "str", "*", "k", "v")])
+        pong = await c.call("PING")
+        await c.aclose()
+        return pong
+
+    assert run(go()) == b"PONG"
+    r = redis_server.client()
+    assert r.xlen("a") == 1  # Redis does not roll back: a retry would write it twice
     r.close()
 
 
