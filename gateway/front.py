@@ -135,6 +135,7 @@ class RedisGateway(Gateway):
         self._r = RespConnection(self.redis_url)  # blocking reads of NS:seq
         await super().start()
         self._reader = asyncio.create_task(self._follow(), name="follow-seq")
+        self._reader.add_done_callback(self._reader_done)
         log.info("gateway_started", gid=self.gid, port=self.port, seq=self.engine.seq, seq_id=self.jeng.seq_id)
 
     async def stop(self) -> None:
@@ -228,10 +229,25 @@ class RedisGateway(Gateway):
                 del self._inflight[b]
                 self._appended.pop(b, None)
 
+    def _reader_done(self, task: asyncio.Task) -> None:
+        """The reader ending by an exception (a bug) leaves a gateway that no longer follows the
+        engine: fail as a replica that lost the stream does (the CLI exits 3), never a zombie."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.broken = True
+        log.error("replica_failed", error=repr(task.exception()), seq=self.engine.seq)
+        self._answer_inflight(G.STATUS_UNKNOWN_ENGINE, "status unknown: this gateway lost track of the engine; "
+                                                       "query another gateway")
+        self.failed.set()
+
     async def _follow(self) -> None:
-        """Follow NS:seq from the replica's last id (the event bus); apply every record in order."""
+        """Follow NS:seq from the replica's last id (the event bus); apply every record in order.
+        A read Redis refuses (an error reply: NOPERM after an ACL change) is handled as Redis down:
+        this gateway cannot see its acks, so what it has in flight is "status unknown", new orders
+        are refused "not placed", and it goes on by itself when a read is taken again."""
         down = RJ.redis_down_errors()
         seq_id = self.jeng.seq_id
+        read_refused = False
         while True:
             try:
                 got = await self._r.xread_one(self.rkeys.seq, seq_id, 64, 250)
@@ -239,6 +255,16 @@ class RedisGateway(Gateway):
                 self._set_down(exc)
                 await asyncio.sleep(0.2)
                 continue
+            except redis.ResponseError as exc:
+                if not read_refused:
+                    log.error("redis_refused", op="read", error=str(exc), seq=self.engine.seq)
+                read_refused = True
+                self._set_down(exc)
+                await asyncio.sleep(0.2)
+                continue
+            if read_refused:
+                log.info("redis_accepted", op="read", seq=self.engine.seq)
+                read_refused = False
             if not self.redis_up:
                 log.info("redis_up", seq=self.engine.seq)
                 self.redis_up = True

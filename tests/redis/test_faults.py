@@ -314,6 +314,65 @@ def test_an_engine_whose_record_redis_refuses_pauses_holds_the_ack_and_resumes_w
     r.close()
 
 
+def test_a_gateway_whose_reads_redis_refuses_fails_closed_keeps_its_connections_and_resumes_by_itself(
+        redis_server, procs, tmp_path):
+    """The gateway's Redis user loses XREAD (an ACL change): it can no longer see the engine's records,
+    so it cannot ack. Before, the error reply ended its reader task and left a gateway that took
+    orders and never answered them; now it fails closed as when Redis is down -- new orders 4307 "not
+    placed", /healthz 503, connections kept -- and trades again by itself once reads are given back."""
+    r = redis_server.client()
+    r.execute_command("ACL", "SETUSER", "gw", "on", ">pw", "~*", "&*", "+@all")
+    gw_url = f"redis://gw:pw@127.0.0.1:{redis_server.port}/0"
+    keys, creds = make_keys(tmp_path / "keys.json")
+    procs.append(start_engine(redis_server.url, NS, log_dir=tmp_path))
+    pin_index(redis_server.url)
+    gw = start_gateway(gw_url, keys.path, tmp_path / "a", NS)
+    procs.append(gw)
+
+    async def body():
+        await _fund(gw.url, creds)
+        async with GatewayClient(gw.url, creds["alice"]) as a:
+            first = await a.place(MARKET, "buy", 1, price="1.9000", tif="post_only", client_order_id=9001)
+            r.execute_command("ACL", "SETUSER", "gw", "-xread")
+            try:
+                t_end = time.monotonic() + 10
+                while True:  # within a read's block time (0.25 s) the gateway sees the refusal
+                    try:
+                        await a.place(MARKET, "buy", 1, price="1.9100", tif="post_only", client_order_id=9002)
+                    except GatewayError as exc:
+                        if exc.code == G.JOURNAL_UNAVAILABLE:
+                            break
+                    assert time.monotonic() < t_end, "the gateway never failed closed"
+                    await asyncio.sleep(0.1)
+                status, health, _metrics = await asyncio.to_thread(_http_status, gw.port)
+                assert status == 503 and '"redis":false' in health
+                assert gw.popen.poll() is None and a.connects == 1  # up, the connection kept
+            finally:
+                r.execute_command("ACL", "SETUSER", "gw", "+xread")
+            t_end = time.monotonic() + 10
+            while True:  # trading resumes, no process restarted
+                try:
+                    again = await a.place(MARKET, "buy", 1, price="1.9200", tif="post_only", client_order_id=9003)
+                    break
+                except GatewayError as exc:
+                    assert exc.code == G.JOURNAL_UNAVAILABLE and time.monotonic() < t_end, exc
+                    await asyncio.sleep(0.1)
+            return first, again, a.connects
+
+    first, again, connects = run(body(), 120)
+    assert connects == 1
+    st = wait_engine_idle(redis_server.url, 1)
+    clean = RJ.recover(r, RJ.Keys(NS), use_snapshot=False).engine
+    assert clean.state_hash() == st["state_hash"]
+    live = {(clid, oid) for _a, clid, oid in open_orders(clean)}
+    assert {(9001, first.order_id), (9003, again.order_id)} <= live  # 9002 placed or not: it was "status unknown"
+    with open(gw.log_path) as f:
+        events = [json.loads(line) for line in f if line.startswith("{")]
+    assert [e["op"] for e in events if e["event"] == "redis_refused"] == ["read"]
+    assert [e["op"] for e in events if e["event"] == "redis_accepted"] == ["read"]
+    r.close()
+
+
 def test_a_gateway_paused_past_the_trimmed_stream_closes_its_connections_and_exits_then_restarts_from_a_snapshot(
         redis_server, procs, tmp_path):
     """A gateway frozen (SIGSTOP: a long stall, a paused VM) while the engine snapshots and trims the
