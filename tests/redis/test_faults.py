@@ -264,6 +264,27 @@ def test_an_append_redis_refuses_is_answered_not_placed_and_the_next_order_goes_
     r.close()
 
 
+def _venue_with_acl_user(redis_server, procs, tmp_path, side: str, *gateway_args: str):
+    """One engine and one gateway, `side` ("engine" or "gateway") on its own Redis ACL user `side`
+    (all permissions; a test takes one away with ACL SETUSER), the other on the default user.
+    Returns (creds, engine, gateway, a redis-py client)."""
+    r = redis_server.client()
+    r.execute_command("ACL", "SETUSER", side, "on", ">pw", "~*", "&*", "+@all")
+    own = f"redis://{side}:pw@127.0.0.1:{redis_server.port}/0"
+    keys, creds = make_keys(tmp_path / "keys.json")
+    eng = start_engine(own if side == "engine" else redis_server.url, NS, log_dir=tmp_path)
+    procs.append(eng)
+    pin_index(redis_server.url)
+    gw = start_gateway(own if side == "gateway" else redis_server.url, keys.path, tmp_path / "a", NS, *gateway_args)
+    procs.append(gw)
+    return creds, eng, gw, r
+
+
+def _log_events(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.startswith("{")]
+
+
 def test_an_engine_whose_record_redis_refuses_pauses_holds_the_ack_and_resumes_when_redis_takes_it(
         redis_server, procs, tmp_path):
     """The engine's Redis user loses XADD (an operator's ACL change; OOM, MISCONF and READONLY
@@ -272,15 +293,7 @@ def test_an_engine_whose_record_redis_refuses_pauses_holds_the_ack_and_resumes_w
     -- the order is neither acked nor refused -- retries, and the order is acked once Redis takes
     the record, with one redis_refused and one redis_accepted in its log and the stream replaying
     to the engine's hash."""
-    r = redis_server.client()
-    r.execute_command("ACL", "SETUSER", "engine", "on", ">pw", "~*", "&*", "+@all")
-    engine_url = f"redis://engine:pw@127.0.0.1:{redis_server.port}/0"
-    keys, creds = make_keys(tmp_path / "keys.json")
-    eng = start_engine(engine_url, NS, log_dir=tmp_path)
-    procs.append(eng)
-    pin_index(redis_server.url)
-    gw = start_gateway(redis_server.url, keys.path, tmp_path / "a", NS, "--ack-timeout-s", "60")
-    procs.append(gw)
+    creds, eng, gw, r = _venue_with_acl_user(redis_server, procs, tmp_path, "engine", "--ack-timeout-s", "60")
 
     async def body():
         await _fund(gw.url, creds)
@@ -305,8 +318,7 @@ def test_an_engine_whose_record_redis_refuses_pauses_holds_the_ack_and_resumes_w
     assert clean.state_hash() == st["state_hash"]
     assert {(clid, oid) for _a, clid, oid in open_orders(clean)} == {
         (8001, first.order_id), (8002, second.order_id), (8003, third.order_id)}
-    with open(eng.log_path) as f:
-        events = [json.loads(line) for line in f if line.startswith("{")]
+    events = _log_events(eng.log_path)
     refused = [e for e in events if e["event"] == "redis_refused"]
     assert [(e["op"], e["error"].split()[0]) for e in refused] == [("record", "NOPERM")]
     assert [e["op"] for e in events if e["event"] == "redis_accepted"] == ["record"]
@@ -320,20 +332,13 @@ def test_a_gateway_whose_reads_redis_refuses_fails_closed_keeps_its_connections_
     so it cannot ack. Before, the error reply ended its reader task and left a gateway that took
     orders and never answered them; now it fails closed as when Redis is down -- new orders 4307 "not
     placed", /healthz 503, connections kept -- and trades again by itself once reads are given back."""
-    r = redis_server.client()
-    r.execute_command("ACL", "SETUSER", "gw", "on", ">pw", "~*", "&*", "+@all")
-    gw_url = f"redis://gw:pw@127.0.0.1:{redis_server.port}/0"
-    keys, creds = make_keys(tmp_path / "keys.json")
-    procs.append(start_engine(redis_server.url, NS, log_dir=tmp_path))
-    pin_index(redis_server.url)
-    gw = start_gateway(gw_url, keys.path, tmp_path / "a", NS)
-    procs.append(gw)
+    creds, _eng, gw, r = _venue_with_acl_user(redis_server, procs, tmp_path, "gateway")
 
     async def body():
         await _fund(gw.url, creds)
         async with GatewayClient(gw.url, creds["alice"]) as a:
             first = await a.place(MARKET, "buy", 1, price="1.9000", tif="post_only", client_order_id=9001)
-            r.execute_command("ACL", "SETUSER", "gw", "-xread")
+            r.execute_command("ACL", "SETUSER", "gateway", "-xread")
             try:
                 t_end = time.monotonic() + 10
                 while True:  # within a read's block time (0.25 s) the gateway sees the refusal
@@ -348,7 +353,7 @@ def test_a_gateway_whose_reads_redis_refuses_fails_closed_keeps_its_connections_
                 assert status == 503 and '"redis":false' in health
                 assert gw.popen.poll() is None and a.connects == 1  # up, the connection kept
             finally:
-                r.execute_command("ACL", "SETUSER", "gw", "+xread")
+                r.execute_command("ACL", "SETUSER", "gateway", "+xread")
             t_end = time.monotonic() + 10
             while True:  # trading resumes, no process restarted
                 try:
@@ -366,8 +371,7 @@ def test_a_gateway_whose_reads_redis_refuses_fails_closed_keeps_its_connections_
     assert clean.state_hash() == st["state_hash"]
     live = {(clid, oid) for _a, clid, oid in open_orders(clean)}
     assert {(9001, first.order_id), (9003, again.order_id)} <= live  # 9002 placed or not: it was "status unknown"
-    with open(gw.log_path) as f:
-        events = [json.loads(line) for line in f if line.startswith("{")]
+    events = _log_events(gw.log_path)
     assert [e["op"] for e in events if e["event"] == "redis_refused"] == ["read"]
     assert [e["op"] for e in events if e["event"] == "redis_accepted"] == ["read"]
     r.close()
