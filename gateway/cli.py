@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from pathlib import Path
 
 import click
@@ -82,20 +83,35 @@ def serve_command(host: str, port: int, data_dir: str, keys_path: str | None, ma
                        "trading through the client")
             click.echo(f"watch       python3 -m gateway.watch --url {url}")
         click.echo("stop        SIGTERM or Ctrl-C (drains, snapshots, exits)", nl=True)
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        import signal
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signal(gw.failed)
         if demo_run is not None:
             await demo_run.close()
-        await gw.stop()
+        await gw.stop()  # a failed journal: no snapshot of what may not be on disk
+        if gw.failed.is_set():
+            click.echo(f"failed      seq {gw.engine.seq}: the journal failed (see the batch_failed log); "
+                       "a restart recovers what is durable from snapshot + journal", err=True)
+            raise SystemExit(3)
         click.echo(f"stopped     seq {gw.engine.seq}, state_hash {gw.engine.state_hash()}")
 
     with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
         runner.run(main())
+
+
+async def until_signal(failed: asyncio.Event | None = None) -> None:
+    """Until SIGTERM or SIGINT, or until `failed` is set (a signal does not set it: the caller tells
+    a clean stop from a failure by `failed`)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waits = [asyncio.ensure_future(stop.wait())]
+    if failed is not None:
+        waits.append(asyncio.ensure_future(failed.wait()))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 def loop_factory(choice: str = "auto"):

@@ -102,10 +102,10 @@ class RedisGateway(Gateway):
         self._next_b = 1
         self.redis_up = True
         self._reader: asyncio.Task | None = None
-        # set when the replica can no longer follow NS:seq (replica_failed): `perp gateway` then stops
-        # -- its connections closed, so clients move to another gateway -- and exits for a supervisor
-        # to restart it from the newest snapshot, instead of serving a book that no longer moves
-        self.failed = asyncio.Event()
+        # `failed` (gateway.server) is set here when the replica can no longer follow NS:seq
+        # (replica_failed): `perp gateway` then stops -- its connections closed, so clients move to
+        # another gateway -- and exits for a supervisor to restart it from the newest snapshot,
+        # instead of serving a book that no longer moves
         self._redis_gauge = None
         self._appended: dict[int, float] = {}  # own batch number -> when Redis answered its XADD (monotonic)
         self._stage: dict[str, Any] = dict.fromkeys(STAGES, _no_observe)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
 import click
 
@@ -36,7 +35,7 @@ def engine_command(redis_url: str, namespace: str, unsafe: bool, markets_path: s
 
     Reads the command stream, runs the engine, writes the sequenced journal; timers, index feed and
     snapshots (docs/deployment.md)."""
-    from gateway.cli import loop_factory
+    from gateway.cli import loop_factory, until_signal
     from gateway.engine_proc import EngineConfig, EngineProcess
     from gateway.redis_journal import UnsafeRedis
     from perp.numba_cache import announce_compile
@@ -56,9 +55,7 @@ def engine_command(redis_url: str, namespace: str, unsafe: bool, markets_path: s
         await eng.start()
         click.echo(f"perp engine  {redis_url} namespace {namespace}  (seq {eng.engine.seq}, "
                    f"stream id {eng.seq_id})", nl=True)
-        stop = asyncio.create_task(_until_signal())
-        failed = asyncio.create_task(eng.failed.wait())
-        await asyncio.wait([stop, failed], return_when=asyncio.FIRST_COMPLETED)
+        await until_signal(eng.failed)
         if eng.failed.is_set():
             raise click.ClickException("the engine failed (logged); restart it: it recovers from snapshot + stream")
         await eng.stop()
@@ -94,7 +91,7 @@ def gateway_command(redis_url: str, namespace: str, unsafe: bool, host: str, por
 
     The protocol of `perp serve`; commands go to the Redis command stream and are acknowledged once
     the engine's record of them arrives (docs/deployment.md)."""
-    from gateway.cli import loop_factory
+    from gateway.cli import loop_factory, until_signal
     from gateway.front import RedisGateway
     from gateway.redis_journal import UnsafeRedis
     from gateway.server import ServerConfig
@@ -118,7 +115,7 @@ def gateway_command(redis_url: str, namespace: str, unsafe: bool, host: str, por
         click.echo(f"perp gateway  ws://{host}:{gw.port}  (seq {gw.engine.seq}, {redis_url} namespace {namespace}, "
                    f"id {gw.gid})")
         click.echo(f"health        http://{host}:{gw.port}/healthz   metrics http://{host}:{gw.port}/metrics", nl=True)
-        await _until_signal(gw.failed)
+        await until_signal(gw.failed)
         await gw.stop()
         if gw.failed.is_set():  # its replica lost the engine: exit for a supervisor to restart it
             click.echo(f"failed        seq {gw.engine.seq}: the replica no longer follows NS:seq (see the "
@@ -128,12 +125,3 @@ def gateway_command(redis_url: str, namespace: str, unsafe: bool, host: str, por
 
     with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
         runner.run(main())
-
-
-async def _until_signal(stop: asyncio.Event | None = None) -> None:
-    """Until SIGTERM or SIGINT (or `stop` is set)."""
-    loop = asyncio.get_running_loop()
-    stop = stop or asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()

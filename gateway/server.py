@@ -379,6 +379,10 @@ class Gateway:
         self.funding_history = FundingHistory(data / "funding_history.bin", fsync=config.fsync != "never")
         self.draining = False
         self.broken = False
+        # set with `broken` when the journal failed (a write or a fsync raised): what the engine holds
+        # in memory may be past what is on disk, so `perp serve` stops and exits 3 for its supervisor;
+        # the restart recovers from snapshot + journal, which hold only what was durable
+        self.failed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._server: Any = None
         self._committer: asyncio.Task | None = None
@@ -496,7 +500,11 @@ class Gateway:
         if self.cfg.snapshot_on_exit and not self.broken:
             path = self.jeng.snapshot()  # atomic, fsynced, bound to the journal (perp/sequencer.py)
             log.info("snapshot", path=str(path), seq=self.engine.seq)
-        self.jeng.close()
+        try:
+            self.jeng.close()
+        except OSError as exc:  # its last fsync: every ack waited for its own, so none is in doubt
+            log.error("journal_close_failed", error=repr(exc), seq=self.engine.seq)
+            self.failed.set()
         await self.deadman_store.close()
         self._server.close()
         await self._server.wait_closed()
@@ -505,17 +513,6 @@ class Gateway:
             thaw_heap()
         self._stopped.set()
         log.info("stopped", seq=self.engine.seq)
-
-    async def serve_forever(self) -> None:
-        """Start, run until SIGTERM/SIGINT, then stop (drain + snapshot)."""
-        await self.start()
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("draining")
-        await self.stop()
 
     # ---- HTTP: /healthz and /metrics on the same port --------------------------------------
     def _http(self, connection: Any, request: Any) -> Any:
@@ -1183,6 +1180,7 @@ class Gateway:
             durable = self.jeng.durable_seq >= seq0 + len(batch) - 1  # written and fsynced
             self.broken = True
             self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_ENGINE if durable else G.STATUS_UNKNOWN_JOURNAL, exc)
+            self.failed.set()
             return
         settled = self._settle(batch, seq0, ev_rows, ts, funding_before)
         if not self._snap.busy and self.jeng.snapshot_due():
@@ -1210,6 +1208,7 @@ class Gateway:
                 self._journal_lost = True
                 self.broken = True
                 self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_JOURNAL, exc)
+                self.failed.set()
                 return
             if self._journal_lost:  # an earlier fsync failed: what follows it cannot be recovered
                 self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_JOURNAL, None)
@@ -1687,8 +1686,3 @@ def _log_write_failure(fut: asyncio.Future) -> None:
 def _wake_future(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-async def run_gateway(config: ServerConfig, **kw: Any) -> None:
-    """`perp serve`'s body: run until SIGTERM/SIGINT."""
-    await Gateway(config, **kw).serve_forever()

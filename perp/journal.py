@@ -459,10 +459,14 @@ class Journal:
         self._sync(force=True)
 
     def close(self) -> None:
+        """Fsync what was appended, then close; the file is closed even when that fsync raises
+        (the error is raised after it)."""
         if self._fd >= 0:
-            self._sync(force=True)
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                self._sync(force=True)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
 
     def __enter__(self) -> Journal:
         return self

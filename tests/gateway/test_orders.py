@@ -152,7 +152,8 @@ def test_a_failed_journal_write_answers_status_unknown_then_stops_taking_command
                 return 200
 
             assert await loop.run_in_executor(None, health) == 503
-            assert await alice.ping() > 0  # reads still answer
+            assert await alice.ping() > 0  # reads still answer, until `perp serve` stops on `failed`
+            assert v.gw.failed.is_set()
 
     run(body())
 
@@ -269,7 +270,7 @@ def test_a_failed_fsync_answers_its_batch_status_unknown_and_sequences_nothing_a
             assert exc.value.code == G.STATUS_UNKNOWN_JOURNAL
             with pytest.raises(GatewayError) as exc:
                 await second  # queued behind the failed fsync: never written
-            assert exc.value.code == G.SHUTTING_DOWN and v.gw.engine.seq == seq_first
+            assert exc.value.code == G.SHUTTING_DOWN and v.gw.engine.seq == seq_first and v.gw.failed.is_set()
             with pytest.raises(GatewayError) as exc:
                 await alice.place(MARKET, "buy", 1, price="1.9000", client_order_id=3)
             assert exc.value.code == G.SHUTTING_DOWN

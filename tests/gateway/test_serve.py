@@ -33,6 +33,16 @@ async def index_ticks(client: GatewayClient) -> int:
         await asyncio.sleep(0.05)
 
 
+async def funded_bids(url: str, creds: dict, alice: GatewayClient, n: int) -> tuple[int, list]:
+    """Alice funded (by the admin key) and resting `n` bids below the index (client order ids 100..);
+    returns (the index in ticks, the acks)."""
+    async with GatewayClient(url, creds["admin"]) as admin:
+        await admin.deposit(ALICE, 10**12)
+    idx = await index_ticks(alice)
+    return idx, [await alice.place(MARKET, "buy", 1 + i, price=ticks_to_price(SPEC, idx - 100 - i),
+                                   client_order_id=100 + i) for i in range(n)]
+
+
 _LIVE: list[subprocess.Popen] = []
 
 
@@ -47,15 +57,35 @@ def _no_server_left_behind():
             proc.wait(10)
 
 
+# `perp serve` whose journal fsyncs fail (EIO, as a failing disk answers) once the file named by
+# PERP_TEST_FSYNC_FAULT exists: the fault is injected below the gateway, in the journal itself
+FAULTY_FSYNC = """
+import errno, os
+import perp.journal as journal
+real = journal.Journal._fsync_per_policy
+def faulty(self, force):
+    if os.path.exists(os.environ["PERP_TEST_FSYNC_FAULT"]):
+        raise OSError(errno.EIO, "Input/output error (injected)")
+    return real(self, force)
+journal.Journal._fsync_per_policy = faulty
+from perp.cli import main
+main()
+"""
+
+
 class Served:
-    def __init__(self, data: Path, keys: Path, port: int = 0, *extra: str):
-        env = dict(os.environ)
+    def __init__(self, data: Path, keys: Path, port: int = 0, *extra: str, program: str = "from perp.cli import main; main()",
+                 env: dict[str, str] | None = None, stderr: Path | None = None):
+        env = {**os.environ, **(env or {})}
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+        err = open(stderr, "w") if stderr is not None else subprocess.DEVNULL  # noqa: SIM115 - the child holds it
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from perp.cli import main; main()", "serve", "--port", str(port),
+            [sys.executable, "-c", program, "serve", "--port", str(port),
              "--data", str(data), "--keys", str(keys), "--liquidation-interval-ms", "0", "--group-commit-us", "500",
              *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+        if stderr is not None:
+            err.close()
         _LIVE.append(self.proc)
         self.lines: list[str] = []
 
@@ -83,12 +113,8 @@ def test_sigterm_drains_snapshots_and_restart_recovers(tmp_path):
         data = tmp_path / "data"
         s1 = Served(data, keys.path)
         url = await s1.url()
-        async with GatewayClient(url, creds["admin"]) as admin:
-            await admin.deposit(ALICE, 10**12)
         async with GatewayClient(url, creds["alice"], reconnect=False) as alice:
-            idx = await index_ticks(alice)
-            acks = [await alice.place(MARKET, "buy", 1 + i, price=ticks_to_price(SPEC, idx - 100 - i),
-                                      client_order_id=100 + i) for i in range(5)]
+            idx, acks = await funded_bids(url, creds, alice, 5)
         out = await s1.stop()
         assert s1.proc.returncode == 0
         assert any((data / "snapshots").glob("*.snap"))  # bound to the journal, verified on load
@@ -159,6 +185,41 @@ def test_sigkill_under_load_loses_no_acknowledged_order(tmp_path):
         await alice.close()
         out = await s2.stop()
         assert recover(data / "journal.bin").state_hash() == re.search(r"state_hash (\w+)", out).group(1)
+
+    run(body(), 150)
+
+
+def test_a_failed_fsync_stops_perp_serve_with_exit_3_and_the_restart_recovers_what_was_acknowledged(tmp_path):
+    """fsyncgate: after a failed fsync only what is on disk can be trusted, so the process does not
+    stay up answering reads from memory that may be past the file: it answers the batch "status
+    unknown", skips the exit snapshot and exits 3 for its supervisor; the restart recovers from
+    snapshot + journal, every acknowledged order in it."""
+    async def body():
+        keys, creds = make_keys(tmp_path / "keys.json")
+        data, fault, err = tmp_path / "data", tmp_path / "fsync_fault", tmp_path / "stderr.txt"
+        s1 = Served(data, keys.path, program=FAULTY_FSYNC, env={"PERP_TEST_FSYNC_FAULT": str(fault)}, stderr=err)
+        url = await s1.url()
+        async with GatewayClient(url, creds["alice"], reconnect=False) as alice:
+            idx, acked = await funded_bids(url, creds, alice, 3)
+            fault.touch()  # the disk starts failing
+            with pytest.raises(GatewayError) as exc:
+                await alice.place(MARKET, "buy", 1, price=ticks_to_price(SPEC, idx - 200), client_order_id=200)
+            assert exc.value.code == 4900  # STATUS_UNKNOWN_JOURNAL: the journal failed
+        loop = asyncio.get_running_loop()
+        out = await asyncio.wait_for(loop.run_in_executor(None, s1.proc.stdout.read), 30)
+        assert await asyncio.wait_for(loop.run_in_executor(None, s1.proc.wait), 30) == 3  # by itself, no signal
+        assert "stopped" not in out and not any((data / "snapshots").glob("*.snap"))  # no exit snapshot
+        assert "the journal failed" in err.read_text()
+        fault.unlink()  # the disk replaced
+        s2 = Served(data, keys.path)
+        url2 = await s2.url()
+        async with GatewayClient(url2, creds["alice"], reconnect=False) as alice:
+            live = {o.order_id: o for o in await alice.open_orders()}
+            assert {a.order_id for a in acked} <= set(live)  # nothing acknowledged was lost
+            unknown = [o for o in live.values() if o.client_order_id == 200]
+            assert len(live) == len(acked) + len(unknown)  # the unknown one is in or out, once at most
+        out2 = await s2.stop()
+        assert recover(data / "journal.bin").state_hash() == re.search(r"state_hash (\w+)", out2).group(1)
 
     run(body(), 150)
 

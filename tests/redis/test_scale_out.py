@@ -160,6 +160,8 @@ def test_clients_on_two_gateways_see_the_same_book_sequence_and_fills(redis_serv
                          capture_output=True, text=True, timeout=120, env=env()).stdout
     best_ask = min(asks, key=float)
     assert f"ask {asks[best_ask]:>5} @ {best_ask}" in out, out
+    # SIGTERM is a clean stop, told apart from a failure (exit 3) by its exit status
+    assert [ga.terminate(), gb.terminate(), _eng.terminate()] == [0, 0, 0]
 
 
 # ---- the same session through both gateways and through `perp serve` ---------------------------
