@@ -9,6 +9,8 @@ import itertools
 import json
 import time
 
+import pytest
+
 from gateway import redis_journal as RJ
 from gateway.client import ConnectionLost, GatewayClient, GatewayError
 from gateway.errors import GatewayCode as G
@@ -417,3 +419,59 @@ def test_a_gateway_paused_past_the_trimmed_stream_closes_its_connections_and_exi
     finally:
         r.close()
     assert "replica_failed" in open(gb.log_path).read()
+
+
+def test_a_gateway_whose_reader_ends_by_a_bug_fails_as_a_lost_replica_does_instead_of_taking_orders(redis_server,
+                                                                                                   tmp_path):
+    """The net under the reader's own handling: an exception nobody expected (a bug; here its read
+    of NS:seq raises TypeError) ends the task that turns the engine's records into acks. The
+    gateway then fails as one that lost the stream: what it has in flight is answered 4901, new
+    commands 4305, `failed` is set (`perp gateway` exits 3) -- never a gateway that takes orders it
+    can no longer answer, with /healthz 200."""
+    from gateway.engine_proc import EngineConfig, EngineProcess
+    from gateway.front import RedisGateway
+    from gateway.server import ServerConfig
+
+    keys, creds = make_keys(tmp_path / "keys.json")
+    url = redis_server.url
+
+    async def body():
+        eng = EngineProcess(EngineConfig(redis_url=url, namespace=NS, index_feed=False, liquidation_interval_ms=0))
+        await eng.start()
+        pin_index(url)
+        gw = RedisGateway(ServerConfig(port=0, data_dir=str(tmp_path / "g"), keys_path=str(keys.path),
+                                       group_commit_us=200), redis_url=url, namespace=NS, ack_timeout_s=60.0)
+        await gw.start()
+        try:
+            ws = f"ws://127.0.0.1:{gw.port}"
+            await _fund(ws, creds)
+            async with GatewayClient(ws, creds["alice"], reconnect=False) as alice:
+                await alice.place(MARKET, "buy", 1, price=ticks_to_price(SPEC, 19_900), client_order_id=1)
+                bug, reading = asyncio.Event(), asyncio.Event()
+
+                async def buggy_read(*args, **kwargs):
+                    reading.set()
+                    await bug.wait()
+                    raise TypeError("injected: a bug in the reader")
+
+                gw._r.xread_one = buggy_read
+                await asyncio.wait_for(reading.wait(), 10)  # the read in progress returned; this is the next
+                in_flight = asyncio.create_task(
+                    alice.place(MARKET, "buy", 1, price=ticks_to_price(SPEC, 19_901), client_order_id=2))
+                await asyncio.sleep(0.5)  # appended and sequenced; its record is never read
+                assert not in_flight.done() and not gw.failed.is_set()
+                bug.set()
+                with pytest.raises(GatewayError) as exc:
+                    await asyncio.wait_for(in_flight, 10)
+                assert exc.value.code == G.STATUS_UNKNOWN_ENGINE
+                assert gw.failed.is_set() and gw.broken
+                with pytest.raises(GatewayError) as exc:
+                    await alice.place(MARKET, "buy", 1, price=ticks_to_price(SPEC, 19_902), client_order_id=3)
+                assert exc.value.code == G.SHUTTING_DOWN
+                status, _, _ = await asyncio.get_running_loop().run_in_executor(None, _http_status, gw.port)
+                assert status == 503
+        finally:
+            await gw.stop()
+            await eng.stop()
+
+    run(body(), 120)
