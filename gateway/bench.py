@@ -533,7 +533,10 @@ def run(procs: int = 2, accounts_per_proc: int = 4, seconds: float = 5.0, rate: 
         subscribers: int = 1000, group_commit_us: int = 1000, book_interval_ms: int = 20) -> dict:
     from gateway.keys import KeyStore
 
+    from gateway.bench_machine import probe
+
     tmp = Path(tempfile.mkdtemp(prefix="perp-bench-gateway-"))
+    machine = probe(tmp)  # before any process of the bench runs: the host's own speed (gateway.bench_machine)
     store = KeyStore(tmp / "keys.json")
     admin, admin_secret, trader_creds = bench_keys(store, procs, accounts_per_proc)
     env = dict(os.environ)
@@ -593,6 +596,7 @@ def run(procs: int = 2, accounts_per_proc: int = 4, seconds: float = 5.0, rate: 
             "book_interval_ms": book_interval_ms,
             "fsync": "always",
             "max_phase_cpu_cores": budget,
+            "machine": machine,
         }
     finally:
         server.terminate()

@@ -232,6 +232,9 @@ def bench_gateway_command(procs: int, accounts_per_proc: int, seconds: float, ra
 
         r["redis"] = run_redis(redis_url, procs=procs, accounts_per_proc=accounts_per_proc, seconds=seconds, rate=rate,
                                window=window, subscribers=subscribers, group_commit_us=group_commit_us, unsafe=unsafe)
+    from gateway.bench_machine import text as machine_text
+
+    click.echo(f"machine      {machine_text(r['machine'])}")
     click.echo(f"throughput   {r['orders_per_s']:,} order frames/s acked (one order per frame, fsync per group "
                f"commit; {r['procs']} client processes, {r['accounts']} accounts, window {r['window']})")
     click.echo(f"server CPU   {r['server_cpu_us_per_order']} us per order frame (load average {r['load_average_1m']:.1f} "

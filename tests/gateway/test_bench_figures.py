@@ -48,3 +48,42 @@ def test_the_fanout_bench_writes_every_push_to_every_subscriber_on_both_paths():
     assert r["frames_received"] == 40 * 5 * 2 * 2
     assert r["queue_us_per_subscriber"] > 0 and r["kernel_us_per_subscriber"] > 0
     assert json.loads(json.dumps(r, allow_nan=False)) == r
+
+
+def test_the_machine_probe_measures_the_host_beside_the_figures_as_strict_json(tmp_path):
+    """`perp bench gateway` prints the host's Python speed, fsync and loopback round trip next to
+    its figures: positive, ordered (p50 <= p99), strict JSON, and the fsync probe leaves no file."""
+    from gateway.bench_machine import probe, text
+
+    m = probe(tmp_path)
+    assert m["cores"] >= 1 and m["python_ns_per_op"] > 0
+    for k in ("fsync_ms", "loopback_round_trip_us"):
+        assert 0 < m[k]["p50"] <= m[k]["p99"]
+    assert list(tmp_path.iterdir()) == []
+    assert json.loads(json.dumps(m, allow_nan=False)) == m
+    assert text(m).startswith(f"{m['cores']} cores")
+
+
+def test_the_python_speed_probe_reads_a_busier_cpu_as_slower():
+    """The probe times the loop it runs: with a second thread spinning on the GIL, the same loop
+    takes longer per op (the probe is not a constant)."""
+    import threading
+
+    from gateway.bench_machine import python_ns_per_op
+
+    quiet = python_ns_per_op(repeats=3)
+    stop = threading.Event()
+
+    def spin() -> None:
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        busy = python_ns_per_op(repeats=3)
+    finally:
+        stop.set()
+        t.join()
+    assert busy > 1.2 * quiet  # about 2x: the spinner holds the GIL half the time
