@@ -7,9 +7,9 @@ loopback socket (every hop: client -> gateway -> Redis -> engine -> Redis -> gat
 Sessions 8 to 11 ran the same code on hosts whose p99 ack differed by 2-6x; without these three
 figures beside a run, "the machine was slower" could not be told from "the code got slower".
 
-`probe()` takes about a second, before the bench's processes start (nothing else of the bench is
-running). Each figure is a median (a p99 where it says so) of repeated short measurements, so one
-descheduling does not move it."""
+`probe()` takes about half a second, before the bench's processes start (nothing else of the
+bench is running). The Python speed is the best of five passes; fsync and the round trip are p50
+and p99 of hundreds of short measurements, so one descheduling does not move them."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from gateway.bench import _pct
 
 PY_LOOP_ITERATIONS = 200_000
 FSYNCS = 400
@@ -54,7 +56,7 @@ def fsync_ms(directory: str | Path, n: int = FSYNCS) -> dict[str, float]:
     finally:
         os.close(fd)
         os.unlink(path)
-    return {"p50": round(_quantile(times, 0.50), 3), "p99": round(_quantile(times, 0.99), 3)}
+    return {"p50": _pct(times, 0.50), "p99": _pct(times, 0.99)}
 
 
 def loopback_round_trip_us(n: int = ROUND_TRIPS) -> dict[str, float]:
@@ -85,7 +87,7 @@ def loopback_round_trip_us(n: int = ROUND_TRIPS) -> dict[str, float]:
             times.append((time.perf_counter_ns() - t0) / 1e3)
     t.join(5)
     srv.close()
-    return {"p50": round(_quantile(times, 0.50), 1), "p99": round(_quantile(times, 0.99), 1)}
+    return {"p50": round(_pct(times, 0.50), 1), "p99": round(_pct(times, 0.99), 1)}
 
 
 def probe(directory: str | Path | None = None) -> dict:
@@ -107,11 +109,6 @@ def text(m: dict) -> str:
             f"{m['loopback_round_trip_us']['p50']}/{m['loopback_round_trip_us']['p99']} us")
 
 
-def _quantile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -121,5 +118,3 @@ def _cpu_model() -> str:
         pass
     return "unknown"
 
-
-__all__ = ["probe", "text", "python_ns_per_op", "fsync_ms", "loopback_round_trip_us"]

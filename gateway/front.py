@@ -234,11 +234,15 @@ class RedisGateway(Gateway):
         engine: fail as a replica that lost the stream does (the CLI exits 3), never a zombie."""
         if task.cancelled() or task.exception() is None:
             return
-        self.broken = True
-        log.error("replica_failed", error=repr(task.exception()), seq=self.engine.seq)
+        self._lost_engine(error=repr(task.exception()))
+
+    def _lost_engine(self, **log_fields: Any) -> None:
+        """The replica no longer follows the engine: `replica_failed`, what is in flight "status
+        unknown", and `failed` set (no more commands; `perp gateway` exits 3)."""
+        self.failed.set()
+        log.error("replica_failed", seq=self.engine.seq, **log_fields)
         self._answer_inflight(G.STATUS_UNKNOWN_ENGINE, "status unknown: this gateway lost track of the engine; "
                                                        "query another gateway")
-        self.failed.set()
 
     async def _follow(self) -> None:
         """Follow NS:seq from the replica's last id (the event bus); apply every record in order.
@@ -272,12 +276,7 @@ class RedisGateway(Gateway):
                 try:
                     self._apply(RJ.SeqRecord.parse(fields))
                 except Exception as exc:  # noqa: BLE001 - the replica no longer matches the engine
-                    self.broken = True
-                    log.error("replica_failed", id=eid.decode(), error=repr(exc), seq=self.engine.seq,
-                              traceback=traceback.format_exc())
-                    self._answer_inflight(G.STATUS_UNKNOWN_ENGINE, "status unknown: this gateway lost track of "
-                                                                   "the engine; query another gateway")
-                    self.failed.set()
+                    self._lost_engine(id=eid.decode(), error=repr(exc), traceback=traceback.format_exc())
                     return
                 seq_id = eid.decode()
                 self.jeng.seq_id = seq_id

@@ -378,10 +378,9 @@ class Gateway:
         self.deadman_store = DeadmanStore(data / "cancel_after.json", fsync=config.fsync != "never")
         self.funding_history = FundingHistory(data / "funding_history.bin", fsync=config.fsync != "never")
         self.draining = False
-        self.broken = False
-        # set with `broken` when the journal failed (a write or a fsync raised): what the engine holds
-        # in memory may be past what is on disk, so `perp serve` stops and exits 3 for its supervisor;
-        # the restart recovers from snapshot + journal, which hold only what was durable
+        # set when the journal failed (a write or a fsync raised): what the engine holds in memory
+        # may be past what is on disk, so `perp serve` stops and exits 3 for its supervisor; the
+        # restart recovers from snapshot + journal, which hold only what was durable
         self.failed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._server: Any = None
@@ -395,6 +394,11 @@ class Gateway:
         self.admin = AdminApi.bind(self)  # the admin.* methods and the /console page (gateway/admin.py)
         self._handlers = {name: getattr(self, "_m_" + name.replace(".", "_")) for name in P.METHODS}
         self.port = config.port
+
+    @property
+    def broken(self) -> bool:
+        """No more commands are taken: the process failed (`failed`) and waits to be stopped."""
+        return self.failed.is_set()
 
     def _open_engine(self) -> JournaledEngine:
         """The backend behind the sequencer: embedded, the file journal + engine, recovered from
@@ -502,7 +506,7 @@ class Gateway:
             log.info("snapshot", path=str(path), seq=self.engine.seq)
         try:
             self.jeng.close()
-        except OSError as exc:  # its last fsync: every ack waited for its own, so none is in doubt
+        except OSError as exc:  # its last fsync (with fsync `always` every ack already waited for its own)
             log.error("journal_close_failed", error=repr(exc), seq=self.engine.seq)
             self.failed.set()
         await self.deadman_store.close()
@@ -1178,9 +1182,8 @@ class Gateway:
             ev_rows = self.jeng.run_rows(rows)
         except Exception as exc:
             durable = self.jeng.durable_seq >= seq0 + len(batch) - 1  # written and fsynced
-            self.broken = True
-            self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_ENGINE if durable else G.STATUS_UNKNOWN_JOURNAL, exc)
             self.failed.set()
+            self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_ENGINE if durable else G.STATUS_UNKNOWN_JOURNAL, exc)
             return
         settled = self._settle(batch, seq0, ev_rows, ts, funding_before)
         if not self._snap.busy and self.jeng.snapshot_due():
@@ -1206,9 +1209,8 @@ class Gateway:
                 await asyncio.sleep(0)
             except Exception as exc:  # noqa: BLE001 - nothing of this batch or after it may be acked
                 self._journal_lost = True
-                self.broken = True
-                self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_JOURNAL, exc)
                 self.failed.set()
+                self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_JOURNAL, exc)
                 return
             if self._journal_lost:  # an earlier fsync failed: what follows it cannot be recovered
                 self._answer_unknown(batch, seq0, G.STATUS_UNKNOWN_JOURNAL, None)
