@@ -273,7 +273,7 @@ def _link_level(st, slot):
     st.levels[m, side, li, LV_TAIL] = slot
     st.levels[m, side, li, LV_QTY] += st.orders[slot, O_REM]
     st.levels[m, side, li, LV_COUNT] += 1
-    open_lots_delta(st, st.orders[slot, O_ACCOUNT], m, side, st.orders[slot, O_REM])
+    open_lots_delta(st, slot, st.orders[slot, O_REM])
     if side == BUY:
         st.mkt[m, M_N_BID_ORDERS] += 1
         best = st.mkt[m, M_BEST_BID]
@@ -307,7 +307,7 @@ def _unlink_level(st, slot):
     st.orders[slot, O_NEXT] = -1
     st.levels[m, side, li, LV_QTY] -= st.orders[slot, O_REM]
     st.levels[m, side, li, LV_COUNT] -= 1
-    open_lots_delta(st, st.orders[slot, O_ACCOUNT], m, side, -st.orders[slot, O_REM])
+    open_lots_delta(st, slot, -st.orders[slot, O_REM])
     if side == BUY:
         st.mkt[m, M_N_BID_ORDERS] -= 1
         if st.levels[m, side, li, LV_COUNT] == 0 and st.mkt[m, M_BEST_BID] == price:
@@ -742,7 +742,7 @@ def _match(st, m, account, taker_id, taker_clid, side, limit, size, stp, taker_p
             apply_fill(st, maker, m, -q if side == BUY else q, p, mfee)
             st.orders[slot, O_REM] -= q
             st.levels[m, opp, li, LV_QTY] -= q
-            open_lots_delta(st, maker, m, opp, -q)
+            open_lots_delta(st, slot, -q)
             rem -= q
             n = _emit(ev, n, EV_FILL, seq, ts, m, maker, st.orders[slot, O_ID], st.orders[slot, O_CLID], opp, p, q,
                       st.orders[slot, O_REM], mfee, LIQ_MAKER, taker_id)

@@ -53,7 +53,7 @@ from perp.kcodes import (
     R_ORACLE_REDUCE_ONLY,
     R_POSITION_LIMIT,
 )
-from risk.ledger import pretrade_ok, worst_case_lots
+from risk.ledger import pretrade_ok, solvent_after, worst_case_lots
 
 # permission values
 P_DENY = 0
@@ -205,27 +205,52 @@ def band_centre(st, m):
 
 
 @njit(**_K)
+def reduce_code(st, a, m, side, price, lots, fee_ppm, may_rest):
+    """What an order that can only reduce passes (a reduce-only order; one that neither raises the
+    worst case nor outgrows the position): nothing at a fair price -- closing is always possible --,
+    and, when it gives away against the mark (a sell below it, a buy above it, walked on the book as
+    `exposure_code` does), `equity - fee - loss >= 0` under the oracle's gates (risk.ledger.solvent_after):
+    nobody can trade an account past bankruptcy into a colluding order and leave the loss to the
+    insurance fund. 0 = permitted."""
+    loss = taker_loss_tick_lots(st, m, a, side, price, lots, may_rest) * st.spec[m, L.S_MICRO_PER_TICK_LOT]
+    if loss > 0 and not solvent_after(st, a, m, price, lots, fee_ppm, loss):
+        return R_INSUFFICIENT_MARGIN
+    return 0
+
+
+@njit(**_K)
 def exposure_code(st, a, m, side, price, lots, fee_ppm, may_rest):
-    """What every exposure increase passes (place, an amend's added lots), in this order: the
-    open-interest cap, the position bound (int64 headroom), the pre-trade margin rule under the
-    oracle's gates with the order's fee and immediate loss, walked on the book (risk.ledger.pretrade_ok).
+    """What every order that is not reduce-only passes (a place, an amend's added or repriced lots),
+    in this order: the open-interest cap, the position bound (int64 headroom), then the margin rule
+    under the oracle's gates with the order's fee and immediate loss walked on the book
+    (`perp.book.taker_loss_tick_lots`):
+
+    - an order that only **reduces** -- even if it and every resting order of its side fill, the
+      position does not pass zero -- passes `reduce_code`: always at a fair price, and through the
+      mark only while the account stays solvent;
+    - any other order may **open**, whether or not it raises the market's worst-case position
+      (resting orders that can open counted, reduce-only ones never: risk.ledger.open_lots_delta): a
+      flip's opening half leaves the worst case where it was, but its fee and loss still come out of
+      the margin. It passes when `equity - fee - loss >= IM` with it counted (risk.ledger.pretrade_ok).
+
     `price` is the order's limit (a market order's protection limit); `may_rest`: a remainder rests.
     0 = permitted."""
+    reducing = _reducible(st, a, m, side)
     cap = st.spec[m, L.S_OI_CAP_LOTS]
     if cap > 0:
-        reducing = _reducible(st, a, m, side)
         opening = lots - reducing if lots > reducing else 0
         if st.mkt[m, L.M_OPEN_INTEREST] + opening > cap:
             return R_OPEN_INTEREST_CAP
     pos = st.position_lots[a, m]
     buys = st.acct_mkt[a, m, L.AM_OPEN_BUY_LOTS]
     sells = st.acct_mkt[a, m, L.AM_OPEN_SELL_LOTS]
-    before = worst_case_lots(pos, buys, sells)
     after = worst_case_lots(pos, buys + lots, sells) if side == L.BUY else worst_case_lots(pos, buys, sells + lots)
     if after > st.spec[m, L.S_MAX_POSITION_LOTS]:
         return R_POSITION_LIMIT
-    if after <= before:
-        return 0  # closing is always possible
+    # only reduces: even with every resting order of that side filled too, the position does not
+    # pass zero (then the worst case cannot rise either)
+    if (pos + buys + lots <= 0) if side == L.BUY else (pos - sells - lots >= 0):
+        return reduce_code(st, a, m, side, price, lots, fee_ppm, may_rest)
     loss = taker_loss_tick_lots(st, m, a, side, price, lots, may_rest) * st.spec[m, L.S_MICRO_PER_TICK_LOT]
     if not pretrade_ok(st, a, m, side, price, lots, fee_ppm, loss):
         return R_INSUFFICIENT_MARGIN

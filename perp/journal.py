@@ -1,8 +1,8 @@
 """Append-only command journal: a checksummed header, then framed, checksummed records.
 
-File layout (schema 3; the frames are schema 2's, the version says what the rows mean):
+File layout (schema 4; the frames are schema 2's, the version says what the rows mean):
 
-    b"PERPJNL3"
+    b"PERPJNL4"
     [u32 header length][u32 CRC32 of the header] header: msgpack `JournalHeader`
         (schema version, journal id, hash of the markets config it was written under, first seq)
     records, each  [b"PJR2"][u32 payload length][u32 CRC32 of payload][u32 CRC32 of the 12 bytes before]
@@ -57,13 +57,19 @@ import structlog
 from perp import layout as L
 from perp.codes import ResultCode
 
-MAGIC = b"PERPJNL3"
+MAGIC = b"PERPJNL4"
 # 3: a fund takes an operator's money only by the audited admin `fund_top_up`; a `fund_deposit` row
-# (CK_FUND_DEPOSIT), which schema 2 applied, is refused (1033). A schema-2 journal is refused whole
-# (5011) rather than replayed to another state: see docs/journal.md, "Schema 3".
-SCHEMA_VERSION = 3
-SCHEMA_CHANGES = {2: "schema 2 applied fund_deposit rows, which schema 3 refuses (a fund takes an operator's "
-                     "money only by the audited fund_top_up): replaying it would not rebuild its state"}
+# (CK_FUND_DEPOSIT), which schema 2 applied, is refused (1033).
+# 4: the gate (perp/gate.py) refuses orders schema 3 accepted: an opening order sheltered by resting
+# reduce-only lots, a flip's opening half, an amend that reprices through the mark, a close that
+# trades an account past bankruptcy. An older journal is refused whole (5011) rather than replayed to
+# another state: see docs/journal.md, "Schema 4".
+SCHEMA_VERSION = 4
+SCHEMA_CHANGES = {2: "schema 2 applied fund_deposit rows, which schema 4 refuses (a fund takes an operator's "
+                     "money only by the audited fund_top_up): replaying it would not rebuild its state",
+                  3: "schema 3's gate accepted orders that schema 4 refuses (opening orders sheltered by resting "
+                     "reduce-only lots, flips, amends repriced through the mark, closes past bankruptcy): "
+                     "replaying it would not rebuild its state"}
 REC_MAGIC = b"PJR2"
 _FILE_HDR = struct.Struct("<II")  # header length, CRC32 of the header
 _FRAME = struct.Struct("<4sIII")  # record magic, payload length, payload CRC32, frame CRC32 (first 12 bytes)

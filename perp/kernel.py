@@ -8,6 +8,7 @@ Rules (docs/matching.md has the full table):
 - limit GTC / IOC / FOK / post-only; market orders are IOC or FOK bounded by the protection band;
 - reduce-only orders never increase a position: a taker is clipped to its position at entry, a
   resting reduce-only maker fills at most what still reduces and is cancelled when nothing does;
+  so they carry no margin and count in no worst case (risk.ledger.open_lots_delta);
 - self-trade prevention by the taker's mode: cancel newest (the taker), oldest (the resting order,
   matching continues) or both; self-trades never print;
 - an amend never trades: a price change or size increase re-queues at the back; a size decrease
@@ -15,7 +16,8 @@ Rules (docs/matching.md has the full table):
 - fees round toward the venue: `fee = ceil(notional_micro * fee_ppm / 1e6)` (a rebate is a
   negative fee, so it rounds toward zero);
 - the mark is `index + clamp(EMA(impact_mid - index))`, sampled on a fixed time grid carried by
-  the command timestamps; it is the index alone while the top of book is one-sided or empty;
+  the command timestamps; a one-sided or empty book samples 0, so it never snaps the mark
+  (docs/mark_price.md);
 - money (risk/ledger.py, inlined here): every fill books position, cost basis, realised PnL and
   fees; orders pass the open-interest cap and the pre-trade initial-margin check; premium samples
   and hourly funding run on their own time grids inside the clock advance.
@@ -51,6 +53,7 @@ from perp.book import (
     cancel_account_orders,
     cancel_resting,
     pay_funding_hour,
+    taker_loss_tick_lots,
 )
 from perp.gate import (
     P_ALLOW,
@@ -61,6 +64,7 @@ from perp.gate import (
     is_reserved,
     permission,
     place_status_code,
+    reduce_code,
 )
 from perp.hashmap import hm_find
 from perp.kcodes import (  # noqa: F401 - constants, numba inlines them
@@ -349,11 +353,13 @@ def _place(st, c, seq, ev, n):
         best_opp = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
         if _crosses(side, price, best_opp):
             return _reject(c, ev, n, seq, R_POST_ONLY_WOULD_TAKE)
-    if not reduce_only:
-        fee_ppm = st.spec[m, S_MAKER_FEE_PPM] if tif == POST_ONLY else st.spec[m, S_TAKER_FEE_PPM]
+    fee_ppm = st.spec[m, S_MAKER_FEE_PPM] if tif == POST_ONLY else st.spec[m, S_TAKER_FEE_PPM]
+    if reduce_only:
+        code = reduce_code(st, a, m, side, price, size, fee_ppm, may_rest)
+    else:
         code = exposure_code(st, a, m, side, price, size, fee_ppm, may_rest)
-        if code != 0:
-            return _reject(c, ev, n, seq, code)
+    if code != 0:
+        return _reject(c, ev, n, seq, code)
     if may_rest and st.g[G_FREE_TOP] == 0:
         return _reject(c, ev, n, seq, R_ORDER_POOL_FULL)
 
@@ -435,8 +441,10 @@ def _amend(st, c, seq, ev, n):
     """Amend one resting order (C_PRICE / C_SIZE: 0 = unchanged; the edge sends 0 only for an absent
     field). Validation order: account, reserved account, order reference, market, negative values,
     market status and the oracle's reduce-only gate, AMEND_NO_CHANGE, size limits, price range, band
-    and crossing, then -- for added lots of an order that is not reduce-only -- the same exposure gate
-    as place (open-interest cap, position bound, pre-trade margin with the maker fee)."""
+    and crossing, then -- when it grows or reprices -- the gate as for the order it becomes, placed
+    anew with the maker fee (its old lots out of the worst case meanwhile): a reduce-only order
+    `reduce_code`; any other `exposure_code` (open-interest cap, position bound, pre-trade margin),
+    unless it only moves the same lots to a price that gives nothing away against the mark."""
     a = c[C_ACCOUNT]
     if not _valid_account(st, a):
         return _reject(c, ev, n, seq, R_UNKNOWN_ACCOUNT)
@@ -481,16 +489,25 @@ def _amend(st, c, seq, ev, n):
         best_opp = st.mkt[m, M_BEST_ASK] if side == BUY else st.mkt[m, M_BEST_BID]
         if _crosses(side, new_price, best_opp):
             return _reject(c, ev, n, seq, R_AMEND_WOULD_CROSS)
-    if new_size > old_rem and not order_ro:
+    if new_size > old_rem or new_price != old_price:
         if st.mkt[m, M_MARK] <= 0:
             return _reject(c, ev, n, seq, R_NO_REFERENCE_PRICE)
-        code = exposure_code(st, a, m, side, new_price, new_size - old_rem, st.spec[m, S_MAKER_FEE_PPM], True)
+        # judged as the order it becomes, placed anew: its old lots leave the worst case meanwhile
+        fee_ppm = st.spec[m, S_MAKER_FEE_PPM]
+        open_lots_delta(st, slot, -old_rem)
+        if order_ro:
+            code = reduce_code(st, a, m, side, new_price, new_size, fee_ppm, True)
+        elif new_size > old_rem or taker_loss_tick_lots(st, m, a, side, new_price, new_size, True) > 0:
+            code = exposure_code(st, a, m, side, new_price, new_size, fee_ppm, True)
+        else:
+            code = 0  # the same lots, moved to a price that gives nothing away against the mark
+        open_lots_delta(st, slot, old_rem)
         if code != 0:
             return _reject(c, ev, n, seq, code)
     ts = c[C_TS]
     if new_price == old_price and new_size < old_rem:
         st.levels[m, side, old_price - st.spec[m, S_MIN_TICK], LV_QTY] -= old_rem - new_size
-        open_lots_delta(st, a, m, side, new_size - old_rem)
+        open_lots_delta(st, slot, new_size - old_rem)
         st.orders[slot, O_REM] = new_size
         n = _emit(ev, n, EV_AMENDED, seq, ts, m, a, st.orders[slot, O_ID], st.orders[slot, O_CLID], side, new_price,
                   new_size, new_size, 0, 1, old_price)
@@ -687,13 +704,18 @@ def _event_bound(st, c):
 
 @njit(cache=True, _nrt=False, error_model="numpy", forceinline=True)
 def _exact_place_bound(st, c):
-    """Tighter bound for a place when the quick one does not fit: walk the crossing orders."""
-    base = 2 * st.mkt.shape[0] + 8
+    """Tighter bound for a place when the quick one does not fit: walk the crossing orders. Like the
+    quick bound it holds for the command's clock advance too (its funding hours; the book does not
+    change in the advance, the mark may)."""
+    base = 2 * st.mkt.shape[0] + 8 + _funding_hours_due(st, c[C_TS])
     m = c[C_MARKET]
     side = c[C_SIDE]
     if side != BUY and side != SELL:
         return base
-    limit = c[C_PRICE] if c[C_TYPE] == LIMIT else _market_order_limit(st, m, side, st.mkt[m, M_MARK])
+    if c[C_TYPE] == LIMIT:
+        limit = c[C_PRICE]
+    else:  # its limit comes from the mark after the clock advance, not known yet: its size bounds it
+        limit = st.spec[m, S_MAX_TICK] if side == BUY else st.spec[m, S_MIN_TICK]
     return base + 3 * _touch_bound(st, m, c[C_ACCOUNT], side, limit, c[C_SIZE])
 
 

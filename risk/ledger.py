@@ -36,6 +36,7 @@ from perp.layout import (
     AM_OPEN_SELL_LOTS,
     AM_REALIZED_PNL_MICRO,
     BUY,
+    FLAG_REDUCE_ONLY,
     G_FEE_LEDGER_MICRO,
     GATE_MARGIN_WORSE_OF,
     M_FIX_TICKS,
@@ -50,6 +51,10 @@ from perp.layout import (
     M_PAUSED_OPS,
     M_PREMIUM_N,
     M_PREMIUM_SUM_PPB,
+    O_ACCOUNT,
+    O_FLAGS,
+    O_MARKET,
+    O_SIDE,
     PAUSE_FUNDING,
     S_CAP_PPB,
     S_CLAMP_PPB,
@@ -277,36 +282,33 @@ def equity_and_mm(st, a):
 
 
 @njit(**_K)
-def raises_worst_case(st, a, m, side, lots):
-    """Whether `lots` more on `side` raise the market's worst-case position (resting orders counted)."""
-    pos = st.position_lots[a, m]
-    buys = st.acct_mkt[a, m, AM_OPEN_BUY_LOTS]
-    sells = st.acct_mkt[a, m, AM_OPEN_SELL_LOTS]
-    before = worst_case_lots(pos, buys, sells)
-    after = worst_case_lots(pos, buys + lots, sells) if side == BUY else worst_case_lots(pos, buys, sells + lots)
-    return after > before
+def order_fee_micro(st, m, price, lots, fee_ppm):
+    """ceil(price x lots x micro_per_tick_lot x fee_ppm / 1e6), 0 for a rebate: at the order's limit,
+    so at least what it pays."""
+    return ppm_of_ceil(price * lots * st.spec[m, S_MICRO_PER_TICK_LOT], fee_ppm) if fee_ppm > 0 else 0
 
 
 @njit(**_K)
 def pretrade_ok(st, a, m, side, price, lots, fee_ppm, loss_micro):
-    """The pre-trade rule, for every order that adds exposure (a place, an amend's added lots).
-
-    An order that does not raise its market's worst case passes (closing is always possible).
-    Otherwise it passes when, under the oracle's gates,
+    """The pre-trade rule for an order that opens exposure (perp.gate.exposure_code says which do):
+    under the oracle's gates,
 
         equity - fee - immediate loss >= initial margin (resting orders and this order counted)
 
-    where fee = ceil(price x lots x micro_per_tick_lot x fee_ppm / 1e6) (0 for a rebate; at the
-    order's limit, so at least what it pays) and the immediate loss `loss_micro` is what the order
-    gives away against the mark: the caller walks the book as matching would
-    (perp.book.taker_loss_tick_lots) -- fills at their own prices, a resting remainder at its limit.
-    At the boundary it passes."""
-    if not raises_worst_case(st, a, m, side, lots):
-        return True
+    where fee is `order_fee_micro` and the immediate loss `loss_micro` is what the order gives away
+    against the mark: the caller walks the book as matching would (perp.book.taker_loss_tick_lots)
+    -- fills at their own prices, a resting remainder at its limit. At the boundary it passes."""
     equity, im = gated_equity_and_im(st, a, m, side, lots)
-    k = st.spec[m, S_MICRO_PER_TICK_LOT]
-    fee = ppm_of_ceil(price * lots * k, fee_ppm) if fee_ppm > 0 else 0
-    return equity - fee - loss_micro >= im
+    return equity - order_fee_micro(st, m, price, lots, fee_ppm) - loss_micro >= im
+
+
+@njit(**_K)
+def solvent_after(st, a, m, price, lots, fee_ppm, loss_micro):
+    """The rule for an order that only reduces but gives away against the mark (`loss_micro` > 0):
+    under the oracle's gates, `equity - fee - immediate loss >= 0` -- it may use the whole margin,
+    never more than the account has. At the boundary it passes."""
+    equity, _ = gated_equity_and_im(st, a, -1, 0, 0)
+    return equity - order_fee_micro(st, m, price, lots, fee_ppm) - loss_micro >= 0
 
 
 @njit(**_K)
@@ -378,10 +380,18 @@ def settle_funding(st, m):
 
 
 @njit(**_K)
-def open_lots_delta(st, slot_account, m, side, delta):
-    """Resting lots of an account change (rest, fill, cancel, amend)."""
-    col = AM_OPEN_BUY_LOTS if side == BUY else AM_OPEN_SELL_LOTS
-    st.acct_mkt[slot_account, m, col] += delta
+def open_lots_delta(st, slot, delta):
+    """The resting lots of the order in `slot` change by `delta` (rest, fill, cancel, amend).
+
+    Invariant: `AM_OPEN_BUY_LOTS` / `AM_OPEN_SELL_LOTS` are the account's resting lots on that side
+    that can open exposure -- every resting order except reduce-only ones, which fill at most what
+    still reduces the position and are cancelled when nothing does. So reduce-only orders carry no
+    initial margin and add nothing to the worst case the gate compares (perp.gate.exposure_code):
+    they cannot shelter an opening order on the other side."""
+    if (st.orders[slot, O_FLAGS] & FLAG_REDUCE_ONLY) != 0:
+        return
+    col = AM_OPEN_BUY_LOTS if st.orders[slot, O_SIDE] == BUY else AM_OPEN_SELL_LOTS
+    st.acct_mkt[st.orders[slot, O_ACCOUNT], st.orders[slot, O_MARKET], col] += delta
 
 
 @njit(**_K)

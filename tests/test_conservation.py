@@ -135,9 +135,10 @@ def check_ledger(eng) -> None:
         flat = pos == 0
         assert not s.cost_basis_micro[flat, m].any()  # a flat position carries no cost basis
     resting = np.zeros((s.accounts.shape[0], s.mkt.shape[0], 2), np.int64)
-    for m_, side, _p, _oid, acct, _clid, rem, _flags in eng.open_orders().tolist():
+    for m_, side, _p, _oid, acct, _clid, rem, flags in eng.open_orders().tolist():
         assert acct >= RESERVED_ACCOUNTS  # no venue account ever has an order (issue 9)
-        resting[acct, m_, side] += rem
+        if not flags & L.FLAG_REDUCE_ONLY:  # the lots that can open exposure (reduce-only ones cannot)
+            resting[acct, m_, side] += rem
     np.testing.assert_array_equal(resting[:, :, 0], s.acct_mkt[:, :, L.AM_OPEN_BUY_LOTS])
     np.testing.assert_array_equal(resting[:, :, 1], s.acct_mkt[:, :, L.AM_OPEN_SELL_LOTS])
 

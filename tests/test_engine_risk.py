@@ -47,8 +47,12 @@ def test_pretrade_margin_one_lot_under_passes_and_one_lot_over_fails(ts):
     # the resting 10 lots count: one more buy lot is over (IM 4,715,040 + fee 1,050 > 4,296,900)...
     (r,) = e.submit([buy(ts, 101, 1, "2.1000")])
     assert r.code == RiskCode.INSUFFICIENT_INITIAL_MARGIN
-    # ...but a sell of 10 does not raise the worst case max(|0 + 10|, |0 - 10|)
-    assert not isinstance(e.submit([sell(ts, 101, 10, "2.2000")])[0], Rejected)
+    # a sell of 10 does not raise the worst case max(|0 + 10|, |0 - 10|), but it may open (a short, if
+    # it fills first): its own fee must fit too -- the taker fee 11,000 > the 10,500 left above IM ...
+    (r,) = e.submit([sell(ts, 101, 10, "2.2000")])
+    assert r.code == RiskCode.INSUFFICIENT_INITIAL_MARGIN
+    # ... the maker fee of a post-only sell, 2,200, fits
+    assert not isinstance(e.submit([sell(ts, 101, 10, "2.2000", tif="post_only")])[0], Rejected)
 
 
 def test_pretrade_margin_counts_the_fee_one_micro_short_fails(ts):

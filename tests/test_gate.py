@@ -37,6 +37,7 @@ from perp.events import (
 )
 from perp.markets import MarketSpecError, load_markets, parse_markets
 from risk.errors import RiskCode
+from risk.ledger import gated_equity_and_im
 from tests.helpers import SECOND, T0, fund_top_up
 
 H = "H100-PERP"
@@ -81,12 +82,14 @@ def test_an_amend_that_adds_lots_passes_the_same_pretrade_check_as_a_place(eng):
     assert rejected(eng.submit([Amend(ts_ns=T0 + 5, account=A, market=H, order_id=acc.order_id,
                                       size_lots=100_000)]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
     assert frozen(eng) == before
-    # to 9 lots: IM 3,859,740 + maker fee on the 8 added lots ceil(8 x 214.43) = 1,716 -> passes
+    # an amend is judged as the order it becomes: the maker fee of all its lots, paid when they fill
+    # to 9 lots: IM 3,859,740 + maker fee ceil(9 x 214.43) = 1,930 -> 3,861,670 <= 4,290,000 -> passes
     assert isinstance(eng.submit([Amend(ts_ns=T0 + 6, account=A, market=H, order_id=acc.order_id,
                                         size_lots=9)])[0], Amended)
-    # to 10 lots: IM 4,288,600 + maker fee on 1 added lot 215 = 4,288,815 <= 4,290,000 -> passes
-    assert isinstance(eng.submit([Amend(ts_ns=T0 + 7, account=A, market=H, order_id=acc.order_id,
-                                        size_lots=10)])[0], Amended)
+    # to 10 lots: IM 4,288,600 + maker fee ceil(10 x 214.43) = 2,145 -> 4,290,745 > 4,290,000: once they
+    # fill, the fee would leave equity under IM (counting only the added lot's 215 let it through)
+    assert rejected(eng.submit([Amend(ts_ns=T0 + 7, account=A, market=H, order_id=acc.order_id,
+                                      size_lots=10)]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
     # to 11 lots: IM 4,717,460 > 4,290,000
     assert rejected(eng.submit([Amend(ts_ns=T0 + 8, account=A, market=H, order_id=acc.order_id,
                                       size_lots=11)]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
@@ -116,6 +119,106 @@ def test_an_order_priced_away_from_the_mark_counts_its_immediate_loss(eng):
     # at the mark: 9 lots pass (see above); at 2.0400 (1,043 ticks under) the loss is 9 x 104,300 = 938,700
     assert rejected(eng.submit([sell(T0 + 1, A, 9, price="2.0400")]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
     assert isinstance(eng.submit([sell(T0 + 2, A, 9)])[0], Accepted)
+
+
+def _long_nine(eng) -> None:
+    """A long 9 lots at 2.1443 from B: collateral 4,290,000 - taker fee 9,650 = 4,280,350, IM 3,859,740."""
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=4_290_000),
+                Deposit(ts_ns=T0, account=B, amount_micro=10**13)])
+    eng.submit([sell(T0 + 1, B, 9, tif="post_only"), buy(T0 + 2, A, 9)])
+    assert int(eng.state.position_lots[A, 0]) == 9
+
+
+def test_an_amend_that_moves_a_bid_through_the_mark_passes_the_same_gate_as_a_place(eng):
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=4_290_000)])
+    # 9 lots at 2.2400, 957 ticks over the mark, give away 9 x 95,700 = 861,300 when they fill:
+    # 4,290,000 - maker fee 1,930 - 861,300 = 3,426,770 < IM 3,859,740 -> a place is refused ...
+    assert rejected(eng.submit([buy(T0 + 1, A, 9, price="2.2400", tif="post_only")]),
+                    RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    (acc, *_) = eng.submit([buy(T0 + 2, A, 9, tif="post_only")])
+    assert isinstance(acc, Accepted)
+    before = frozen(eng)
+    # ... and so is the amend that moves the resting bid there (it used to run no margin check)
+    assert rejected(eng.submit([Amend(ts_ns=T0 + 3, account=A, market=H, order_id=acc.order_id, price="2.2400")]),
+                    RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    assert frozen(eng) == before
+    # moving it away from the mark gives nothing away: the same lots, always allowed
+    assert isinstance(eng.submit([Amend(ts_ns=T0 + 4, account=A, market=H, order_id=acc.order_id,
+                                        price="2.1000")])[0], Amended)
+
+
+@pytest.mark.parametrize("grow_by_amend", [True, False])
+def test_resting_reduce_only_orders_give_an_opening_order_no_room(grow_by_amend):
+    """Reduce-only orders fill at most what reduces, so they carry no margin and add nothing to the
+    worst case the gate compares. When they counted, 100 reduce-only sells (each clipped to the
+    whole position) or one grown by amend made a 900-lot buy "not raise" the worst case: A held 910
+    lots on $4.3 of equity."""
+    e = Engine()
+    e.submit([SetIndex(ts_ns=T0, market=H, price="2.1443"),
+              Deposit(ts_ns=T0, account=A, amount_micro=10 * 428_860 + 20_000),
+              Deposit(ts_ns=T0, account=B, amount_micro=10**13)])
+    e.submit([sell(T0 + 1, B, 10, tif="post_only"), buy(T0 + 2, A, 10)])
+    ts = T0 + 3
+    if grow_by_amend:
+        (acc, *_) = e.submit([sell(ts, A, 10, price="2.2000", reduce_only=True)])
+        assert isinstance(e.submit([Amend(ts_ns=ts + 1, account=A, market=H, order_id=acc.order_id,
+                                          size_lots=1_000)])[0], Amended)
+        ts += 2
+    else:
+        for _ in range(100):
+            assert isinstance(e.submit([sell(ts, A, 10, price="2.2000", reduce_only=True)])[0], Accepted)
+            ts += 1
+    assert int(e.state.acct_mkt[A, 0, L.AM_OPEN_SELL_LOTS]) == 0  # no lots that could open
+    e.submit([sell(ts, B, 900, tif="post_only")])
+    before = frozen(e)
+    assert rejected(e.submit([buy(ts + 1, A, 900)]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    assert frozen(e) == before
+    assert int(e.state.position_lots[A, 0]) == 10
+
+
+def test_a_flip_pays_the_pretrade_check_for_its_opening_half(eng):
+    """Long 9 -> short 9 leaves max(|pos + buys|, |pos - sells|) at 9, but the fee and the loss of
+    selling 18 lots at 2.0400 (1,043 ticks under the mark) come out of the margin of the new short:
+    4,280,350 - fee ceil(18 x 1,020) = 18,360 - loss 18 x 104,300 = 1,877,400 = 2,384,590 < IM
+    3,859,740. Opening the same short from flat is refused too."""
+    _long_nine(eng)
+    eng.submit([buy(T0 + 3, B, 18, price="2.0400", tif="post_only")])  # B (colluding) bids at the band edge
+    before = frozen(eng)
+    assert rejected(eng.submit([sell(T0 + 4, A, 18, price="2.0400", tif="ioc")]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    assert frozen(eng) == before
+
+
+def test_a_flip_split_over_a_resting_order_and_a_taker_pays_the_pretrade_check(eng):
+    """A rests a sell of its whole position (it only reduces: passes), then sells 9 more through the
+    mark: if both fill, A is short, so the second one is an opening order -- 4,280,350 - fee 9,180 -
+    loss 938,700 = 3,332,470 < IM 3,859,740. At the mark it passes (4,280,350 - 9,650 >= IM)."""
+    _long_nine(eng)
+    assert isinstance(eng.submit([sell(T0 + 3, A, 9, price="2.2000")])[0], Accepted)
+    eng.submit([buy(T0 + 4, B, 9, price="2.0400", tif="post_only")])
+    before = frozen(eng)
+    assert rejected(eng.submit([sell(T0 + 5, A, 9, price="2.0400", tif="ioc")]), RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    assert frozen(eng) == before
+
+
+@pytest.mark.parametrize("reduce_only", [False, True])
+def test_a_close_through_the_mark_cannot_take_an_account_past_bankruptcy(eng, reduce_only):
+    """After the index falls to 1.7500 (a daily fix gap), A's 9 lots are worth 3,548,700 less:
+    equity 731,650, under maintenance but not yet swept. Selling them to a colluding bid at 1.6630
+    (870 ticks under the mark, inside the 5% band) would lose 783,000 and leave A bankrupt with B
+    holding the gain: refused. Closing at the mark is always possible, under maintenance too."""
+    _long_nine(eng)
+    eng.submit([SetIndex(ts_ns=T0 + 3, market=H, price="1.7500")])
+    assert int(eng.state.mkt[0, L.M_MARK]) == 17_500
+    assert gated_equity_and_im(eng.state, A, -1, 0, 0)[0] == 731_650
+    eng.submit([buy(T0 + 4, B, 9, price="1.6630", tif="post_only")])
+    before = frozen(eng)
+    assert rejected(eng.submit([sell(T0 + 5, A, 9, price="1.6630", tif="ioc", reduce_only=reduce_only)]),
+                    RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    assert frozen(eng) == before
+    eng.submit([Cancel(ts_ns=T0 + 6, account=B, order_id=eng.open_orders()[-1][3])])
+    eng.submit([buy(T0 + 7, B, 9, price="1.7500", tif="post_only")])
+    fills = eng.submit([sell(T0 + 8, A, 9, price="1.7500", tif="ioc", reduce_only=reduce_only)])
+    assert isinstance(fills[0], Accepted) and int(eng.state.position_lots[A, 0]) == 0
 
 
 # ---- row 2: the oracle's gates reach the engine ----------------------------------------------------

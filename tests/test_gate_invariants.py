@@ -5,8 +5,9 @@ oracle gates, timestamps that jump ahead and regress, and the liquidation sweep:
 - a rejected command leaves the logical state hash and the clock as they were;
 - money is conserved, summed exactly;
 - no account id below 16 ever has an order;
-- an accepted command that raised an account's worst-case exposure leaves it at or above initial
-  margin under the oracle's gates (every path that raises exposure passed the same check).
+- an accepted place or amend that opened exposure -- raised the account's worst case, grew a
+  position or flipped it -- leaves it at or above initial margin under the oracle's gates (every
+  path that raises exposure passed the same check; reduce-only orders give no room to shelter one).
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def test_every_command_passes_the_gate_or_changes_nothing(cmds):
         before_hash = eng.state_hash(include_clock=False)
         before_ts = int(eng.state.g[L.G_LAST_TS])
         worst_before = _worst(eng.state, a) if trader else None
+        pos_before = [int(p) for p in eng.state.position_lots[a]] if trader else None
         ev = eng.submit_rows(r[None, :])
         assert ev.shape[0] >= 1
         if ev[0, L.E_KIND] == L.EV_REJECTED and ev.shape[0] == 1:
@@ -112,9 +114,12 @@ def test_every_command_passes_the_gate_or_changes_nothing(cmds):
             assert int(eng.state.g[L.G_LAST_TS]) == before_ts
         else:
             assert int(eng.state.g[L.G_LAST_TS]) == int(r[L.C_TS])
-            if trader and not (r[L.C_FLAGS] & L.FLAG_REDUCE_ONLY) and kind == L.CK_PLACE or trader and kind == L.CK_AMEND:
+            if trader:
                 worst_after = _worst(eng.state, a)
-                if any(w1 > w0 for w0, w1 in zip(worst_before, worst_after)):
+                pos_after = [int(p) for p in eng.state.position_lots[a]]
+                opened = any(w1 > w0 for w0, w1 in zip(worst_before, worst_after)) or any(
+                    abs(p1) > abs(p0) or p0 * p1 < 0 for p0, p1 in zip(pos_before, pos_after))
+                if opened:  # a raised worst case, a larger position or a flip: the pre-trade check
                     equity, im = gated_equity_and_im(eng.state, a, -1, 0, 0)
                     assert equity >= im, (kind, a, equity, im)
         assert_money_conserved(eng)

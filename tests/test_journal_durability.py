@@ -23,6 +23,7 @@ from perp.journal import (
     JournalEmpty,
     JournalHeaderMismatch,
     JournalReader,
+    SCHEMA_VERSION,
     plan_repair,
     read_rows,
     repair,
@@ -114,7 +115,7 @@ def test_a_new_journal_is_created_with_a_header_naming_its_config(tmp_path):
     live = JournaledEngine.open(path, markets=MARKETS)
     live.close()
     with JournalReader(path) as r:
-        assert r.header.schema_version == 3 and r.header.config_hash == CONFIG and len(r.header.journal_id) == 16
+        assert r.header.schema_version == SCHEMA_VERSION and r.header.config_hash == CONFIG and len(r.header.journal_id) == 16
     assert recover(path, markets=MARKETS).seq == 0  # a header-only journal is a new venue at seq 0
     assert not list(tmp_path.glob(".*creating*"))
 
@@ -248,7 +249,7 @@ def test_a_schema_2_journal_is_refused_whole_because_it_applied_fund_deposit(tmp
     path = tmp_path / "old.bin"
     _journal(path, stream[:50])
     whole = path.read_bytes()
-    assert whole.startswith(b"PERPJNL3")
+    assert whole.startswith(b"PERPJNL4")
     path.write_bytes(b"PERPJNL2" + whole[8:])
     with pytest.raises(JournalHeaderMismatch, match="schema 2.*fund_deposit") as info:
         recover(path, markets=MARKETS)
@@ -256,6 +257,17 @@ def test_a_schema_2_journal_is_refused_whole_because_it_applied_fund_deposit(tmp
     with pytest.raises(JournalHeaderMismatch, match="fund_deposit"):
         JournaledEngine.open(path, markets=MARKETS)
     assert path.read_bytes() == b"PERPJNL2" + whole[8:]  # refused, never truncated or rewritten
+
+
+def test_a_schema_3_journal_is_refused_whole_because_its_gate_accepted_what_schema_4_refuses(tmp_path, stream):
+    """Schema 4's gate refuses orders schema 3 accepted (docs/journal.md, "Schema 4"): replaying a
+    schema-3 journal could reach another state, so it is refused with 5011 and the reason."""
+    path = tmp_path / "old.bin"
+    _journal(path, stream[:50])
+    path.write_bytes(b"PERPJNL3" + path.read_bytes()[8:])
+    with pytest.raises(JournalHeaderMismatch, match="schema 3.*reduce-only") as info:
+        recover(path, markets=MARKETS)
+    assert info.value.code == ResultCode.JOURNAL_HEADER_MISMATCH
 
 
 def test_journal_recover_reports_the_state_reached_and_refuses_with_the_code(tmp_path, stream):

@@ -117,23 +117,28 @@ def test_a_fund_at_its_floor_refuses_a_takeover_and_sends_it_to_adl():
 
 
 # ---- row 3: ADL only against solvent winners ----------------------------------------------------
-def _flipped_short(e: Engine, deposit_usd: int) -> None:
-    """Account 104 buys 1,000 at 2.0000 ($1.00 fee), then at 1.5000 sells 1,500 ($1.125 fee, -$500
-    realised): short 500 at 1.5000 with deposit - $502.125 of collateral. The buy passes the pre-trade
-    rule with its fee ($401 - $1 = $400 = IM at 5x of $2,000: at the boundary); the flip to a smaller
-    short does not raise the worst case."""
-    no_rejects(e.submit([Deposit(ts_ns=T0 + 3, account=104, amount_micro=deposit_usd * USD),
-                         Place(ts_ns=T0 + 3, account=103, market=M, side="sell", size_lots=1000, price="2.0000"),
-                         Place(ts_ns=T0 + 4, account=104, market=M, side="buy", size_lots=1000, price="2.0000"),
+def _insolvent_short(e: Engine, deposit_usd: int) -> None:
+    """Account 104 short 500 at 1.5000 with deposit - $502.125 of collateral: what buying 1,000 at
+    2.0000 ($1.00 fee), then after the gap to 1.5000 selling 1,500 ($1.125 fee, -$500 realised) left
+    before the gate refused that flip (session 12: its opening half must pass the pre-trade rule, and
+    an account the gap made bankrupt cannot). One market cannot build such an account any more; cross
+    margin still can (a loss in another market). So 104 opens the short on $200 (IM $150 + fee
+    $0.375) and then hands the rest of the loss to account 103, collateral to collateral, as a loss
+    elsewhere would: money is conserved and 104's position, cost basis and equity are the old ones."""
+    no_rejects(e.submit([Deposit(ts_ns=T0 + 3, account=104, amount_micro=200 * USD),
                          SetIndex(ts_ns=T0 + 5, market=M, price="1.5000"),
-                         Place(ts_ns=T0 + 6, account=103, market=M, side="buy", size_lots=1500, price="1.5000"),
-                         Place(ts_ns=T0 + 7, account=104, market=M, side="sell", size_lots=1500, price="1.5000",
+                         Place(ts_ns=T0 + 6, account=103, market=M, side="buy", size_lots=500, price="1.5000"),
+                         Place(ts_ns=T0 + 7, account=104, market=M, side="sell", size_lots=500, price="1.5000",
                                tif="ioc")]))
+    target = deposit_usd * USD - 502_125_000
+    moved = int(e.state.collateral_micro[104]) - target
+    e.state.collateral_micro[104] -= moved
+    e.state.collateral_micro[103] += moved
 
 
 def test_an_insolvent_counterparty_is_skipped_by_adl():
     e = long_2000(fund_usd=50)
-    _flipped_short(e, 401)
+    _insolvent_short(e, 401)
     assert e.position_lots(104, 0) == -500 and e.account(104).collateral_micro == -101_125_000
     floor = e.ledger()["insurance_fund_micro"]
     no_rejects(e.submit([SetInsuranceFloor(ts_ns=T0 + 8, amount_micro=floor), SetIndex(ts_ns=T0 + 9, market=M, price="1.4000")]))
@@ -153,7 +158,7 @@ def test_an_insolvent_counterparty_is_skipped_by_adl():
 def test_adl_stops_where_the_counterparty_would_become_insolvent():
     e = long_2000(fund_usd=50)
     # as above, but account 104 deposits $501: at 1.4000 its short 500 is +$50 and its equity +$48.875
-    _flipped_short(e, 501)
+    _insolvent_short(e, 501)
     floor = e.ledger()["insurance_fund_micro"]
     no_rejects(e.submit([SetInsuranceFloor(ts_ns=T0 + 8, amount_micro=floor), SetIndex(ts_ns=T0 + 9, market=M, price="1.4000")]))
     assert e.account(104).equity_micro == 48_875_000
