@@ -21,7 +21,8 @@ Invariants:
 
 Vintages (see docs/oracle.md): a provisional fix drives the anchor from the next hour; its final
 confirms it (and releases a fix held as ``too_volatile``); a revision published within
-``provisional_window_s`` of the strike retargets from the next hour; a later revision is recorded,
+``provisional_window_s`` of the strike retargets from the next hour, and the final that follows it
+confirms the day without undoing it (the revised price stays); a later revision is recorded,
 flagged ``revised`` for ``revised_flag_s`` and exposed as ``pending_fix_price_ticks`` for margin, but
 never moves the anchor. A suppressed day holds the target (the last usable fix) and flags it.
 """
@@ -318,6 +319,8 @@ class HourlyAnchor:
     def _update_day(self, source: _Source, day: _Day, record: FixRecord, price_micro: int | None,
                     original_micro: int | None) -> Rejection | None:
         where = record.key()
+        if record.vintage is Vintage.FINAL and day.vintage is Vintage.REVISED and not day.confirmed:
+            return self._confirm_revised_day(day, record)
         incoming, held = VINTAGE_RANK[record.vintage], VINTAGE_RANK[day.vintage]
         if incoming < held:
             return Rejection(code=OracleCode.VINTAGE_REGRESSION, where=where,
@@ -356,6 +359,18 @@ class HourlyAnchor:
         day.suppression_reason = record.suppression_reason
         if day.first_price_micro is None:
             day.first_price_micro = price_micro
+        return None
+
+    @staticmethod
+    def _confirm_revised_day(day: _Day, record: FixRecord) -> Rejection | None:
+        """The final of a day already revised (an in-window revision always comes before the ~24 h
+        final): it confirms the day -- a held jump is released -- and the revision, the publisher's
+        correction, keeps its price and vintage."""
+        if record.strike_ts_ns != day.strike_ts_ns:
+            return Rejection(code=OracleCode.CONFLICTING_DUPLICATE, where=record.key(),
+                             message="final's strike time differs from the revised fix's")
+        day.confirmed = True
+        day.quarantined = False
         return None
 
     # ------------------------------------------------------------------ hours

@@ -154,6 +154,21 @@ def test_jump_past_limit_is_held_as_too_volatile_until_its_final_confirms_it():
     assert at(points, 2, 1).fix_price_ticks == 45000 and at(points, 2, 1).validity is Validity.FRESH
 
 
+def test_final_after_an_in_window_revision_confirms_a_held_jump_and_the_revised_price_stays():
+    """An in-window revision always comes before the final (~24 h after the strike): the final confirms
+    the day -- it releases the jump held as too_volatile -- and the revision keeps its price."""
+    held_jump = [fix(0, "3.0000"), fix(1, "4.5000"),
+                 fix(1, "4.6000", R, original="4.5000", published_ns=hour_of(1, 10, 15))]
+    for final_price in ("4.6000", "4.5000"):  # the revised price, or the provisional's
+        _, points, rejections = run(held_jump + [fix(1, final_price, F)], hour_of(2, 6))
+        assert rejections == []
+        assert at(points, 2, 0).validity is Validity.TOO_VOLATILE  # the final is published at 00:30
+        assert at(points, 2, 0).pending_fix_price_ticks == 46000
+        confirmed = at(points, 2, 1)
+        assert confirmed.validity is Validity.FRESH and confirmed.fix_price_ticks == 46000
+        assert confirmed.fix_vintage is R and confirmed.pending_fix_price_ticks is None
+
+
 def test_source_without_a_fresh_fix_turns_aging_then_stale_and_reduce_only():
     _, points, _ = run([fix(0, "3.0000")], hour_of(3, 0))
     assert at(points, 1, 2).validity is Validity.FRESH  # 25.5 h old: the next fix is merely late
