@@ -225,7 +225,9 @@ class HourlyAnchor:
     def set_manual_suppressions(self, fix_dates: Iterable[dt.date]) -> None:
         """The days an operator suppressed (the whole set): each source's fix of such a day loses its price,
         as a published suppression does (the last usable target is held and flagged ``suppressed``); a day
-        no longer in the set gets its price back. Applies to records of those days ingested later too."""
+        no longer in the set gets its price back. Applies to records of those days ingested later too: a
+        record of a suppressed day (a revision, a final) replaces the price kept for it and the day stays
+        suppressed, so lifting it restores the newest record's price."""
         wanted = set(fix_dates)
         for day in [d for d in self._manual if d not in wanted]:
             for name, price in self._manual.pop(day).items():
@@ -267,13 +269,18 @@ class HourlyAnchor:
         original_micro = None if original is None else usd_to_micro_ticks(original, self.tick_usd)
         source = self._sources[record.source]
         day = source.days.get(record.fix_date)
+        kept = self._manual.get(record.fix_date)
+        if day is not None and kept is not None and day.suppression_reason == "operator":
+            # an operator-suppressed day: the record acts on the price kept for it (the store lifting the
+            # suppression restores), then _apply_manual suppresses the day again
+            day.price_micro, day.suppression_reason = kept.pop(record.source, None), None
         rejection = (self._new_day(source, record, price_micro) if day is None
                      else self._update_day(source, day, record, price_micro, original_micro))
+        if kept is not None:
+            self._apply_manual()
         if rejection is not None:
             return rejection
         self._last_published_ns = record.published_ts_ns
-        if record.fix_date in self._manual:
-            self._apply_manual()
         if self._first_published_ns is None:
             self._first_published_ns = record.published_ts_ns
         if source.fault is not None and record.fix_date >= source.fault[0]:

@@ -7,6 +7,7 @@ import pytest
 
 from oracle.anchor import HourlyAnchor
 from oracle.errors import OracleError
+from oracle.records import Vintage
 from oracle.units import HOUR_NS
 from oracle.validity import Validity
 from perp.commands import SetOracleParams, SuppressFix
@@ -50,6 +51,20 @@ def test_a_manually_suppressed_fix_holds_the_last_target_and_lifting_it_restores
     held.set_manual_suppressions([])  # lifted
     p = held.advance_to(hour_of(1, 7))[-1]
     assert Validity.SUPPRESSED not in p.flags and p.fix_price_ticks == 24_000
+
+
+def test_a_revision_of_a_manually_suppressed_day_keeps_it_suppressed_and_lifting_it_restores_the_revision():
+    records = [fix(0, "2.0000"), fix(1, "2.4000"),
+               fix(1, "2.5000", Vintage.REVISED, original="2.4000", published_ns=hour_of(1, 10, 15))]
+    held = HourlyAnchor(config())
+    held.set_manual_suppressions([day(1)])
+    pts = _points(held, records, hour_of(1, 14))
+    for hh in (9, 12, 14):  # before and after the in-window revision: the day-0 fix still drives it
+        p = pts[hour_of(1, hh)]
+        assert Validity.SUPPRESSED in p.flags and p.fix_price_ticks == 20_000, (hh, p.fix_price_ticks, p.flags)
+    held.set_manual_suppressions([])  # lifted: the revision, the newest record of the day, is back
+    p = held.advance_to(hour_of(1, 15))[-1]
+    assert Validity.SUPPRESSED not in p.flags and p.fix_price_ticks == 25_000
 
 
 def test_the_sims_feed_follows_the_engines_oracle_parameters_and_suppressions():
