@@ -23,8 +23,9 @@ Vintages (see docs/oracle.md): a provisional fix drives the anchor from the next
 confirms it (and releases a fix held as ``too_volatile``); a revision published within
 ``provisional_window_s`` of the strike retargets from the next hour, and the final that follows it
 confirms the day without undoing it (the revised price stays); a later revision is recorded,
-flagged ``revised`` for ``revised_flag_s`` and exposed as ``pending_fix_price_ticks`` for margin, but
-never moves the anchor. A suppressed day holds the target (the last usable fix) and flags it.
+flagged ``revised`` for ``revised_flag_s`` and exposed as ``pending_fix_price_ticks`` for margin (the
+newest flagged one, also once the next day's fix is out; after its flag only while its own day's fix
+drives the anchor; a held jump comes first), but never moves the anchor. A suppressed day holds the target (the last usable fix) and flags it.
 """
 
 from __future__ import annotations
@@ -434,12 +435,18 @@ class HourlyAnchor:
         if source.fault is not None and source.fault[0] > day.fix_date:
             flags.add(source.fault[1])
             notes.add(f"rejected_price_for:{source.fault[0].isoformat()}")
+        # the late revision published as the pending fix: the newest still flagged (of any day, also once
+        # the next day's fix is out), else the one of the fix that drives the anchor
+        late = day if day.late_revision_micro is not None else None
+        flagged_ts_ns = -1
         for d in source.days.values():
             if d.late_revision_ts_ns is not None and hour_ns - d.late_revision_ts_ns < cfg.revised_flag_s * NS_PER_S:
                 flags.add(Validity.REVISED)
                 notes.add(f"revised_after_window:{d.fix_date.isoformat()}")
-        if day.late_revision_micro is not None and pending is None:
-            pending, pending_day = day.late_revision_micro, day
+                if d.late_revision_ts_ns > flagged_ts_ns:
+                    late, flagged_ts_ns = d, d.late_revision_ts_ns
+        if late is not None and pending is None:
+            pending, pending_day = late.late_revision_micro, late
         if day.strike_ts_ns > scheduled_strike_ns(day.fix_date) + cfg.late_strike_grace_s * NS_PER_S:
             notes.add("late_strike")
         return _View(source=name, day=day, age_ns=age_ns, flags=flags, notes=notes, pending_micro=pending,

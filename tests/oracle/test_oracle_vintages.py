@@ -63,6 +63,23 @@ def test_revision_after_window_is_flagged_and_pending_but_never_moves_the_anchor
     assert Validity.REVISED not in at(flagged, 3, 1).flags
 
 
+def test_late_revision_is_the_pending_fix_for_its_flag_once_the_next_days_fix_is_out():
+    """The realistic late revision lands after the next day's 00:30 fix: margin still sees its price
+    (the worse of anchor and revised fix) while it is flagged, named by its own day."""
+    records = [fix(0, "3.0000"), fix(1, "3.1000"), fix(2, "3.1000"),
+               fix(1, "3.5000", R, original="3.1000", published_ns=hour_of(2, 0, 45))]
+    anchor, points, rejections = run(records, hour_of(3, 2))
+    assert rejections == []
+    point = at(points, 2, 1)
+    assert point.validity is Validity.REVISED and point.fix_date == day(2) and point.fix_price_ticks == 31000
+    assert (point.pending_fix_price_ticks, point.pending_fix_date, point.pending_fix_vintage) == (35000, day(1), R)
+    c = anchor.set_index_command(point, "H100-PERP")
+    assert (c["fix_price"], c["fix_date"], c["fix_vintage"]) == ("3.5000", "2026-01-02", "revised")
+    assert at(points, 3, 0).pending_fix_price_ticks == 35000  # 23h15m after the revision: still flagged
+    after = at(points, 3, 1)  # 24h15m: the flag is over and day 2's fix drives the anchor
+    assert Validity.REVISED not in after.flags and after.pending_fix_price_ticks is None
+
+
 def test_suppressed_day_holds_target_and_flags_it_until_next_priced_fix():
     records = [fix(0, "3.0000"), fix(1, "3.6000"), fix(2, None, suppressed="2 venues survived"), fix(3, "3.3000")]
     _, points, rejections = run(records, hour_of(4, 0))
