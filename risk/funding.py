@@ -34,7 +34,9 @@ Invariants:
 
 Anchor validity (the oracle's `Gates.funding_frozen`, see docs/risk.md): a sample taken while the
 anchor is frozen is not a premium and is only counted; `funding_rate_for_hour_ppb` pro-rates the
-hour's rate by the share of unfrozen samples, and pays nothing when the anchor is frozen at the hour.
+hour's rate by unfrozen samples / samples in a full hour (as the engine, risk.ledger.funding_rate_now,
+does: a market's first partial hour and frozen samples both dilute it), and pays nothing when the
+anchor is frozen at the hour.
 
 Preconditions (the engine's position and price limits keep them): |lots * A * k| <= INT64_MAX - 1e9;
 |rate| <= 1e9 (100% per hour); impact prices below 9.2e9 ticks.
@@ -55,6 +57,7 @@ DEFAULT_CAP_PPB = 500_000  # 0.05% per hour
 DEFAULT_CLAMP_PPB = 500_000  # 0.05%: how far the rate may sit from the premium toward interest
 DEFAULT_INTEREST_PPB = 0  # per hour; Binance/Hyperliquid use 0.01% per 8 h = 12_500 ppb per hour
 DEFAULT_SAMPLE_EVERY_NS = 60 * 1_000_000_000  # one premium sample a minute
+DEFAULT_SAMPLES_IN_FULL_HOUR = 3600 * 1_000_000_000 // DEFAULT_SAMPLE_EVERY_NS  # 60
 
 
 def _as_int_samples(samples: Sequence[int] | np.ndarray) -> list[int]:
@@ -107,20 +110,30 @@ def predicted_rate_ppb(premium_samples_so_far_ppb: Sequence[int] | np.ndarray, i
 
 
 def funding_rate_for_hour_ppb(premium_samples_ppb: Sequence[int] | np.ndarray, n_frozen_samples: int,
-                              frozen_at_hour: bool, interest_ppb: int, clamp_ppb: int, cap_ppb: int) -> int:
-    """The rate actually paid at the hour, given the oracle's funding gate.
+                              frozen_at_hour: bool, interest_ppb: int, clamp_ppb: int, cap_ppb: int,
+                              samples_in_full_hour: int = DEFAULT_SAMPLES_IN_FULL_HOUR) -> int:
+    """The rate actually paid at the hour, given the oracle's funding gate: the engine's rule
+    (risk.ledger.funding_rate_now and settle_funding; a test proves they pay the same).
 
     `premium_samples_ppb` holds the samples taken while the anchor was not frozen; `n_frozen_samples`
-    counts the sample times at which it was. Frozen at the hour, or no unfrozen sample: 0 (nothing
-    paid). Otherwise the rule's rate pro-rated by unfrozen / all samples, rounded toward zero (no
-    funding accrues while the anchor is frozen).
+    counts the sample times at which it was (the hour's `samples` in its funding event; they add no
+    premium and are not a divisor). Frozen at the hour, or no unfrozen sample: 0 (nothing paid).
+    Otherwise the rule's rate x unfrozen samples / `samples_in_full_hour` (funding interval / sample
+    interval), rounded toward zero, when fewer than a full hour's samples are unfrozen: no funding
+    accrues for the part of the hour the anchor was frozen, nor for the part before a market's first
+    command (a partial hour), nor for a part a clock gap cut off.
+
+    Raises RiskError FUNDING_NO_SAMPLES when `samples_in_full_hour` < 1.
     """
+    if samples_in_full_hour < 1:
+        raise RiskError(RiskCode.FUNDING_NO_SAMPLES, "samples_in_full_hour", "a full hour needs at least one sample")
     samples = list(premium_samples_ppb)
     if frozen_at_hour or not samples:
         return 0
     rate = hourly_rate_ppb(samples, interest_ppb, clamp_ppb, cap_ppb)
-    total = len(samples) + int(n_frozen_samples)
-    q = abs(rate) * len(samples) // total
+    if len(samples) >= samples_in_full_hour:
+        return rate
+    q = abs(rate) * len(samples) // samples_in_full_hour
     return q if rate >= 0 else -q
 
 

@@ -10,6 +10,7 @@ from perp.commands import Deposit, Place, SetIndex, SetLeverage, Withdraw
 from perp.engine import Engine
 from perp.events import FundingPaid, Rejected
 from risk.errors import RiskCode
+from risk.funding import funding_rate_for_hour_ppb
 from tests.helpers import SECOND, T0, assert_money_conserved
 
 M = "H100-PERP"
@@ -180,13 +181,20 @@ def test_open_interest_cap_rejects_opening_orders_and_lets_reducing_ones_pass(ts
     assert not isinstance(e.submit([sell(ts, 101, 50, "2.2000")])[0], Rejected)  # reduces account 101
 
 
-def _funding_setup(frozen: bool = False) -> tuple[Engine, list]:
+def _maker_quoting_and_a_long_of_7(t: int, index: str = "2.1432", bid: str = "2.1500", ask: str = "2.1600",
+                                   frozen: bool = False) -> Engine:
+    """A market whose first command is at t: account 101 quotes 1,000 lots a side, 102 buys 7 at the ask."""
     e = Engine()
-    e.submit([SetIndex(ts_ns=T0, market=M, price="2.1432", funding_frozen=frozen),
-              Deposit(ts_ns=T0, account=101, amount_micro=10**11), Deposit(ts_ns=T0, account=102, amount_micro=10**11)])
-    e.submit([Place(ts_ns=T0 + 1, account=101, market=M, side="buy", price="2.1500", size_lots=1000),
-              Place(ts_ns=T0 + 1, account=101, market=M, side="sell", price="2.1600", size_lots=1000),
-              Place(ts_ns=T0 + 2, account=102, market=M, side="buy", order_type="market", size_lots=7)])
+    e.submit([SetIndex(ts_ns=t, market=M, price=index, funding_frozen=frozen),
+              Deposit(ts_ns=t, account=101, amount_micro=10**11), Deposit(ts_ns=t, account=102, amount_micro=10**11)])
+    e.submit([Place(ts_ns=t + 1, account=101, market=M, side="buy", price=bid, size_lots=1000),
+              Place(ts_ns=t + 1, account=101, market=M, side="sell", price=ask, size_lots=1000),
+              Place(ts_ns=t + 2, account=102, market=M, side="buy", order_type="market", size_lots=7)])
+    return e
+
+
+def _funding_setup(frozen: bool = False) -> tuple[Engine, list]:
+    e = _maker_quoting_and_a_long_of_7(T0, frozen=frozen)
     before = (e.account(101).collateral_micro, e.account(102).collateral_micro, e.ledger()["insurance_fund_micro"])
     events = e.submit([Deposit(ts_ns=T0 + 3600 * SECOND, account=109, amount_micro=1)])  # the clock reaches the hour
     return e, events, before
@@ -211,19 +219,32 @@ def test_hourly_funding_on_a_hand_computed_table():
 def test_a_markets_first_partial_hour_pays_only_for_its_samples():
     # issue 9, rule 4: the market's first command is at 00:58, so the hour ending at 01:00 has two
     # premium samples (00:59, 01:00) of the 60 a full hour has: rate = 500,000 x 2 // 60 = 16,666 ppb
-    t = T0 + 58 * 60 * SECOND
-    e = Engine()
-    e.submit([SetIndex(ts_ns=t, market=M, price="2.1432"),
-              Deposit(ts_ns=t, account=101, amount_micro=10**11), Deposit(ts_ns=t, account=102, amount_micro=10**11)])
-    e.submit([Place(ts_ns=t + 1, account=101, market=M, side="buy", price="2.1500", size_lots=1000),
-              Place(ts_ns=t + 1, account=101, market=M, side="sell", price="2.1600", size_lots=1000),
-              Place(ts_ns=t + 2, account=102, market=M, side="buy", order_type="market", size_lots=7)])
+    e = _maker_quoting_and_a_long_of_7(T0 + 58 * 60 * SECOND)
     c2 = e.account(102).collateral_micro
     events = e.submit([Deposit(ts_ns=T0 + 3600 * SECOND, account=109, amount_micro=1)])
     (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
     assert (f.samples, f.rate_ppb) == (2, 500_000 * 2 // 60) == (2, 16_666)
     # the long pays 7 x 21,432 x 100 x 16,666 / 1e9 = 250.03 -> 251 (ceiling), not a full hour's 7,502
     assert f.paid_micro == 251 and e.account(102).collateral_micro == c2 - 251
+    assert_money_conserved(e)
+
+
+def test_the_engine_pays_the_reference_rate_for_a_partial_hour_with_frozen_samples():
+    """risk.funding.funding_rate_for_hour_ppb is the engine's rule: a market listed at 00:30 has 30
+    samples in its first hour; 5 of them frozen by the oracle leave 25 of a full hour's 60."""
+    minute = 60 * SECOND
+    e = _maker_quoting_and_a_long_of_7(T0 + 30 * minute, index="2.0000", bid="2.0010", ask="2.0020")
+    e.submit([SetIndex(ts_ns=T0 + 45 * minute, market=M, price="2.0000", funding_frozen=True, validity="suppressed")])
+    e.submit([SetIndex(ts_ns=T0 + 50 * minute, market=M, price="2.0000")])
+    events = e.submit([Deposit(ts_ns=T0 + 3600 * SECOND, account=109, amount_micro=1)])
+    (f,) = [ev for ev in events if isinstance(ev, FundingPaid)]
+    assert f.samples == 30  # 00:31 .. 01:00; frozen 00:46 .. 00:50
+    # impact bid 20,010 against index 20,000 (the ask is above it): premium = 10 / 20,000 = 500,000 ppb;
+    # rate = 500,000 + clamp(0 - 500,000, +-50,000) = 450,000, x 25 unfrozen // 60 in a full hour = 187,500
+    spec = e.specs[0]
+    reference = funding_rate_for_hour_ppb([500_000] * 25, 5, False, spec.funding_interest_ppb,
+                                          spec.funding_clamp_ppb, spec.funding_cap_ppb)
+    assert f.rate_ppb == reference == 450_000 * 25 // 60 == 187_500
     assert_money_conserved(e)
 
 
