@@ -9,6 +9,7 @@ of its cash is an event, so its history is derived, never kept twice:
 | top_up / withdrawal | `deposit` / `withdrawal` of account 0 | + / - |
 | fee_share | `fill` (a share `fee_share_to_fund_ppm` of each positive fee, floor) | + |
 | funding_remainder | `funding` (rounding remainder) | + |
+| funding | `funding` on the fund's own position, any market: `floor(-lots x index_ticks x micro_per_tick_lot x rate_ppb / 1e9)` (risk.funding.funding_delta_micro, the engine's delta) | +/- |
 | liquidation_fee | `liquidation` phase `fee` | + |
 | bad_debt | `liquidation` phase `bad_debt` (the part the fund paid, within and below its floor) | - |
 | deleveraged | `liquidation` phase `adl` against the fund's own position (below its floor): realised PnL | +/- |
@@ -38,6 +39,7 @@ from perp.events import (
     Withdrawn,
 )
 from perp.markets import MarketSpec, micro_per_tick_lot
+from risk.funding import funding_delta_micro
 
 
 class FundEntry(msgspec.Struct, frozen=True):
@@ -90,8 +92,14 @@ def fund_history(events: Iterable[Event], specs: list[MarketSpec], fund: int | N
                 if ev.fee_micro > 0 and share[ev.market]:
                     cash += ev.fee_micro * share[ev.market] // 1_000_000  # its own fee share comes back
                 entries.append(FundEntry(ev.seq, ev.ts_ns, "trading", cash, f"closing at {ev.price}"))
-        elif isinstance(ev, FundingPaid) and ev.remainder_micro and ev.market in mine:
-            entries.append(FundEntry(ev.seq, ev.ts_ns, "funding_remainder", ev.remainder_micro, ev.market))
+        elif isinstance(ev, FundingPaid):
+            if ev.remainder_micro and ev.market in mine:
+                entries.append(FundEntry(ev.seq, ev.ts_ns, "funding_remainder", ev.remainder_micro, ev.market))
+            lots = basis.get(ev.market, (0, 0))[0]
+            if lots and ev.rate_ppb:  # the fund's own (backstop) position pays or receives like any other
+                delta = int(funding_delta_micro(lots, ev.index_ticks * k[ev.market], ev.rate_ppb))
+                entries.append(FundEntry(ev.seq, ev.ts_ns, "funding", delta,
+                                         f"{lots} lots of {ev.market} at {ev.rate_ppb} ppb"))
         elif isinstance(ev, LiquidationStep) and (ev.market in mine or ev.market is None):
             reported = _fund_equity_reported(ev, FUND_ACCOUNT)
             if reported is not None:

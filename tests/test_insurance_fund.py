@@ -6,7 +6,7 @@ from __future__ import annotations
 from insurance_fund.ledger import fund_history
 from perp.codes import ResultCode
 from perp.commands import Deposit, Liquidate, Place, SetIndex
-from perp.events import Rejected
+from perp.events import FundingPaid, Rejected
 from tests.helpers import SECOND, T0, fund_top_up
 from tests.test_liquidation import M, _shorts, long_2000
 
@@ -28,6 +28,27 @@ def test_the_fund_history_from_events_adds_up_to_its_cash():
     assert start + history.cash_micro == e.ledger()["insurance_fund_micro"]
     kinds = history.totals()
     assert "backstop" in kinds and kinds["fee_share"] > 0 and kinds["liquidation_fee"] > 0
+
+
+def test_the_fund_history_counts_the_funding_its_backstop_position_pays():
+    e = long_2000(fund_usd=10_000)
+    start = e.ledger()["insurance_fund_micro"]
+    events = []
+    events += e.submit([Place(ts_ns=T0 + 3, account=103, market=M, side="buy", size_lots=500, price="1.9000"),
+                        SetIndex(ts_ns=T0 + 4, market=M, price="1.5000"), Liquidate(ts_ns=T0 + 5)])
+    assert e.position_lots(0, 0) == 1_500  # the fund took the backstop position over: long
+    # a rich book all hour (impact bid 4% above the index on both sides' impact notional): longs pay the cap
+    events += e.submit([Deposit(ts_ns=T0 + 6, account=110, amount_micro=10**11),
+                        Deposit(ts_ns=T0 + 6, account=111, amount_micro=10**11),
+                        Place(ts_ns=T0 + 7, account=110, market=M, side="buy", size_lots=1000, price="1.5600"),
+                        Place(ts_ns=T0 + 7, account=111, market=M, side="sell", size_lots=1000, price="1.5650")])
+    events += e.submit([Deposit(ts_ns=T0 + 3600 * SECOND, account=109, amount_micro=1)])
+    (paid,) = [x for x in events if isinstance(x, FundingPaid)]
+    assert (paid.rate_ppb, paid.index_ticks) == (500_000, 15_000)
+    history = fund_history(events, e.specs)
+    # the fund's 1,500 lots pay 1,500 x 15,000 ticks x 100 micro-USD x 500,000 / 1e9 = 1,125,000 exactly
+    assert history.totals()["funding"] == -1_125_000
+    assert start + history.cash_micro == e.ledger()["insurance_fund_micro"]
 
 
 def test_an_operator_top_up_is_in_the_fund_history():
