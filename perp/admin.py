@@ -10,8 +10,11 @@ How one admin row is processed (`Engine`, between kernel batches):
 
 1. `prepare` validates it against the engine's state **before** the command's clock step, with the
    rules of the spec loader (`perp.markets.validate_spec`, `risk.tiers.validate_tiers`,
-   `oracle.anchor.validate_config`): the error names the field. A refusal is a `rejected` event with
-   its code; nothing changes but the sequence number (as for every rejected command).
+   `oracle.anchor.validate_config`): the error names the field. The spec a change would put in force
+   (or a listing's) is packed into its kernel row here (validate_spec ends with `spec_row`), so a
+   value the int64 row cannot hold is refused now (5101), never found when `commit` writes it. A
+   refusal is a `rejected` event with its code; nothing changes but the sequence number (as for
+   every rejected command), and replaying the journal refuses it the same way.
 2. The kernel runs the row's clock step and gate (a CK_ADMIN row, or the kernel command an admin
    command is the audited form of: `set_market_status` -> set_status, `set_fund_floor` ->
    set_insurance_floor; `fund_top_up`'s CK_ADMIN row carries the fund and the amount, and its clock step
@@ -332,7 +335,23 @@ def market_tiers(admin: AdminState, m: int, symbol: str,
 
 # ---- prepare: validate, and say what would change ------------------------------------------------------
 def prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
-    """Validate `cmd` at time `ts` against the engine's state (before its clock step)."""
+    """Validate `cmd` at time `ts` against the engine's state (before its clock step). Never raises for
+    a value of the command: one the engine's integers cannot hold is refused (5101) like any other bad
+    value, the same way live and in a journal's replay, so a journaled command can always be replayed."""
+    try:
+        return _prepare(engine, cmd, ts, key)
+    except (OverflowError, ArithmeticError) as exc:  # a value no bound caught, e.g. beyond int64
+        return _err(ResultCode.ADMIN_INVALID_VALUE, _first_value_field(cmd),
+                    f"a value cannot be represented in the engine's integers: {clip_text(str(exc), 160)}")
+
+
+def _first_value_field(cmd: AdminCommand) -> str:
+    """The first field of `cmd` that carries a value (not its identity, time or market), for an error."""
+    skip = {"ts_ns", "operator", "reason", "market"}
+    return next((f for f in cmd.__struct_fields__ if f not in skip and getattr(cmd, f) is not None), "type")
+
+
+def _prepare(engine, cmd: AdminCommand, ts: int, key: int) -> Plan | AdminError:
     st = engine.state
     admin: AdminState = engine.admin
     bad = _identity_error(cmd)
@@ -558,13 +577,15 @@ def oracle_params(admin: AdminState, m: int) -> dict[str, int]:
 # ---- commit: apply after the kernel accepted the clock step -------------------------------------------
 def set_spec(engine, m: int, spec: MarketSpec) -> None:
     """Make `spec` the one in force for market m: its kernel row (only the admin-settable columns can
-    differ) and its tier row."""
+    differ) and its tier row. Both rows are built first, so a spec that cannot be packed raises with
+    nothing changed (prepare refuses such a spec, so this does not happen for a committed plan)."""
     from perp.engine import tier_table
 
+    row, tiers = spec_row(spec), tier_table([spec])[0]  # both built before anything is assigned
     engine.admin.specs[m] = spec
     engine.specs[m] = spec
-    engine.state.spec[m] = spec_row(spec)
-    engine.state.tiers[m] = tier_table([spec])[0]
+    engine.state.spec[m] = row
+    engine.state.tiers[m] = tiers
 
 
 def commit(engine, plan: Plan, seq: int, ts: int) -> None:

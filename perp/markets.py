@@ -7,6 +7,12 @@ the error names the market and the field.
 
 Decimal inputs are strings (`"0.0001"`), parsed with `decimal.Decimal`; a value off the grid it must
 lie on is rejected, never rounded.
+
+Invariant: every field has an explicit bound (`validate_spec`'s docstring lists them), chosen so that
+after its unit scaling (USD -> micro-USD x 1e6, seconds -> ns x 1e9) it fits the kernel's int64 spec
+row, and `validate_spec` ends by building that row (`spec_row`), which refuses a value it cannot
+represent with a `MarketSpecError` naming the field. So a spec that validates always packs: an admin
+command (perp/admin.py) that changes a spec is refused before anything changes, never fails to apply.
 """
 
 from __future__ import annotations
@@ -30,6 +36,13 @@ MAX_FUND_ACCOUNTS = 16  # account ids below this may be insurance funds (reserve
 _INT64_MAX = (1 << 63) - 1
 MAX_FUNDING_CAP_PPB = 1_000_000_000  # 100% per interval: the most any rate may be (int64 headroom)
 MAX_POSITION_LOTS = 3_000_000_000  # the overflow-safe divides of the liquidation kernel assume it
+# bounds of validate_spec (each int64-safe after its scaling: 1e12 USD = 1e18 micro-USD < 2^63 ~ 9.2e18)
+PPM = 1_000_000  # a fraction in parts per million: at most 100%
+MAX_TICK_SIZE_USD = Decimal(1000)  # per GPU-hour
+MAX_LOT_GPU_HOURS = Decimal(1_000_000)
+MAX_USD = 10**12  # every whole-USD amount of a spec (limits, chunk sizes, thresholds, the impact notional)
+MAX_OPEN_INTEREST_CAP_LOTS = 10**15
+MAX_LIQUIDATION_COOLDOWN_S = 86_400  # one day
 
 
 class MarketSpecError(ValueError):
@@ -90,18 +103,26 @@ class MarketsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     market: list[MarketSpec]
 
 
-def _dec(spec: MarketSpec, field: str) -> Decimal:
+MAX_DECIMAL_CHARS = 40  # a price string longer than this is refused before it is parsed
+
+
+def _dec(spec: MarketSpec, field: str, upper: Decimal | int | None = None) -> Decimal:
+    """A positive decimal field: at most MAX_DECIMAL_CHARS characters, a magnitude within 1e+-30 (so no
+    Decimal operation on it can overflow or underflow) and, with `upper`, at most `upper`."""
     raw = getattr(spec, field)
+    if isinstance(raw, str) and len(raw) > MAX_DECIMAL_CHARS:
+        raise MarketSpecError(f"market {spec.symbol!r}: {field} = {clip_text(raw)} is longer than "
+                              f"{MAX_DECIMAL_CHARS} characters")
     try:
         value = Decimal(raw)
     except (InvalidOperation, TypeError):
         raise MarketSpecError(f"market {spec.symbol!r}: {field} = {raw!r} is not a decimal number") from None
     if not value.is_finite() or value <= 0:
         raise MarketSpecError(f"market {spec.symbol!r}: {field} = {raw!r} must be positive")
+    if not -30 <= value.adjusted() <= 30 or (upper is not None and value > upper):
+        raise MarketSpecError(f"market {spec.symbol!r}: {field} = {raw!r} must be at most "
+                              f"{upper if upper is not None else '1e30'}")
     return value
-
-
-MAX_DECIMAL_CHARS = 40  # a price string longer than this is refused before it is parsed
 
 
 def clip_text(text: object, limit: int = 60) -> str:
@@ -147,19 +168,37 @@ def micro_per_tick_lot(spec: MarketSpec) -> int:
 
 
 def validate_spec(spec: MarketSpec) -> None:
-    """Raise `MarketSpecError` naming the first bad field."""
+    """Raise `MarketSpecError` naming the first bad field. The bounds (each also int64-safe once scaled):
+
+    - decimal strings: at most 40 characters, positive; `tick_size_usd` <= 1,000, `lot_gpu_hours` <=
+      1,000,000, their product a whole number of micro-USD; `min_price_usd` < `max_price_usd` on the
+      tick grid, at most 4,000,000 ticks apart; `impact_notional_usd` <= 1e12 USD;
+    - lots: `min_order_lots` <= `max_order_lots` <= 1e12, and the largest fill's notional at
+      `max_price_usd` times 100,000 ppm within int64; `open_interest_cap_lots` 0-1e15 (0: no cap);
+    - fractions in ppm, 0-1,000,000: `fee_share_to_fund_ppm`, `withdraw_floor_ppm` and the
+      `liquidation_*_ppm` fields (`liquidation_buffer_ppm` too: a chunk aims at most at 2 x MM);
+      fees -10,000-100,000 ppm; bps 1-10,000; funding cap and clamp 0-1e9 ppb, interest within +-cap;
+    - whole USD, 0-1e12: `liquidation_partial_above_usd` and the waterfall's limits and chunk;
+    - seconds: `liquidation_cooldown_s` 0-86,400; sample intervals 1-3,600; `funding_interval_s`
+      1-86,400; `mark_ema_half_life_s` and `max_clock_step_s` 1-604,800;
+    - `default_leverage` 1-100 and at most the first tier's; `max_open_orders` 1-100,000;
+      `insurance_fund_account` 0-15; the tiers by risk.tiers.validate_tiers.
+
+    Last, the kernel row is built (`spec_row`): a value it cannot represent is refused here, naming
+    its field, never later when the row is written."""
     sym = spec.symbol
     if not sym or not sym.replace("-", "").replace("_", "").isalnum():
         raise MarketSpecError(f"market {sym!r}: symbol must be letters, digits, '-' or '_'")
-    tick = _dec(spec, "tick_size_usd")
-    lot = _dec(spec, "lot_gpu_hours")
+    tick = _dec(spec, "tick_size_usd", MAX_TICK_SIZE_USD)
+    lot = _dec(spec, "lot_gpu_hours", MAX_LOT_GPU_HOURS)
     mptl = tick * lot * MICRO
     if mptl != mptl.to_integral_value():
         raise MarketSpecError(
             f"market {sym!r}: tick_size_usd x lot_gpu_hours = {tick * lot} USD is not a whole number of micro-USD"
         )
-    for field in ("min_price_usd", "max_price_usd", "impact_notional_usd"):
+    for field in ("min_price_usd", "max_price_usd"):
         _dec(spec, field)
+    _dec(spec, "impact_notional_usd", MAX_USD)
     for field in ("min_price_usd", "max_price_usd"):
         try:
             price_to_ticks(spec, getattr(spec, field), field)
@@ -193,20 +232,26 @@ def validate_spec(spec: MarketSpec) -> None:
     if spec.funding_interval_s % spec.premium_sample_interval_s:
         raise MarketSpecError(f"market {sym!r}: premium_sample_interval_s must divide funding_interval_s")
     for field in ("fee_share_to_fund_ppm", "liquidation_fee_share_ppm", "liquidation_chunk_ppm",
-                  "liquidation_max_fee_ppm", "liquidation_throttle_ppm"):
-        if not 0 <= getattr(spec, field) <= 1_000_000:
+                  "liquidation_max_fee_ppm", "liquidation_throttle_ppm", "withdraw_floor_ppm",
+                  "liquidation_buffer_ppm"):
+        if not 0 <= getattr(spec, field) <= PPM:
             raise MarketSpecError(f"market {sym!r}: {field} must be between 0 and 1000000 ppm")
-    for field in ("open_interest_cap_lots", "funding_clamp_ppb", "funding_cap_ppb", "withdraw_floor_ppm",
-                  "liquidation_partial_above_usd", "liquidation_cooldown_s", "liquidation_buffer_ppm"):
+    for field in ("funding_clamp_ppb", "funding_cap_ppb"):
         if getattr(spec, field) < 0:
             raise MarketSpecError(f"market {sym!r}: {field} must not be negative")
+    for field, upper, unit in (("open_interest_cap_lots", MAX_OPEN_INTEREST_CAP_LOTS, "lots"),
+                               ("liquidation_partial_above_usd", MAX_USD, "USD"),
+                               ("liquidation_cooldown_s", MAX_LIQUIDATION_COOLDOWN_S, "s")):
+        if not 0 <= getattr(spec, field) <= upper:
+            raise MarketSpecError(f"market {sym!r}: {field} = {getattr(spec, field)} must be between 0 and "
+                                  f"{upper} {unit}")
     for field in ("funding_cap_ppb", "funding_clamp_ppb"):
         if getattr(spec, field) > MAX_FUNDING_CAP_PPB:
             raise MarketSpecError(f"market {sym!r}: {field} must be at most {MAX_FUNDING_CAP_PPB} ppb (100%)")
     for field in ("liquidation_max_per_sweep_usd", "liquidation_max_per_minute_usd",
                   "insurance_max_loss_per_minute_usd", "fund_unwind_chunk_usd", "fund_unwind_per_minute_usd"):
-        if not 0 <= getattr(spec, field) <= 10**12:
-            raise MarketSpecError(f"market {sym!r}: {field} must be between 0 and 1000000000000 USD")
+        if not 0 <= getattr(spec, field) <= MAX_USD:
+            raise MarketSpecError(f"market {sym!r}: {field} must be between 0 and {MAX_USD} USD")
     if not 1 <= spec.fund_unwind_limit_bps <= 10_000:
         raise MarketSpecError(f"market {sym!r}: fund_unwind_limit_bps must be between 1 and 10000")
     if not -spec.funding_cap_ppb <= spec.funding_interest_ppb <= spec.funding_cap_ppb:
@@ -241,52 +286,75 @@ def validate_spec(spec: MarketSpec) -> None:
     max_notional = hi * spec.max_order_lots * int(mptl)
     if max_notional * 100_000 > _INT64_MAX:
         raise MarketSpecError(f"market {sym!r}: max_order_lots x max_price_usd is too large for int64 arithmetic")
+    spec_row(spec)  # the backstop: whatever the bounds above missed is refused here, never when it is applied
 
 
 def spec_row(spec: MarketSpec) -> np.ndarray:
-    """The spec as the kernel's integer row (see `layout.S_*`)."""
-    row = np.zeros(L.N_SPEC_COLS, dtype=np.int64)
+    """The spec as the kernel's integer row (see `layout.S_*`). Every value is computed as a Python
+    int and checked against int64 before it is written: one that does not fit (or a decimal the
+    arithmetic cannot carry) raises `MarketSpecError` naming its field, and no row is returned."""
+    sym = spec.symbol
     mptl = micro_per_tick_lot(spec)
-    row[L.S_MIN_TICK] = price_to_ticks(spec, spec.min_price_usd)
-    row[L.S_MAX_TICK] = price_to_ticks(spec, spec.max_price_usd)
-    row[L.S_MIN_SIZE] = spec.min_order_lots
-    row[L.S_MAX_SIZE] = spec.max_order_lots
-    row[L.S_BAND_BPS] = spec.price_band_bps
-    row[L.S_PROTECT_BPS] = spec.market_protection_bps
-    row[L.S_MAKER_FEE_PPM] = spec.maker_fee_ppm
-    row[L.S_TAKER_FEE_PPM] = spec.taker_fee_ppm
-    row[L.S_MAX_OPEN_ORDERS] = spec.max_open_orders
-    row[L.S_MICRO_PER_TICK_LOT] = mptl
-    impact_micro = Decimal(spec.impact_notional_usd) * MICRO
-    row[L.S_IMPACT_TICK_LOTS] = int(-(-impact_micro // mptl))  # rounded up: at least the notional
-    row[L.S_SAMPLE_NS] = spec.mark_sample_interval_s * 1_000_000_000
-    row[L.S_ALPHA_PPM] = mark_alpha_ppm(spec.mark_sample_interval_s, spec.mark_ema_half_life_s)
-    row[L.S_MARK_BAND_BPS] = spec.mark_band_bps
-    row[L.S_OI_CAP_LOTS] = spec.open_interest_cap_lots
-    row[L.S_PREMIUM_SAMPLE_NS] = spec.premium_sample_interval_s * 1_000_000_000
-    row[L.S_FUNDING_INTERVAL_NS] = spec.funding_interval_s * 1_000_000_000
-    row[L.S_INTEREST_PPB] = spec.funding_interest_ppb
-    row[L.S_CLAMP_PPB] = spec.funding_clamp_ppb
-    row[L.S_CAP_PPB] = spec.funding_cap_ppb
-    row[L.S_DEFAULT_LEVERAGE] = spec.default_leverage
-    row[L.S_WITHDRAW_FLOOR_PPM] = spec.withdraw_floor_ppm
-    row[L.S_FEE_SHARE_TO_FUND_PPM] = spec.fee_share_to_fund_ppm
-    row[L.S_LIQ_FEE_SHARE_PPM] = spec.liquidation_fee_share_ppm
-    row[L.S_LIQ_PARTIAL_ABOVE_MICRO] = spec.liquidation_partial_above_usd * MICRO
-    row[L.S_LIQ_CHUNK_PPM] = spec.liquidation_chunk_ppm
-    row[L.S_LIQ_COOLDOWN_NS] = spec.liquidation_cooldown_s * 1_000_000_000
-    row[L.S_LIQ_BUFFER_PPM] = spec.liquidation_buffer_ppm
-    row[L.S_FUND_ACCOUNT] = spec.insurance_fund_account
-    row[L.S_MAX_CLOCK_STEP_NS] = spec.max_clock_step_s * 1_000_000_000
-    row[L.S_MAX_POSITION_LOTS] = max_position_lots(spec)
-    row[L.S_LIQ_MAX_FEE_PPM] = spec.liquidation_max_fee_ppm
-    row[L.S_LIQ_MAX_SWEEP_MICRO] = spec.liquidation_max_per_sweep_usd * MICRO
-    row[L.S_LIQ_MAX_MINUTE_MICRO] = spec.liquidation_max_per_minute_usd * MICRO
-    row[L.S_LIQ_MAX_FUND_LOSS_MINUTE_MICRO] = spec.insurance_max_loss_per_minute_usd * MICRO
-    row[L.S_LIQ_THROTTLE_PPM] = spec.liquidation_throttle_ppm
-    row[L.S_FUND_UNWIND_CHUNK_MICRO] = spec.fund_unwind_chunk_usd * MICRO
-    row[L.S_FUND_UNWIND_LIMIT_BPS] = spec.fund_unwind_limit_bps
-    row[L.S_FUND_UNWIND_MINUTE_MICRO] = spec.fund_unwind_per_minute_usd * MICRO
+    try:
+        impact_micro = Decimal(spec.impact_notional_usd) * MICRO
+        impact_tick_lots = int(-(-impact_micro // mptl))  # rounded up: at least the notional
+    except (ArithmeticError, ValueError, TypeError):
+        raise MarketSpecError(f"market {sym!r}: impact_notional_usd = {clip_text(spec.impact_notional_usd)} "
+                              "cannot be represented in ticks x lots") from None
+    try:
+        min_tick = price_to_ticks(spec, spec.min_price_usd, "min_price_usd")
+        max_tick = price_to_ticks(spec, spec.max_price_usd, "max_price_usd")
+    except ValueError as exc:
+        raise MarketSpecError(f"market {sym!r}: {exc}") from None
+    ns = 1_000_000_000
+    columns = (
+        (L.S_MIN_TICK, "min_price_usd", min_tick),
+        (L.S_MAX_TICK, "max_price_usd", max_tick),
+        (L.S_MIN_SIZE, "min_order_lots", spec.min_order_lots),
+        (L.S_MAX_SIZE, "max_order_lots", spec.max_order_lots),
+        (L.S_BAND_BPS, "price_band_bps", spec.price_band_bps),
+        (L.S_PROTECT_BPS, "market_protection_bps", spec.market_protection_bps),
+        (L.S_MAKER_FEE_PPM, "maker_fee_ppm", spec.maker_fee_ppm),
+        (L.S_TAKER_FEE_PPM, "taker_fee_ppm", spec.taker_fee_ppm),
+        (L.S_MAX_OPEN_ORDERS, "max_open_orders", spec.max_open_orders),
+        (L.S_MICRO_PER_TICK_LOT, "tick_size_usd", mptl),
+        (L.S_IMPACT_TICK_LOTS, "impact_notional_usd", impact_tick_lots),
+        (L.S_SAMPLE_NS, "mark_sample_interval_s", spec.mark_sample_interval_s * ns),
+        (L.S_ALPHA_PPM, "mark_ema_half_life_s", mark_alpha_ppm(spec.mark_sample_interval_s, spec.mark_ema_half_life_s)),
+        (L.S_MARK_BAND_BPS, "mark_band_bps", spec.mark_band_bps),
+        (L.S_OI_CAP_LOTS, "open_interest_cap_lots", spec.open_interest_cap_lots),
+        (L.S_PREMIUM_SAMPLE_NS, "premium_sample_interval_s", spec.premium_sample_interval_s * ns),
+        (L.S_FUNDING_INTERVAL_NS, "funding_interval_s", spec.funding_interval_s * ns),
+        (L.S_INTEREST_PPB, "funding_interest_ppb", spec.funding_interest_ppb),
+        (L.S_CLAMP_PPB, "funding_clamp_ppb", spec.funding_clamp_ppb),
+        (L.S_CAP_PPB, "funding_cap_ppb", spec.funding_cap_ppb),
+        (L.S_DEFAULT_LEVERAGE, "default_leverage", spec.default_leverage),
+        (L.S_WITHDRAW_FLOOR_PPM, "withdraw_floor_ppm", spec.withdraw_floor_ppm),
+        (L.S_FEE_SHARE_TO_FUND_PPM, "fee_share_to_fund_ppm", spec.fee_share_to_fund_ppm),
+        (L.S_LIQ_FEE_SHARE_PPM, "liquidation_fee_share_ppm", spec.liquidation_fee_share_ppm),
+        (L.S_LIQ_PARTIAL_ABOVE_MICRO, "liquidation_partial_above_usd", spec.liquidation_partial_above_usd * MICRO),
+        (L.S_LIQ_CHUNK_PPM, "liquidation_chunk_ppm", spec.liquidation_chunk_ppm),
+        (L.S_LIQ_COOLDOWN_NS, "liquidation_cooldown_s", spec.liquidation_cooldown_s * ns),
+        (L.S_LIQ_BUFFER_PPM, "liquidation_buffer_ppm", spec.liquidation_buffer_ppm),
+        (L.S_FUND_ACCOUNT, "insurance_fund_account", spec.insurance_fund_account),
+        (L.S_MAX_CLOCK_STEP_NS, "max_clock_step_s", spec.max_clock_step_s * ns),
+        (L.S_MAX_POSITION_LOTS, "max_price_usd", max_position_lots(spec)),
+        (L.S_LIQ_MAX_FEE_PPM, "liquidation_max_fee_ppm", spec.liquidation_max_fee_ppm),
+        (L.S_LIQ_MAX_SWEEP_MICRO, "liquidation_max_per_sweep_usd", spec.liquidation_max_per_sweep_usd * MICRO),
+        (L.S_LIQ_MAX_MINUTE_MICRO, "liquidation_max_per_minute_usd", spec.liquidation_max_per_minute_usd * MICRO),
+        (L.S_LIQ_MAX_FUND_LOSS_MINUTE_MICRO, "insurance_max_loss_per_minute_usd",
+         spec.insurance_max_loss_per_minute_usd * MICRO),
+        (L.S_LIQ_THROTTLE_PPM, "liquidation_throttle_ppm", spec.liquidation_throttle_ppm),
+        (L.S_FUND_UNWIND_CHUNK_MICRO, "fund_unwind_chunk_usd", spec.fund_unwind_chunk_usd * MICRO),
+        (L.S_FUND_UNWIND_LIMIT_BPS, "fund_unwind_limit_bps", spec.fund_unwind_limit_bps),
+        (L.S_FUND_UNWIND_MINUTE_MICRO, "fund_unwind_per_minute_usd", spec.fund_unwind_per_minute_usd * MICRO),
+    )
+    row = np.zeros(L.N_SPEC_COLS, dtype=np.int64)
+    for col, field, value in columns:
+        if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+            raise MarketSpecError(f"market {sym!r}: {field} = {clip_text(getattr(spec, field))} is too large for "
+                                  "the kernel's int64 spec row")
+        row[col] = value
     return row
 
 

@@ -202,6 +202,12 @@ def _bad(**changes) -> MarketSpec:
     ({"spec": _bad(funding_cap_ppb=2_000_000_000)}, ResultCode.ADMIN_INVALID_VALUE, "spec.funding_cap_ppb"),
     ({"spec": _bad(maker_fee_ppm=-600)}, ResultCode.ADMIN_INVALID_VALUE, "spec.maker_fee_ppm"),
     ({"spec": _bad(max_order_lots=10**12)}, ResultCode.ADMIN_INVALID_VALUE, "spec.max_order_lots"),
+    # values whose scaled spec row does not fit int64 (they once raised in the batch, after the journal had them)
+    ({"spec": _bad(withdraw_floor_ppm=2**63)}, ResultCode.ADMIN_INVALID_VALUE, "spec.withdraw_floor_ppm"),
+    ({"spec": _bad(liquidation_partial_above_usd=10**13)}, ResultCode.ADMIN_INVALID_VALUE,
+     "spec.liquidation_partial_above_usd"),
+    ({"spec": _bad(liquidation_cooldown_s=10**10)}, ResultCode.ADMIN_INVALID_VALUE, "spec.liquidation_cooldown_s"),
+    ({"spec": _bad(impact_notional_usd="1e30")}, ResultCode.ADMIN_INVALID_VALUE, "spec.impact_notional_usd"),
     ({"spec": A100_SPEC, "operator": " "}, ResultCode.ADMIN_BAD_IDENTITY, "operator"),
 ])
 def test_an_invalid_listing_is_refused_with_its_field_and_changes_nothing(ts, cmd_kw, code, field):

@@ -11,7 +11,7 @@ import pytest
 
 from perp.admin import AdminRejected
 from perp.codes import ResultCode
-from perp.commands import Deposit, Place, SetFundingParams, SetIndex, SetTiers
+from perp.commands import Deposit, Place, SetFundingParams, SetIndex, SetLiquidationParams, SetOpenInterestCap, SetTiers
 from perp.engine import Engine
 from perp.events import AdminApplied, AdminEffective, FundingPaid, Rejected
 from risk.errors import RiskCode
@@ -104,6 +104,38 @@ def test_set_funding_params_rejects_each_invalid_value_naming_the_field_and_chan
     # the check without submitting says the same
     assert e.check_admin(funding(T0 + 1, -1, 0)).field == "cap_ppb"
     assert e.check_admin(funding(T0 + 1, 100_000, 0)) is None
+
+
+@pytest.mark.parametrize("cmd, field", [
+    # each passes the command's int64 type and validate_spec's old "not negative", and overflowed int64 once
+    # scaled into the spec row (x 1e9 ns, x 1e6 micro-USD): the batch raised after the spec in force was replaced
+    (SetLiquidationParams(ts_ns=T0 + 1, market=M, liquidation_cooldown_s=10**10, **WHO), "liquidation_cooldown_s"),
+    (SetLiquidationParams(ts_ns=T0 + 1, market=M, liquidation_partial_above_usd=10**13, **WHO),
+     "liquidation_partial_above_usd"),
+    (SetLiquidationParams(ts_ns=T0 + 1, market=M, liquidation_buffer_ppm=2_000_000, **WHO), "liquidation_buffer_ppm"),
+    (SetOpenInterestCap(ts_ns=T0 + 1, market=M, open_interest_cap_lots=2**62, **WHO), "open_interest_cap_lots"),
+])
+def test_a_value_beyond_its_int64_safe_bound_is_refused_naming_the_field_and_changes_nothing(cmd, field):
+    e = fresh()
+    before = e.state_hash(include_clock=False)
+    params, row = e.market_params(M), e.state.spec[0].copy()
+    assert e.check_admin(cmd).code == ResultCode.ADMIN_INVALID_VALUE
+    (ev,) = e.submit([cmd])
+    assert isinstance(ev, Rejected) and ev.code == ResultCode.ADMIN_INVALID_VALUE, ev
+    assert e.rejection(ev.seq).field == field and field in e.rejection(ev.seq).message
+    assert e.state_hash(include_clock=False) == before and e.audit_log() == []
+    assert e.market_params(M) == params and (e.state.spec[0] == row).all()
+
+
+def test_set_spec_builds_the_rows_before_it_replaces_the_spec_in_force():
+    from perp.admin import set_spec
+    from perp.markets import MarketSpecError
+
+    e = fresh()
+    spec, row = e.specs[0], e.state.spec[0].copy()
+    with pytest.raises(MarketSpecError, match="liquidation_cooldown_s"):
+        set_spec(e, 0, msgspec.structs.replace(spec, liquidation_cooldown_s=10**10))
+    assert e.specs[0] is spec and e.admin.specs[0] is spec and (e.state.spec[0] == row).all()
 
 
 def test_a_cap_below_the_interest_leg_is_refused_by_the_spec_loaders_rule():

@@ -147,3 +147,34 @@ def test_perp_replay_of_json_lines_with_admin_commands_gives_the_journal_replays
     direct.submit(session())
     assert summary.state_hash == direct.state_hash()
     assert summary.by_type["admin"] == 3 and summary.rejections["ADMIN_INVALID_VALUE"] == 1
+
+
+def test_a_journal_holding_an_admin_value_beyond_int64_replays_it_as_the_refusal_the_live_engine_gives(tmp_path):
+    """Such a command in an old journal: the old gateway journaled it, the engine batch raised (the venue
+    stopped) and every restart's replay raised again. Written here as that gateway wrote it (journal
+    first, the engine never finishing), then recovered: refused at its seq, as live, and the venue goes on."""
+    import msgspec
+
+    from perp.commands import ListMarket, SetLiquidationParams
+    from perp.events import Rejected
+    from perp.journal import admin_payloads_of
+    from tests.test_admin_list_market import A100_SPEC
+
+    cmds = [SetIndex(ts_ns=T0, market=M, price="2.1432"),
+            SetLiquidationParams(ts_ns=T0 + 1, market=M, liquidation_cooldown_s=10**10, **WHO),
+            ListMarket(ts_ns=T0 + 2, spec=msgspec.structs.replace(A100_SPEC, withdraw_floor_ppm=2**63), **WHO),
+            Deposit(ts_ns=T0 + 3, account=101, amount_micro=10**9)]
+    j = JournaledEngine.open(tmp_path / "old.journal")
+    for c in cmds:  # journaled, never run: what reached the disk before the old engine raised
+        rows = j.engine.encode([c])
+        j.journal.append(rows, admin_payloads_of(rows, j.engine.encoder.payloads))
+    j.journal.close()
+    again = recover(tmp_path / "old.journal")
+    live = Engine()
+    evs = live.submit(cmds)
+    assert [e.code for e in evs if isinstance(e, Rejected)] == [ResultCode.ADMIN_INVALID_VALUE] * 2
+    assert again.seq == live.seq == 4 and again.state_hash() == live.state_hash()
+    assert again.rejection(2).field == live.rejection(2).field == "liquidation_cooldown_s"
+    assert again.rejection(3).field == "spec.withdraw_floor_ppm" and len(again.specs) == 1
+    assert again.audit_log() == [] and again.ledger() == live.ledger()
+    JournaledEngine.open(tmp_path / "old.journal").close()  # and the venue reopens it to go on appending

@@ -103,3 +103,26 @@ def test_prices_off_the_tick_grid_are_rejected_never_rounded():
     assert ticks_to_price(spec, 21432) == "2.1432"
     with pytest.raises(ValueError, match="tick grid"):
         price_to_ticks(spec, "2.14325")
+
+
+@pytest.mark.parametrize("field, at_bound, beyond", [
+    # each bound is int64-safe after its scaling: beyond it, spec_row's x 1e6 (USD) or x 1e9 (s) would overflow
+    ("liquidation_cooldown_s", "86400", "10000000000"),  # 1e10 s x 1e9 = 1e19 ns > 2^63
+    ("liquidation_partial_above_usd", "1000000000000", "10000000000000"),  # 1e13 USD x 1e6 > 2^63
+    ("withdraw_floor_ppm", "1000000", "9223372036854775808"),  # 2^63: not even an int64
+    ("liquidation_buffer_ppm", "1000000", "1000001"),  # a fraction of MM (risk.intmath.ppm_of_ceil: <= 1e6)
+    ("open_interest_cap_lots", "1000000000000000", "9223372036854775808"),
+    ("impact_notional_usd", '"1000000000000"', '"1e30"'),  # 1e30 x 1e6 / 100 overflowed Decimal's // (28 digits)
+    ("impact_notional_usd", '"1000"', '"' + "1" * 41 + '"'),  # longer than 40 characters
+])
+def test_each_field_is_bounded_where_its_scaled_value_still_fits_the_int64_spec_row(field, at_bound, beyond):
+    from perp.markets import spec_row
+
+    def text(value: str) -> str:
+        lines = [ln for ln in MARKET.strip().splitlines() if not ln.startswith(f"{field} ")]
+        return "\n".join(lines) + f"\n{field} = {value}\n" + TIER
+
+    (spec,) = parse_markets(text(at_bound)).market
+    assert spec_row(spec).dtype.name == "int64"  # the largest value allowed packs
+    with pytest.raises(MarketSpecError, match=field):
+        parse_markets(text(beyond))

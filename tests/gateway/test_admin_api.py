@@ -348,3 +348,54 @@ def test_the_console_page_is_served_with_headers_that_keep_it_from_being_framed(
                 assert status == 200 and headers["Content-Type"].startswith(ctype) and len(data) > 1000
 
     run(body())
+
+
+def test_an_admin_value_beyond_int64_is_refused_the_venue_serves_on_and_restarts_over_an_old_journal(tmp_path):
+    """Values that pass the command's types but overflow the int64 spec row once scaled: each refused 4400 /
+    5101 naming its field, nothing changed, the gateway still serving (they once stopped it, exit 3, with the
+    spec in force half-replaced). The journal the old gateway left (the command written, the batch raising)
+    is recovered at start, and after a restart the refused commands replay as the same refusals."""
+    from perp.commands import AdminCommand
+    from perp.journal import admin_payloads_of
+    from perp.markets import load_markets
+    from perp.sequencer import JournaledEngine
+
+    bad = {"type": "set_liquidation_params", "market": MARKET, "liquidation_cooldown_s": 10**10, "reason": "typo"}
+    data = tmp_path / "data"
+    data.mkdir()
+    old = JournaledEngine.open(data / "journal.bin")  # the old gateway's journal: the command, never run
+    rows = old.engine.encode([msgspec.convert({**bad, "ts_ns": time.time_ns() - 10**9, "operator": "ops"},
+                                             AdminCommand)])
+    old.journal.append(rows, admin_payloads_of(rows, old.engine.encoder.payloads))
+    old.journal.close()
+    listing = msgspec.to_builtins(load_markets().market[0]) | {"symbol": "X-PERP"}
+
+    async def body():
+        async with venue(tmp_path) as v, v.client("admin") as admin, v.client("alice") as alice:
+            assert v.gw.engine.rejection(1).field == "liquidation_cooldown_s"  # the old journal's command
+            params0 = v.gw.engine.market_params(MARKET)
+            hash0 = v.gw.engine.state_hash(include_clock=False)
+            row0 = v.gw.engine.state.spec[0].copy()
+            for command, field in ((bad, "liquidation_cooldown_s"),
+                                   ({"type": "list_market", "reason": "x",
+                                     "spec": listing | {"withdraw_floor_ppm": 2**63}}, "spec.withdraw_floor_ppm"),
+                                   ({"type": "list_market", "reason": "x",
+                                     "spec": listing | {"liquidation_partial_above_usd": 10**13}},
+                                    "spec.liquidation_partial_above_usd"),
+                                   ({"type": "list_market", "reason": "x",
+                                     "spec": listing | {"impact_notional_usd": "1e30"}}, "spec.impact_notional_usd")):
+                with pytest.raises(GatewayError) as exc:
+                    await admin.request("admin.submit", {"command": command})
+                assert (exc.value.code, exc.value.engine_code, exc.value.field) == (
+                    G.ENGINE_REJECTED, ResultCode.ADMIN_INVALID_VALUE, field), exc.value
+            assert not v.gw.broken
+            assert v.gw.engine.state_hash(include_clock=False) == hash0 and (v.gw.engine.state.spec[0] == row0).all()
+            assert v.gw.engine.market_params(MARKET) == params0 and v.gw.engine.audit_log() == []
+            assert len(v.gw.engine.specs) == 1
+            ack = await alice.place(MARKET, "buy", 1, price="1.9000")  # still serving
+            assert ack.status == "resting"
+            keys, hash1 = (v.keys, v.creds), v.gw.engine.state_hash()
+        async with venue(tmp_path, deposits=False, keys=keys) as v2:
+            assert v2.gw.engine.state_hash() == hash1 and not v2.gw.broken
+
+    run(body(), 90)
