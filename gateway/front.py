@@ -32,6 +32,12 @@ own pending places); the same id sent through two gateways within one ack latenc
 engine twice, and the engine sequences the first and leaves the other out of its batch (the
 record's `x`, gateway/engine_proc.py): the gateway that sent it answers 4204, as embedded.
 
+A logon's nonce is claimed in Redis (`NS:nonce:KEY:NONCE`, SET NX PX twice the receive window)
+after the key, window and signature checks and before the connection is logged on, so a logon
+frame seen by one gateway is refused (4106) by every other and by this one after a restart; with
+Redis unreachable the logon is refused 4307 (it cannot be checked), never accepted unchecked. The
+claim is one round trip on its own connection, awaited in a task: the event loop never blocks.
+
 Known limits: the dead-man's switch (`cancel_after`) is armed in the gateway holding the session,
 as embedded (it does not survive that gateway); the key file is read by each gateway.
 """
@@ -50,6 +56,7 @@ import structlog
 
 from gateway import redis_journal as RJ
 from gateway.errors import GatewayCode as G
+from gateway.keys import KeyError_
 from gateway.resp import RespConnection
 from gateway.server import Gateway, Pending, ServerConfig, _err
 
@@ -92,6 +99,10 @@ class RedisGateway(Gateway):
         RJ.check_settings(self._rs, unsafe)
         config = _redis_config(config)
         super().__init__(config, feed=None, clock=clock)
+        # the nonces live in Redis (_claim_nonce), across this process's restarts: no start-time rule
+        self.auth.not_before_ns = 0
+        self._nonce_ttl_ms = max(1, 2 * config.recv_window_ms)
+        self._claims: set[asyncio.Task] = set()
         # the engine's chains, not this process's start; a delta open at the start was built by the
         # gateways running then, so this one's chain starts after it (its subscribers start from a snapshot)
         self.book_seq = [p or b for b, p in zip(self.jeng.chains["book"],
@@ -133,6 +144,7 @@ class RedisGateway(Gateway):
     async def start(self) -> None:
         self._w = RespConnection(self.redis_url)  # group commits to NS:cmd (gateway.resp: the hot path)
         self._r = RespConnection(self.redis_url)  # blocking reads of NS:seq
+        self._n = RespConnection(self.redis_url, timeout_s=2.0)  # logon nonces (_claim_nonce)
         await super().start()
         self._reader = asyncio.create_task(self._follow(), name="follow-seq")
         self._reader.add_done_callback(self._reader_done)
@@ -149,9 +161,48 @@ class RedisGateway(Gateway):
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
-        for c in (self._w, self._r):
+        for t in list(self._claims):
+            t.cancel()
+        await asyncio.gather(*self._claims, return_exceptions=True)
+        for c in (self._w, self._r, self._n):
             await c.aclose()
         self._rs.close()
+
+    # ---- logon ------------------------------------------------------------------------------
+    def _claim_nonce(self, conn: Any, rid: int, key: Any, nonce: str, now: int) -> None:  # type: ignore[override]
+        """The logon passed its checks; claim its (key, nonce) in Redis in a task (the loop goes on),
+        and log the connection on only once Redis says it was not there."""
+        if not self.redis_up:
+            self._logon_unchecked(conn, rid, "Redis is unreachable")
+            return
+        conn.logon_pending = True
+        task = asyncio.get_running_loop().create_task(self._claim_nonce_in_redis(conn, rid, key, nonce))
+        self._claims.add(task)
+        task.add_done_callback(self._claims.discard)
+
+    async def _claim_nonce_in_redis(self, conn: Any, rid: int, key: Any, nonce: str) -> None:
+        try:
+            fresh = await self._n.call(b"SET", self.rkeys.nonce(key.key, nonce), b"1", b"NX", b"PX",
+                                       self._nonce_ttl_ms)
+        except (redis.RedisError, *RJ.redis_down_errors()) as exc:  # unreachable, or an error reply: not checked
+            conn.logon_pending = False
+            log.warning("logon_nonce_unchecked", conn_id=conn.id, error=repr(exc))
+            self._logon_unchecked(conn, rid, f"Redis did not take the claim ({type(exc).__name__})")
+            return
+        conn.logon_pending = False
+        if conn.close_code or conn.id not in self.conns:  # the connection went away meanwhile
+            return
+        if fresh is None:
+            self._logon_refused(conn, rid, KeyError_(G.NONCE_REUSED, "nonce already used (on this venue)"))
+            return
+        self.auth.remember(key.key, nonce, self.clock.now_ns())
+        self._logged_on(conn, rid, key, time.monotonic_ns())
+
+    def _logon_unchecked(self, conn: Any, rid: int, why: str) -> None:
+        """Refused because the nonce could not be checked: the client's fault it is not, so it is no
+        failed logon (`max_logon_failures`); log on again (a fresh signature) once Redis is back."""
+        self._reply(conn, rid, error=_err(G.JOURNAL_UNAVAILABLE, f"logon not checked: {why}; the nonce store "
+                                                                 "is Redis: log on again shortly"))
 
     def _pending_acks(self) -> int:
         return sum(1 for _, batch in self._inflight.values() for p in batch if p.done is not None)

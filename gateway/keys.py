@@ -13,6 +13,13 @@ A logon signs `protocol.logon_payload(key, ts_ns, nonce)`. `Authenticator` check
 key exists and is not revoked, the timestamp lies within the receive window of the server's clock,
 the signature, and that the nonce was not used by this key within the window (replay). Nonces are
 remembered for twice the window; anything older is refused by the window check anyway.
+
+Where the nonces live decides what "not used" covers. The Authenticator's own memory is one
+process's: `perp serve` (the venue's only front) adds `not_before_ns`, its start, and refuses a
+logon signed before it (4106: the nonces this process never saw may have been used by the one
+before it), so a logon frame cannot be replayed after a restart. Scaled out, every `perp gateway`
+also records each (key, nonce) in Redis (gateway.front `RedisGateway`, SET NX PX twice the window),
+so one frame logs on at most once on the whole venue.
 """
 
 from __future__ import annotations
@@ -156,14 +163,26 @@ def sign_logon(kind: KeyKind, credential_hex: str, key: str, ts_ns: int, nonce: 
 
 
 class Authenticator:
-    def __init__(self, store: KeyStore, recv_window_ns: int = 5_000_000_000, max_nonces: int = 1_000_000):
+    """Logon checks against the key file. `check` = `verify` (key, revocation, window, signature and
+    this process's nonce memory) then `remember` (the nonce is recorded); a caller with a shared
+    nonce store (RedisGateway) calls the two itself with its own claim in between."""
+
+    def __init__(self, store: KeyStore, recv_window_ns: int = 5_000_000_000, max_nonces: int = 1_000_000,
+                 not_before_ns: int = 0):
         self.store = store
         self.recv_window_ns = recv_window_ns
         self.max_nonces = max_nonces
+        self.not_before_ns = not_before_ns  # a logon signed earlier is refused (4106); 0: none
         self._nonces: OrderedDict[tuple[str, str], int] = OrderedDict()  # (key, nonce) -> ts_ns, oldest first
         self._verifiers: dict[str, object] = {}
 
     def check(self, key: str, ts_ns: int, nonce: str, signature_hex: str, now_ns: int) -> ApiKey:
+        k = self.verify(key, ts_ns, nonce, signature_hex, now_ns)
+        self.remember(key, nonce, now_ns)
+        return k
+
+    def verify(self, key: str, ts_ns: int, nonce: str, signature_hex: str, now_ns: int) -> ApiKey:
+        """Every check but recording the nonce; raises KeyError_ with the first one that fails."""
         self.store.reload_if_changed()
         k = self.store.keys.get(key)
         if k is None:
@@ -176,13 +195,20 @@ class Authenticator:
                             f"around the server's clock {now_ns}")
         if not self._verify(k, logon_payload(key, ts_ns, nonce), signature_hex):
             raise KeyError_(GatewayCode.BAD_SIGNATURE, "bad signature")
+        if ts_ns < self.not_before_ns:
+            raise KeyError_(GatewayCode.NONCE_REUSED,
+                            f"timestamp {ts_ns} is before this server started ({self.not_before_ns}): its nonce may "
+                            "have been used before the restart; sign a fresh logon")
         self._forget_before(now_ns - 2 * self.recv_window_ns)
         if (key, nonce) in self._nonces:
             raise KeyError_(GatewayCode.NONCE_REUSED, "nonce already used")
+        return k
+
+    def remember(self, key: str, nonce: str, now_ns: int) -> None:
+        """Record (key, nonce) as used, for twice the receive window (at most `max_nonces` kept)."""
         self._nonces[(key, nonce)] = now_ns
         while len(self._nonces) > self.max_nonces:
             self._nonces.popitem(last=False)
-        return k
 
     def _forget_before(self, cutoff_ns: int) -> None:
         while self._nonces:

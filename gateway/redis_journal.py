@@ -105,6 +105,10 @@ class Keys:
     def events(self, symbol: str) -> str:
         return f"{self.ns}:ev:{symbol}"
 
+    def nonce(self, key: str, nonce: str) -> str:
+        """A logon's (key, nonce), set NX with an expiry by the gateway that took it (gateway.front)."""
+        return f"{self.ns}:nonce:{key}:{nonce}"
+
 
 # ---- settings --------------------------------------------------------------------------------
 def durability_problems(config: dict[str, str]) -> list[str]:

@@ -156,6 +156,7 @@ class Conn:
         "last_rx_ns",
         "log",
         "logon_failures",
+        "logon_pending",
         "out",
         "subs",
         "wake",
@@ -176,6 +177,7 @@ class Conn:
         self.close_code = 0
         self.close_reason = ""
         self.logon_failures = 0
+        self.logon_pending = False  # a logon passed its checks and waits for its nonce's claim (RedisGateway)
         self.log = log.bind(conn_id=conn_id)
         self.last_rx_ns = time.monotonic_ns()
         sock = ws.transport.get_extra_info("socket") if ws is not None else None
@@ -321,8 +323,12 @@ class Gateway:
         self._price_text = PriceText(self.specs)
         self.tick_range: list[tuple[int, int]] = []
         self.keys = KeyStore(config.keys_path or data / "keys.json")
-        self.auth = Authenticator(self.keys, recv_window_ns=config.recv_window_ms * 1_000_000)
         self.clock = clock or WallClock(self.engine.last_ts_ns)
+        # the nonces this process saw are the venue's only record of them: a logon signed before it
+        # started (by the wall clock, the one clients sign with) is refused (4106), so one seen by
+        # the process before a restart cannot be replayed after it
+        self.auth = Authenticator(self.keys, recv_window_ns=config.recv_window_ms * 1_000_000,
+                                  not_before_ns=time.time_ns())
         # one feed per market (recovered ones included) whose series the fix source has (gateway.feed)
         self.feed = IndexFeeds.of(feed)
         if self.feed is None and feed is None and config.index_feed:
@@ -727,21 +733,33 @@ class Gateway:
         self._reply(conn, rid, {"server_ts_ns": self.clock.now_ns()})
 
     def _m_logon(self, conn: Conn, rid: int, p: P.Logon, now: int) -> None:
-        if conn.key is not None:
+        if conn.key is not None or conn.logon_pending:
             self._reply(conn, rid, error=_err(G.ALREADY_LOGGED_IN, "this connection is logged on"))
             return
         if p.version != P.PROTOCOL_VERSION:
             self._reply(conn, rid, error=_err(G.UNSUPPORTED_VERSION, f"protocol version {P.PROTOCOL_VERSION} only"))
             return
         try:
-            key = self.auth.check(p.key, p.ts_ns, p.nonce, p.signature, self.clock.now_ns())
+            key = self.auth.verify(p.key, p.ts_ns, p.nonce, p.signature, self.clock.now_ns())
         except KeyError_ as exc:
-            conn.logon_failures += 1
-            conn.log.info("logon_refused", code=int(exc.code))
-            self._reply(conn, rid, error=_err(exc.code, exc.msg))
-            if conn.logon_failures >= self.cfg.max_logon_failures:
-                self._close(conn, G.LOGON_FAILED_TOO_OFTEN, "too many failed logons")
+            self._logon_refused(conn, rid, exc)
             return
+        self._claim_nonce(conn, rid, key, p.nonce, now)
+
+    def _claim_nonce(self, conn: Conn, rid: int, key: ApiKey, nonce: str, now: int) -> None:
+        """Record the logon's nonce as used and log the connection on. Embedded, this process's
+        memory is the venue's nonce store; RedisGateway claims it in Redis first."""
+        self.auth.remember(key.key, nonce, self.clock.now_ns())
+        self._logged_on(conn, rid, key, now)
+
+    def _logon_refused(self, conn: Conn, rid: int, exc: KeyError_) -> None:
+        conn.logon_failures += 1
+        conn.log.info("logon_refused", code=int(exc.code))
+        self._reply(conn, rid, error=_err(exc.code, exc.msg))
+        if conn.logon_failures >= self.cfg.max_logon_failures:
+            self._close(conn, G.LOGON_FAILED_TOO_OFTEN, "too many failed logons")
+
+    def _logged_on(self, conn: Conn, rid: int, key: ApiKey, now: int) -> None:
         conn.key = key
         conn.log = conn.log.bind(account=key.account)
         self.user_conns[key.account].add(conn)

@@ -22,6 +22,22 @@ def logon_params(c: Credentials, ts_ns: int | None = None, nonce: str | None = N
             "signature": sign_logon(c.kind, secret or c.secret_hex, c.key, ts, nonce)}
 
 
+async def raw_logon(url: str, params: dict) -> dict:
+    """One logon frame on a fresh connection, exactly as given (a replay sends the same bytes again);
+    the reply as a dict."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"id": 1, "method": "logon", "params": params}))
+        while True:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if msg.get("id") == 1:
+                return msg
+
+
 async def refused(client, method, params, code):
     with pytest.raises(GatewayError) as exc:
         await client.request(method, params)
@@ -98,3 +114,42 @@ def test_bad_logons_and_forbidden_orders_change_nothing(tmp_path):
         assert alice.close_code == G.KEY_REVOKED
 
     run(body())
+
+
+def test_a_logon_seen_before_a_restart_is_refused_after_it_and_a_fresh_one_logs_on(tmp_path):
+    """`perp serve` keeps the nonces in its memory: a restart forgets them, so a logon signed before the
+    process started is refused (4106) -- the frame a client sent to the old process cannot be replayed
+    within the receive window after a quick restart. A fresh logon (the reference client signs one on
+    every reconnect) goes through."""
+    from gateway.client import GatewayClient
+    from gateway.server import Gateway, ServerConfig
+    from tests.gateway.conftest import VENUE_DEFAULTS, make_keys, pinned_feed
+
+    keys, creds = make_keys(tmp_path / "keys.json")
+    cfg = ServerConfig(**({"port": 0, "data_dir": str(tmp_path / "data"), "keys_path": str(keys.path)}
+                          | VENUE_DEFAULTS))
+
+    async def body():
+        gw = Gateway(cfg, feed=pinned_feed())
+        await gw.start()
+        seen = logon_params(creds["alice"])  # the client's logon to the first process
+        try:
+            assert (await raw_logon(f"ws://127.0.0.1:{gw.port}", seen))["ok"]
+        finally:
+            await gw.stop()
+        gw = Gateway(cfg, feed=pinned_feed())
+        await gw.start()
+        try:
+            url = f"ws://127.0.0.1:{gw.port}"
+            assert time.time_ns() - seen["ts_ns"] < 5 * 10**9  # still inside the receive window
+            again = await raw_logon(url, seen)
+            async with GatewayClient(url, creds["alice"]) as alice:
+                fresh = alice.account
+        finally:
+            await gw.stop()
+        return again, fresh
+
+    again, fresh = run(body(), 60)
+    assert not again["ok"] and again["error"]["code"] == G.NONCE_REUSED, again
+    assert "before this server started" in again["error"]["msg"]
+    assert fresh == 20

@@ -475,3 +475,31 @@ def test_a_gateway_whose_reader_ends_by_a_bug_fails_as_a_lost_replica_does_inste
             await eng.stop()
 
     run(body(), 120)
+
+
+def test_a_logon_redis_cannot_check_is_refused_not_accepted_unchecked_and_goes_through_once_redis_is_back(
+        redis_server, procs, tmp_path):
+    """A gateway claims every logon's nonce in Redis: with Redis down the claim cannot be made, so the
+    logon is refused 4307 rather than accepted without the replay check; once Redis is back a fresh logon goes through, no process restarted."""
+    from tests.gateway.test_auth import logon_params, raw_logon
+
+    keys, creds = make_keys(tmp_path / "keys.json")
+    procs.append(start_engine(redis_server.url, NS, log_dir=tmp_path))
+    pin_index(redis_server.url)
+    gw = start_gateway(redis_server.url, keys.path, tmp_path / "a", NS)
+    procs.append(gw)
+
+    async def body():
+        assert (await raw_logon(gw.url, logon_params(creds["alice"])))["ok"]
+        redis_server.kill()
+        down = await raw_logon(gw.url, logon_params(creds["alice"]))
+        redis_server.start()  # same port and dir
+        t_end = time.monotonic() + 30
+        while not (back := await raw_logon(gw.url, logon_params(creds["alice"])))["ok"]:
+            assert back["error"]["code"] == G.JOURNAL_UNAVAILABLE and time.monotonic() < t_end, back
+            await asyncio.sleep(0.2)
+        return down
+
+    down = run(body(), 120)
+    assert not down["ok"] and down["error"]["code"] == G.JOURNAL_UNAVAILABLE, down
+    assert "logon not checked" in down["error"]["msg"]

@@ -97,6 +97,32 @@ def test_book_deltas_merge_where_the_engine_closes_them_the_same_on_both_gateway
     run(body(), 120)
 
 
+def test_a_logon_frame_logs_on_once_on_the_venue_and_is_refused_when_replayed_to_another_gateway(
+        redis_server, procs, tmp_path):
+    """Each gateway claims a logon's (key, nonce) in Redis (SET NX, twice the receive window) before it
+    logs the connection on: the same signed frame sent to the other gateway within the window -- or to
+    the same one again -- is refused 4106, as one process refuses it; a fresh logon goes through."""
+    from tests.gateway.test_auth import logon_params, raw_logon
+
+    creds, _eng, ga, gb = start_venue(redis_server, procs, tmp_path)
+
+    async def body():
+        seen = logon_params(creds["alice"])  # the genuine client's logon, through gateway a
+        first = await raw_logon(ga.url, seen)
+        on_b, on_a = await raw_logon(gb.url, seen), await raw_logon(ga.url, seen)
+        fresh = await raw_logon(gb.url, logon_params(creds["alice"]))
+        return first, on_b, on_a, fresh
+
+    first, on_b, on_a, fresh = run(body(), 60)
+    assert first["ok"] and fresh["ok"], (first, fresh)
+    assert not on_b["ok"] and on_b["error"]["code"] == 4106, on_b
+    assert not on_a["ok"] and on_a["error"]["code"] == 4106, on_a
+    r = redis_server.client()
+    kept = list(r.scan_iter(f"{NS}:nonce:*"))  # the two logons that went through, each for twice the 5 s window
+    assert len(kept) == 2 and all(0 < r.pttl(k) <= 10_000 for k in kept), kept
+    r.close()
+
+
 def test_clients_on_two_gateways_see_the_same_book_sequence_and_fills(redis_server, procs, tmp_path):
     url = redis_server.url
     creds, _eng, ga, gb = start_venue(redis_server, procs, tmp_path)
