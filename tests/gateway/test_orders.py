@@ -276,3 +276,35 @@ def test_a_failed_fsync_answers_its_batch_status_unknown_and_sequences_nothing_a
             assert exc.value.code == G.SHUTTING_DOWN
 
     run(body())
+
+
+def test_amend_keeps_an_omitted_field_and_refuses_null_or_zero_as_the_protocol_doc_says(tmp_path):
+    """docs/protocol.md's `order.amend` row is the contract: omitting `price` or `size_lots` keeps it; an
+    explicit null or 0 is refused 4003 (it once documented null and 0 as "unchanged", which the server
+    has always refused)."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    (row,) = [ln for ln in doc.splitlines() if ln.startswith("| `order.amend` |")]
+    assert "omit it to keep the price" in row and "omit it to keep the size" in row, row
+    assert "refused with 4003" in row and "unchanged" not in row, row
+
+    async def body():
+        async with venue(tmp_path) as v, v.client("alice") as alice:
+            o = await alice.place(MARKET, "buy", 5, price="1.9500")
+            kept_price = await alice.request("order.amend", {"market": MARKET, "order_id": o.order_id, "size_lots": 3})
+            kept_size = await alice.request("order.amend", {"market": MARKET, "order_id": o.order_id,
+                                                            "price": "1.9400"})
+            codes = []
+            for params in ({"price": None, "size_lots": 2}, {"price": "1.9300", "size_lots": 0}, {"size_lots": None}):
+                with pytest.raises(GatewayError) as exc:
+                    await alice.request("order.amend", {"market": MARKET, "order_id": o.order_id, **params})
+                codes.append(exc.value.code)
+            (left,) = await alice.open_orders()
+            return kept_price, kept_size, codes, left
+
+    kept_price, kept_size, codes, left = run(body())
+    assert (kept_price["price"], kept_price["remaining_lots"]) == ("1.9500", 3)
+    assert (kept_size["price"], kept_size["remaining_lots"]) == ("1.9400", 3)
+    assert codes == [G.BAD_PARAMS] * 3
+    assert (left.price, left.remaining_lots) == ("1.9400", 3)  # the refused amends changed nothing
