@@ -186,7 +186,17 @@ class Engine:
 
     def _special_row(self, row: np.ndarray, on_events: Callable[[np.ndarray], object]) -> None:
         """One row by the edge's rules: an admin command (validate, kernel clock step, apply), or a row
-        that reaches a pending change's effective time (applied before it; undone if it is refused)."""
+        that reaches a pending change's effective time (applied before it; undone if it is refused).
+
+        A funding change (after-step: the hour ending at its time H is paid under the old values) whose H
+        lies inside this row's step while the step would also pay a later hour of that market (a step of
+        up to `max_clock_step_s` past the next funding hour pays two) splits the step: the clock first
+        advances to H by an engine-internal row (`_clock_to`, not journaled: the replay of this row, live
+        or from a snapshot, splits it the same way), the change takes effect at H, then the row runs, so
+        the hour starting at H is paid under the new values (docs/operations.md). The split belongs to
+        this row: if the row is refused, the split is undone with it (clock, samples, funding paid and the
+        activation) and the change stays pending -- a refused command changes nothing but the sequence
+        number; the next accepted command crosses H the same way."""
         st = self.state
         seq = int(st.g[L.G_SEQ]) + 1
         ts = int(row[L.C_TS])
@@ -201,9 +211,20 @@ class Engine:
                 return
             kernel_row = plan.kernel_row
         saved = (self.admin.copy(), st.spec.copy(), st.tiers.copy()) if self.admin.pending else None
+        crossed = self._crossed_hours(row, ts) if saved is not None else []
+        whole = S.EngineState(*(a.copy() for a in st)) if crossed else None  # the split's undo
+        parts = []
+        for hour in crossed:  # a pending change due inside this step: the clock reaches it first
+            parts.append(self._clock_to(hour))
+            parts.append(self._effective_rows(admin_mod.activate(self, hour, after_step=True), seq, hour))
+        st = self.state
         before = admin_mod.activate(self, ts, after_step=False) if saved is not None else []
         ev = self._one_row(kernel_row)
         if ev.shape[0] == 1 and ev[0, L.E_KIND] == L.EV_REJECTED:
+            if whole is not None:  # undo the split's clock advance and funding too: only the seq moves
+                self._restore(whole)
+                self.state.g[L.G_SEQ] = seq
+                st = self.state
             if saved is not None:  # undo the activation; engine.specs stays the same list object
                 self.admin, spec, tiers = saved
                 self.specs[:] = self.admin.specs
@@ -217,7 +238,8 @@ class Engine:
                                                          _CLOCK_CODES else "type", describe(int(ev[0, L.E_CODE]))))
             on_events(ev)
             return
-        parts = [self._effective_rows(before, seq, ts)] if before else []
+        if before:
+            parts.append(self._effective_rows(before, seq, ts))
         if plan is not None and ev[-1, L.E_KIND] == L.EV_ADMIN:
             ev = ev[:-1]  # the kernel's clock-step event: the full admin event replaces it below
         parts.append(ev)
@@ -229,6 +251,50 @@ class Engine:
         if after:
             parts.append(self._effective_rows(after, seq, int(st.g[L.G_LAST_TS])))
         on_events(np.concatenate(parts) if len(parts) > 1 else parts[0])
+
+    def _crossed_hours(self, row: np.ndarray, ts: int) -> list[int]:
+        """The effective times H of pending after-step changes (a funding cap or clamp: perp/admin.py) that
+        this row's clock step would cross with a later funding hour of the same market still to pay: the
+        engine clock < H and H + funding interval <= `ts`, so one step would pay the hour starting at H
+        under the old values. Ascending, without repeats. Empty for a row whose time the kernel refuses
+        (the clock's rules are checked on the state before any split, so a split never lets through a row
+        the kernel would refuse as too far ahead) and for a `clock_gap` (which pays the hour in progress
+        and nothing after it)."""
+        st = self.state
+        last = int(st.g[L.G_LAST_TS])
+        if row[L.C_KIND] == L.CK_CLOCK_GAP or not 0 <= ts <= L.MAX_TS_NS or ts < last:
+            return []
+        nxt = st.mkt[:, L.M_NEXT_FUNDING_TS]
+        if np.any((nxt > 0) & (ts - nxt > st.spec[:, L.S_MAX_CLOCK_STEP_NS])):
+            return []  # TIMESTAMP_TOO_FAR_AHEAD, as the kernel will say
+        return sorted({p.effective_ts_ns for p in self.admin.pending
+                       if p.after_step and last < p.effective_ts_ns
+                       and p.effective_ts_ns + int(st.spec[p.market, L.S_FUNDING_INTERVAL_NS]) <= ts})
+
+    def _clock_to(self, hour: int) -> np.ndarray:
+        """Advance the clock to `hour` inside the step of the row about to run (whose seq its events
+        carry): an engine-internal kernel row, never journaled, that the replay of the same row performs
+        identically -- a venue-wide CK_ADMIN row (market -1, no payload), whose kernel part is the clock
+        step alone (samples, funding hours due, marks). Its own admin event is dropped and the sequence
+        number it took is given back: the row that follows is the journal record this step belongs to."""
+        st = self.state
+        seq = int(st.g[L.G_SEQ])
+        r = np.zeros(L.N_CMD_COLS, np.int64)
+        r[[L.C_KIND, L.C_TS, L.C_MARKET, L.C_ACCOUNT]] = (L.CK_ADMIN, hour, -1, -1)
+        ev = self._one_row(r)
+        self.state.g[L.G_SEQ] = seq
+        if ev.shape[0] == 0 or ev[-1, L.E_KIND] != L.EV_ADMIN:  # cannot happen: the row's time was checked
+            raise AssertionError(f"the engine-internal clock step to {hour} was refused")
+        return ev[:-1]
+
+    def _restore(self, saved: S.EngineState) -> None:
+        """Put back a copy of the state arrays taken earlier in this row (in place where the shapes are
+        the same; a capacity growth since is logically invisible, so the copy itself then replaces it)."""
+        if all(a.shape == b.shape for a, b in zip(self.state, saved)):
+            for a, b in zip(self.state, saved):
+                a[...] = b
+        else:
+            self.state = saved
 
     def _admin_plan(self, row: np.ndarray, seq: int, ts: int):
         from perp.commands import decode_admin_payload

@@ -16,7 +16,7 @@ from perp.engine import Engine
 from perp.events import AdminApplied, AdminEffective, FundingPaid, Rejected
 from risk.errors import RiskCode
 from risk.tiers import LeverageTier
-from tests.helpers import SECOND, T0, assert_money_conserved
+from tests.helpers import SECOND, T0, Clock, assert_money_conserved
 
 M = "H100-PERP"
 HOUR = 3600 * SECOND
@@ -61,21 +61,72 @@ def test_funding_cap_change_is_pending_until_the_next_funding_hour_and_the_hour_
     assert int(e.state.spec[0, 19]) == 100_000
 
 
-def test_the_new_funding_cap_bounds_the_first_hour_that_starts_after_it(ts):
-    """A one-sided rich book (bids far above the index) pays the cap: the old cap's hour, then the new one's."""
+def rich_book(ts) -> Engine:
+    """A one-sided rich book: bids at +4.9% (inside the 5% band) for the impact notional on both sides, so the
+    premium is large and every hour pays the cap; no admin change yet."""
     e = fresh()
     e.submit([Deposit(ts_ns=ts(), account=a, amount_micro=10**12) for a in (101, 102)])
-    # bids at +4.9% (inside the 5% band) for the impact notional on both sides: the premium is large
     e.submit([Place(ts_ns=ts(), account=101, market=M, side="buy", price="2.2400", size_lots=2000),
               Place(ts_ns=ts(), account=102, market=M, side="sell", price="2.2450", size_lots=2000),
               Place(ts_ns=ts(), account=101, market=M, side="buy", price="2.1432", size_lots=1),
               Place(ts_ns=ts(), account=102, market=M, side="sell", price="2.1432", size_lots=1)])
+    return e
+
+
+def test_the_new_funding_cap_bounds_the_first_hour_that_starts_after_it(ts):
+    """A one-sided rich book (bids far above the index) pays the cap: the old cap's hour, then the new one's."""
+    e = rich_book(ts)
     e.submit([funding(T0 + 30 * SECOND, 100_000, 50_000)])
     paid = [x for x in e.submit([SetIndex(ts_ns=T0 + HOUR + 1, market=M, price="2.1432")]) if isinstance(x, FundingPaid)]
     assert paid[0].rate_ppb == 500_000  # the hour in progress when the change was made: the old cap binds
     paid = [x for x in e.submit([SetIndex(ts_ns=T0 + 2 * HOUR + 1, market=M, price="2.1432")])
             if isinstance(x, FundingPaid)]
     assert paid[0].rate_ppb == 100_000  # the first hour under the new cap
+    assert_money_conserved(e)
+
+
+def test_the_new_funding_cap_bounds_the_second_hour_when_one_commands_clock_step_pays_two_hours(ts):
+    """Cap cut at 00:00:30 (effective 01:00), next command at 02:00 -- exactly max_clock_step_s past the next
+    funding hour, so its step pays 00:00-01:00 and 01:00-02:00: the first under the old cap, the second (it
+    starts at the effective time) under the new one, as if a command at 01:00 had paid the first."""
+    e = rich_book(ts)
+    e.submit([funding(T0 + 30 * SECOND, 100_000, 50_000)])
+    events = e.submit([SetIndex(ts_ns=T0 + 2 * HOUR, market=M, price="2.1432")])
+    assert not any(isinstance(x, Rejected) for x in events)
+    at = [i for i, x in enumerate(events) if isinstance(x, (FundingPaid, AdminEffective))]
+    assert [type(events[i]).__name__ for i in at] == ["FundingPaid", "AdminEffective", "FundingPaid"]
+    first, second = [x for x in events if isinstance(x, FundingPaid)]
+    assert (first.ts_ns, first.rate_ppb) == (T0 + HOUR, 500_000)  # the hour in progress at the change: old cap
+    assert (second.ts_ns, second.rate_ppb) == (T0 + 2 * HOUR, 100_000)  # the first hour under the new cap
+    assert e.market_params(M)["funding_cap_ppb"] == 100_000 and e.market_params(M)["pending"] == []
+    assert_money_conserved(e)
+    # the same hours paid by two commands, one per hour: the same funding to the micro-dollar
+    ref = rich_book(Clock())
+    ref.submit([funding(T0 + 30 * SECOND, 100_000, 50_000)])
+    ref.submit([SetIndex(ts_ns=T0 + HOUR, market=M, price="2.1432")])
+    ref.submit([SetIndex(ts_ns=T0 + 2 * HOUR, market=M, price="2.1432")])
+    got, want = e.funding_positions(), ref.funding_positions()
+    assert (got.funding_micro == want.funding_micro).all() and got.funding_micro.any()
+    assert e.ledger() == ref.ledger()
+
+
+def test_a_refused_command_whose_step_would_cross_a_pending_funding_change_changes_nothing(ts):
+    """The split of a two-hour step at the change's time belongs to the command: refused, it is undone (no
+    hour paid, the clock where it was, the change pending); a command too far ahead is refused as before
+    (the split never makes a step short enough to pass); the next accepted command crosses the hour."""
+    e = rich_book(ts)
+    e.submit([funding(T0 + 30 * SECOND, 100_000, 50_000)])
+    before, clock = e.state_hash(include_clock=False), e.last_ts_ns
+    step_s = e.specs[0].max_clock_step_s
+    for cmd in (Deposit(ts_ns=T0 + 2 * HOUR, account=5, amount_micro=1),  # a reserved account: refused
+                SetIndex(ts_ns=T0 + HOUR + step_s * SECOND + 1, market=M, price="2.1432")):  # too far ahead
+        (ev,) = e.submit([cmd])
+        assert isinstance(ev, Rejected), ev
+        assert e.state_hash(include_clock=False) == before and e.last_ts_ns == clock
+        assert len(e.market_params(M)["pending"]) == 1 and e.market_params(M)["funding_cap_ppb"] == 500_000
+    paid = [x for x in e.submit([Deposit(ts_ns=T0 + 2 * HOUR, account=101, amount_micro=1)])
+            if isinstance(x, FundingPaid)]
+    assert [p.rate_ppb for p in paid] == [500_000, 100_000]
     assert_money_conserved(e)
 
 

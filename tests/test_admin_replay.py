@@ -178,3 +178,34 @@ def test_a_journal_holding_an_admin_value_beyond_int64_replays_it_as_the_refusal
     assert again.rejection(3).field == "spec.withdraw_floor_ppm" and len(again.specs) == 1
     assert again.audit_log() == [] and again.ledger() == live.ledger()
     JournaledEngine.open(tmp_path / "old.journal").close()  # and the venue reopens it to go on appending
+
+
+def test_a_clock_step_split_at_a_funding_change_replays_to_the_same_state_from_the_journal_and_a_snapshot(tmp_path):
+    """The cap cut at 00:00:30 bounds 01:00-02:00 even when one command at 02:00 pays both hours: the engine
+    splits that step at 01:00 by itself (no journal record of its own), so recovery from the journal alone and
+    from a snapshot taken while the change was pending reach the live state hash."""
+    jpath, sdir = tmp_path / "venue.journal", tmp_path / "snaps"
+    rich = [SetIndex(ts_ns=T0, market=M, price="2.1432"),
+            Deposit(ts_ns=T0 + 1, account=101, amount_micro=10**12),
+            Deposit(ts_ns=T0 + 2, account=102, amount_micro=10**12),
+            Place(ts_ns=T0 + 3, account=101, market=M, side="buy", price="2.2400", size_lots=2000),
+            Place(ts_ns=T0 + 4, account=102, market=M, side="sell", price="2.2450", size_lots=2000),
+            Place(ts_ns=T0 + 5, account=101, market=M, side="buy", price="2.1432", size_lots=1),
+            Place(ts_ns=T0 + 6, account=102, market=M, side="sell", price="2.1432", size_lots=1),
+            SetFundingParams(ts_ns=T0 + 30 * SECOND, market=M, cap_ppb=100_000, clamp_ppb=50_000, **WHO)]
+    j = JournaledEngine.open(jpath, snapshot_dir=sdir)
+    for c in rich:
+        j.submit_rows(j.engine.encode([c]))
+    snap = j.snapshot()
+    assert len(j.engine.market_params(M)["pending"]) == 1
+    n_rows = len(read_rows(jpath))
+    j.submit_rows(j.engine.encode([SetIndex(ts_ns=T0 + 2 * HOUR, market=M, price="2.1432")]))
+    live = j.engine
+    assert live.market_view(0).last_funding_rate_ppb == 100_000  # 01:00-02:00 paid under the new cap
+    live_hash = live.state_hash()
+    j.close()
+    new = read_rows(jpath)[n_rows:]  # the command and perhaps its sweep: the split wrote nothing
+    assert new[0, L.C_KIND] == L.CK_SET_INDEX and set(new[1:, L.C_KIND].tolist()) <= {L.CK_LIQUIDATE}
+    assert recover(jpath).state_hash() == live_hash
+    rec = recover_detailed(jpath, snapshot=snap)
+    assert rec.replayed == new.shape[0] and rec.engine.state_hash() == live_hash
