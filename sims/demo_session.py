@@ -46,6 +46,12 @@ LEVERAGED_X10 = 45  # opens 4.5x its deposit of notional at the first hour's anc
 MAX_LEAN_TICKS = 16  # beyond the impact depth (~10 ticks) the premium, and so funding, is not zero
 
 
+def anchor_config(spec: MarketSpec, half_life_s: int = 21_600, overrides: Mapping[str, int] | None = None) -> AnchorConfig:
+    """The oracle's config of the demo's and the venue feed's anchor for `spec`, operators' overrides applied."""
+    config = AnchorConfig(series_id=spec.series, tick_size_usd=spec.tick_size_usd, half_life_s=half_life_s)
+    return msgspec.structs.replace(config, **overrides) if overrides else config
+
+
 def anchor_path(csv_path: Path, spec: MarketSpec, days: int, half_life_s: int = 21_600,
                 overrides: Mapping[str, int] | None = None,
                 suppressed: Iterable[dt.date] = ()) -> list[tuple[int, int, SetIndex]]:
@@ -54,10 +60,7 @@ def anchor_path(csv_path: Path, spec: MarketSpec, days: int, half_life_s: int = 
     (AnchorConfig fields) and `suppressed` fix dates are the operators' (perp.engine.Engine.oracle_overrides
     and suppressed_fixes), applied over the whole path."""
     fixes = read_csv_fixes(csv_path, spec.series).records
-    config = AnchorConfig(series_id=spec.series, tick_size_usd=spec.tick_size_usd, half_life_s=half_life_s)
-    if overrides:
-        config = msgspec.structs.replace(config, **overrides)
-    anchor = HourlyAnchor(config)
+    anchor = HourlyAnchor(anchor_config(spec, half_life_s, overrides))
     anchor.set_manual_suppressions(suppressed)
     points, _ = anchor.replay(fixes, max(f.strike_ts_ns for f in fixes) + 24 * HOUR_NS - 1)
     return [(p.ts_ns, p.anchor_price_ticks, msgspec.convert(anchor.set_index_command(p, spec.symbol), SetIndex))
