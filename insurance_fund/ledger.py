@@ -15,9 +15,10 @@ of its cash is an event, so its history is derived, never kept twice:
 | deleveraged | `liquidation` phase `adl` against the fund's own position (below its floor): realised PnL | +/- |
 | trading | `fill` of account 0 (closing backstop positions: realised PnL and fees) | +/- |
 
-Backstop takeovers (`liquidation` phase `backstop`) move positions, not cash: they show in the
-fund's equity at the mark (`Engine.account(0)`), and in the history as a zero-cash entry with the
-loss at the mark for reference. `FundHistory.cash_micro` equals the fund account's collateral
+Backstop takeovers (`liquidation` phase `backstop`) move positions: they show in the fund's equity
+at the mark (`Engine.account(0)`), and in the history with the loss at the mark for reference and, as
+cash, what they realise -- 0 when the takeover only opens or grows the fund's position; the realised
+PnL when it nets a position the fund already holds (a long taken over, then a short). `FundHistory.cash_micro` equals the fund account's collateral
 (tested), and the floor below which losses go to ADL is `Engine.ledger()["insurance_floor_micro"]`.
 `FundHistory.equity_series()` is the fund's equity (cash + positions at the marks) as the waterfall's
 events report it (takeover, unwind, ADL start, bad debt, deferral, below floor).
@@ -46,7 +47,7 @@ class FundEntry(msgspec.Struct, frozen=True):
     seq: int
     ts_ns: int
     kind: str
-    amount_micro: int  # change of the fund's cash (0 for a backstop takeover)
+    amount_micro: int  # change of the fund's cash (a backstop takeover: what it realises, 0 if it only opens)
     detail: str = ""
 
 
@@ -117,8 +118,9 @@ def fund_history(events: Iterable[Event], specs: list[MarketSpec], fund: int | N
                                          f"{ev.lots} lots against account {ev.account} at {ev.price_ticks} ticks"))
             elif ev.phase == "backstop" or (ev.phase == "fund_below_floor" and ev.lots and ev.account != FUND_ACCOUNT):
                 signed = ev.lots if ev.side == "buy" else -ev.lots
-                _fund_fill_cash(basis, ev.market, signed, ev.price_ticks, k[ev.market])
-                entries.append(FundEntry(ev.seq, ev.ts_ns, ev.phase, 0,
+                # 0 when it only opens; a takeover that nets a position the fund holds realises its PnL
+                cash = _fund_fill_cash(basis, ev.market, signed, ev.price_ticks, k[ev.market])
+                entries.append(FundEntry(ev.seq, ev.ts_ns, ev.phase, cash,
                                          f"{ev.lots} lots of account {ev.account} at {ev.price_ticks} ticks; "
                                          f"loss at the mark {ev.amount_micro} micro-USD"))
             elif ev.phase == "fund_below_floor":  # a debt past the floor (in bad_debt) or the fund's watch

@@ -51,6 +51,33 @@ def test_the_fund_history_counts_the_funding_its_backstop_position_pays():
     assert start + history.cash_micro == e.ledger()["insurance_fund_micro"]
 
 
+def test_a_takeover_that_nets_the_funds_own_position_is_in_its_history_with_the_pnl_it_realises():
+    """The fund takes account 101's long 2,000 at 1.7000, then account 104's short 2,000 at 1.9000:
+    the second takeover closes the first position and realises its PnL in the fund's cash, which the
+    history used to leave out (a zero-cash entry): 400 USD short of the fund's cash."""
+    from tests.test_liquidation import steps
+    from tests.test_waterfall_scenarios import no_rejects
+
+    e = long_2000()
+    start = int(e.state.collateral_micro[0])
+    events = e.submit([SetIndex(ts_ns=T0 + 4, market=M, price="1.7000"), Liquidate(ts_ns=T0 + 5)])
+    assert e.position_lots(0, 0) == 2000
+    more = e.submit([Deposit(ts_ns=T0 + 6, account=104, amount_micro=700_000_000),
+                     Place(ts_ns=T0 + 7, account=103, market=M, side="buy", size_lots=2000, price="1.7000"),
+                     Place(ts_ns=T0 + 8, account=104, market=M, side="sell", size_lots=2000, price="1.7000"),
+                     SetIndex(ts_ns=T0 + 9, market=M, price="1.7800"),
+                     SetIndex(ts_ns=T0 + 10, market=M, price="1.8600"),
+                     SetIndex(ts_ns=T0 + 11, market=M, price="1.9000"),
+                     Liquidate(ts_ns=T0 + 12)])
+    no_rejects(events + more)
+    assert [(s.lots, s.side) for s in steps(more, "fund_takeover")] == [(2000, "sell")]
+    assert e.position_lots(0, 0) == 0
+    h = fund_history(events + more, e.specs)
+    (netted,) = [x for x in h.entries if x.kind == "backstop" and x.amount_micro]
+    assert netted.amount_micro > 0
+    assert start + h.cash_micro == int(e.state.collateral_micro[0])
+
+
 def test_an_operator_top_up_is_in_the_fund_history():
     e = long_2000(fund_usd=10_000)
     start = e.ledger()["insurance_fund_micro"]
