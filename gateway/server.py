@@ -325,10 +325,12 @@ class Gateway:
         self.keys = KeyStore(config.keys_path or data / "keys.json")
         self.clock = clock or WallClock(self.engine.last_ts_ns)
         # the nonces this process saw are the venue's only record of them: a logon signed before it
-        # started (by the wall clock, the one clients sign with) is refused (4106), so one seen by
-        # the process before a restart cannot be replayed after it
+        # started is refused (4106), so one seen by the process before a restart cannot be replayed
+        # after it. "Before it started" by either clock a client may sign with: the wall clock, or
+        # the server's (the console signs with the time `hello` gave it), which a test or a sim may
+        # hold behind the wall clock -- whichever is earlier, so a fresh logon by either passes
         self.auth = Authenticator(self.keys, recv_window_ns=config.recv_window_ms * 1_000_000,
-                                  not_before_ns=time.time_ns())
+                                  not_before_ns=min(time.time_ns(), self.clock.now_ns()))
         # one feed per market (recovered ones included) whose series the fix source has (gateway.feed)
         self.feed = IndexFeeds.of(feed)
         if self.feed is None and feed is None and config.index_feed:
