@@ -254,6 +254,7 @@ from risk.ledger import (
     is_fund,
     max_leverage,
     open_lots_delta,
+    resting_reserve_micro,
     scaled_max_leverage,
     unsettle_funding,
     withdrawable,
@@ -627,7 +628,7 @@ def _withdraw(st, c, seq, ev, n):
     if code != 0:
         return _reject(c, ev, n, seq, code)
     equity, im = gated_equity_and_im(st, a, -1, 0, 0)  # a withdrawal is new risk: the oracle's gates apply
-    if amount > equity - im:
+    if amount > equity - im - resting_reserve_micro(st, a):  # and what its resting orders' fills will cost
         return _reject(c, ev, n, seq, R_WITHDRAWAL_BELOW_IM)
     if amount > withdrawable(st, a):
         return _reject(c, ev, n, seq, R_WITHDRAWAL_ABOVE_WITHDRAWABLE)
@@ -659,7 +660,7 @@ def _set_leverage(st, c, seq, ev, n):
     _, im_before = gated_equity_and_im(st, a, -1, 0, 0)
     st.acct_mkt[a, m, AM_LEVERAGE] = lev
     equity, im = gated_equity_and_im(st, a, -1, 0, 0)
-    if im > im_before and equity < im:
+    if im > im_before and equity - resting_reserve_micro(st, a) < im:
         st.acct_mkt[a, m, AM_LEVERAGE] = old
         return _reject(c, ev, n, seq, R_INSUFFICIENT_MARGIN)
     if a + 1 > st.g[G_ACCOUNT_HWM]:

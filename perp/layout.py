@@ -241,7 +241,7 @@ S_IMPACT_TICK_LOTS = 10  # impact notional in tick-lots (micro-USD / micro_per_t
 S_SAMPLE_NS = 11  # mark basis sampling interval
 S_ALPHA_PPM = 12  # EMA weight of each basis sample, parts per million
 S_MARK_BAND_BPS = 13  # the basis term of the mark is bounded to +- this around the index
-S_OI_CAP_LOTS = 14  # open-interest cap (0 = none)
+S_OI_CAP_LOTS = 14  # the open-interest cap in force, > 0 (perp.markets.open_interest_cap_in_force)
 S_PREMIUM_SAMPLE_NS = 15
 S_FUNDING_INTERVAL_NS = 16
 S_INTEREST_PPB = 17  # per funding interval

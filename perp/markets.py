@@ -174,7 +174,8 @@ def validate_spec(spec: MarketSpec) -> None:
       1,000,000, their product a whole number of micro-USD; `min_price_usd` < `max_price_usd` on the
       tick grid, at most 4,000,000 ticks apart; `impact_notional_usd` <= 1e12 USD;
     - lots: `min_order_lots` <= `max_order_lots` <= 1e12, and the largest fill's notional at
-      `max_price_usd` times 100,000 ppm within int64; `open_interest_cap_lots` 0-1e15 (0: no cap);
+      `max_price_usd` times 100,000 ppm within int64; `open_interest_cap_lots` 0-1e15 (0: none
+      configured; the cap in force is never above `max_open_interest_lots`);
     - fractions in ppm, 0-1,000,000: `fee_share_to_fund_ppm`, `withdraw_floor_ppm` and the
       `liquidation_*_ppm` fields (`liquidation_buffer_ppm` too: a chunk aims at most at 2 x MM);
       fees -10,000-100,000 ppm; bps 1-10,000; funding cap and clamp 0-1e9 ppb, interest within +-cap;
@@ -322,7 +323,7 @@ def spec_row(spec: MarketSpec) -> np.ndarray:
         (L.S_SAMPLE_NS, "mark_sample_interval_s", spec.mark_sample_interval_s * ns),
         (L.S_ALPHA_PPM, "mark_ema_half_life_s", mark_alpha_ppm(spec.mark_sample_interval_s, spec.mark_ema_half_life_s)),
         (L.S_MARK_BAND_BPS, "mark_band_bps", spec.mark_band_bps),
-        (L.S_OI_CAP_LOTS, "open_interest_cap_lots", spec.open_interest_cap_lots),
+        (L.S_OI_CAP_LOTS, "open_interest_cap_lots", open_interest_cap_in_force(spec)),
         (L.S_PREMIUM_SAMPLE_NS, "premium_sample_interval_s", spec.premium_sample_interval_s * ns),
         (L.S_FUNDING_INTERVAL_NS, "funding_interval_s", spec.funding_interval_s * ns),
         (L.S_INTEREST_PPB, "funding_interest_ppb", spec.funding_interest_ppb),
@@ -364,6 +365,25 @@ def max_position_lots(spec: MarketSpec) -> int:
     multiplication), and never above MAX_POSITION_LOTS."""
     top_micro = price_to_ticks(spec, spec.max_price_usd) * micro_per_tick_lot(spec)
     return min(MAX_POSITION_LOTS, _INT64_MAX // (top_micro * 64))
+
+
+def max_open_interest_lots(spec: MarketSpec) -> int:
+    """The most lots that may be open in the market whatever its configured cap: their notional at
+    the top of the price ladder stays 256x inside int64, so the losses of every market a venue can list
+    (perp.admin.MAX_MARKETS, 64), all paid by one fund, sum inside 2^61 beside deposits of at most 2^62
+    -- the fund's cash and every debt sum stay inside int64. The per-account position bound
+    (`max_position_lots`) alone did not: 66 shorts opened at the bottom of a wide ladder and closed
+    at its top left 9.5e18 micro-USD of flat debt, and the fund's balance wrapped."""
+    top_micro = price_to_ticks(spec, spec.max_price_usd) * micro_per_tick_lot(spec)
+    return _INT64_MAX // (top_micro * 256)
+
+
+def open_interest_cap_in_force(spec: MarketSpec) -> int:
+    """The open-interest cap the kernel enforces (lots, > 0): the configured one (0: none), never
+    above `max_open_interest_lots`."""
+    safe = max_open_interest_lots(spec)
+    cap = spec.open_interest_cap_lots
+    return safe if cap <= 0 or cap > safe else cap
 
 
 def tier_schedule(spec: MarketSpec) -> TierSchedule:

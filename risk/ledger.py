@@ -29,6 +29,7 @@ from __future__ import annotations
 from numba import njit
 
 from perp.layout import (
+    AC_HEAD,
     AM_FEES_MICRO,
     AM_FUNDING_MICRO,
     AM_LEVERAGE,
@@ -53,7 +54,10 @@ from perp.layout import (
     M_PREMIUM_SUM_PPB,
     O_ACCOUNT,
     O_FLAGS,
+    O_ANEXT,
     O_MARKET,
+    O_PRICE,
+    O_REM,
     O_SIDE,
     PAUSE_FUNDING,
     S_CAP_PPB,
@@ -63,6 +67,7 @@ from perp.layout import (
     S_FUND_ACCOUNT,
     S_FUNDING_INTERVAL_NS,
     S_INTEREST_PPB,
+    S_MAKER_FEE_PPM,
     S_MICRO_PER_TICK_LOT,
     S_PREMIUM_SAMPLE_NS,
     S_WITHDRAW_FLOOR_PPM,
@@ -312,10 +317,36 @@ def solvent_after(st, a, m, price, lots, fee_ppm, loss_micro):
 
 
 @njit(**_K)
+def resting_reserve_micro(st, a):
+    """What account a's resting orders will cost when they fill at their limits, at the marks now:
+    for each, its maker fee (`order_fee_micro`; a rebate counts 0) and what it gives away against
+    the mark -- (price - mark) x lots x k for a bid above its mark, (mark - price) x lots x k for an
+    ask below it (reduce-only orders too). The place gate charged both to the order (fee and
+    `perp.book.taker_loss_tick_lots`' resting remainder at its limit); withdrawals and leverage
+    changes keep them set aside on top of initial margin, so they cannot take out what the fills
+    will cost. Walks the account's own order list (AC_HEAD, O_ANEXT)."""
+    reserve = 0
+    slot = st.accounts[a, AC_HEAD]
+    while slot != -1:
+        m = st.orders[slot, O_MARKET]
+        mark = st.mkt[m, M_MARK]
+        price = st.orders[slot, O_PRICE]
+        lots = st.orders[slot, O_REM]
+        reserve += order_fee_micro(st, m, price, lots, st.spec[m, S_MAKER_FEE_PPM])
+        away = price - mark if st.orders[slot, O_SIDE] == BUY else mark - price
+        if away > 0 and mark > 0:
+            reserve += away * lots * st.spec[m, S_MICRO_PER_TICK_LOT]
+        slot = st.orders[slot, O_ANEXT]
+    return reserve
+
+
+@njit(**_K)
 def withdrawable(st, a):
     """The most account a may withdraw now: cash down to initial margin, and unrealised profit only
-    above max(initial margin, withdraw floor x notional): max(0, min(E - IM, max(cash, E - floor)))."""
+    above max(initial margin, withdraw floor x notional): max(0, min(E - IM, max(cash, E - floor))),
+    with what the resting orders' fills will cost (`resting_reserve_micro`) counted in IM."""
     equity, im, _, floor = account_margin(st, a, -1, 0, 0)
+    im += resting_reserve_micro(st, a)
     if floor < im:
         floor = im
     collateral = st.collateral_micro[a]

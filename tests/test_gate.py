@@ -147,6 +147,28 @@ def test_an_amend_that_moves_a_bid_through_the_mark_passes_the_same_gate_as_a_pl
                                         price="2.1000")])[0], Amended)
 
 
+def test_a_withdrawal_leaves_the_loss_set_aside_for_a_resting_bid_through_the_mark(eng):
+    """A bid of 9 at 2.2400 (957 ticks over the mark) passes the place gate with its maker fee
+    ceil(9 x 2,240) = 2,016 and its loss of 861,300 counted; a withdrawal may take equity - IM - both,
+    not more: otherwise the fill at an unchanged mark would leave the account under IM. Lowering
+    leverage keeps them aside too."""
+    deposit = 3_859_740 + 2_016 + 861_300 + 2_000  # IM of 9 lots + maker fee + the loss + 2,000 spare
+    eng.submit([Deposit(ts_ns=T0, account=A, amount_micro=deposit),
+                Deposit(ts_ns=T0, account=B, amount_micro=10**12)])
+    assert isinstance(eng.submit([buy(T0 + 1, A, 9, price="2.2400", tif="post_only")])[0], Accepted)
+    assert eng.account(A).withdrawable_micro == 2_000
+    before = frozen(eng)
+    assert rejected(eng.submit([Withdraw(ts_ns=T0 + 2, account=A, amount_micro=deposit - 3_859_740)]),
+                    RiskCode.WITHDRAWAL_BELOW_INITIAL_MARGIN)
+    assert rejected(eng.submit([SetLeverage(ts_ns=T0 + 3, account=A, market=H, leverage=4)]),
+                    RiskCode.INSUFFICIENT_INITIAL_MARGIN)
+    assert frozen(eng) == before
+    assert type(eng.submit([Withdraw(ts_ns=T0 + 4, account=A, amount_micro=2_000)])[0]).__name__ == "Withdrawn"
+    eng.submit([sell(T0 + 5, B, 9, price="2.2400")])
+    equity, im = gated_equity_and_im(eng.state, A, -1, 0, 0)
+    assert int(eng.state.position_lots[A, 0]) == 9 and equity >= im
+
+
 @pytest.mark.parametrize("grow_by_amend", [True, False])
 def test_resting_reduce_only_orders_give_an_opening_order_no_room(grow_by_amend):
     """Reduce-only orders fill at most what reduces, so they carry no margin and add nothing to the
@@ -372,6 +394,77 @@ def test_a_wrapped_sum_can_never_read_as_conserved():
     assert int(e.state.collateral_micro.sum()) == 10**15  # what an int64 sum would call conserved
     assert e.ledger()["collateral_micro"] == 10**15 + 2**64
     assert not e.money_conserved()
+
+
+WIDE_TOML = """
+[[market]]
+symbol = "WIDE-PERP"
+series = "WIDE.SERIES"
+tick_size_usd = "1"
+lot_gpu_hours = "1"
+min_price_usd = "1"
+max_price_usd = "4000000"
+min_order_lots = 1
+max_order_lots = 23
+price_band_bps = 10000
+market_protection_bps = 10000
+maker_fee_ppm = 0
+taker_fee_ppm = 0
+max_open_orders = 100
+impact_notional_usd = "10"
+mark_sample_interval_s = 1
+mark_ema_half_life_s = 5
+mark_band_bps = 10000
+default_leverage = 10
+[[market.tier]]
+max_leverage = 10
+maintenance_margin_ppm = 50_000
+"""
+
+
+def test_open_interest_is_capped_where_every_loss_it_can_make_still_sums_inside_int64():
+    """A market without a configured cap and a ladder from $1 to $4M: a lot's notional at the top is
+    4e12 micro-USD, so the cap in force is INT64_MAX // (4e12 x 256) = 9,007 lots. Shorts opened at
+    the bottom and closed at the top leave flat debts the fund pays past its floor; with 66 accounts
+    at the per-account bound they summed past int64 and the fund's balance wrapped upwards. At the
+    cap the debts sum exactly and the fund pays them; one lot more is refused (2104)."""
+    from perp.markets import max_open_interest_lots, parse_markets, tier_schedule
+    from tests.helpers import know_top_ups, row, top_up_row
+
+    mk = parse_markets(WIDE_TOML, "tests")
+    cap = max_open_interest_lots(mk.market[0])
+    assert cap == (2**63 - 1) // (4_000_000 * 1_000_000 * 256) == 9_007
+    e = Engine(mk, tiers={s.symbol: tier_schedule(s) for s in mk.market})
+    assert int(e.state.spec[0, L.S_OI_CAP_LOTS]) == cap < int(e.state.spec[0, L.S_MAX_POSITION_LOTS])
+    long_, short = A, B
+    cmds = [row(L.CK_SET_INDEX, T0, market=0, price=1), top_up_row(T0, 0, 10**9),
+            row(L.CK_DEPOSIT, T0, account=long_, size=10**10), row(L.CK_DEPOSIT, T0, account=short, size=10**10)]
+    chunks = [23] * (cap // 23) + [cap % 23]
+    for q in chunks:
+        cmds += [row(L.CK_PLACE, T0, account=long_, market=0, side=L.BUY, price=1, size=q),
+                 row(L.CK_PLACE, T0, account=short, market=0, side=L.SELL, price=1, size=q, tif=L.IOC)]
+    ev = know_top_ups(e).submit_rows(np.stack(cmds))
+    assert not (ev[:, L.E_KIND] == L.EV_REJECTED).any()
+    assert int(e.state.mkt[0, L.M_OPEN_INTEREST]) == cap
+    before = frozen(e)
+    extra = e.submit_rows(np.stack([row(L.CK_PLACE, T0, account=short, market=0, side=L.SELL, price=1, size=1)]))
+    assert extra[0, L.E_KIND] == L.EV_REJECTED and extra[0, L.E_CODE] == RiskCode.OPEN_INTEREST_CAP
+    assert frozen(e) == before
+    ts = T0 + 1
+    closes = [row(L.CK_SET_INDEX, ts, market=0, price=4_000_000)]
+    for q in chunks:  # the short buys back at the top from the long closing: a fair price, always allowed
+        closes += [row(L.CK_PLACE, ts, account=long_, market=0, side=L.SELL, price=4_000_000, size=q,
+                       flags=L.FLAG_REDUCE_ONLY),
+                   row(L.CK_PLACE, ts, account=short, market=0, side=L.BUY, price=4_000_000, size=q, tif=L.IOC,
+                       flags=L.FLAG_REDUCE_ONLY)]
+    assert not (e.submit_rows(np.stack(closes))[:, L.E_KIND] == L.EV_REJECTED).any()
+    debt = -int(e.state.collateral_micro[short])
+    assert debt == cap * (4_000_000 - 1) * 1_000_000 - 10**10
+    fund = int(e.state.collateral_micro[0])
+    e.submit_rows(np.stack([row(L.CK_LIQUIDATE, ts + 1)]))
+    assert int(e.state.collateral_micro[short]) == 0
+    assert int(e.state.collateral_micro[0]) == fund - debt  # paid below its floor, exactly: no wrap
+    assert e.money_conserved()
 
 
 # ---- row 7: emptying one side never snaps the mark ------------------------------------------------------
