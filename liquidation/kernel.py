@@ -119,7 +119,7 @@ from perp.layout import (
     T_MM_DEDUCTION_MICRO,
     T_MMR_PPM,
 )
-from risk.intmath import mul_div_ceil, mul_div_floor, ppm_of_ceil
+from risk.intmath import mul_div_ceil, mul_div_floor, ppm_of_ceil, ppm_ratio_floor_capped
 from risk.ledger import account_margin, apply_fill, detection_figures, is_fund
 from risk.tiers import maintenance_margin_micro
 
@@ -180,9 +180,12 @@ def bankruptcy_price(st, a, m, equity):
 
 @njit(**_K)
 def adl_rank(st, c, m):
-    """ADL priority of account c's position in m: PnL% x effective leverage, in ppm x ppm / 1e6
-    (each factor capped at 1e9); -1 when the position is not profitable or the account's equity is
-    not positive (an insolvent counterparty is never deleveraged)."""
+    """ADL priority of account c's position in m: PnL% x effective leverage, in ppm x ppm / 1e6:
+    floor(upnl x 1e6 / |cost basis|) x floor(|notional| x 1e6 / equity) // 1e6, all in micro-USD
+    (each factor exact and capped at 1e9, so the product fits int64); -1 when the position is not
+    profitable or the account's equity is not positive (an insolvent counterparty is never
+    deleveraged). Before, basis and equity were first floored to whole dollars, which mis-ordered
+    small accounts (equity $1.99 counted as $1) and gave a basis under $1 the divisor 1."""
     pos = st.position_lots[c, m]
     if pos == 0:
         return -1
@@ -194,15 +197,9 @@ def adl_rank(st, c, m):
     equity = _equity(st, c)
     if equity <= 0:
         return -1
-    basis_usd = (basis if basis > 0 else -basis) // 1_000_000
-    pnl_ppm = upnl // (basis_usd if basis_usd > 0 else 1)
-    equity_usd = equity // 1_000_000
     gross = notional if notional > 0 else -notional
-    lev_ppm = gross // (equity_usd if equity_usd > 0 else 1)
-    if pnl_ppm > _RANK_CAP:
-        pnl_ppm = _RANK_CAP
-    if lev_ppm > _RANK_CAP:
-        lev_ppm = _RANK_CAP
+    pnl_ppm = ppm_ratio_floor_capped(upnl, basis if basis > 0 else -basis, _RANK_CAP)
+    lev_ppm = ppm_ratio_floor_capped(gross, equity, _RANK_CAP)
     return pnl_ppm * lev_ppm // 1_000_000
 
 

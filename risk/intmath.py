@@ -70,6 +70,40 @@ def mul_div_trunc(a, b, d):
 
 
 @njit(cache=True)
+def ppm_ratio_floor_capped(num, den, cap):
+    """min(floor(num * 1e6 / den), cap), exactly, for 0 <= num, 0 < den and 0 <= cap <= INT64_MAX - PPM
+    (a ratio in ppm of two micro-USD amounts, e.g. PnL over cost basis; no operand is rounded
+    first). `num = q * den + r` with `0 <= r < den`; `q >= cap // 1e6 + 1` is already past the cap;
+    otherwise `r * 1e6 / den` is floored directly while `r * 1e6` fits int64 (den <= ~$9.2M), and
+    beyond that by binary long multiplication (each step keeps its remainder below den, so nothing
+    exceeds 2 * den - 1 < 2**64 and no int64 wraps: every comparison is against den - x)."""
+    q = num // den
+    if q > cap // PPM:
+        return cap
+    r = num - q * den
+    if den <= INT64_MAX // PPM:
+        frac = (r * PPM) // den
+    else:
+        frac = 0  # floor(r * x / den) for the bits of PPM read so far, x; rem = r * x mod den
+        rem = 0
+        for bit in range(19, -1, -1):  # PPM < 2**20
+            frac *= 2
+            if rem >= den - rem:
+                frac += 1
+                rem -= den - rem
+            else:
+                rem *= 2
+            if (PPM >> bit) & 1:
+                if rem >= den - r:
+                    frac += 1
+                    rem -= den - r
+                else:
+                    rem += r
+    out = q * PPM + frac
+    return cap if out > cap else out
+
+
+@njit(cache=True)
 def ppm_of_ceil(amount_micro, rate_ppm):
     """ceil(amount * rate_ppm / 1e6): a margin requirement, rounded against the account.
 

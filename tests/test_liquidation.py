@@ -136,6 +136,52 @@ def test_adl_ties_go_to_the_lowest_account_id():
     assert_conserved(e)
 
 
+def _two_small_shorts_and_a_bankrupt_long() -> Engine:
+    """Account 101: 1 lot short on $0.41 ($0.409 after its taker fee); account 102: 100 lots short
+    on $43.85 ($43.75 after its fee); account 103: 100 lots long on $41; all at 2.0000, then the
+    index falls to 1.5000. Both shorts gained 25%; at the mark 101 is levered 1.50 / 0.909 = 1.65x
+    and 102 is levered 150 / 93.75 = 1.60x, so 101 ranks first. With basis and equity floored to
+    whole dollars, 101's equity $0.909 counted as $0 (divisor 1: 1.5x) and it ranked 375,000,
+    behind 102's 400,000."""
+    e = Engine()
+    usd = 10**6
+    e.submit([SetIndex(ts_ns=T0, market=M, price="2.0000"), fund_top_up(T0, 0, 1 * usd),
+              Deposit(ts_ns=T0, account=120, amount_micro=10**10),
+              Deposit(ts_ns=T0, account=101, amount_micro=410_000),
+              Deposit(ts_ns=T0, account=102, amount_micro=43_850_000),
+              Deposit(ts_ns=T0, account=103, amount_micro=41 * usd),
+              Place(ts_ns=T0 + 1, account=120, market=M, side="buy", size_lots=101, price="2.0000"),
+              Place(ts_ns=T0 + 2, account=101, market=M, side="sell", size_lots=1, price="2.0000"),
+              Place(ts_ns=T0 + 3, account=102, market=M, side="sell", size_lots=100, price="2.0000"),
+              Place(ts_ns=T0 + 4, account=120, market=M, side="sell", size_lots=100, price="2.0000"),
+              Place(ts_ns=T0 + 5, account=103, market=M, side="buy", size_lots=100, price="2.0000"),
+              SetIndex(ts_ns=T0 + 6, market=M, price="1.5000")])
+    assert e.position_lots(101, 0) == -1 and e.position_lots(102, 0) == -100
+    return e
+
+
+def _exact_rank(e: Engine, a: int) -> int:
+    """PnL% x leverage in ppm x ppm / 1e6 from Python ints (1 tick x 1 lot = 100 micro-USD)."""
+    notional = int(e.state.position_lots[a, 0]) * e.mark_ticks(0) * 100
+    basis = int(e.state.cost_basis_micro[a, 0])
+    return ((notional - basis) * 10**6 // abs(basis)) * (abs(notional) * 10**6 // e.account(a).equity_micro) // 10**6
+
+
+def test_adl_ranks_small_accounts_exactly_and_takes_the_more_levered_winner_first():
+    e = _two_small_shorts_and_a_bankrupt_long()
+    x, y = e.adl_standing(101), e.adl_standing(102)
+    # 250,000 ppm x 1,650,165 ppm / 1e6 against 250,000 ppm x 1,600,000 ppm / 1e6
+    assert (x.rank, y.rank) == (_exact_rank(e, 101), _exact_rank(e, 102)) == (412_541, 400_000)
+    assert (x.place, y.place) == (1, 2)
+    e.submit([SetInsuranceFloor(ts_ns=T0 + 7, amount_micro=e.ledger()["insurance_fund_micro"])])
+    assert e.account(103).equity_micro < 0
+    events = e.submit([Liquidate(ts_ns=T0 + 8)])
+    adl = [(s.account, s.lots, s.amount_micro) for s in steps(events, "adl") if s.other == 103]
+    assert adl[0] == (101, 1, 412_541)  # the event carries the rank it was taken at
+    assert [a for a, _, _ in adl] == [101, 102]
+    assert_conserved(e)
+
+
 def test_a_large_position_is_liquidated_in_a_chunk_that_restores_health_then_cools_down():
     e = Engine()
     e.submit([SetIndex(ts_ns=T0, market=M, price="2.0000"),

@@ -23,6 +23,7 @@ from risk.intmath import (
     ppb_of_floor_fast,
     ppm_of_ceil,
     ppm_of_ceil_fast,
+    ppm_ratio_floor_capped,
 )
 
 int64s = st.integers(INT64_MIN, INT64_MAX)
@@ -113,3 +114,15 @@ def test_the_unsigned_funding_floor_equals_the_exact_one_up_to_its_bound(data, r
     bound = min(ppb_fast_max(rate), INT64_MAX - PPB)
     amount = data.draw(_around(bound)) * data.draw(st.sampled_from([1, -1]))
     assert ppb_of_floor_fast(amount, rate) == (amount * rate) // PPB == ppb_of_floor(amount, rate)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data(), st.one_of(st.integers(1, 10**7), st.integers(INT64_MAX // PPM - 10**6, INT64_MAX // PPM + 10**6),
+                            st.integers(1, INT64_MAX), st.sampled_from([1, PPM, INT64_MAX // PPM + 1, INT64_MAX])))
+def test_a_ppm_ratio_is_the_exact_floor_of_two_micro_amounts_up_to_its_cap(data, den):
+    """The ADL rank's two factors (PnL over cost basis, notional over equity), for every int64
+    divisor, including those whose remainder x 1e6 would not fit int64."""
+    num = data.draw(st.one_of(st.integers(0, min(INT64_MAX, den * 1001)), st.integers(0, INT64_MAX),
+                              st.sampled_from([0, den - 1, den, INT64_MAX])))
+    cap = data.draw(st.sampled_from([10**9, 0, INT64_MAX - PPM]))
+    assert ppm_ratio_floor_capped(num, den, cap) == min(num * PPM // den, cap)
