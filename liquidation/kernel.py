@@ -12,7 +12,8 @@ rules with their numbers and the comparison with other venues):
      otherwise the smallest chunk (at least `liquidation_chunk_ppm`) after which, **with its own
      fee**, equity >= maintenance x (1 + buffer) if it fills at the mark;
    - rate limits: notional per sweep and per UTC minute (scaled down while the oracle's throttle gate
-     is on); what is over the limit waits for the next sweep (`rate_limited` event);
+     is on); what is over the limit waits for the next sweep (`rate_limited` event), not for the
+     cooldown, which only follows a partial chunk the limits did not cut;
    - a reduce-only IOC order through the book, no taker fee, limited at the bankruptcy price (a whole
      close) or at the worst price at which the chunk still restores maintenance x (1 + buffer);
    - what the book could not take: at the **mark** when the account is still solvent, at its
@@ -555,7 +556,8 @@ def _liquidate_position(st, a, m, equity, mm, bankrupt, seq, ts, ev, n):
     # rate limits: what is over them waits for the next sweep
     budget, which = _notional_budget(st, m)
     per_lot = mark * k
-    if q * per_lot > budget:
+    cut = q * per_lot > budget  # the rest waits for the next sweep, not for a cooldown
+    if cut:
         fit = budget // per_lot
         n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, a, 0, 0, 0, 0, q - fit,
                   1 if liquidation_throttled(st, m) else 0, budget, LQ_RATE_LIMITED, which)
@@ -603,7 +605,8 @@ def _liquidate_position(st, a, m, equity, mm, bankrupt, seq, ts, ev, n):
             st.acct_mkt[a, m, AM_FEES_MICRO] += fee
             st.collateral_micro[fund] += fee
             n = _emit(ev, n, EV_LIQUIDATION, seq, ts, m, a, 0, 0, 0, 0, closed, 0, fee, LQ_FEE, 0)
-        st.acct_mkt[a, m, AM_LIQ_COOLDOWN_TS] = ts + st.spec[m, S_LIQ_COOLDOWN_NS]
+        if not whole and not cut:  # only a partial chunk cools down; a close the limits cut short continues
+            st.acct_mkt[a, m, AM_LIQ_COOLDOWN_TS] = ts + st.spec[m, S_LIQ_COOLDOWN_NS]
     return n
 
 

@@ -349,6 +349,32 @@ def test_the_per_minute_limit_waits_for_the_next_minute():
     assert_conserved(e)
 
 
+def test_a_whole_close_cut_by_the_rate_limit_continues_at_the_next_sweep():
+    """A position under the partial threshold is closed whole; when the per-sweep limit cuts it, the
+    rest waits for the next sweep (what `rate_limited` says), not for the 30 s cooldown, which only
+    follows a partial chunk. Before, any closed lots set the cooldown and the account, still below
+    maintenance, was skipped until it ran out."""
+    # $4,800 a sweep: 1.5 positions of 2,000 lots at 1.6000
+    e = long_2000_on(engine_with(liquidation_max_per_sweep_usd=4_800))
+    no_rejects(e.submit([Deposit(ts_ns=T0 + 3, account=104, amount_micro=900 * USD),
+                         Place(ts_ns=T0 + 3, account=102, market=M, side="sell", size_lots=2000, price="2.0000"),
+                         Place(ts_ns=T0 + 3, account=104, market=M, side="buy", size_lots=2000, price="2.0000"),
+                         SetIndex(ts_ns=T0 + 5, market=M, price="1.6000"),
+                         Place(ts_ns=T0 + 5, account=103, market=M, side="buy", size_lots=5000, price="1.6000")]))
+    first = e.submit([Liquidate(ts_ns=T0 + 6)])
+    no_rejects(first)
+    assert [(s.account, s.filled) for s in steps(first, "order")] == [(101, 2000), (104, 1000)]
+    assert [(s.account, s.lots, s.limit) for s in steps(first, "rate_limited")] == [(104, 1000, "notional_per_sweep")]
+    v = e.account(104)
+    assert e.position_lots(104, 0) == 1000 and 0 < v.equity_micro < v.maintenance_margin_micro  # unhealthy, solvent
+    assert e.state.acct_mkt[104, 0, L.AM_LIQ_COOLDOWN_TS] == 0  # no cooldown after a cut-short whole close
+    second = e.submit([Liquidate(ts_ns=T0 + 6 + SECOND)])  # a fresh per-sweep budget, well inside 30 s
+    no_rejects(second)
+    assert [(s.account, s.lots, s.filled) for s in steps(second, "order")] == [(104, 1000, 1000)]
+    assert e.position_lots(104, 0) == 0
+    assert_conserved(e)
+
+
 def test_the_insurance_loss_budget_sends_the_rest_to_adl():
     # $100 of fund losses a minute; account 101 is bankrupt by $102 at 1.5000
     e = long_2000_on(engine_with(insurance_max_loss_per_minute_usd=100))
