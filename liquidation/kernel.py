@@ -16,6 +16,11 @@ rules with their numbers and the comparison with other venues):
      cooldown, which only follows a partial chunk the limits did not cut;
    - a reduce-only IOC order through the book, no taker fee, limited at the bankruptcy price (a whole
      close) or at the worst price at which the chunk still restores maintenance x (1 + buffer);
+   - a **bankrupt** account (equity <= 0 when selected) is closed whole in every live market, and
+     its deficit is owned by the markets that made it: split pro rata to each market's unrealised
+     loss at the mark (exact integers; the rounding remainder to the largest loser), each position
+     priced at the bankruptcy price of its own market's share, a profitable one at the mark (its
+     profit pays the deficit first); a deferred market's share waits with its position;
    - what the book could not take: at the **mark** when the account is still solvent, at its
      **bankruptcy price** when it is not, first to the market's **insurance fund** (as far as the
      fund's equity after it, less its maintenance margin, stays at or above the floor and the fund's
@@ -177,6 +182,58 @@ def bankruptcy_price(st, a, m, equity):
     lo = st.spec[m, S_MIN_TICK]
     hi = st.spec[m, S_MAX_TICK]
     return lo if p < lo else hi if p > hi else p
+
+
+@njit(**_K)
+def _loss_at_mark(st, a, m):
+    """Account a's unrealised loss in m at the mark (micro-USD, >= 0; 0 for a profit or no position)."""
+    pos = st.position_lots[a, m]
+    if pos == 0:
+        return 0
+    upnl = pos * st.mkt[m, M_MARK] * st.spec[m, S_MICRO_PER_TICK_LOT] - st.cost_basis_micro[a, m]
+    return -upnl if upnl < 0 else 0
+
+
+@njit(**_K)
+def deficit_split(st, a, deficit):
+    """How a bankrupt account's deficit (-equity, >= 0) is owned by its markets: pro rata to each
+    market's unrealised loss at the mark (weights scaled under the split divisor, as in
+    socialisation), every market's share floored, the rounding remainder to the largest loser (ties:
+    the lowest market id); a profitable market owns nothing. Returns (shift, scaled sum, largest
+    loser or -1 when no market is at a loss, remainder) for `deficit_share`; the shares add up to
+    the deficit exactly when some market is at a loss (otherwise the deficit is a balance already
+    realised, and the flat-debt settlement owns it once the positions are closed)."""
+    loss_sum = 0
+    largest = -1
+    largest_loss = 0
+    for m in range(st.mkt.shape[0]):
+        loss = _loss_at_mark(st, a, m)
+        loss_sum += loss
+        if loss > largest_loss:
+            largest = m
+            largest_loss = loss
+    if largest < 0 or deficit <= 0:
+        return 0, 0, largest, 0
+    shift = 0
+    while (loss_sum >> shift) > _SPLIT_MAX:
+        shift += 1
+    scaled = 0
+    for m in range(st.mkt.shape[0]):
+        scaled += _loss_at_mark(st, a, m) >> shift
+    given = 0
+    for m in range(st.mkt.shape[0]):
+        given += mul_div_floor(deficit, _loss_at_mark(st, a, m) >> shift, scaled)
+    return shift, scaled, largest, deficit - given
+
+
+@njit(**_K)
+def deficit_share(st, a, m, deficit, shift, scaled, largest, remainder):
+    """The part of the deficit that market m owns (see `deficit_split`; m's position must be the one
+    the split saw)."""
+    if largest < 0 or deficit <= 0:
+        return 0
+    share = mul_div_floor(deficit, _loss_at_mark(st, a, m) >> shift, scaled)
+    return share + remainder if m == largest else share
 
 
 @njit(**_K)
@@ -539,13 +596,18 @@ def _backstop_and_adl(st, a, m, sign, lots, price, equity_before, seq, ts, ev, n
 
 
 @njit(**_K)
-def _liquidate_position(st, a, m, equity, mm, bankrupt, seq, ts, ev, n):
+def _liquidate_position(st, a, m, equity, mm, bankrupt, share, seq, ts, ev, n):
+    """Liquidate account a's position in m (equity and mm: the account's, now). A bankrupt account's
+    position is priced on the part of its deficit that m owns (`share`, from `deficit_split`): its
+    bankruptcy price here places that share, to the tick, on m's fund and m's winners, and a
+    profitable position (share 0) closes at the mark, its profit going to the account. Otherwise the
+    price holds the account's whole equity (other marks fixed)."""
     pos = st.position_lots[a, m]
     apos = pos if pos > 0 else -pos
     sign = 1 if pos > 0 else -1
     k = st.spec[m, S_MICRO_PER_TICK_LOT]
     mark = st.mkt[m, M_MARK]
-    p_b = bankruptcy_price(st, a, m, equity)
+    p_b = bankruptcy_price(st, a, m, -share if bankrupt else equity)
     shift_k = (mark - p_b) * sign * k  # per lot: what closing at the bankruptcy price costs against the mark
     mm_position = _mm_of(st, m, apos)
     if bankrupt or apos * mark * k <= st.spec[m, S_LIQ_PARTIAL_ABOVE_MICRO]:
@@ -583,9 +645,11 @@ def _liquidate_position(st, a, m, equity, mm, bankrupt, seq, ts, ev, n):
     left = 0
     if rem > 0:
         # the rest: at the mark while the account is solvent (it keeps its equity above bankruptcy);
-        # at the bankruptcy price of what is left when it is not (it ends at ~0)
+        # at the bankruptcy price of what is left when it is not (it ends at ~0); for a bankrupt
+        # account, of what is left of m's share once the book's fills are counted
         now = _equity(st, a)
-        price = bankruptcy_price(st, a, m, now) if now < 0 else mark
+        owed = now - equity - share if bankrupt else now
+        price = bankruptcy_price(st, a, m, owed) if owed < 0 else mark
         n, left = _backstop_and_adl(st, a, m, sign, rem, price, now, seq, ts, ev, n)
         if left > 0:
             st.mkt[m, M_LIQ_WAITING] += 1
@@ -635,16 +699,21 @@ def _liquidate_account(st, a, seq, ts, ev, n):
         return n, 0  # every market it holds is deferred: nothing happens to it (not even its orders)
     n = _emit(ev, n, EV_LIQUIDATION, seq, ts, -1, a, 0, 0, 0, 0, 0, 0, equity, LQ_STARTED, mm)
     _, n = cancel_account_orders(st, a, -1, R_CANCEL_LIQUIDATION, seq, ts, ev, n)
+    # bankrupt: every live position closes whole, each market owning the part of the deficit its
+    # loss made (a deferred market's part waits with its position)
+    bankrupt = equity <= 0
+    deficit = -equity if equity < 0 else 0
+    shift, scaled, largest, remainder = deficit_split(st, a, deficit)
     for m in range(st.mkt.shape[0]):
         if st.position_lots[a, m] == 0 or _deferred(st, m):
             continue
         equity, _, mm, _ = account_margin(st, a, -1, 0, 0)
         if equity >= mm:
             break
-        bankrupt = equity <= 0
         if not bankrupt and ts < st.acct_mkt[a, m, AM_LIQ_COOLDOWN_TS]:
             continue
-        n = _liquidate_position(st, a, m, equity, mm, bankrupt, seq, ts, ev, n)
+        share = deficit_share(st, a, m, deficit, shift, scaled, largest, remainder) if bankrupt else 0
+        n = _liquidate_position(st, a, m, equity, mm, bankrupt, share, seq, ts, ev, n)
     equity, _, mm, _ = account_margin(st, a, -1, 0, 0)
     return _emit(ev, n, EV_LIQUIDATION, seq, ts, -1, a, 0, 0, 0, 0, 0, 0, equity, LQ_DONE, mm), 1
 

@@ -28,7 +28,7 @@ from perp.commands import (
 )
 from perp.engine import Engine
 from perp.markets import load_markets
-from tests.helpers import SECOND, T0, fund_top_up
+from tests.helpers import SECOND, SMALL_MARKETS, SMALL_TIERS, T0, assert_money_conserved, fund_top_up
 from tests.test_liquidation import M, assert_conserved, long_2000, steps
 
 USD = 1_000_000
@@ -387,6 +387,112 @@ def test_the_insurance_loss_budget_sends_the_rest_to_adl():
     assert (limited.lots, limited.limit) == (40, "insurance_loss_per_minute")
     assert [(s.account, s.lots) for s in steps(events, "adl")] == [(102, 40)]
     assert_conserved(e)
+
+
+# ---- cross margin: each market owns the part of a bankrupt account's deficit its loss made --------
+S0, S1 = "TEST-PERP", "TEST2-PERP"  # SMALL_MARKETS: 10,000 and 20,000 micro-USD per tick x lot
+
+
+def _cross_long(separate_funds: bool) -> Engine:
+    """Account 101 long 40 lots in each of the two small markets, on $67 ($66.864 after the taker fees
+    $0.056 and $0.08), against account 102 (short 40 at 2.00 in market 0) and account 103 (short 40
+    at 2.50 in market 1). With `separate_funds` market 1's fund is account 1, topped up with $1,000."""
+    markets = SMALL_MARKETS
+    if separate_funds:
+        one, two = SMALL_MARKETS.market
+        markets = msgspec.structs.replace(SMALL_MARKETS, market=[one, msgspec.structs.replace(two, insurance_fund_account=1)])
+    e = Engine(markets, tiers=SMALL_TIERS)
+    cmds = [SetIndex(ts_ns=T0, market=S0, price="2.00"), SetIndex(ts_ns=T0, market=S1, price="2.50"),
+            fund_top_up(T0, 0, 1 * USD)]
+    if separate_funds:
+        cmds.append(fund_top_up(T0, 1, 1000 * USD))
+    cmds += [Deposit(ts_ns=T0, account=101, amount_micro=67 * USD),
+             Deposit(ts_ns=T0, account=102, amount_micro=1000 * USD),
+             Deposit(ts_ns=T0, account=103, amount_micro=1000 * USD),
+             Place(ts_ns=T0 + 1, account=102, market=S0, side="sell", size_lots=40, price="2.00"),
+             Place(ts_ns=T0 + 2, account=101, market=S0, side="buy", size_lots=40, price="2.00"),
+             Place(ts_ns=T0 + 3, account=103, market=S1, side="sell", size_lots=40, price="2.50"),
+             Place(ts_ns=T0 + 4, account=101, market=S1, side="buy", size_lots=40, price="2.50")]
+    no_rejects(e.submit(cmds))
+    assert e.position_lots(101, 0) == 40 and e.position_lots(101, 1) == 40
+    assert e.account(101).collateral_micro == 66_864_000
+    return e
+
+
+def _gap(e: Engine, mark0: str, mark1: str, floor_market: str | None) -> tuple[int, dict[int, int]]:
+    """Set market 0's fund's floor at its whole balance (it may lose nothing), gap both indices and
+    sweep; returns (the fund's balance, {account: equity before the sweep})."""
+    fund_cash = int(e.state.collateral_micro[0])
+    floor = SetInsuranceFloor(ts_ns=T0 + 5, amount_micro=fund_cash) if floor_market is None else \
+        SetInsuranceFloor(ts_ns=T0 + 5, market=floor_market, amount_micro=fund_cash)
+    no_rejects(e.submit([floor, SetIndex(ts_ns=T0 + 6, market=S0, price=mark0),
+                         SetIndex(ts_ns=T0 + 6, market=S1, price=mark1)]))
+    return fund_cash, {a: e.account(a).equity_micro for a in (0, 1, 101, 102, 103)}
+
+
+def test_a_cross_margin_deficit_goes_to_adl_of_the_losing_markets_winner_not_past_the_fund_floor():
+    e = _cross_long(separate_funds=False)
+    fund_cash, before = _gap(e, "2.40", "1.20", None)
+    # 66.864 + 40 x 40 x 0.01 (market 0: +$16) - 40 x 130 x 0.02 (market 1: -$104) = -$21.136
+    assert before[101] == -21_136_000
+    events = e.submit([Liquidate(ts_ns=T0 + 7)])
+    no_rejects(events)
+    # market 0 is profitable: it owns none of the deficit and closes at the mark (240); nobody can
+    # take it there but the fund (no profitable short), which loses nothing at the mark
+    orders = {(s.market, s.price_ticks) for s in steps(events, "order") if s.account == 101}
+    assert orders == {(S0, 240), (S1, 147)}
+    (below,) = steps(events, "fund_below_floor")[:1]
+    assert (below.market, below.account, below.lots, below.price_ticks, below.amount_micro) == (S0, 101, 40, 240, 0)
+    # market 1 owns the whole $21.136: bankruptcy price 120 + ceil(21.136 / (40 x 0.02)) = 147; the
+    # fund (at its floor) takes nothing there, account 103 (short 40 at 2.50) is deleveraged and
+    # gives up 27 ticks x 40 lots x $0.02 = $21.60 against the mark
+    adl = [(s.market, s.account, s.lots, s.price_ticks, s.haircut_micro, s.other) for s in steps(events, "adl")]
+    assert adl == [(S1, 103, 40, 147, 21_600_000, 101)]
+    assert not steps(events, "backstop")
+    assert e.account(0).equity_micro == fund_cash  # the fund holds 40 lots of market 0 worth the mark
+    assert e.account(103).equity_micro == before[103] - 21_600_000
+    assert e.account(102).equity_micro == before[102]
+    v = e.account(101)
+    assert not e.state.position_lots[101].any() and v.collateral_micro == 21_600_000 - 21_136_000  # the tick's rounding
+    assert_money_conserved(e)
+
+
+def test_a_cross_margin_deficit_is_paid_by_the_losing_markets_own_fund():
+    e = _cross_long(separate_funds=True)
+    f0, before = _gap(e, "2.40", "1.20", S0)
+    events = e.submit([Liquidate(ts_ns=T0 + 7)])
+    no_rejects(events)
+    # market 1's fund (account 1) takes 40 lots at 147 for what is worth 120: $21.60 of the $21.136
+    (take,) = steps(events, "backstop")
+    assert (take.market, take.lots, take.price_ticks, take.amount_micro) == (S1, 40, 147, 21_600_000)
+    (takeover,) = steps(events, "fund_takeover")
+    assert (takeover.market, takeover.account) == (S1, 1)
+    assert e.account(1).equity_micro == before[1] - 21_600_000
+    # market 0's fund, at its floor, loses nothing (it holds market 0's 40 lots at the mark)
+    assert e.account(0).equity_micro == f0
+    assert not steps(events, "adl") and e.account(103).equity_micro == before[103]
+    assert not e.state.position_lots[101].any() and e.account(101).collateral_micro == 464_000
+    assert_money_conserved(e)
+
+
+def test_a_deficit_of_two_losing_markets_is_split_pro_rata_to_their_losses():
+    e = _cross_long(separate_funds=False)
+    fund_cash, before = _gap(e, "1.83", "1.20", None)
+    # losses at the mark: market 0 40 x 17 x 0.01 = $6.80, market 1 $104; equity
+    # 66.864 - 6.80 - 104 = -$43.936; shares floor(43.936 x 6.8 / 110.8) = $2.696317 and
+    # floor(43.936 x 104 / 110.8) = $41.239682, the remaining micro-dollar to the largest loser
+    # (market 1): $41.239683
+    assert before[101] == -43_936_000
+    assert 2_696_317 + 41_239_683 == 43_936_000
+    events = e.submit([Liquidate(ts_ns=T0 + 7)])
+    no_rejects(events)
+    # bankruptcy prices: 183 + ceil(2.696317 / 0.40) = 190; 120 + ceil(41.239683 / 0.80) = 172; each
+    # market's share goes to its own winner (account 102 short in 0, account 103 short in 1)
+    adl = [(s.market, s.account, s.lots, s.price_ticks, s.haircut_micro) for s in steps(events, "adl")]
+    assert adl == [(S0, 102, 40, 190, 7 * 400_000), (S1, 103, 40, 172, 52 * 800_000)]
+    assert not steps(events, "fund_below_floor") and e.account(0).equity_micro == fund_cash
+    assert e.account(101).collateral_micro == 2_800_000 + 41_600_000 - 43_936_000
+    assert_money_conserved(e)
 
 
 # ---- issue 9 (a): the gate defers liquidation ----------------------------------------------------
