@@ -62,14 +62,17 @@ MAGIC = b"PERPJNL4"
 # (CK_FUND_DEPOSIT), which schema 2 applied, is refused (1033).
 # 4: the gate (perp/gate.py) refuses orders schema 3 accepted: an opening order sheltered by resting
 # reduce-only lots, a flip's opening half, an amend that reprices through the mark, a close that
-# trades an account past bankruptcy. An older journal is refused whole (5011) rather than replayed to
-# another state: see docs/journal.md, "Schema 4".
+# trades an account past bankruptcy, a withdrawal of what resting orders' fills will cost, an order
+# past the int64-safe open-interest cap; and the same rows pay funding and liquidate differently (a
+# funding change splits a two-hour clock step; a bankrupt account's deficit is split by market). An
+# older journal is refused whole (5011) rather than replayed to another state: see docs/journal.md,
+# "Schema 4".
 SCHEMA_VERSION = 4
 SCHEMA_CHANGES = {2: "schema 2 applied fund_deposit rows, which schema 4 refuses (a fund takes an operator's "
                      "money only by the audited fund_top_up): replaying it would not rebuild its state",
                   3: "schema 3's gate accepted orders that schema 4 refuses (opening orders sheltered by resting "
-                     "reduce-only lots, flips, amends repriced through the mark, closes past bankruptcy): "
-                     "replaying it would not rebuild its state"}
+                     "reduce-only lots, flips, amends repriced through the mark, closes past bankruptcy), and its "
+                     "rows pay funding and liquidate differently: replaying it would not rebuild its state"}
 REC_MAGIC = b"PJR2"
 _FILE_HDR = struct.Struct("<II")  # header length, CRC32 of the header
 _FRAME = struct.Struct("<4sIII")  # record magic, payload length, payload CRC32, frame CRC32 (first 12 bytes)
