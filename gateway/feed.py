@@ -44,16 +44,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from decimal import Decimal
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import structlog
 
+from oracle.anchor import hourly_cap_ticks
 from perp import layout as L
 from perp.commands import SetIndex, packed_fix_vintage_date
-from perp.markets import MarketSpec
+from perp.markets import MarketSpec, price_to_ticks, ticks_to_price
 
 log = structlog.get_logger("gateway.feed")
 
@@ -216,21 +216,20 @@ class IndexFeed:
         self._step_to(self._hour(pos))
 
     def _step_to(self, hour: int) -> list:
-        """Ingest the fixes published at or before `hour` and step every hour up to it, as
-        `HourlyAnchor.replay` interleaves them (the same points)."""
-        a, fixes = self._anchor, self._fixes
-        points = []
-        while self._next_fix < len(fixes) and fixes[self._next_fix].published_ts_ns <= hour:
-            points += a.advance_to(fixes[self._next_fix].published_ts_ns - 1)
-            a.ingest(fixes[self._next_fix])
-            self._next_fix += 1
-        return points + a.advance_to(hour)
+        """Ingest the fixes published at or before `hour` and step every hour up to it: the oracle's
+        own `HourlyAnchor.replay` of the fixes not ingested yet (the same points, in pieces)."""
+        fixes, end = self._fixes, self._next_fix
+        while end < len(fixes) and fixes[end].published_ts_ns <= hour:
+            end += 1
+        points, _ = self._anchor.replay(fixes[self._next_fix:end], hour)
+        self._next_fix = end
+        return points
 
 
 def capped(cmd: SetIndex, engine) -> SetIndex:
-    """`cmd` with its anchor moved at most the oracle's hourly cap (the market's `max_hourly_move_ppm` in
-    force, in whole ticks of the anchor the engine holds, as oracle.anchor caps a step) from the index the
-    engine holds -- the last journaled set_index. A walk that follows on from that index never needs it;
+    """`cmd` with its anchor moved at most the oracle's hourly cap (`oracle.anchor.hourly_cap_ticks` of
+    the market's `max_hourly_move_ppm` in force, as the oracle caps a step) from the index the engine
+    holds -- the last journaled set_index. A walk that follows on from that index never needs it;
     it walks the index back in capped steps when a feed could not place itself on it (a restart after
     an operator change, an index set by hand), logged `index_feed_capped`."""
     m = engine.market_index(cmd.market)
@@ -238,14 +237,14 @@ def capped(cmd: SetIndex, engine) -> SetIndex:
     cap_ppm = engine.oracle_params(cmd.market)["max_hourly_move_ppm"]
     if held <= 0 or not cap_ppm:
         return cmd
-    tick = Decimal(engine.specs[m].tick_size_usd)
-    ticks = int(Decimal(cmd.price) / tick)
-    cap = max(1, held * cap_ppm // 1_000_000)
+    spec = engine.specs[m]
+    ticks = price_to_ticks(spec, cmd.price)
+    cap = hourly_cap_ticks(held, cap_ppm)
     if abs(ticks - held) <= cap:
         return cmd
     walked = held + cap if ticks > held else held - cap
     log.warning("index_feed_capped", market=cmd.market, oracle_ticks=ticks, held_ticks=held, sent_ticks=walked)
-    return msgspec.structs.replace(cmd, price=str((Decimal(walked) * tick).quantize(tick)))
+    return msgspec.structs.replace(cmd, price=ticks_to_price(spec, walked))
 
 
 def in_force(engine, row: np.ndarray) -> bool:

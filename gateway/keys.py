@@ -163,9 +163,9 @@ def sign_logon(kind: KeyKind, credential_hex: str, key: str, ts_ns: int, nonce: 
 
 
 class Authenticator:
-    """Logon checks against the key file. `check` = `verify` (key, revocation, window, signature and
-    this process's nonce memory) then `remember` (the nonce is recorded); a caller with a shared
-    nonce store (RedisGateway) calls the two itself with its own claim in between."""
+    """Logon checks against the key file: `verify` (key, revocation, window, signature, the start
+    rule and this process's nonce memory), then, once the logon is taken, `remember` (the nonce is
+    recorded). A caller with a shared nonce store (RedisGateway) claims the nonce there in between."""
 
     def __init__(self, store: KeyStore, recv_window_ns: int = 5_000_000_000, max_nonces: int = 1_000_000,
                  not_before_ns: int = 0):
@@ -175,11 +175,6 @@ class Authenticator:
         self.not_before_ns = not_before_ns  # a logon signed earlier is refused (4106); 0: none
         self._nonces: OrderedDict[tuple[str, str], int] = OrderedDict()  # (key, nonce) -> ts_ns, oldest first
         self._verifiers: dict[str, object] = {}
-
-    def check(self, key: str, ts_ns: int, nonce: str, signature_hex: str, now_ns: int) -> ApiKey:
-        k = self.verify(key, ts_ns, nonce, signature_hex, now_ns)
-        self.remember(key, nonce, now_ns)
-        return k
 
     def verify(self, key: str, ts_ns: int, nonce: str, signature_hex: str, now_ns: int) -> ApiKey:
         """Every check but recording the nonce; raises KeyError_ with the first one that fails."""

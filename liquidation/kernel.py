@@ -185,6 +185,16 @@ def bankruptcy_price(st, a, m, equity):
 
 
 @njit(**_K)
+def _split_shift(weight_sum):
+    """The right shift that brings a sum of pro-rata weights under the split divisor (`_SPLIT_MAX`):
+    each weight is scaled by it, so `mul_div_floor(total, weight >> shift, scaled sum)` stays exact."""
+    shift = 0
+    while (weight_sum >> shift) > _SPLIT_MAX:
+        shift += 1
+    return shift
+
+
+@njit(**_K)
 def _loss_at_mark(st, a, m):
     """Account a's unrealised loss in m at the mark (micro-USD, >= 0; 0 for a profit or no position)."""
     pos = st.position_lots[a, m]
@@ -214,9 +224,7 @@ def deficit_split(st, a, deficit):
             largest_loss = loss
     if largest < 0 or deficit <= 0:
         return 0, 0, largest, 0
-    shift = 0
-    while (loss_sum >> shift) > _SPLIT_MAX:
-        shift += 1
+    shift = _split_shift(loss_sum)
     scaled = 0
     for m in range(st.mkt.shape[0]):
         scaled += _loss_at_mark(st, a, m) >> shift
@@ -756,9 +764,7 @@ def _socialise(st, m, total, seq, ts, ev, n):
         w_sum += _winner_weight(st, st.active[i, 0], m)
     if w_sum == 0:
         return n, 0
-    shift = 0
-    while (w_sum >> shift) > _SPLIT_MAX:
-        shift += 1
+    shift = _split_shift(w_sum)
     scaled_sum = 0
     for i in range(1, st.active[0, 0] + 1):
         scaled_sum += _winner_weight(st, st.active[i, 0], m) >> shift

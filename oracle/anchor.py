@@ -25,7 +25,8 @@ confirms it (and releases a fix held as ``too_volatile``); a revision published 
 confirms the day without undoing it (the revised price stays); a later revision is recorded,
 flagged ``revised`` for ``revised_flag_s`` and exposed as ``pending_fix_price_ticks`` for margin (the
 newest flagged one, also once the next day's fix is out; after its flag only while its own day's fix
-drives the anchor; a held jump comes first), but never moves the anchor. A suppressed day holds the target (the last usable fix) and flags it.
+drives the anchor; a held jump comes first), but never moves the anchor. A suppressed day holds the
+target (the last usable fix) and flags it.
 """
 
 from __future__ import annotations
@@ -189,6 +190,12 @@ class _View:
     notes: set[str]
     pending_micro: int | None
     pending_day: _Day | None = None  # the day whose price pending_micro is
+
+
+def hourly_cap_ticks(anchor_ticks: int, max_hourly_move_ppm: int) -> int:
+    """The most the anchor may move in one hourly step from `anchor_ticks`: `max_hourly_move_ppm` of it,
+    in whole ticks, at least one."""
+    return max(1, anchor_ticks * max_hourly_move_ppm // PPM)
 
 
 def _median(values: list[int]) -> int:
@@ -513,8 +520,8 @@ class HourlyAnchor:
             prev = self._anchor_micro
             step = div_toward_target(self.alpha_ppb * (target - prev), PPB)
             if self.config.max_hourly_move_ppm:
-                cap_ticks = max(1, micro_to_ticks_half_up(prev) * self.config.max_hourly_move_ppm // PPM)
-                cap_micro = cap_ticks * MICRO_TICKS_PER_TICK
+                cap_micro = hourly_cap_ticks(micro_to_ticks_half_up(prev), self.config.max_hourly_move_ppm) \
+                    * MICRO_TICKS_PER_TICK
                 if abs(step) > cap_micro:
                     step = cap_micro if step > 0 else -cap_micro
                     notes.add("cap_binding")

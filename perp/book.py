@@ -156,6 +156,7 @@ from perp.layout import (
 from risk.funding import premium_ppb
 from risk.ledger import (
     apply_fill,
+    beyond_mark_ticks,
     open_lots_delta,
     settle_funding,
 )
@@ -672,9 +673,7 @@ def taker_loss_tick_lots(st, m, account, side, limit, size, may_rest):
             slot = st.orders[slot, O_NEXT]
         p = _next_level(st, m, opp, p)
     if rem > 0 and may_rest:
-        away = limit - mark if side == BUY else mark - limit
-        if away > 0:
-            loss += away * rem
+        loss += beyond_mark_ticks(side, limit, mark) * rem
     return loss if loss > 0 else 0
 
 

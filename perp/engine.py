@@ -212,7 +212,7 @@ class Engine:
             kernel_row = plan.kernel_row
         saved = (self.admin.copy(), st.spec.copy(), st.tiers.copy()) if self.admin.pending else None
         crossed = self._crossed_hours(row, ts) if saved is not None else []
-        whole = S.EngineState(*(a.copy() for a in st)) if crossed else None  # the split's undo
+        whole = S.copy_state(st) if crossed else None  # the split's undo
         parts = []
         for hour in crossed:  # a pending change due inside this step: the clock reaches it first
             parts.append(self._clock_to(hour))
@@ -370,7 +370,7 @@ class Engine:
         function it returns hashes and encodes that copy -- the same bytes `snapshot_blob` gives
         now, whatever the engine does meanwhile -- and may run in another thread (blake2b
         releases the GIL on large buffers)."""
-        st = S.EngineState(*(a.copy() for a in self.state))
+        st = S.copy_state(self.state)
         base = self._snapshot_base()
         caller = dict(meta or {})
         admin_digest = None if self.admin.is_pristine() else self.admin.digest()

@@ -53,7 +53,6 @@ from perp.book import (
     cancel_account_orders,
     cancel_resting,
     pay_funding_hour,
-    taker_loss_tick_lots,
 )
 from perp.gate import (
     P_ALLOW,
@@ -250,6 +249,7 @@ from perp.layout import (
 )
 from risk.ledger import (
     MAX_TRANSFER_MICRO,
+    beyond_mark_ticks,
     gated_equity_and_im,
     is_fund,
     max_leverage,
@@ -498,7 +498,7 @@ def _amend(st, c, seq, ev, n):
         open_lots_delta(st, slot, -old_rem)
         if order_ro:
             code = reduce_code(st, a, m, side, new_price, new_size, fee_ppm, True)
-        elif new_size > old_rem or taker_loss_tick_lots(st, m, a, side, new_price, new_size, True) > 0:
+        elif new_size > old_rem or beyond_mark_ticks(side, new_price, st.mkt[m, M_MARK]) > 0:  # (never crosses)
             code = exposure_code(st, a, m, side, new_price, new_size, fee_ppm, True)
         else:
             code = 0  # the same lots, moved to a price that gives nothing away against the mark

@@ -359,12 +359,16 @@ def spec_row(spec: MarketSpec) -> np.ndarray:
     return row
 
 
+def _top_of_ladder_micro(spec: MarketSpec) -> int:
+    """One lot's notional at the top of the price ladder (micro-USD): what the int64 bounds scale by."""
+    return price_to_ticks(spec, spec.max_price_usd) * micro_per_tick_lot(spec)
+
+
 def max_position_lots(spec: MarketSpec) -> int:
     """The largest worst-case position (lots) the gate admits: its notional at the top of the price
     ladder stays 64x inside int64 (room for equity sums over markets and ppm products done by split
     multiplication), and never above MAX_POSITION_LOTS."""
-    top_micro = price_to_ticks(spec, spec.max_price_usd) * micro_per_tick_lot(spec)
-    return min(MAX_POSITION_LOTS, _INT64_MAX // (top_micro * 64))
+    return min(MAX_POSITION_LOTS, _INT64_MAX // (_top_of_ladder_micro(spec) * 64))
 
 
 def max_open_interest_lots(spec: MarketSpec) -> int:
@@ -374,8 +378,7 @@ def max_open_interest_lots(spec: MarketSpec) -> int:
     -- the fund's cash and every debt sum stay inside int64. The per-account position bound
     (`max_position_lots`) alone did not: 66 shorts opened at the bottom of a wide ladder and closed
     at its top left 9.5e18 micro-USD of flat debt, and the fund's balance wrapped."""
-    top_micro = price_to_ticks(spec, spec.max_price_usd) * micro_per_tick_lot(spec)
-    return _INT64_MAX // (top_micro * 256)
+    return _INT64_MAX // (_top_of_ladder_micro(spec) * 256)
 
 
 def open_interest_cap_in_force(spec: MarketSpec) -> int:

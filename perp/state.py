@@ -112,6 +112,11 @@ def new_state(spec_rows: np.ndarray, tiers: np.ndarray, order_capacity: int = 1 
                        active=np.zeros((account_capacity + 1, 3), np.int64))
 
 
+def copy_state(st: EngineState) -> EngineState:
+    """A deep copy of every state array (a snapshot's source, an undo point)."""
+    return EngineState(*(a.copy() for a in st))
+
+
 def order_capacity(st: EngineState) -> int:
     return int(st.orders.shape[0])
 

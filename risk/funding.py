@@ -109,15 +109,15 @@ def predicted_rate_ppb(premium_samples_so_far_ppb: Sequence[int] | np.ndarray, i
     return hourly_rate_ppb(samples or [0], interest_ppb, clamp_ppb, cap_ppb)
 
 
-def funding_rate_for_hour_ppb(premium_samples_ppb: Sequence[int] | np.ndarray, n_frozen_samples: int,
+def funding_rate_for_hour_ppb(premium_samples_ppb: Sequence[int] | np.ndarray,
                               frozen_at_hour: bool, interest_ppb: int, clamp_ppb: int, cap_ppb: int,
                               samples_in_full_hour: int = DEFAULT_SAMPLES_IN_FULL_HOUR) -> int:
     """The rate actually paid at the hour, given the oracle's funding gate: the engine's rule
     (risk.ledger.funding_rate_now and settle_funding; a test proves they pay the same).
 
-    `premium_samples_ppb` holds the samples taken while the anchor was not frozen; `n_frozen_samples`
-    counts the sample times at which it was (the hour's `samples` in its funding event; they add no
-    premium and are not a divisor). Frozen at the hour, or no unfrozen sample: 0 (nothing paid).
+    `premium_samples_ppb` holds the samples taken while the anchor was not frozen (the sample times at
+    which it was add no premium and are not a divisor). Frozen at the hour, or no unfrozen sample: 0
+    (nothing paid).
     Otherwise the rule's rate x unfrozen samples / `samples_in_full_hour` (funding interval / sample
     interval), rounded toward zero, when fewer than a full hour's samples are unfrozen: no funding
     accrues for the part of the hour the anchor was frozen, nor for the part before a market's first

@@ -53,8 +53,8 @@ from perp.layout import (
     M_PREMIUM_N,
     M_PREMIUM_SUM_PPB,
     O_ACCOUNT,
-    O_FLAGS,
     O_ANEXT,
+    O_FLAGS,
     O_MARKET,
     O_PRICE,
     O_REM,
@@ -317,6 +317,14 @@ def solvent_after(st, a, m, price, lots, fee_ppm, loss_micro):
 
 
 @njit(**_K)
+def beyond_mark_ticks(side, price, mark):
+    """How far an order's limit lies through the mark (ticks, >= 0): above it for a bid, below it for
+    an ask -- what each of its lots gives away against the mark when it fills at that limit."""
+    away = price - mark if side == BUY else mark - price
+    return away if away > 0 else 0
+
+
+@njit(**_K)
 def resting_reserve_micro(st, a):
     """What account a's resting orders will cost when they fill at their limits, at the marks now:
     for each, its maker fee (`order_fee_micro`; a rebate counts 0) and what it gives away against
@@ -333,9 +341,8 @@ def resting_reserve_micro(st, a):
         price = st.orders[slot, O_PRICE]
         lots = st.orders[slot, O_REM]
         reserve += order_fee_micro(st, m, price, lots, st.spec[m, S_MAKER_FEE_PPM])
-        away = price - mark if st.orders[slot, O_SIDE] == BUY else mark - price
-        if away > 0 and mark > 0:
-            reserve += away * lots * st.spec[m, S_MICRO_PER_TICK_LOT]
+        if mark > 0:
+            reserve += beyond_mark_ticks(st.orders[slot, O_SIDE], price, mark) * lots * st.spec[m, S_MICRO_PER_TICK_LOT]
         slot = st.orders[slot, O_ANEXT]
     return reserve
 

@@ -242,7 +242,7 @@ def test_the_engine_pays_the_reference_rate_for_a_partial_hour_with_frozen_sampl
     # impact bid 20,010 against index 20,000 (the ask is above it): premium = 10 / 20,000 = 500,000 ppb;
     # rate = 500,000 + clamp(0 - 500,000, +-50,000) = 450,000, x 25 unfrozen // 60 in a full hour = 187,500
     spec = e.specs[0]
-    reference = funding_rate_for_hour_ppb([500_000] * 25, 5, False, spec.funding_interest_ppb,
+    reference = funding_rate_for_hour_ppb([500_000] * 25, False, spec.funding_interest_ppb,
                                           spec.funding_clamp_ppb, spec.funding_cap_ppb)
     assert f.rate_ppb == reference == 450_000 * 25 // 60 == 187_500
     assert_money_conserved(e)

@@ -107,25 +107,24 @@ def test_predicted_rate_uses_the_samples_so_far_and_interest_before_the_first():
 
 
 @pytest.mark.parametrize(
-    ("samples", "n_frozen", "frozen_at_hour", "full", "rate"),
+    ("samples", "frozen_at_hour", "full", "rate"),
     [
-        ([2_000_000] * 60, 0, False, 60, 1_500_000),  # nothing frozen: the rule
-        ([2_000_000] * 60, 0, True, 60, 0),  # frozen at the hour: nothing paid
-        ([], 60, False, 60, 0),  # frozen all hour
-        ([2_000_000] * 30, 30, False, 60, 750_000),  # frozen half the hour: half the rate
-        ([-2_000_000] * 20, 40, False, 60, -500_000),  # a third: -1_500_000 / 3, toward zero
-        ([1_000_100], 2, False, 3, 166_700),  # rate 500_100, one sample of a 3-sample hour: 166_700 exactly
-        ([1_000_100] * 2, 0, False, 3, 333_400),  # a partial hour, nothing frozen: 500_100 x 2 // 3
+        ([2_000_000] * 60, False, 60, 1_500_000),  # nothing frozen: the rule
+        ([2_000_000] * 60, True, 60, 0),  # frozen at the hour: nothing paid
+        ([], False, 60, 0),  # frozen all hour (60 frozen sample times)
+        ([2_000_000] * 30, False, 60, 750_000),  # frozen half the hour (30): half the rate
+        ([-2_000_000] * 20, False, 60, -500_000),  # unfrozen a third (40 frozen): -1_500_000 / 3, toward zero
+        ([1_000_100], False, 3, 166_700),  # rate 500_100, one sample of a 3-sample hour (2 frozen): 166_700 exactly
+        ([1_000_100] * 2, False, 3, 333_400),  # a partial hour, nothing frozen: 500_100 x 2 // 3
     ],
 )
-def test_funding_accrues_only_while_the_anchor_is_not_frozen(samples, n_frozen, frozen_at_hour, full, rate):
-    assert funding_rate_for_hour_ppb(samples, n_frozen, frozen_at_hour, I, CLAMP, BIG_CAP,
-                                     samples_in_full_hour=full) == rate
+def test_funding_accrues_only_while_the_anchor_is_not_frozen(samples, frozen_at_hour, full, rate):
+    assert funding_rate_for_hour_ppb(samples, frozen_at_hour, I, CLAMP, BIG_CAP, samples_in_full_hour=full) == rate
 
 
 def test_a_partial_hour_with_frozen_samples_is_pro_rated_by_a_full_hours_samples():
     # a market listed at 00:30 (30 samples), 5 of them frozen: rate x 25 / 60, not x 25 / 30
-    assert funding_rate_for_hour_ppb([2_000_000] * 25, 5, False, I, CLAMP, BIG_CAP) == 1_500_000 * 25 // 60
+    assert funding_rate_for_hour_ppb([2_000_000] * 25, False, I, CLAMP, BIG_CAP) == 1_500_000 * 25 // 60
 
 
 IDX = 20_000  # ticks
