@@ -142,6 +142,9 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
 
 # ---- connections -----------------------------------------------------------------------------
+LOGON_TS_RESOLUTION_NS = 1_000_000  # how coarse a logon's timestamp may be (clients sign in ms)
+
+
 class Conn:
     __slots__ = (
         "book_resync",
@@ -328,9 +331,11 @@ class Gateway:
         # started is refused (4106), so one seen by the process before a restart cannot be replayed
         # after it. "Before it started" by either clock a client may sign with: the wall clock, or
         # the server's (the console signs with the time `hello` gave it), which a test or a sim may
-        # hold behind the wall clock -- whichever is earlier, so a fresh logon by either passes
+        # hold behind the wall clock -- whichever is earlier, so a fresh logon by either passes --, less
+        # a client's timestamp resolution (the console signs with `hello`'s time rounded to the
+        # millisecond); a restart takes far longer than that, so no frame seen before it gets through
         self.auth = Authenticator(self.keys, recv_window_ns=config.recv_window_ms * 1_000_000,
-                                  not_before_ns=min(time.time_ns(), self.clock.now_ns()))
+                                  not_before_ns=min(time.time_ns(), self.clock.now_ns()) - LOGON_TS_RESOLUTION_NS)
         # one feed per market (recovered ones included) whose series the fix source has (gateway.feed)
         self.feed = IndexFeeds.of(feed)
         if self.feed is None and feed is None and config.index_feed:
